@@ -1,0 +1,36 @@
+"""``memlab info RUN``: what a run directory holds and how far it got."""
+
+from __future__ import annotations
+
+import argparse
+
+from memlab.population.run import Run
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser("info", help="describe a run directory")
+    parser.add_argument("run", help="run directory")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    result = Run(args.run)
+    manifest = result.manifest
+    chunks = manifest["chunks"]
+    done = sum(status == "done" for status in chunks.values())
+    print(repr(result))
+    print(f"status:  {manifest['status']} ({done}/{len(chunks)} chunks done)")
+    print(f"created: {manifest['created']} with memlab {manifest['versions']['memlab']}, "
+          f"torch {manifest['versions']['torch']}")
+    print("config:")
+    for key, value in manifest["config"].items():
+        print(f"  {key:16s} {value}")
+    dataset = manifest["dataset"]
+    print(f"dataset: {dataset['name']} fingerprint {dataset['fingerprint'][:16]}, "
+          f"corruption: {sorted(dataset['corruption']) or 'none'}")
+    if result.complete:
+        table = result.models_table()
+        print(f"records: {', '.join(result.record_names)}")
+        print(table[["n_in", "train_acc_in", "train_acc_out", "test_acc"]]
+              .describe().loc[["mean", "std", "min", "max"]].to_string(float_format="%.4f"))
+    return 0

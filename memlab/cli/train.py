@@ -1,0 +1,76 @@
+"""``memlab train``: train (or resume) a population and write its run directory."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from memlab.data import load
+
+
+def add_population_arguments(parser: argparse.ArgumentParser, **defaults) -> None:
+    """Options shared by every command that trains a population (train, memorize, ...)."""
+    d = {"data": "mnist1d", "model": "mlp", "models": 100, "subset": 0.5, "epochs": 30,
+         "batch_size": 128, "optimizer": "sgd", "lr": 0.05, "chunk_size": 32, **defaults}
+    group = parser.add_argument_group("population")
+    group.add_argument("--data", default=d["data"],
+                       help="mnist1d | digits | mnist | path/to/data.npz (default: %(default)s)")
+    group.add_argument("--label-noise", type=float, default=0.0, metavar="FRACTION",
+                       help="flip the labels of this fraction of training examples first")
+    group.add_argument("--model", default=d["model"], help="mlp | cnn1d | cnn2d")
+    group.add_argument("--hidden", default=None, metavar="W1,W2",
+                       help="MLP hidden widths, comma-separated (default 100,100)")
+    group.add_argument("--models", type=int, default=d["models"], help="number of models")
+    group.add_argument("--subset", type=float, default=d["subset"],
+                       help="fraction of the training set each model sees, in (0, 1)")
+    group.add_argument("--epochs", type=int, default=d["epochs"])
+    group.add_argument("--batch-size", type=int, default=d["batch_size"])
+    group.add_argument("--optimizer", default=d["optimizer"], choices=["sgd", "adam", "adamw"])
+    group.add_argument("--lr", type=float, default=d["lr"])
+    group.add_argument("--weight-decay", type=float, default=0.0)
+    group.add_argument("--seed", type=int, default=0)
+    group.add_argument("--record-epochs", action="store_true",
+                       help="also record every example's correctness and loss after every epoch")
+    group.add_argument("--no-weights", action="store_true", help="do not save final weights")
+    group.add_argument("--chunk-size", type=int, default=d["chunk_size"],
+                       help="models trained together (memory grows with it)")
+    group.add_argument("--device", default="cpu", help="cpu | cuda")
+    group.add_argument("--workers", type=int, default=None,
+                       help="CPU worker processes (default: one per core)")
+    group.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def train_from_args(args: argparse.Namespace, out: str):
+    from memlab.population import train_population
+
+    dataset = load(args.data)
+    if args.label_noise:
+        dataset = dataset.with_label_noise(args.label_noise, seed=args.seed)
+    model_kwargs = {}
+    if args.hidden:
+        model_kwargs["hidden"] = [int(w) for w in args.hidden.split(",")]
+    return train_population(
+        dataset, model=args.model, model_kwargs=model_kwargs, n_models=args.models,
+        subset_fraction=args.subset, epochs=args.epochs, batch_size=args.batch_size,
+        optimizer=args.optimizer, lr=args.lr, weight_decay=args.weight_decay, seed=args.seed,
+        record_epochs=args.record_epochs, save_weights=not args.no_weights,
+        chunk_size=args.chunk_size, out=out, device=args.device, n_workers=args.workers,
+        progress=not args.quiet,
+    )
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "train", help="train (or resume) a population of subset-trained models",
+        description="Train a population of models, each on its own random subset, and write "
+                    "every record to a run directory. Re-running resumes.")
+    add_population_arguments(parser)
+    parser.add_argument("--out", default="runs/train", help="run directory (default: %(default)s)")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    result = train_from_args(args, args.out)
+    print(json.dumps(result.manifest["summary"], indent=2))
+    print(f"run directory: {result.path}")
+    return 0

@@ -1,0 +1,1 @@
+"""Measures computed from models and population runs: memorization, spectra, ..."""

@@ -1,0 +1,226 @@
+"""Power-law tail fits of eigenvalue spectra (Clauset, Shalizi & Newman 2009), vectorized.
+
+For sorted eigenvalues λ_1 ≤ … ≤ λ_n and a candidate lower cut-off x_min = λ_i, the
+continuous power law p(λ) ∝ λ^(-α) on [x_min, ∞) has the maximum-likelihood exponent
+
+    α(x_min) = 1 + n_tail / Σ_{λ_j ≥ x_min} ln(λ_j / x_min),       n_tail = n − i,
+
+and the Kolmogorov–Smirnov (KS) distance D(x_min) between the fitted CDF
+1 − (λ/x_min)^(1−α) and the empirical CDF of the tail. Clauset's method picks the x_min
+with the least D. Every candidate is evaluated at once (NumPy blocks of candidates × tail
+points), never in a Python loop over candidates.
+
+Two estimators share this code:
+
+* ``mode="reference"`` reproduces WeightWatcher 0.7.7 exactly: every eigenvalue but the
+  largest is a candidate; α is the plain MLE; the empirical CDF is the lower step
+  ``k / n_tail`` only; (WeightWatcher switches to its small-sample objective under
+  20 eigenvalues: so does this mode).
+* ``mode="robust"`` (memlab's default) differs where WeightWatcher goes wrong on
+  finite matrices: the tail must hold at least ``min_tail`` eigenvalues (no fits on a
+  handful of points, which is where absurd α of 8–15 come from), α is the
+  small-sample-unbiased MLE ``1 + (n_tail − 1)/Σ ln(λ/x_min)``, and D is the true KS
+  statistic (both sides of each empirical step).
+
+A fit that cannot be made returns ``alpha = nan`` and a ``reason`` in plain words; never
+a sentinel such as −1.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+# WeightWatcher drops eigenvalues at or below this before fitting (its EVALS_THRESH).
+REFERENCE_EIGENVALUE_FLOOR = 1e-5
+# Under this many eigenvalues WeightWatcher uses a different (small-N) objective.
+REFERENCE_SMALL_N = 20
+# Fewest tail points the robust fit accepts, and the smallest share of the spectrum.
+DEFAULT_MIN_TAIL = 10
+DEFAULT_MIN_TAIL_FRACTION = 0.02
+# Elements per block of the (candidates × tail points) KS matrix: bounds memory to ~100 MB.
+_BLOCK_ELEMENTS = 1 << 22
+
+
+@dataclass(frozen=True)
+class PowerLawFit:
+    """The chosen power-law tail. ``alpha``, ``xmin`` and ``D`` are nan when no fit was made.
+
+    alpha: density exponent (p(λ) ∝ λ^-α). xmin: lower cut-off, in the units of the
+    eigenvalues. D: KS distance of the tail fit. n_tail: eigenvalues ≥ xmin.
+    sigma: standard error of α, (α − 1)/√n_tail. reason: why no fit was made ("" if one was).
+    """
+
+    alpha: float
+    xmin: float
+    D: float
+    n_tail: int
+    sigma: float
+    reason: str = ""
+    truncation: float = float("nan")  # λ_cut of a truncated power law, if one was fitted
+
+    @property
+    def ok(self) -> bool:
+        return not self.reason
+
+
+def _failed(reason: str) -> PowerLawFit:
+    nan = float("nan")
+    return PowerLawFit(alpha=nan, xmin=nan, D=nan, n_tail=0, sigma=nan, reason=reason)
+
+
+def candidate_scan(
+    sorted_values: np.ndarray,
+    *,
+    unbiased: bool,
+    two_sided_ks: bool,
+    min_tail: int = 2,
+    device: str | torch.device = "cpu",
+) -> tuple[np.ndarray, np.ndarray]:
+    """α and KS distance D for every candidate x_min = sorted_values[i], i = 0 … n−2.
+
+    sorted_values: (n,) positive, ascending. Returns (alphas, Ds), each (n−1,); candidates
+    whose tail has fewer than ``min_tail`` points, or whose α ≤ 1, get D = inf.
+    """
+    x = np.asarray(sorted_values, dtype=np.float64)
+    n = x.size
+    log_x = np.log(x)
+    candidates = np.arange(n - 1)
+    n_tail = (n - candidates).astype(np.float64)
+    # Σ_{j ≥ i} ln x_j for every i, from one reversed cumulative sum.
+    suffix_log_sum = np.cumsum(log_x[::-1])[::-1][: n - 1]
+    log_ratio_sum = suffix_log_sum - n_tail * log_x[:-1]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        numerator = n_tail - 1.0 if unbiased else n_tail
+        alphas = 1.0 + numerator / log_ratio_sum
+    alphas = np.where(np.isfinite(alphas), alphas, np.nan)
+
+    distances = np.full(n - 1, np.inf)
+    usable = (n_tail >= min_tail) & (alphas > 1.0)
+    rows_all = candidates[usable]
+    if rows_all.size == 0:
+        return alphas, distances
+    # Torch rather than NumPy: its exp is about twice as fast on one CPU thread, and the
+    # same code runs on a GPU. float64 throughout, so results match the loop to ~1e-15.
+    log_x_t = torch.as_tensor(log_x, device=device)
+    alphas_t = torch.as_tensor(alphas, device=device)
+    n_tail_t = torch.as_tensor(n_tail, device=device)
+    block = max(1, _BLOCK_ELEMENTS // max(n, 1))
+    for start in range(0, rows_all.size, block):
+        rows = torch.as_tensor(rows_all[start : start + block], device=device)
+        first = int(rows[0])  # only columns j ≥ the smallest candidate can be in a tail
+        cols = torch.arange(first, n, device=device, dtype=torch.float64)
+        rank_in_tail = cols[None, :] - rows[:, None].to(torch.float64)  # k = j − i
+        # ln(λ_j/x_min), clamped at 0 for j < i (not in the tail; masked below anyway).
+        log_ratio = (log_x_t[None, first:] - log_x_t[rows][:, None]).clamp_min_(0.0)
+        fitted_cdf = 1.0 - torch.exp(log_ratio.mul_((1.0 - alphas_t[rows])[:, None]))
+        tail_size = n_tail_t[rows][:, None]
+        gap = (fitted_cdf - rank_in_tail / tail_size).abs_()
+        if two_sided_ks:
+            gap = torch.maximum(gap, (fitted_cdf - (rank_in_tail + 1) / tail_size).abs_())
+        gap.masked_fill_(rank_in_tail < 0, 0.0)
+        distances[rows.cpu().numpy()] = gap.amax(dim=1).cpu().numpy()
+    return alphas, distances
+
+
+def _reference_small_n(x: np.ndarray) -> PowerLawFit:
+    """WeightWatcher's objective under 20 eigenvalues: bias-corrected α, tails ≥ 8 points,
+    choose the least D − 0.868/√n_tail (its ``fit_powerlaw_smallN``)."""
+    n = x.size
+    alphas, distances = candidate_scan(x, unbiased=True, two_sided_ks=False, min_tail=8)
+    n_tail = n - np.arange(n - 1)
+    objective = np.where(np.isfinite(distances), distances - 0.868 / np.sqrt(n_tail), np.inf)
+    if not np.isfinite(objective).any():
+        return _failed(f"only {n} eigenvalues above the floor; too few for a tail fit")
+    best = int(np.argmin(objective))
+    alpha = float(alphas[best])
+    return PowerLawFit(
+        alpha=alpha, xmin=float(x[best]), D=float(distances[best]), n_tail=int(n_tail[best]),
+        sigma=(alpha - 1) / math.sqrt(n_tail[best]),
+    )
+
+
+def fit_power_law(
+    eigenvalues: np.ndarray,
+    mode: str = "robust",
+    min_tail: int = DEFAULT_MIN_TAIL,
+    min_tail_fraction: float = DEFAULT_MIN_TAIL_FRACTION,
+) -> PowerLawFit:
+    """Fit a power-law tail to ``eigenvalues`` (any order, any units) by Clauset's method.
+
+    mode: ``"robust"`` (default) or ``"reference"`` (WeightWatcher 0.7.7's estimator); see
+    the module docstring. min_tail, min_tail_fraction: robust mode only; the tail must hold
+    at least max(min_tail, min_tail_fraction · n) eigenvalues.
+    """
+    if mode not in ("robust", "reference"):
+        raise ValueError(f"mode must be 'robust' or 'reference', got {mode!r}")
+    values = np.sort(np.asarray(eigenvalues, dtype=np.float64).ravel())
+    values = values[np.isfinite(values)]
+    # Zero eigenvalues (rank deficiency) carry no tail information and break ln(λ/x_min).
+    floor = REFERENCE_EIGENVALUE_FLOOR if mode == "reference" else max(
+        REFERENCE_EIGENVALUE_FLOOR, 1e-12 * (values[-1] if values.size else 0.0)
+    )
+    x = values[values > floor]
+    n = x.size
+    if mode == "reference":
+        if n < 2:
+            return _failed(f"only {n} eigenvalue(s) above {floor:g}; nothing to fit")
+        if n < REFERENCE_SMALL_N:
+            return _reference_small_n(x)
+        alphas, distances = candidate_scan(x, unbiased=False, two_sided_ks=False)
+        # WeightWatcher leaves D = 1 where α ≤ 1; argmin then takes the first least D.
+        distances = np.where(np.isfinite(distances), distances, 1.0)
+        best = int(np.argmin(distances))
+    else:
+        needed = max(min_tail, math.ceil(min_tail_fraction * n))
+        if n < max(needed, 2):
+            return _failed(
+                f"only {n} nonzero eigenvalues; a tail fit needs at least {max(needed, 2)}"
+            )
+        alphas, distances = candidate_scan(x, unbiased=True, two_sided_ks=True, min_tail=needed)
+        if not np.isfinite(distances).any():
+            return _failed("no candidate x_min gives a normalizable power law (α ≤ 1)")
+        best = int(np.argmin(distances))
+    n_tail = n - best
+    alpha = float(alphas[best])
+    return PowerLawFit(
+        alpha=alpha, xmin=float(x[best]), D=float(distances[best]), n_tail=int(n_tail),
+        sigma=(alpha - 1) / math.sqrt(n_tail),
+    )
+
+
+def fit_truncated_power_law(eigenvalues: np.ndarray, xmin: float) -> tuple[float, float]:
+    """Maximum-likelihood truncated power law p(λ) ∝ λ^-α e^(-λ/λ_cut) on [xmin, ∞).
+
+    Returns (alpha, lambda_cut), lambda_cut in the units of the eigenvalues (inf = no
+    truncation). The normalizing integral is computed on a log grid, since the incomplete
+    gamma function with a negative first argument is not in SciPy.
+    """
+    from scipy.optimize import minimize
+
+    tail = np.sort(np.asarray(eigenvalues, dtype=np.float64))
+    tail = tail[tail >= xmin] / xmin  # work in units of xmin: the tail starts at 1
+    if tail.size < 3:
+        return float("nan"), float("nan")
+    mean_log, mean_value = np.log(tail).mean(), tail.mean()
+    u = np.linspace(0.0, np.log(tail[-1]) + 12.0, 4000)  # ln λ grid, far past the data
+    du = u[1] - u[0]
+
+    def negative_log_likelihood(params: np.ndarray) -> float:
+        alpha, log_rate = params
+        rate = math.exp(log_rate)  # 1/λ_cut in units of xmin
+        integrand = np.exp((1.0 - alpha) * u - rate * np.exp(u))
+        normalizer = (integrand.sum() - 0.5 * (integrand[0] + integrand[-1])) * du
+        return alpha * mean_log + rate * mean_value + math.log(normalizer)
+
+    start_alpha = 1.0 + 1.0 / max(mean_log, 1e-9)
+    best = minimize(
+        negative_log_likelihood, x0=np.array([min(start_alpha, 8.0), math.log(0.01)]),
+        method="L-BFGS-B", bounds=[(0.0, 20.0), (math.log(1e-8), math.log(1e3))],
+    )
+    alpha, log_rate = best.x
+    lambda_cut = xmin / math.exp(log_rate) if log_rate > math.log(1e-8) + 1e-6 else math.inf
+    return float(alpha), float(lambda_cut)

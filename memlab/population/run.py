@@ -1,0 +1,149 @@
+"""Typed, read-only access to a finished run directory: ``open_run(path)``."""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from memlab.data import Dataset, load_npz
+from memlab.errors import CheckpointError, RunError
+from memlab.models import build_model
+from memlab.population import store
+from memlab.population.config import PopulationConfig
+
+
+class Run:
+    """A population run on disk. Arrays are memory-mapped: opening a run costs nothing.
+
+    Records (``run.records(name)``), model axis first, for split in {train, test}:
+      ``{split}_correct`` (n_models, n) bool, ``{split}_margin`` float32 (true-class logit
+      minus the best other logit), ``{split}_loss`` float32 (cross-entropy, nats),
+      ``{split}_pred`` int16; ``epoch_train_loss_mean`` (n_models, epochs) float32; with
+      ``record_epochs``: ``epoch_{split}_correct`` (n_models, epochs, n) bool and
+      ``epoch_{split}_loss`` float16.
+    """
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.manifest = store.read_manifest(self.path)
+        self.config = PopulationConfig.from_dict(self.manifest["config"])
+
+    def __repr__(self) -> str:
+        d = self.manifest["dataset"]
+        return (f"Run({str(self.path)!r}: {self.n_models} x {self.config.model} on {d['name']} "
+                f"({d['n_train']} train / {d['n_test']} test), {self.manifest['status']})")
+
+    @property
+    def n_models(self) -> int:
+        return self.config.n_models
+
+    @property
+    def complete(self) -> bool:
+        return self.manifest["status"] == "complete"
+
+    @functools.cached_property
+    def dataset(self) -> Dataset:
+        """The exact data the population was trained on (after any corruption)."""
+        return load_npz(self.path / "dataset.npz")
+
+    @functools.cached_property
+    def membership_mask(self) -> np.ndarray:
+        """(n_models, n_train) bool: M[k, i] is True iff example i is in model k's subset."""
+        mask = store.load_npy(self.path / "membership_mask.npy")
+        expected = (self.n_models, self.manifest["dataset"]["n_train"])
+        if mask.shape != expected or mask.dtype != bool:
+            raise RunError(f"{self.path}/membership_mask.npy has shape {mask.shape} "
+                           f"{mask.dtype}, expected {expected} bool; the run is corrupted")
+        return mask
+
+    @property
+    def record_names(self) -> list[str]:
+        return sorted(p.stem for p in (self.path / "records").glob("*.npy"))
+
+    def records(self, name: str) -> np.ndarray:
+        """A record array, memory-mapped, model axis first."""
+        self._require_complete()
+        path = self.path / "records" / f"{name}.npy"
+        if not path.exists():
+            hint = (" (per-epoch records need record_epochs=True / --record-epochs)"
+                    if name.startswith("epoch_") else "")
+            raise RunError(f"{self.path} has no record {name!r}{hint}; "
+                           f"available: {', '.join(self.record_names)}")
+        array = store.load_npy(path)
+        if array.shape[0] != self.n_models:
+            raise RunError(f"record {path} has {array.shape[0]} models, expected "
+                           f"{self.n_models}; the run is corrupted")
+        return array
+
+    def models_table(self) -> pd.DataFrame:
+        """One row per model: subset size and accuracies (IN = its own training subset)."""
+        return pd.read_parquet(self.path / "tables" / "models.parquet")
+
+    def weights(self, models: list[int] | range | None = None) -> dict[str, np.ndarray]:
+        """name -> (len(models), ...) float32 final weights, names as in the model's
+        state_dict. Read from safetensors files (no code is executed on load)."""
+        self._require_complete()
+        if not self.config.save_weights:
+            raise RunError(f"{self.path} was trained with save_weights=False")
+        from safetensors.numpy import load_file
+
+        models = range(self.n_models) if models is None else models
+        chunk_size = self.config.chunk_size
+        parts: dict[str, list[np.ndarray]] = {}
+        by_chunk: dict[int, list[int]] = {}
+        for k in models:
+            if not 0 <= k < self.n_models:
+                raise IndexError(f"model {k} out of range: the run has {self.n_models} models")
+            by_chunk.setdefault(k // chunk_size, []).append(k % chunk_size)
+        order = []
+        for chunk_index, rows in by_chunk.items():
+            path = store.chunk_dir(self.path, chunk_index) / "weights.safetensors"
+            try:
+                tensors = load_file(str(path))
+            except Exception as error:  # safetensors raises its own error types
+                raise CheckpointError(f"cannot read weights {path}: {error}") from None
+            for name, array in tensors.items():
+                parts.setdefault(name, []).append(array[rows])
+            order.extend(chunk_index * chunk_size + r for r in rows)
+        # Chunks were read in chunk order; give the models back in the order asked for.
+        return {name: _reorder(np.concatenate(arrays), order, list(models))
+                for name, arrays in parts.items()}
+
+    def model(self, k: int) -> torch.nn.Module:
+        """Model k as an ordinary nn.Module with its final weights (in eval mode)."""
+        d = self.manifest["dataset"]
+        module = build_model(self.config.model, tuple(d["input_shape"]), d["n_classes"],
+                             **self.config.model_kwargs)
+        weights = self.weights([k])
+        module.load_state_dict({name: torch.from_numpy(w[0]) for name, w in weights.items()})
+        return module.eval()
+
+    def _require_complete(self) -> None:
+        if not self.complete:
+            raise RunError(
+                f"{self.path} is not complete (status {self.manifest['status']!r}, "
+                f"{sum(s == 'done' for s in self.manifest['chunks'].values())} of "
+                f"{len(self.manifest['chunks'])} chunks done); resume it by running the same "
+                "train command again"
+            )
+
+
+def _reorder(stacked: np.ndarray, order: list[int], wanted: list[int]) -> np.ndarray:
+    position = {model: row for row, model in enumerate(order)}
+    return stacked[[position[k] for k in wanted]]
+
+
+def open_run(path: str | Path) -> Run:
+    """Open a finished run, checking that its manifest and records are intact."""
+    run = Run(path)
+    run._require_complete()
+    for name, shape in run.manifest.get("records", {}).items():
+        array = run.records(name)
+        if list(array.shape) != shape:
+            raise RunError(f"record {name} has shape {list(array.shape)}, the manifest says "
+                           f"{shape}; the run directory is corrupted: retrain it")
+    return run

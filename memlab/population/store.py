@@ -1,0 +1,214 @@
+"""The run directory: where a population's every record lives, written atomically.
+
+Layout (see docs/architecture.md)::
+
+    RUN/
+      manifest.json            config, dataset fingerprint, versions, status of every chunk
+      dataset.npz              the exact data trained on (after any corruption)
+      membership_mask.npy      (n_models, n_train) bool: M[k, i] = example i in model k's subset
+      chunks/00000/            one finished chunk of models (the unit of work and resumption):
+        train_correct.npy ...    its records, model axis first
+        weights.safetensors      its final weights, stacked (optional)
+        done.json                written last: the chunk's commit marker
+      records/                 all chunks' records concatenated on completion (memory-mappable)
+        train_correct.npy      (n_models, n_train) bool
+        train_margin.npy       (n_models, n_train) float32 ...
+      tables/models.parquet    one row per model: subset size, accuracies, final loss
+
+A chunk directory is built under a temporary name and renamed into place, so a chunk is
+either wholly present or absent; a killed run resumes from the chunks it finished.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from memlab.errors import RunError
+
+MANIFEST = "manifest.json"
+RUN_FORMAT = "memlab-run/1"
+
+
+# ---------------------------------------------------------------- atomic writes
+
+
+def _temp_path(path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    return Path(name)
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` so that readers see the old file or the new one, never half."""
+    path = Path(path)
+    tmp = _temp_path(path)
+    try:
+        with open(tmp, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def atomic_write_json(path: str | Path, obj: Any) -> None:
+    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode("utf-8"))
+
+
+def atomic_save_npy(path: str | Path, array: np.ndarray) -> None:
+    path = Path(path)
+    tmp = _temp_path(path)
+    try:
+        with open(tmp, "wb") as handle:
+            np.save(handle, np.ascontiguousarray(array), allow_pickle=False)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def atomic_save_table(path: str | Path, frame) -> None:
+    """Save a pandas DataFrame as Parquet (``.parquet``) or CSV (``.csv``), atomically."""
+    path = Path(path)
+    tmp = _temp_path(path)
+    try:
+        if path.suffix == ".parquet":
+            frame.to_parquet(tmp, index=False)
+        elif path.suffix == ".csv":
+            frame.to_csv(tmp, index=False)
+        else:
+            raise ValueError(f"tables are saved as .parquet or .csv, not {path.suffix!r}")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def read_json(path: Path, what: str) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise RunError(f"{what} {path} is missing") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise RunError(
+            f"{what} {path} is unreadable ({error}); the run directory is corrupted: "
+            "delete it (or pass a new --out) and train again"
+        ) from None
+
+
+def load_npy(path: Path, mmap: bool = True) -> np.ndarray:
+    """Load a record array, memory-mapped by default; a damaged file gets a RunError."""
+    try:
+        return np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
+    except FileNotFoundError:
+        raise RunError(f"record {path} is missing; the run is incomplete or corrupted") from None
+    except (ValueError, OSError, EOFError) as error:
+        raise RunError(
+            f"record {path} is unreadable ({error}); delete the run directory and train again"
+        ) from None
+
+
+# ---------------------------------------------------------------- chunks
+
+
+def chunk_dir(run_dir: Path, chunk_index: int) -> Path:
+    return run_dir / "chunks" / f"{chunk_index:05d}"
+
+
+def write_chunk(run_dir: Path, chunk_index: int, arrays: dict[str, np.ndarray],
+                weights: dict | None, info: dict) -> None:
+    """Commit one chunk's records: build it in a temporary directory, then rename it in."""
+    from safetensors.numpy import save_file
+
+    final = chunk_dir(run_dir, chunk_index)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
+    try:
+        files = {}
+        for name, array in arrays.items():
+            array = np.ascontiguousarray(array)
+            np.save(tmp / f"{name}.npy", array, allow_pickle=False)
+            files[f"{name}.npy"] = (tmp / f"{name}.npy").stat().st_size
+        if weights is not None:
+            save_file({k: np.ascontiguousarray(v) for k, v in weights.items()},
+                      str(tmp / "weights.safetensors"))
+            files["weights.safetensors"] = (tmp / "weights.safetensors").stat().st_size
+        # done.json lists every file with its size: a truncated file is caught on resume.
+        (tmp / "done.json").write_text(json.dumps({**info, "files": files}, indent=2))
+        for path in tmp.iterdir():
+            with open(path, "rb") as handle:
+                os.fsync(handle.fileno())
+        if final.exists():  # a stale, unverified copy (e.g. a damaged chunk being redone)
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def chunk_is_complete(run_dir: Path, chunk_index: int) -> bool:
+    """True when the chunk's marker exists and every file it lists has its recorded size."""
+    directory = chunk_dir(run_dir, chunk_index)
+    try:
+        info = json.loads((directory / "done.json").read_text())
+        return all((directory / name).stat().st_size == size
+                   for name, size in info["files"].items())
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+
+
+def read_chunk_array(run_dir: Path, chunk_index: int, name: str) -> np.ndarray:
+    return load_npy(chunk_dir(run_dir, chunk_index) / f"{name}.npy", mmap=False)
+
+
+def read_chunk_info(run_dir: Path, chunk_index: int) -> dict:
+    return read_json(chunk_dir(run_dir, chunk_index) / "done.json", "chunk marker")
+
+
+# ---------------------------------------------------------------- manifest
+
+
+@dataclass
+class ChunkPlan:
+    """Models [start, stop) form chunk ``index``."""
+
+    index: int
+    start: int
+    stop: int
+
+    @property
+    def size(self) -> int:
+        return self.stop - self.start
+
+
+def plan_chunks(n_models: int, chunk_size: int) -> list[ChunkPlan]:
+    return [ChunkPlan(i, start, min(start + chunk_size, n_models))
+            for i, start in enumerate(range(0, n_models, chunk_size))]
+
+
+def write_manifest(run_dir: Path, manifest: dict) -> None:
+    atomic_write_json(run_dir / MANIFEST, manifest)
+
+
+def read_manifest(run_dir: Path) -> dict:
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise RunError(f"{run_dir} is not a run directory (it does not exist)")
+    manifest = read_json(run_dir / MANIFEST, "manifest")
+    if manifest.get("format") != RUN_FORMAT:
+        raise RunError(
+            f"{run_dir / MANIFEST} has format {manifest.get('format')!r}; this memlab reads "
+            f"{RUN_FORMAT!r} runs. Retrain with this version or open it with the version "
+            f"that wrote it ({manifest.get('versions', {}).get('memlab', 'unknown')})"
+        )
+    return manifest

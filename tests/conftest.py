@@ -1,0 +1,30 @@
+import numpy as np
+import pytest
+import torch
+
+from memlab.data import Dataset
+
+torch.set_num_threads(1)
+
+
+def make_blobs(n_train: int = 240, n_test: int = 60, n_features: int = 10, n_classes: int = 3,
+               seed: int = 0, spread: float = 1.0) -> Dataset:
+    """Gaussian blobs around random class centres: learnable, tiny, deterministic."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(n_classes, n_features)) * 2
+    y = rng.integers(0, n_classes, n_train + n_test)
+    x = (centres[y] + spread * rng.normal(size=(len(y), n_features))).astype(np.float32)
+    return Dataset(name="blobs", x_train=x[:n_train], y_train=y[:n_train],
+                   x_test=x[n_train:], y_test=y[n_train:],
+                   class_names=[f"c{i}" for i in range(n_classes)])
+
+
+@pytest.fixture
+def blobs() -> Dataset:
+    return make_blobs()
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path_factory, monkeypatch):
+    # Generated datasets are cached once per test session, outside the user's cache.
+    monkeypatch.setenv("MEMLAB_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
