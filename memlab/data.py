@@ -153,9 +153,10 @@ class Dataset:
 
     def save(self, path: str | Path) -> None:
         """Write the dataset (arrays and metadata) to one ``.npz`` file, atomically."""
-        from memlab.population.store import atomic_write_bytes
         import io
         import json
+
+        from memlab.population.store import atomic_write_bytes
 
         buffer = io.BytesIO()
         meta = {"name": self.name, "class_names": self.class_names,

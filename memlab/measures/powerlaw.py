@@ -118,9 +118,11 @@ def candidate_scan(
         log_ratio = (log_x_t[None, first:] - log_x_t[rows][:, None]).clamp_min_(0.0)
         fitted_cdf = 1.0 - torch.exp(log_ratio.mul_((1.0 - alphas_t[rows])[:, None]))
         tail_size = n_tail_t[rows][:, None]
-        gap = (fitted_cdf - rank_in_tail / tail_size).abs_()
         if two_sided_ks:
-            gap = torch.maximum(gap, (fitted_cdf - (rank_in_tail + 1) / tail_size).abs_())
+            # max(|F − k/n|, |F − (k+1)/n|) = |F − (k + ½)/n| + ½/n: one pass, not two.
+            gap = (fitted_cdf - (rank_in_tail + 0.5) / tail_size).abs_() + 0.5 / tail_size
+        else:
+            gap = (fitted_cdf - rank_in_tail / tail_size).abs_()
         gap.masked_fill_(rank_in_tail < 0, 0.0)
         distances[rows.cpu().numpy()] = gap.amax(dim=1).cpu().numpy()
     return alphas, distances

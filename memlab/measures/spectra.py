@@ -699,3 +699,187 @@ def analyze(
                         seed=seed, device=device, reference=reference, fit=fit,
                         population=population, max_eigenvalues=max_eigenvalues,
                         keep_eigenvalues=False).table
+
+
+# ------------------------------------------------------------------------- plots, report
+def plot_esds(result: SpectraResult, max_layers: int = 48):
+    """Small multiples: each layer's ESD as a log-log density histogram, with the fitted
+    power-law tail (red, from x_min), the MP bulk edge λ⁺ (dashed) and the shuffled-W ESD
+    (grey), for the first ``max_layers`` layers with eigenvalues."""
+    import matplotlib.pyplot as plt
+
+    indices = [i for i in result.eigenvalues if len(result.eigenvalues[i]) >= 2][:max_layers]
+    columns = 6
+    n_rows = max(1, math.ceil(len(indices) / columns))
+    fig, axes = plt.subplots(n_rows, columns, figsize=(2.6 * columns, 2.2 * n_rows),
+                             squeeze=False)
+    for ax in axes.ravel()[len(indices):]:
+        ax.axis("off")
+    for ax, index in zip(axes.ravel(), indices, strict=False):
+        row = result.table.loc[index]
+        values = result.eigenvalues[index]
+        values = values[values > max(values[-1] * 1e-12, 1e-30)]
+        bins = np.geomspace(values[0], values[-1] * 1.0001, 40)
+        ax.hist(values, bins=bins, density=True, color="tab:blue", alpha=0.6)
+        if index in result.random_eigenvalues:
+            shuffled = result.random_eigenvalues[index]
+            shuffled = shuffled[shuffled > 0]
+            ax.hist(shuffled, bins=np.geomspace(shuffled[0], shuffled[-1] * 1.0001, 40),
+                    density=True, histtype="step", color="grey")
+        alpha, xmin = row.get("alpha", np.nan), row.get("xmin", np.nan)
+        if np.isfinite(alpha):
+            tail_share = row["n_tail"] / len(result.eigenvalues[index])
+            grid = np.geomspace(xmin, values[-1], 20)
+            ax.plot(grid, tail_share * (alpha - 1) / xmin * (grid / xmin) ** -alpha, "r-")
+        if np.isfinite(row.get("mp_bulk_max", np.nan)):
+            ax.axvline(row["mp_bulk_max"], color="k", ls="--", lw=0.8)
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_title(f"{row['name'][-28:]}\nα={alpha:.2f}", fontsize=7)
+        ax.tick_params(labelsize=6)
+    fig.tight_layout()
+    return fig
+
+
+def plot_alpha_by_depth(table: pd.DataFrame):
+    """α (and α̂) of each layer against its depth: the "correlation flow"."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 3.2))
+    groups = table.groupby("model") if "model" in table else [(None, table)]
+    for model, group in groups:
+        label = None if model is None else f"model {model}"
+        ax.plot(group["layer_id"], group["alpha"], "o-", ms=3, lw=0.8, label=label)
+    ax.axhspan(ALPHA_VERY_HEAVY, ALPHA_HEAVY_TAILED, color="tab:green", alpha=0.1,
+               label="α 2–4 (well trained)")
+    ax.axhline(ALPHA_RANDOM_LIKE, color="tab:red", ls=":", lw=0.8, label="α = 6")
+    ax.set_xlabel("layer (depth order)")
+    ax.set_ylabel("α")
+    ax.legend(fontsize=7, loc="upper left")
+    fig.tight_layout()
+    return fig
+
+
+TABLE_COLUMNS = ["layer_id", "name", "type", "shape", "num_evals", "alpha", "xmin", "n_tail",
+                 "sigma", "alpha_weighted", "log_spectral_norm", "log_norm", "stable_rank",
+                 "num_spikes", "mp_softrank", "num_traps", "rand_distance", "phase", "reason"]
+
+
+def write_report(result: SpectraResult, path: str | Path) -> None:
+    """A self-contained HTML report: summary, α by depth, per-layer ESDs, full table."""
+    from memlab.report import Report
+
+    report = Report(f"Weight spectra: {result.label}")
+    table = result.table
+    report.text(f"{len(table)} weight matrices analyzed in {result.seconds:.1f} s. "
+                "Eigenvalues are those of WᵀW (squared singular values, unnormalized). "
+                "α ≈ 2–4 is typical of well-trained layers; α ≥ 6 looks random-like; "
+                "α < 2 hints at over-fitting (Martin & Mahoney).")
+    unfitted = table[table["reason"] != ""]
+    if len(unfitted):
+        report.text(f"{len(unfitted)} layer(s) could not be fitted: " + "; ".join(
+            f"{r['name']}: {r['reason']}" for _, r in unfitted.iterrows()), note=True)
+    report.heading("Model summary")
+    report.table(result.summary.T.reset_index().rename(columns={"index": "metric"}))
+    report.heading("Correlation flow: α by depth")
+    report.figure(plot_alpha_by_depth(table), caption="Power-law exponent α of each layer")
+    if result.eigenvalues:
+        report.heading("Empirical spectral densities")
+        report.figure(plot_esds(result), fmt="png", caption=(
+            "ESD (blue), shuffled W (grey), fitted tail (red), MP bulk edge (dashed)"))
+    report.heading("Layers")
+    report.table(table[[c for c in ["model", *TABLE_COLUMNS] if c in table]])
+    report.save(path)
+
+
+# -------------------------------------------------------------------- generalization study
+# One knob at a time around a base configuration (MLP on MNIST-1D); small on purpose, so
+# that the whole study runs on two CPU cores in a few minutes.
+STUDY_BASE = {"hidden": 256, "batch_size": 64, "label_noise": 0.0, "epochs": 30}
+STUDY_KNOBS = {
+    "batch_size": [16, 64, 256, 1024],
+    "hidden": [32, 64, 128, 256, 512],
+    "label_noise": [0.0, 0.2, 0.5, 1.0],
+    "epochs": [2, 8, 30, 60],
+}
+STUDY_METRICS = ("alpha", "alpha_weighted", "log_norm", "log_spectral_norm", "stable_rank")
+
+
+def generalization_study(out: str | Path, models_per_config: int = 4, seed: int = 0,
+                         knobs: Mapping[str, list] | None = None, progress: bool = True
+                         ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Train a family of MLPs on MNIST-1D, one knob varied at a time, and relate each
+    model's spectral metrics to its test accuracy.
+
+    Returns (models, correlations): one row per trained model (knob, value, test_accuracy,
+    per-model means of the metrics); and per knob and metric the Spearman ρ and Kendall τ
+    between the metric and test accuracy across that knob's models. Runs are stored under
+    ``out`` (and resumed from there).
+    """
+    from scipy.stats import kendalltau, spearmanr
+
+    from memlab.data import load as load_dataset
+    from memlab.population import train_population
+
+    knobs = dict(STUDY_KNOBS if knobs is None else knobs)
+    base_data = load_dataset("mnist1d")
+    out = Path(out)
+    rows = []
+    for knob, values in knobs.items():
+        for value in values:
+            config = {**STUDY_BASE, knob: value}
+            data = (base_data.with_label_noise(config["label_noise"], seed=seed)
+                    if config["label_noise"] > 0 else base_data)
+            tag = "_".join(f"{k}{v}" for k, v in config.items())
+            run = train_population(
+                data, model="mlp", model_kwargs={"hidden": (config["hidden"],) * 2},
+                n_models=models_per_config, subset_fraction=0.8, epochs=config["epochs"],
+                batch_size=config["batch_size"], optimizer="sgd", lr=0.05, seed=seed,
+                out=out / tag, save_weights=True, progress=progress,
+            )
+            accuracy = run.records("test_correct").mean(axis=1)
+            result = analyze_full(run, mp_fit=False, randomize=False, keep_eigenvalues=False)
+            for _, summary in result.summary.iterrows():
+                model = int(summary["model"])
+                rows.append({"knob": knob, "value": value, "model": model,
+                             "test_accuracy": float(accuracy[model]),
+                             **{m: float(summary[m]) for m in STUDY_METRICS}})
+    models = pd.DataFrame(rows)
+    correlations = []
+    for knob, group in models.groupby("knob", sort=False):
+        for metric in STUDY_METRICS:
+            rho = spearmanr(group[metric], group["test_accuracy"]).statistic
+            tau = kendalltau(group[metric], group["test_accuracy"]).statistic
+            correlations.append({"knob": knob, "metric": metric, "spearman": float(rho),
+                                 "kendall_tau": float(tau)})
+    return models, pd.DataFrame(correlations)
+
+
+def plot_study(models: pd.DataFrame):
+    """Per knob (columns) and metric (rows): the metric against test accuracy, coloured by
+    the knob's value."""
+    import matplotlib.pyplot as plt
+
+    knobs = list(dict.fromkeys(models["knob"]))
+    metrics = ["alpha", "alpha_weighted", "log_norm"]
+    fig, axes = plt.subplots(len(metrics), len(knobs), figsize=(3.2 * len(knobs), 7),
+                             squeeze=False)
+    for column, knob in enumerate(knobs):
+        group = models[models["knob"] == knob]
+        values = sorted(group["value"].unique())
+        colours = plt.cm.viridis(np.linspace(0, 1, len(values)))
+        for row, metric in enumerate(metrics):
+            ax = axes[row, column]
+            for value, colour in zip(values, colours, strict=True):
+                part = group[group["value"] == value]
+                ax.scatter(part["test_accuracy"], part[metric], s=12, color=colour,
+                           label=f"{value}")
+            if row == 0:
+                ax.set_title(knob)
+                ax.legend(fontsize=6, title=knob, title_fontsize=6)
+            if column == 0:
+                ax.set_ylabel(metric)
+            if row == len(metrics) - 1:
+                ax.set_xlabel("test accuracy")
+    fig.tight_layout()
+    return fig

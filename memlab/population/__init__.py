@@ -127,8 +127,9 @@ def _check_device(device: str) -> None:
 
 
 def versions() -> dict[str, str]:
-    import mnist1d  # noqa: F401  (its version identifies the generated data)
     from importlib.metadata import PackageNotFoundError, version
+
+    import mnist1d  # noqa: F401  (its version identifies the generated data)
 
     found = {"memlab": __version__, "python": sys.version.split()[0],
              "platform": platform.platform()}
@@ -204,19 +205,25 @@ def _finalize(run_dir: Path, manifest: dict, config: PopulationConfig,
         os.replace(tmp, records_dir / f"{name}.npy")
         shapes[name] = list(shape)
 
-    mask = np.load(run_dir / "membership_mask.npy")
-    train_correct = np.load(records_dir / "train_correct.npy")
-    n_in = mask.sum(1)
-    n_out = mask.shape[1] - n_in
-    table = pd.DataFrame({
-        "model": np.arange(config.n_models),
-        "chunk": np.arange(config.n_models) // config.chunk_size,
-        "n_in": n_in,
-        "train_acc_in": (train_correct & mask).sum(1) / n_in,
-        "train_acc_out": (train_correct & ~mask).sum(1) / np.maximum(n_out, 1),
-        "test_acc": np.load(records_dir / "test_correct.npy").mean(1),
-        "final_train_loss": np.load(records_dir / "epoch_train_loss_mean.npy")[:, -1],
-    })
+    # The models table, chunk by chunk: memory stays bounded by the chunk size.
+    mask = np.load(run_dir / "membership_mask.npy", mmap_mode="r")
+    rows = []
+    for chunk in chunks:
+        in_subset = np.asarray(mask[chunk.start:chunk.stop])
+        train_correct = store.read_chunk_array(run_dir, chunk.index, "train_correct")
+        n_in = in_subset.sum(1)
+        n_out = in_subset.shape[1] - n_in
+        rows.append(pd.DataFrame({
+            "model": np.arange(chunk.start, chunk.stop),
+            "chunk": chunk.index,
+            "n_in": n_in,
+            "train_acc_in": (train_correct & in_subset).sum(1) / n_in,
+            "train_acc_out": (train_correct & ~in_subset).sum(1) / np.maximum(n_out, 1),
+            "test_acc": store.read_chunk_array(run_dir, chunk.index, "test_correct").mean(1),
+            "final_train_loss": store.read_chunk_array(
+                run_dir, chunk.index, "epoch_train_loss_mean")[:, -1],
+        }))
+    table = pd.concat(rows, ignore_index=True)
     (run_dir / "tables").mkdir(exist_ok=True)
     store.atomic_save_table(run_dir / "tables" / "models.parquet", table)
     seconds = sum(store.read_chunk_info(run_dir, c.index)["seconds"] for c in chunks)

@@ -112,7 +112,8 @@ def membership_mask(config: PopulationConfig, n_train: int,
     return mask
 
 
-def initial_state(template: torch.nn.Module, seed: int, model_index: int) -> dict[str, torch.Tensor]:
+def initial_state(template: torch.nn.Module, seed: int,
+                  model_index: int) -> dict[str, torch.Tensor]:
     """Model k's initial weights: the architecture's own default init, under k's own seed."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(model_seed(seed, model_index, STREAM_INIT))

@@ -256,7 +256,8 @@ def train_chunk(dataset: Dataset, config: PopulationConfig, models: range,
         for start in range(0, n_members, config.batch_size):
             batch_index = order[:, start:start + config.batch_size]  # (K, b)
             flat_index = batch_index.flatten()  # index_select is much cheaper than x[2-D index]
-            x_batch = x_steps.index_select(0, flat_index).view(*batch_index.shape, *x_steps.shape[1:])
+            x_batch = x_steps.index_select(0, flat_index).view(
+                *batch_index.shape, *x_steps.shape[1:])
             y_batch = y_train.index_select(0, flat_index).view(batch_index.shape)
             batch_loss = step(x_batch, y_batch)
             optimizer.step()

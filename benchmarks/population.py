@@ -1,0 +1,254 @@
+"""How fast is the population engine? Three ways to train the same models, side by side.
+
+  (a) the per-model loop a user writes today: nn.Module + torch.optim + DataLoader,
+      torch's default thread count, one model after another;
+  (b) the same loop tuned: one thread per process, batches by index (no DataLoader),
+      the models split over one process per core;
+  (c) memlab's engine: chunks of models trained as one stacked model, one single-thread
+      worker per core, every record written to a run directory.
+
+All three train MNIST-1D models on 50% subsets with batch 128 and SGD+momentum. Rounds are
+interleaved (a, b, c, a, b, c, ...) so that a busy machine slows all three alike; the
+median of each is reported, with the fp32 GEMM peak of both cores measured in the same run.
+
+    python benchmarks/population.py              # MLP 40-100-100-10 and the 1-D CNN
+    python benchmarks/population.py --full       # plus 2,000 MLPs x 30 epochs, timed
+    python benchmarks/population.py --memory     # peak memory against the number of models
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from memlab.data import load
+from memlab.models import build_model
+from memlab.population import train_population
+from memlab.population.config import PopulationConfig, membership_mask
+
+SUBSET, BATCH, LR = 0.5, 128, 0.05
+
+
+def flops_per_example_step(model: torch.nn.Module, input_shape: tuple[int, ...]) -> float:
+    """Forward + backward FLOPs of one example: 2 per multiply-add forward, 4 backward
+    (weight and input gradients), without the input gradient of the first layer."""
+    macs = []
+
+    def hook(module, inputs, output):
+        if isinstance(module, torch.nn.Linear):
+            macs.append(module.in_features * module.out_features)
+        elif isinstance(module, torch.nn.Conv1d | torch.nn.Conv2d):
+            kernel = module.weight[0].numel()  # in_channels * kernel size
+            macs.append(output[0].numel() * kernel)
+
+    handles = [m.register_forward_hook(hook) for m in model.modules()]
+    model(torch.zeros(1, *input_shape))
+    for handle in handles:
+        handle.remove()
+    return 2 * sum(macs) + 4 * sum(macs) - 2 * macs[0]
+
+
+# ------------------------------------------------------------------ (a) and (b): per-model loops
+
+
+def loop_train(dataset, config: PopulationConfig, models: list[int], dataloader: bool) -> None:
+    mask = membership_mask(config, dataset.n_train)
+    x, y = torch.from_numpy(dataset.x_train), torch.from_numpy(dataset.y_train)
+    for k in models:
+        model = build_model(config.model, dataset.input_shape, dataset.n_classes,
+                            **config.model_kwargs)
+        optimizer = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum)
+        members = torch.from_numpy(np.flatnonzero(mask[k]))
+        if dataloader:
+            loader = torch.utils.data.DataLoader(
+                torch.utils.data.TensorDataset(x[members], y[members]),
+                batch_size=config.batch_size, shuffle=True)
+        for _ in range(config.epochs):
+            if dataloader:
+                batches = iter(loader)
+            else:
+                order = members[torch.randperm(len(members))]
+                batches = ((x[i], y[i]) for i in order.split(config.batch_size))
+            for inputs, labels in batches:
+                loss = F.cross_entropy(model(inputs), labels)
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+
+
+def _tuned_worker(args) -> None:
+    torch.set_num_threads(1)
+    dataset, config, models = args
+    loop_train(dataset, config, models, dataloader=False)
+
+
+def loop_tuned(dataset, config: PopulationConfig, n_processes: int) -> None:
+    models = list(range(config.n_models))
+    shares = [models[i::n_processes] for i in range(n_processes)]
+    context = multiprocessing.get_context("spawn")
+    with context.Pool(n_processes) as pool:
+        pool.map(_tuned_worker, [(dataset, config, share) for share in shares])
+
+
+# ------------------------------------------------------------------ GEMM peak
+
+
+def _gemm_worker(seconds: float) -> float:
+    torch.set_num_threads(1)
+    a, b = torch.randn(2048, 2048), torch.randn(2048, 2048)
+    a @ b
+    count, started = 0, time.perf_counter()
+    while time.perf_counter() - started < seconds:
+        a @ b
+        count += 1
+    return 2 * 2048**3 * count / (time.perf_counter() - started) / 1e9
+
+
+def gemm_peak(n_processes: int, seconds: float = 3.0) -> float:
+    """Aggregate fp32 GEMM GFLOP/s of n single-thread processes running at once."""
+    with multiprocessing.get_context("spawn").Pool(n_processes) as pool:
+        return sum(pool.map(_gemm_worker, [seconds] * n_processes))
+
+
+# ------------------------------------------------------------------ driver
+
+
+def timed(fn) -> float:
+    started = time.perf_counter()
+    fn()
+    return time.perf_counter() - started
+
+
+def compare(dataset, model: str, model_kwargs: dict, epochs: int, n_engine: int, n_tuned: int,
+            n_naive: int, rounds: int, chunk_size: int, workers: int) -> dict:
+    template = build_model(model, dataset.input_shape, dataset.n_classes, **model_kwargs)
+    flops = flops_per_example_step(template, dataset.input_shape)
+    subset = PopulationConfig(subset_fraction=SUBSET).subset_size(dataset.n_train)
+
+    def config(n_models):
+        return PopulationConfig(model=model, model_kwargs=model_kwargs, n_models=n_models,
+                                subset_fraction=SUBSET, epochs=epochs, batch_size=BATCH, lr=LR)
+
+    def engine():
+        with tempfile.TemporaryDirectory() as out:
+            train_population(dataset, model=model, model_kwargs=model_kwargs, n_models=n_engine,
+                             subset_fraction=SUBSET, epochs=epochs, batch_size=BATCH, lr=LR,
+                             chunk_size=chunk_size, out=os.path.join(out, "run"),
+                             n_workers=workers, progress=False, save_weights=False)
+
+    runs = {
+        "(a) per-model loop, DataLoader, default threads":
+            (n_naive, lambda: loop_train(dataset, config(n_naive), list(range(n_naive)), True)),
+        "(b) tuned loop, 1 thread x 1 process per core":
+            (n_tuned, lambda: loop_tuned(dataset, config(n_tuned), workers)),
+        "(c) memlab engine": (n_engine, engine),
+    }
+    rates: dict[str, list[float]] = {name: [] for name in runs}
+    peaks = []
+    for _ in range(rounds):
+        peaks.append(gemm_peak(workers))  # in every round: the machine's load drifts
+        for name, (n_models, fn) in runs.items():
+            seconds = timed(fn)
+            rates[name].append(n_models * epochs * subset / seconds)
+    median = {name: statistics.median(values) for name, values in rates.items()}
+    return {"flops_per_example_step": flops, "rates": median,
+            "gemm_peak": statistics.median(peaks)}
+
+
+def memory_probe(n_models: int, chunk_size: int) -> None:
+    """Train n_models for one epoch; print the peak RSS of this process and of the workers."""
+    with tempfile.TemporaryDirectory() as out:
+        train_population(load("mnist1d"), n_models=n_models, subset_fraction=SUBSET, epochs=1,
+                         batch_size=BATCH, chunk_size=chunk_size, out=os.path.join(out, "run"),
+                         progress=False)
+    print(json.dumps({
+        "main_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "worker_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024,
+    }))
+
+
+def memory_table(chunk_sizes: list[int], model_counts: list[int]) -> None:
+    print("peak resident memory (MB), MLP 40-100-100-10 on MNIST-1D, 2 workers:")
+    print(f"  {'chunk size':>10s} {'models':>7s} {'main process':>13s} {'per worker':>11s}")
+    for chunk_size in chunk_sizes:
+        for n_models in model_counts:
+            probe = subprocess.run(
+                [sys.executable, __file__, "--memory-probe", str(n_models), str(chunk_size)],
+                capture_output=True, text=True, check=True)
+            peak = json.loads(probe.stdout.strip().splitlines()[-1])
+            print(f"  {chunk_size:>10d} {n_models:>7d} {peak['main_mb']:>13.0f} "
+                  f"{peak['worker_mb']:>11.0f}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--chunk-size", type=int, default=32)
+    parser.add_argument("--full", action="store_true",
+                        help="also time 2,000 MLPs x 30 epochs with the engine")
+    parser.add_argument("--memory", action="store_true",
+                        help="only measure peak memory against chunk size and model count")
+    parser.add_argument("--memory-probe", nargs=2, type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.memory_probe:
+        return memory_probe(*args.memory_probe)
+    if args.memory:
+        return memory_table([16, 64], [128, 2048])
+    workers = os.cpu_count() or 1
+    torch.set_num_threads(workers)  # (a) uses torch's default: all cores
+    dataset = load("mnist1d")
+    print(f"machine: {workers} cores, torch {torch.__version__}, "
+          f"{torch.backends.cpu.get_cpu_capability()}; threads: (a) {workers}, (b)/(c) 1 per "
+          f"process x {workers} processes")
+    print()
+
+    settings = {
+        "MLP 40-100-100-10": dict(model="mlp", model_kwargs={"hidden": [100, 100]},
+                                  n_engine=256, n_tuned=32, n_naive=4),
+        "CNN1d (MNIST-1D paper, 25 channels)": dict(model="cnn1d", model_kwargs={},
+                                                    n_engine=32, n_tuned=16, n_naive=2),
+    }
+    for title, setting in settings.items():
+        result = compare(dataset, epochs=args.epochs, rounds=args.rounds,
+                         chunk_size=args.chunk_size, workers=workers, **setting)
+        rates = result["rates"]
+        engine_rate = rates["(c) memlab engine"]
+        print(f"{title}: 50% subsets ({dataset.n_train // 2} examples), batch {BATCH}, "
+              f"{args.epochs} epochs, median of {args.rounds} interleaved rounds")
+        for name, rate in rates.items():
+            print(f"  {name:50s} {rate / 1e6:8.3f} M model-example-steps/s"
+                  f"   engine is {engine_rate / rate:5.2f}x")
+        gflops = engine_rate * result["flops_per_example_step"] / 1e9
+        peak = result["gemm_peak"]
+        print(f"  fp32 GEMM peak, {workers} single-thread processes at once: {peak:.1f} GFLOP/s")
+        print(f"  engine: {gflops:.1f} GFLOP/s = {100 * gflops / peak:.0f}% of the GEMM peak "
+              f"({result['flops_per_example_step'] / 1e3:.0f} kFLOP per example-step, "
+              "process start-up and record writing included)\n")
+
+    if args.full:
+        with tempfile.TemporaryDirectory() as out:
+            started = time.perf_counter()
+            train_population(dataset, n_models=2000, subset_fraction=SUBSET, epochs=30,
+                             batch_size=BATCH, lr=LR, chunk_size=args.chunk_size,
+                             out=os.path.join(out, "run"), n_workers=workers, progress=False)
+            seconds = time.perf_counter() - started
+        print(f"2,000 MLPs x 30 epochs (records and weights written): {seconds:.0f} s "
+              f"({seconds / 60:.2f} min)")
+    sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Studies: experiments that train models, apply measures, and write tables and a report."""
