@@ -63,8 +63,8 @@ def test_vectorized_rows_equal_one_step_at_a_time(n_outputs):
     reference = _one_at_a_time(model, x, y, lr=0.3)
     np.testing.assert_allclose(result.delta, reference, rtol=1e-9, atol=1e-12)
     np.testing.assert_allclose(result.self_delta, np.diag(reference), rtol=1e-9, atol=1e-12)
-    np.testing.assert_allclose(result.s_rel, np.abs(reference) / np.abs(np.diag(reference))[:, None],
-                               rtol=1e-9)
+    expected_s_rel = np.abs(reference) / np.abs(np.diag(reference))[:, None]
+    np.testing.assert_allclose(result.s_rel, expected_s_rel, rtol=1e-9)
     assert result.output == ("binary" if n_outputs == 1 else "true_class")
 
 

@@ -262,3 +262,9 @@ def test_cli_bad_input_is_one_line_not_a_traceback(tmp_path):
     assert result.returncode == 2
     assert "subset_fraction must lie strictly between 0 and 1" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_divergence_is_reported_not_recorded(blobs, tmp_path):
+    with pytest.raises(ConfigError, match="training diverged.*lower the learning rate"):
+        train_population(blobs, **FAST, n_models=2, epochs=3, lr=1e6, out=tmp_path / "r",
+                         progress=False)

@@ -12,7 +12,7 @@ import sys
 
 from memlab.errors import MemlabError
 
-COMMAND_MODULES = ["train", "info"]
+COMMAND_MODULES = ["train", "info", "elasticity", "noise"]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -37,6 +37,11 @@ def add_population_arguments(parser: argparse.ArgumentParser, **defaults) -> Non
     group.add_argument("--device", default="cpu", help="cpu | cuda")
     group.add_argument("--workers", type=int, default=None,
                        help="CPU worker processes (default: one per core)")
+    group.add_argument("--executor", default="local", choices=["local", "ray"],
+                       help="where chunks run: this machine, or Ray tasks (default: %(default)s)")
+    group.add_argument("--ray-address", default=None,
+                       help="Ray cluster to use ('auto', 'host:6379', 'ray://host:10001'); "
+                            "default: start a local one")
     group.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -55,7 +60,7 @@ def train_from_args(args: argparse.Namespace, out: str):
         optimizer=args.optimizer, lr=args.lr, weight_decay=args.weight_decay, seed=args.seed,
         record_epochs=args.record_epochs, save_weights=not args.no_weights,
         chunk_size=args.chunk_size, out=out, device=args.device, n_workers=args.workers,
-        progress=not args.quiet,
+        executor=args.executor, ray_address=args.ray_address, progress=not args.quiet,
     )
 
 

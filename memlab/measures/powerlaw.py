@@ -108,7 +108,9 @@ def candidate_scan(
     log_x_t = torch.as_tensor(log_x, device=device)
     alphas_t = torch.as_tensor(alphas, device=device)
     n_tail_t = torch.as_tensor(n_tail, device=device)
-    block = max(1, _BLOCK_ELEMENTS // max(n, 1))
+    # Each block computes columns j ≥ its first candidate only; ~8 blocks at least, so
+    # that little of the (mostly empty) lower triangle j < i is computed.
+    block = max(16, min(_BLOCK_ELEMENTS // max(n, 1), math.ceil(n / 8)))
     for start in range(0, rows_all.size, block):
         rows = torch.as_tensor(rows_all[start : start + block], device=device)
         first = int(rows[0])  # only columns j ≥ the smallest candidate can be in a tail

@@ -28,11 +28,12 @@ import torch
 
 from memlab import __version__
 from memlab.data import Dataset, load
-from memlab.errors import RunError
+from memlab.errors import ConfigError, RunError
 from memlab.models import build_model
 from memlab.population import store
 from memlab.population.config import PopulationConfig, membership_mask
 from memlab.population.executor import run_local
+from memlab.population.ray_executor import run_ray
 from memlab.population.run import Run, open_run
 
 __all__ = ["PopulationConfig", "Run", "open_run", "train_population"]
@@ -58,6 +59,8 @@ def train_population(
     out: str | Path | None = None,
     device: str = "cpu",
     n_workers: int | None = None,
+    executor: str = "local",
+    ray_address: str | None = None,
     progress: bool = True,
 ) -> Run:
     """Train ``n_models`` models, model k on its own random subset of ``subset_fraction`` of
@@ -84,6 +87,8 @@ def train_population(
     build_model(config.model, dataset.input_shape, dataset.n_classes, **config.model_kwargs)
     config.subset_size(dataset.n_train)
     _check_device(device)
+    if executor not in ("local", "ray"):
+        raise ConfigError(f"executor must be 'local' or 'ray', got {executor!r}")
 
     run_dir = Path(out) if out is not None else Path(tempfile.mkdtemp(prefix="memlab-run-"))
     manifest = _open_or_create(run_dir, dataset, config)
@@ -103,9 +108,14 @@ def train_population(
             store.write_manifest(run_dir, manifest)
             tracker.chunk_done(info)
 
+        membership = np.load(run_dir / "membership_mask.npy", mmap_mode="r")
         try:
-            run_local(run_dir, dataset, config, todo, np.load(run_dir / "membership_mask.npy",
-                      mmap_mode="r"), device, n_workers, on_chunk, tracker.epoch_done)
+            if executor == "ray":
+                run_ray(run_dir, dataset, config, todo, membership, device, ray_address,
+                        on_chunk, tracker.epoch_done)
+            else:
+                run_local(run_dir, dataset, config, todo, membership, device, n_workers,
+                          on_chunk, tracker.epoch_done)
         except BaseException:
             manifest["status"] = "interrupted"
             store.write_manifest(run_dir, manifest)

@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from torch.func import functional_call, vmap
 
 from memlab.data import Dataset
+from memlab.errors import ConfigError
 from memlab.models import MLP, build_model
 from memlab.population.config import (
     STREAM_DROPOUT,
@@ -249,7 +250,7 @@ def train_chunk(dataset: Dataset, config: PopulationConfig, models: range,
     # Dropout masks come from torch's global RNG: seed it per chunk for repeatability.
     torch.manual_seed(model_seed(config.seed, models.start, STREAM_DROPOUT))
 
-    for _epoch in range(config.epochs):
+    for epoch in range(config.epochs):
         order = np.stack([row[rng.permutation(n_members)] for row, rng in zip(members, shufflers)])
         order = torch.as_tensor(order, device=device)
         loss_sum = torch.zeros(len(models), device=device)
@@ -262,7 +263,15 @@ def train_chunk(dataset: Dataset, config: PopulationConfig, models: range,
             batch_loss = step(x_batch, y_batch)
             optimizer.step()
             loss_sum += batch_loss * batch_index.shape[1]
-        records["epoch_train_loss_mean"].append((loss_sum / n_members).cpu())
+        epoch_loss = (loss_sum / n_members).cpu()
+        if not torch.isfinite(epoch_loss).all():
+            diverged = [models[i] for i in np.flatnonzero(~torch.isfinite(epoch_loss).numpy())]
+            raise ConfigError(
+                f"training diverged: the loss of model(s) {diverged[:5]} became "
+                f"{epoch_loss[~torch.isfinite(epoch_loss)][0].item()} in epoch {epoch + 1}; "
+                f"lower the learning rate (lr={config.lr}) or use --optimizer adam"
+            )
+        records["epoch_train_loss_mean"].append(epoch_loss)
         if config.record_epochs:
             for split, (x, y) in _splits(dataset, device).items():
                 result = evaluate(template, params, buffers, x, y)

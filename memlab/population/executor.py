@@ -24,7 +24,7 @@ import torch
 from memlab.data import load_npz
 from memlab.population import store
 from memlab.population.config import PopulationConfig
-from memlab.population.engine import train_chunk
+from memlab.population.engine import ChunkResult, train_chunk
 
 
 def train_and_commit(run_dir: Path, dataset, config: PopulationConfig, chunk: store.ChunkPlan,
@@ -34,10 +34,16 @@ def train_and_commit(run_dir: Path, dataset, config: PopulationConfig, chunk: st
     models = range(chunk.start, chunk.stop)
     result = train_chunk(dataset, config, models, np.asarray(membership[chunk.start:chunk.stop]),
                          device=device, on_epoch=on_epoch)
+    return commit_chunk(run_dir, chunk, result, device, executor="local")
+
+
+def commit_chunk(run_dir: Path, chunk: store.ChunkPlan, result: ChunkResult, device: str,
+                 executor: str) -> dict:
+    """Write a trained chunk to the run directory; returns the summary stored with it."""
     info = {"chunk": chunk.index, "start": chunk.start, "stop": chunk.stop,
             "seconds": round(result.seconds, 3),
             "model_example_steps": result.model_example_steps,
-            "device": str(device), "torch_threads": torch.get_num_threads()}
+            "device": str(device), "executor": executor}
     store.write_chunk(run_dir, chunk.index, result.arrays, result.weights, info)
     return info
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -132,6 +133,27 @@ def run_study(dataset: Dataset, config: StudyConfig, progress: bool = True) -> S
     return StudyResult(ratio=pd.DataFrame(ratio_rows), clustering=pd.DataFrame(cluster_rows),
                        matrices=matrices, config=asdict(config),
                        seconds=time.perf_counter() - start)
+
+
+def population_member(run_dir: str | Path, k: int, per_class: int = 20, lr: float = 0.05,
+                      seed: int = 0) -> dict:
+    """Similarities at the final weights of model ``k`` of a population run (its multi-class
+    logits; scalar = logit of the stepped example's class) on ``per_class`` training
+    examples per class of the run's dataset. Returns the symmetrized matrices, the probes'
+    classes and the two ratios."""
+    from memlab.population.run import open_run
+
+    run = open_run(run_dir)
+    if not 0 <= k < run.n_models:
+        raise ConfigError(f"--model {k} is out of range: {run_dir} has models "
+                          f"0..{run.n_models - 1}")
+    task = _multiclass_task(run.dataset, per_class, seed)
+    sim = one_step_similarities(run.model(k), task.probe_x, task.probe_y, lr=lr)
+    s_rel, s_ker = symmetrize(sim.s_rel), symmetrize(sim.s_ker)
+    return {"s_rel": s_rel, "s_ker": s_ker, "classes": task.probe_hidden,
+            "ratio_rel": intra_inter_ratio(s_rel, task.probe_hidden),
+            "ratio_ker": intra_inter_ratio(np.abs(s_ker), task.probe_hidden),
+            "model": run.config.model, "dataset": run.dataset.name}
 
 
 # ---------------------------------------------------------------- tasks
@@ -341,11 +363,10 @@ def headline(result: StudyResult) -> pd.DataFrame:
 # ---------------------------------------------------------------- report
 
 
-def write_report(result: StudyResult, dataset_name: str, out_dir, command: str = "") -> list:
+def write_report(result: StudyResult, dataset_name: str, out_dir: str | Path,
+                 command: str = "") -> list[str]:
     """report.html plus the figures as PNGs under ``out_dir/figures``; returns PNG paths."""
-    from pathlib import Path
-
-    from memlab.report import Report, plt
+    from memlab.report import Report
 
     out_dir = Path(out_dir)
     (out_dir / "figures").mkdir(parents=True, exist_ok=True)
@@ -385,20 +406,24 @@ def write_report(result: StudyResult, dataset_name: str, out_dir, command: str =
     return pngs
 
 
-def heatmap_figure(matrices: dict[str, dict[str, np.ndarray]]):
+def heatmap_figure(matrices: dict[str, dict[str, np.ndarray]],
+                   activations: tuple[str, ...] = ACTIVATIONS):
+    """S_rel heat maps: one row per task (the first two), one column per activation;
+    ``matrices`` maps "task/activation" to {"s_rel": (n, n), "classes": (n,)}."""
     from memlab.report import plt
 
     tasks = list(dict.fromkeys(key.split("/")[0] for key in matrices))[:2]
-    fig, axes = plt.subplots(len(tasks), len(ACTIVATIONS), figsize=(7, 3.4 * len(tasks)),
-                             squeeze=False)
+    fig, axes = plt.subplots(len(tasks), len(activations),
+                             figsize=(3.5 * len(activations), 3.4 * len(tasks)), squeeze=False)
     for row, task in enumerate(tasks):
-        for col, activation in enumerate(ACTIVATIONS):
+        for col, activation in enumerate(activations):
             entry = matrices[f"{task}/{activation}"]
             s, classes = entry["s_rel"], entry["classes"]
             off_diagonal = s[~np.eye(len(s), dtype=bool)]
             ax = axes[row, col]
-            image = ax.imshow(s, cmap="viridis", vmin=0, vmax=np.percentile(off_diagonal, 98),
-                              interpolation="nearest")
+            # 12 colour levels: easier to read, and the PNG stays small
+            image = ax.imshow(s, cmap=plt.get_cmap("viridis", 12), vmin=0,
+                              vmax=np.percentile(off_diagonal, 98), interpolation="nearest")
             starts = np.flatnonzero(np.r_[True, classes[1:] != classes[:-1]])
             ax.set_xticks(starts, [str(classes[i]) for i in starts], fontsize=7)
             ax.set_yticks(starts, [str(classes[i]) for i in starts], fontsize=7)
@@ -429,6 +454,10 @@ def ratio_figure(ratio: pd.DataFrame):
     return fig
 
 
-def _save_png(fig, path) -> str:
+def _save_png(fig, path: Path) -> str:
+    """A small PNG for the README: 80 dpi, reduced to a 64-colour palette."""
+    from PIL import Image
+
     fig.savefig(path, format="png", dpi=80, bbox_inches="tight")
+    Image.open(path).convert("RGB").quantize(64).save(path, optimize=True)
     return str(path)

@@ -1,0 +1,145 @@
+"""``memlab elasticity``: local elasticity (He & Su) — one-step similarities, the ratio over
+training for a ReLU MLP and its linear twin, and the hidden-class clustering experiment."""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+from memlab.errors import ConfigError
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "elasticity",
+        help="local elasticity: one-step similarity, intra/inter ratio, hidden-class clustering",
+        description=(
+            "Train a ReLU MLP and its linear twin (identity activation), measure how one SGD "
+            "step on each example moves the others (S_rel, S_ker) at checkpoint epochs, and "
+            "cluster the two hidden classes of a union-labeled positive class. Writes "
+            "ratio.parquet, clustering.parquet, the final matrices and report.html to --out. "
+            "With --from-run, measure one model of a population run instead."
+        ),
+    )
+    parser.add_argument("--data", default="digits",
+                        help="digits | mnist1d | mnist | path/to/data.npz (default: %(default)s)")
+    parser.add_argument("--out", type=Path, required=True, help="output directory")
+    parser.add_argument("--hidden", default="100", metavar="W1,W2",
+                        help="MLP hidden widths (default: %(default)s: a two-layer network)")
+    parser.add_argument("--checkpoints", default="0,1,2,5,10,20", metavar="E1,E2,...",
+                        help="epochs at which to measure; training stops at the last "
+                             "(default: %(default)s)")
+    parser.add_argument("--lr", type=float, default=0.05,
+                        help="SGD learning rate, also the step size η of the measured step")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--probe-per-class", type=int, default=20,
+                        help="examples per class for the ratio (default: %(default)s)")
+    parser.add_argument("--pairs", default="3-5,4-9,5-8,7-9", metavar="A-B,...",
+                        help="hidden class pairs for the clustering experiment, or 'none'")
+    parser.add_argument("--cluster-per-class", type=int, default=150,
+                        help="positives per hidden class to cluster (default: %(default)s)")
+    parser.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1 (default: 3)")
+    parser.add_argument("--from-run", type=Path, default=None, metavar="RUN",
+                        help="measure model --model of this population run instead")
+    parser.add_argument("--model", type=int, default=0, help="model index for --from-run")
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from memlab.population.store import atomic_save_npy, atomic_save_table, atomic_write_json
+    from memlab.studies import elasticity as study
+
+    torch.set_num_threads(args.threads)
+    if args.out.exists() and not args.out.is_dir():
+        raise ConfigError(f"--out {args.out} is a file; give a directory")
+    command = "memlab " + shlex.join(sys.argv[1:]) if sys.argv[1:] else ""
+    if args.from_run is not None:
+        return _from_run(args, command)
+
+    from memlab.data import load
+
+    dataset = load(args.data)
+    config = study.StudyConfig(
+        hidden=_ints(args.hidden, "--hidden"), checkpoints=_ints(args.checkpoints,
+                                                                   "--checkpoints"),
+        lr=args.lr, batch_size=args.batch_size, probe_per_class=args.probe_per_class,
+        pairs=_pairs(args.pairs), cluster_per_class=args.cluster_per_class,
+        seeds=tuple(range(args.seeds)) if args.seeds >= 1 else (),
+    )
+    result = study.run_study(dataset, config, progress=not args.quiet)
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    atomic_save_table(args.out / "ratio.parquet", result.ratio)
+    atomic_save_table(args.out / "clustering.parquet", result.clustering)
+    atomic_save_table(args.out / "ratio_summary.parquet", study.ratio_summary(result.ratio))
+    for key, entry in result.matrices.items():
+        stem = key.replace("/", "_").replace(" ", "_").replace("+", "p")
+        for name, array in entry.items():
+            atomic_save_npy(args.out / "matrices" / f"{stem}_{name}.npy", array)
+    atomic_write_json(args.out / "config.json", {**result.config, "dataset": dataset.name,
+                                                 "seconds": result.seconds})
+    study.write_report(result, dataset.name, args.out, command)
+
+    with pd.option_context("display.width", 200, "display.float_format", "{:.3f}".format):
+        print(study.headline(result).to_string(index=False))
+        if len(result.clustering):
+            print()
+            print(study.clustering_summary(result.clustering).to_string(index=False))
+    print(f"{result.seconds:.0f} s; wrote {args.out / 'report.html'}")
+    return 0
+
+
+def _from_run(args: argparse.Namespace, command: str) -> int:
+    from memlab.population.store import atomic_save_npy, atomic_write_json
+    from memlab.report import Report
+    from memlab.studies import elasticity as study
+
+    member = study.population_member(args.from_run, args.model, args.probe_per_class, args.lr)
+    args.out.mkdir(parents=True, exist_ok=True)
+    for name in ("s_rel", "s_ker", "classes"):
+        atomic_save_npy(args.out / f"member_{name}.npy", member[name])
+    summary = {k: member[k] for k in ("ratio_rel", "ratio_ker", "model", "dataset")}
+    atomic_write_json(args.out / "member.json", {**summary, "run": str(args.from_run),
+                                                 "index": args.model, "lr": args.lr})
+    report = Report(f"Local elasticity of model {args.model} of {args.from_run}")
+    if command:
+        report.code(command)
+    report.text(f"{member['model']} on {member['dataset']}: intra/inter S_rel ratio "
+                f"{member['ratio_rel']:.3f}, |S_ker| ratio {member['ratio_ker']:.3f}.")
+    matrices = {f"model {args.model}/{member['model']}": member}
+    report.figure(study.heatmap_figure(matrices, activations=(member["model"],)),
+                  "Symmetrized S_rel, grouped by class", fmt="png")
+    report.save(args.out / "report.html")
+    print(f"ratio_rel {member['ratio_rel']:.3f}  ratio_ker {member['ratio_ker']:.3f}; "
+          f"wrote {args.out / 'report.html'}")
+    return 0
+
+
+def _ints(text: str, option: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise ConfigError(f"{option} takes comma-separated integers, got {text!r}") from None
+    if not values:
+        raise ConfigError(f"{option} needs at least one value")
+    return values
+
+
+def _pairs(text: str) -> tuple[tuple[int, int], ...]:
+    if text.strip().lower() == "none":
+        return ()
+    pairs = []
+    for item in text.split(","):
+        parts = item.strip().split("-")
+        if len(parts) != 2 or not all(p.strip().isdigit() for p in parts):
+            raise ConfigError(f"--pairs takes class pairs like 5-8,4-9 (or 'none'), got {item!r}")
+        pairs.append((int(parts[0]), int(parts[1])))
+    return tuple(pairs)

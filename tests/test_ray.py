@@ -1,0 +1,85 @@
+"""The Ray executor on a real local cluster (head + worker node on loopback)."""
+
+import os
+import shutil
+import socket
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from memlab.population import open_run, train_population
+from tests.conftest import make_blobs
+
+ray = pytest.importorskip("ray", reason="the ray executor needs the 'ray' extra")
+psutil = pytest.importorskip("psutil")
+
+SETTINGS = dict(model="mlp", model_kwargs={"hidden": [32, 32]}, n_models=12, chunk_size=2,
+                epochs=60, batch_size=32, progress=False)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture
+def ray_cluster(tmp_path):
+    """A head node and one worker node, 1 CPU each, on 127.0.0.1."""
+    ray_cli = shutil.which("ray") or str(Path(os.sys.executable).parent / "ray")
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
+    port = free_port()
+    address = f"127.0.0.1:{port}"
+    common = ["--num-cpus=1", "--node-ip-address=127.0.0.1", "--disable-usage-stats"]
+    subprocess.run([ray_cli, "start", "--head", f"--port={port}", "--include-dashboard=false",
+                    *common], check=True, env=env, capture_output=True)
+    try:
+        subprocess.run([ray_cli, "start", f"--address={address}", *common], check=True,
+                       env=env, capture_output=True)
+        yield address
+    finally:
+        if ray.is_initialized():
+            ray.shutdown()
+        subprocess.run([ray_cli, "stop", "--force"], env=env, capture_output=True)
+
+
+def kill_one_running_task(killed: list, stop: threading.Event) -> None:
+    """SIGKILL the first worker process seen executing a chunk, as a crashed node would."""
+    while not stop.is_set() and not killed:
+        for process in psutil.process_iter(["name", "cmdline"]):
+            title = " ".join(process.info["cmdline"] or []) + (process.info["name"] or "")
+            if "ray::_train_chunk_task" in title:
+                time.sleep(0.2)  # let it get into training
+                try:
+                    process.kill()
+                    killed.append(process.pid)
+                except psutil.NoSuchProcess:
+                    continue
+                return
+        time.sleep(0.01)
+
+
+def test_ray_run_with_a_killed_worker_equals_local_run(ray_cluster, tmp_path):
+    dataset = make_blobs(n_train=1000, n_features=20)
+    killed: list[int] = []
+    stop = threading.Event()
+    killer = threading.Thread(target=kill_one_running_task, args=(killed, stop), daemon=True)
+    killer.start()
+    try:
+        via_ray = train_population(dataset, **SETTINGS, out=tmp_path / "ray",
+                                   executor="ray", ray_address=ray_cluster)
+    finally:
+        stop.set()
+        killer.join()
+    assert killed, "a worker must have been killed mid-run for this test to mean anything"
+    local = train_population(dataset, **SETTINGS, out=tmp_path / "local", n_workers=1)
+    for name in local.record_names:
+        np.testing.assert_array_equal(via_ray.records(name), local.records(name), name)
+    for name, array in local.weights().items():
+        np.testing.assert_array_equal(via_ray.weights()[name], array)
+    infos = [open_run(tmp_path / "ray").manifest["chunks"][str(i)] for i in range(6)]
+    assert infos == ["done"] * 6
