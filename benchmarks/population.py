@@ -37,27 +37,9 @@ from memlab.data import load
 from memlab.models import build_model
 from memlab.population import train_population
 from memlab.population.config import PopulationConfig, membership_mask
+from memlab.population.plan import flops_per_example_step
 
 SUBSET, BATCH, LR = 0.5, 128, 0.05
-
-
-def flops_per_example_step(model: torch.nn.Module, input_shape: tuple[int, ...]) -> float:
-    """Forward + backward FLOPs of one example: 2 per multiply-add forward, 4 backward
-    (weight and input gradients), without the input gradient of the first layer."""
-    macs = []
-
-    def hook(module, inputs, output):
-        if isinstance(module, torch.nn.Linear):
-            macs.append(module.in_features * module.out_features)
-        elif isinstance(module, torch.nn.Conv1d | torch.nn.Conv2d):
-            kernel = module.weight[0].numel()  # in_channels * kernel size
-            macs.append(output[0].numel() * kernel)
-
-    handles = [m.register_forward_hook(hook) for m in model.modules()]
-    model(torch.zeros(1, *input_shape))
-    for handle in handles:
-        handle.remove()
-    return 2 * sum(macs) + 4 * sum(macs) - 2 * macs[0]
 
 
 # ------------------------------------------------------------------ (a) and (b): per-model loops

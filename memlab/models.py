@@ -103,6 +103,30 @@ class CNN2d(nn.Module):
         return self.linear(x.flatten(1))
 
 
+def layer_profile(model: torch.nn.Module, input_shape: tuple[int, ...]
+                  ) -> tuple[list[int], int]:
+    """For one example: multiply-adds of each Linear/Conv layer in forward order, and the
+    number of activation values those layers output."""
+    macs: list[int] = []
+    outputs = [0]
+
+    def hook(module, inputs, output):
+        if isinstance(module, torch.nn.Linear):
+            macs.append(module.in_features * module.out_features)
+        elif isinstance(module, torch.nn.Conv1d | torch.nn.Conv2d):
+            macs.append(output[0].numel() * module.weight[0].numel())
+        else:
+            return
+        outputs[0] += output[0].numel()
+
+    handles = [m.register_forward_hook(hook) for m in model.modules()]
+    with torch.no_grad():
+        model.eval()(torch.zeros(1, *input_shape))
+    for handle in handles:
+        handle.remove()
+    return macs, outputs[0]
+
+
 MODELS = {"mlp": MLP, "cnn1d": CNN1d, "cnn2d": CNN2d}
 
 

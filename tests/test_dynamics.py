@@ -88,3 +88,16 @@ def test_order_consistency():
     with_gaps = np.stack([order, order])
     with_gaps[0, :10] = np.nan  # non-members are left out of the pair, not counted as ties
     assert order_consistency(with_gaps) == pytest.approx(1.0)
+
+
+def test_dispersion_within_groups_removes_a_group_effect():
+    # Two classes with different but homogeneous error rates: over-dispersed as one
+    # population, Binomial within each class.
+    rng = np.random.default_rng(0)
+    trials = np.full(2000, 100)
+    labels = np.repeat([0, 1], 1000)
+    errors = rng.binomial(trials, np.where(labels == 0, 0.1, 0.6))
+    assert dispersion_test(errors, trials).over_dispersed
+    within = dispersion_test(errors, trials, groups=labels)
+    assert within.dispersion_index == pytest.approx(1.0, abs=0.1)
+    assert not within.over_dispersed and within.dof == 1998

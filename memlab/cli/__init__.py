@@ -12,7 +12,8 @@ import sys
 
 from memlab.errors import MemlabError
 
-COMMAND_MODULES = ["train", "info", "elasticity", "noise"]
+COMMAND_MODULES = ["train", "info", "elasticity", "noise", "spectra", "plan", "memorize",
+                   "longtail"]
 
 
 def build_parser() -> argparse.ArgumentParser:

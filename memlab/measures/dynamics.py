@@ -93,19 +93,28 @@ class DispersionTest:
         return self.p_value < 0.01
 
 
-def dispersion_test(errors: np.ndarray, trials: np.ndarray) -> DispersionTest:
+def dispersion_test(errors: np.ndarray, trials: np.ndarray, groups: np.ndarray | None = None
+                    ) -> DispersionTest:
     """errors, trials: (n,) counts from :func:`misclassification_rates` (examples with
-    zero trials are ignored)."""
+    zero trials are ignored). ``groups`` (n,) ints, e.g. the class labels: test against one
+    Binomial rate *per group* instead ("equally hard within a class"); groups that are
+    always right or always wrong carry no information and are left out."""
     errors, trials = np.asarray(errors, float), np.asarray(trials, float)
+    groups = np.zeros(len(errors), int) if groups is None else np.asarray(groups)
     keep = trials > 0
-    errors, trials = errors[keep], trials[keep]
-    p = errors.sum() / trials.sum()
-    dof = len(errors) - 1
-    if not 0 < p < 1 or dof < 1:  # every example always right (or wrong): no spread at all
-        return DispersionTest(float(p), float("nan"), float("nan"), max(dof, 0), float("nan"),
+    errors, trials, groups = errors[keep], trials[keep], groups[keep]
+    mean_rate = errors.sum() / trials.sum() if trials.sum() else float("nan")
+    statistic, dof = 0.0, 0
+    for group in np.unique(groups):
+        e, t = errors[groups == group], trials[groups == group]
+        p = e.sum() / t.sum()
+        if 0 < p < 1 and len(e) > 1:
+            statistic += float(((e - t * p) ** 2 / (t * p * (1 - p))).sum())
+            dof += len(e) - 1
+    if dof < 1:  # every example always right (or always wrong): no spread to test
+        return DispersionTest(float(mean_rate), float("nan"), float("nan"), 0, float("nan"),
                               len(errors))
-    statistic = float(((errors - trials * p) ** 2 / (trials * p * (1 - p))).sum())
-    return DispersionTest(float(p), statistic / dof, statistic, dof,
+    return DispersionTest(float(mean_rate), statistic / dof, statistic, dof,
                           float(stats.chi2.sf(statistic, dof)), len(errors))
 
 

@@ -84,7 +84,11 @@ def train_population(
     )
     # Normalize through JSON (tuples become lists) so a resumed config compares equal.
     config = PopulationConfig.from_dict(json.loads(json.dumps(config.to_dict())))
-    build_model(config.model, dataset.input_shape, dataset.n_classes, **config.model_kwargs)
+    if hasattr(dataset, "check_config"):  # a task with its own models (memlab.lm)
+        dataset.check_config(config)
+    else:
+        build_model(config.model, dataset.input_shape, dataset.n_classes,
+                    **config.model_kwargs)
     config.subset_size(dataset.n_train)
     _check_device(device)
     if executor not in ("local", "ray"):
@@ -123,7 +127,7 @@ def train_population(
             raise
         tracker.close()
     if manifest["status"] != "complete" or not (run_dir / "records").exists():
-        _finalize(run_dir, manifest, config, chunks)
+        _finalize(run_dir, manifest, config, chunks, getattr(dataset, "score_record", "correct"))
     return open_run(run_dir)
 
 
@@ -195,9 +199,11 @@ def _open_or_create(run_dir: Path, dataset: Dataset, config: PopulationConfig) -
 
 
 def _finalize(run_dir: Path, manifest: dict, config: PopulationConfig,
-              chunks: list[store.ChunkPlan]) -> None:
+              chunks: list[store.ChunkPlan], score: str = "correct") -> None:
     """Concatenate the chunks' records into records/*.npy (memory-bounded) and the models
-    table; mark the run complete."""
+    table; mark the run complete. ``score``: the per-example record summarized in the
+    models table, ``{train,test}_{score}`` (bool ``correct``, or a float such as the
+    per-token accuracy ``acc`` of language models)."""
     names = [name[:-4] for name in store.read_chunk_info(run_dir, 0)["files"]
              if name.endswith(".npy")]
     records_dir = run_dir / "records"
@@ -220,16 +226,16 @@ def _finalize(run_dir: Path, manifest: dict, config: PopulationConfig,
     rows = []
     for chunk in chunks:
         in_subset = np.asarray(mask[chunk.start:chunk.stop])
-        train_correct = store.read_chunk_array(run_dir, chunk.index, "train_correct")
+        train_correct = store.read_chunk_array(run_dir, chunk.index, f"train_{score}")
         n_in = in_subset.sum(1)
         n_out = in_subset.shape[1] - n_in
         rows.append(pd.DataFrame({
             "model": np.arange(chunk.start, chunk.stop),
             "chunk": chunk.index,
             "n_in": n_in,
-            "train_acc_in": (train_correct & in_subset).sum(1) / n_in,
-            "train_acc_out": (train_correct & ~in_subset).sum(1) / np.maximum(n_out, 1),
-            "test_acc": store.read_chunk_array(run_dir, chunk.index, "test_correct").mean(1),
+            "train_acc_in": np.where(in_subset, train_correct, 0).sum(1) / n_in,
+            "train_acc_out": np.where(in_subset, 0, train_correct).sum(1) / np.maximum(n_out, 1),
+            "test_acc": store.read_chunk_array(run_dir, chunk.index, f"test_{score}").mean(1),
             "final_train_loss": store.read_chunk_array(
                 run_dir, chunk.index, "epoch_train_loss_mean")[:, -1],
         }))

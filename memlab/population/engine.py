@@ -28,7 +28,7 @@ from torch.func import functional_call, vmap
 
 from memlab.data import Dataset
 from memlab.errors import ConfigError
-from memlab.models import MLP, build_model
+from memlab.models import MLP, build_model, layer_profile
 from memlab.population.config import (
     STREAM_DROPOUT,
     STREAM_SHUFFLE,
@@ -38,7 +38,14 @@ from memlab.population.config import (
     model_seed,
 )
 
-EVAL_BATCH = 2048  # examples per evaluation pass: bounds memory at K * EVAL_BATCH * width
+EVAL_BATCH = 2048  # examples per evaluation pass at most
+EVAL_MEMORY_BYTES = 256 * 2**20  # activations of one evaluation pass, all models of a chunk
+
+
+def eval_batch_size(n_models: int, activation_values: int) -> int:
+    """Examples per evaluation pass so that K models' activations stay within budget."""
+    per_example = 2 * 4 * n_models * max(activation_values, 1)  # float32, with temporaries
+    return int(min(EVAL_BATCH, max(1, EVAL_MEMORY_BYTES // per_example)))
 
 
 @dataclass
@@ -170,11 +177,13 @@ def evaluate(template: torch.nn.Module, params: dict[str, torch.Tensor],
 
         def forward(batch):
             return vmapped(plain, buffers, batch)
+    n_models = next(iter(params.values())).shape[0]
+    batch = eval_batch_size(n_models, layer_profile(template, tuple(x.shape[1:]))[1])
     outputs = {"correct": [], "margin": [], "loss": [], "pred": []}
-    for start in range(0, len(y), EVAL_BATCH):
+    for start in range(0, len(y), batch):
         # Class-major (K, C, b): reductions over a short last axis are slow on CPU.
-        logits = forward(x[start:start + EVAL_BATCH]).transpose(1, 2).contiguous()
-        labels = y[start:start + EVAL_BATCH].expand(logits.shape[0], -1).unsqueeze(1)
+        logits = forward(x[start:start + batch]).transpose(1, 2).contiguous()
+        labels = y[start:start + batch].expand(logits.shape[0], -1).unsqueeze(1)
         true_logit = logits.gather(1, labels).squeeze(1)
         others = logits.scatter(1, labels, float("-inf"))
         pred = _argmax_over_classes(logits)
@@ -222,7 +231,14 @@ def train_chunk(dataset: Dataset, config: PopulationConfig, models: range,
 
     membership: (K, n_train) bool rows of the population's membership mask for these models.
     on_epoch: called with K after every epoch (for progress bars).
+
+    A dataset that brings its own trainer, ``dataset.train_chunk(config, models, membership,
+    device, on_epoch) -> ChunkResult`` (language models: memlab.text.Documents), is trained
+    by it; the executors, run store and resumption stay the same for every task.
     """
+    own_trainer = getattr(dataset, "train_chunk", None)
+    if own_trainer is not None:
+        return own_trainer(config, models, membership, device=device, on_epoch=on_epoch)
     started = time.perf_counter()
     device = torch.device(device)
     template = build_model(config.model, dataset.input_shape, dataset.n_classes,

@@ -76,7 +76,10 @@ def run_local(run_dir: Path, dataset, config: PopulationConfig, chunks: list[sto
     progress_queue = mp_context.Queue()
     pool = ProcessPoolExecutor(
         max_workers=min(n_workers, len(chunks)), mp_context=mp_context,
-        initializer=_init_worker, initargs=(str(run_dir), config.to_dict(), progress_queue),
+        initializer=_init_worker,
+        # A dataset type with its own loader (memlab.text.Documents) reopens its saved copy.
+        initargs=(str(run_dir), config.to_dict(), progress_queue,
+                  getattr(type(dataset), "load", load_npz)),
     )
     try:
         pending = {pool.submit(_worker_chunk, chunk) for chunk in chunks}
@@ -111,7 +114,7 @@ def _drain(progress_queue, on_epoch: Callable[[int], None]) -> None:
 _WORKER: dict = {}
 
 
-def _init_worker(run_dir: str, config: dict, progress_queue) -> None:
+def _init_worker(run_dir: str, config: dict, progress_queue, loader=load_npz) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the main process handles Ctrl-C
     os.environ["OMP_NUM_THREADS"] = "1"
     torch.set_num_threads(1)
@@ -119,7 +122,7 @@ def _init_worker(run_dir: str, config: dict, progress_queue) -> None:
     _WORKER.update(
         run_dir=run_path,
         config=PopulationConfig.from_dict(config),
-        dataset=load_npz(run_path / "dataset.npz"),
+        dataset=loader(run_path / "dataset.npz"),
         membership=np.load(run_path / "membership_mask.npy", mmap_mode="r"),
         queue=progress_queue,
     )

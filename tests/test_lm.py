@@ -1,0 +1,237 @@
+"""Language-model populations: estimator, stacked training, resumption (memlab.lm)."""
+
+import numpy as np
+import pytest
+import torch
+
+from memlab.lm import lm_documents, open_lm_run, train_lm_population
+from memlab.lm import trainer as lm_trainer
+from memlab.lm.counterfactual import (
+    counterfactual_influence,
+    in_out_means,
+    reliability_curve,
+    split_half_reliability,
+)
+from memlab.lm.models import build_lm
+from memlab.population.config import (
+    STREAM_SHUFFLE,
+    PopulationConfig,
+    initial_state,
+    membership_mask,
+    model_rng,
+)
+from memlab.text import synthetic_corpus
+
+TINY_TRANSFORMER = dict(model="transformer", model_kwargs={"d_model": 16, "n_layers": 1,
+                                                           "n_heads": 2})
+TINY_MLP = dict(model="mlp", model_kwargs={"window": 3, "d_embed": 8, "hidden": 16})
+
+
+def tiny_corpus(seed: int = 0):
+    return synthetic_corpus(n_template=16, n_unique=10, duplicates={3: 2}, n_test_template=4,
+                            n_test_unique=3, n_test_near=3, unique_chars=12, context=16,
+                            seed=seed)
+
+
+# ------------------------------------------------------------------ the estimator
+
+
+def test_estimator_equals_brute_force_loop():
+    rng = np.random.default_rng(0)
+    t, n, m = 14, 6, 5
+    mask = rng.random((t, n)) < 0.4
+    mask[0], mask[1] = True, False  # every document has IN and OUT models
+    perf_train = rng.random((t, n))
+    perf_test = rng.random((t, m))
+
+    mem = in_out_means(mask, perf_train)
+    infl = counterfactual_influence(mask, perf_test)
+    for i in range(n):
+        inside, outside = perf_train[mask[:, i], i], perf_train[~mask[:, i], i]
+        assert mem.score[i] == pytest.approx(inside.mean() - outside.mean(), abs=1e-12)
+        se = np.sqrt(inside.var(ddof=1) / len(inside) + outside.var(ddof=1) / len(outside))
+        assert mem.se[i] == pytest.approx(se, abs=1e-12)
+        for j in range(m):
+            inside, outside = perf_test[mask[:, i], j], perf_test[~mask[:, i], j]
+            assert infl.score[i, j] == pytest.approx(inside.mean() - outside.mean(), abs=1e-12)
+            se = np.sqrt(inside.var(ddof=1) / len(inside) + outside.var(ddof=1) / len(outside))
+            assert infl.se[i, j] == pytest.approx(se, abs=1e-12)
+
+
+def test_estimator_on_boolean_scores_matches_label_memorization():
+    """With 0/1 performance the estimator is Feldman & Zhang's (memlab.measures)."""
+    from memlab.measures.memorization import in_out
+
+    rng = np.random.default_rng(1)
+    mask = rng.random((30, 9)) < 0.5
+    correct = rng.random((30, 9)) < 0.6
+    np.testing.assert_allclose(in_out_means(mask, correct).score, in_out(mask, correct).score)
+
+
+def test_reliability_rises_with_models_on_planted_scores():
+    rng = np.random.default_rng(2)
+    t, n = 256, 200
+    mask = rng.random((t, n)) < 0.25
+    true_mem = rng.random(n)
+    perf = 0.3 + mask * true_mem + rng.normal(0, 0.3, (t, n))
+    curve = reliability_curve(mask, perf, sizes=[8, 32, 256])
+    assert list(curve.n_models) == [8, 32, 256]
+    assert curve.spearman.is_monotonic_increasing
+    assert curve.spearman.iloc[-1] > 0.9
+    assert split_half_reliability(mask, perf, 16)[0] < curve.spearman.iloc[-1]
+
+
+def test_estimator_rejects_bad_shapes():
+    from memlab.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="same number of models"):
+        counterfactual_influence(np.ones((3, 2), bool), np.ones((4, 2)))
+    with pytest.raises(ConfigError, match="NaN"):
+        in_out_means(np.ones((3, 2), bool), np.full((3, 2), np.nan))
+
+
+# ------------------------------------------------------------------ stacked training
+
+
+def reference_loop(documents, config, k):
+    """Model k trained the ordinary way: one nn.Module, autograd, no vmap."""
+    torch.manual_seed(0)
+    model = build_lm(config.model, documents.n_vocab, documents.context, **config.model_kwargs)
+    model.load_state_dict(initial_state(model, config.seed, k))
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, fused=True)
+    members = np.flatnonzero(membership_mask(config, documents.n_train, range(k, k + 1))[0])
+    shuffler = model_rng(config.seed, k, STREAM_SHUFFLE)
+    tokens = torch.as_tensor(documents.tokens_train)
+    mask = torch.as_tensor(documents.target_mask("train")).float()
+    for _ in range(config.epochs):
+        order = torch.as_tensor(members[shuffler.permutation(len(members))])
+        for start in range(0, len(order), config.batch_size):
+            batch = order[start:start + config.batch_size]
+            logits = model(tokens[batch, :-1])
+            losses = lm_trainer.token_loss(logits, tokens[batch, 1:])
+            loss = (losses * mask[batch]).sum() / mask[batch].sum()
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+    return model.state_dict()
+
+
+def train_models(documents, config, models):
+    mask = membership_mask(config, documents.n_train, models)
+    return lm_trainer.train_lm_chunk(documents, config, models, mask)
+
+
+@pytest.mark.parametrize("arch", [TINY_TRANSFORMER, TINY_MLP])
+def test_language_models_trained_together_equal_models_trained_alone(arch):
+    documents = tiny_corpus()
+    config = PopulationConfig(**arch, n_models=3, subset_fraction=0.5, epochs=3, batch_size=8,
+                              optimizer="adam", lr=0.01, momentum=0.0)
+    together = train_models(documents, config, range(3))
+    for k in range(3):
+        alone = train_models(documents, config, range(k, k + 1))
+        reference = reference_loop(documents, config, k)
+        for name, stacked in together.weights.items():
+            np.testing.assert_allclose(stacked[k], alone.weights[name][0], rtol=1e-5, atol=1e-6)
+            np.testing.assert_allclose(stacked[k], reference[name].numpy(), rtol=1e-4,
+                                       atol=2e-5, err_msg=f"model {k} {name}")
+        for record in ("train_loss", "test_loss", "train_acc", "test_acc"):
+            np.testing.assert_allclose(together.arrays[record][k], alone.arrays[record][0],
+                                       rtol=1e-4, atol=1e-5, err_msg=record)
+    first = next(iter(together.weights))
+    assert not np.allclose(together.weights[first][0], together.weights[first][1])
+
+
+def test_records_are_consistent_with_a_plain_forward_pass():
+    documents = tiny_corpus()
+    config = PopulationConfig(**TINY_TRANSFORMER, n_models=2, subset_fraction=0.5, epochs=2,
+                              batch_size=8, optimizer="adam", lr=0.01, momentum=0.0)
+    result = train_models(documents, config, range(2))
+    model = build_lm(config.model, documents.n_vocab, documents.context, **config.model_kwargs)
+    model.load_state_dict({name: torch.from_numpy(w[1]) for name, w in result.weights.items()})
+    tokens = torch.as_tensor(documents.tokens_test)
+    with torch.no_grad():
+        logits = model(tokens[:, :-1])
+    mask = documents.target_mask("test")
+    hit = (logits.argmax(-1) == tokens[:, 1:]).numpy() & mask
+    np.testing.assert_allclose(result.arrays["test_acc"][1], hit.sum(1) / mask.sum(1), atol=1e-6)
+    nats = lm_trainer.token_loss(logits, tokens[:, 1:]).numpy() * mask
+    np.testing.assert_allclose(result.arrays["test_loss"][1], nats.sum(1) / mask.sum(1),
+                               rtol=1e-5, atol=1e-5)
+    token_correct = result.arrays["train_token_correct"]
+    np.testing.assert_allclose(token_correct.sum(2) / documents.lengths_train,
+                               result.arrays["train_acc"], atol=1e-6)
+    assert not token_correct[:, ~documents.target_mask("train")].any()
+
+
+def test_model_ignores_documents_outside_its_subset():
+    documents = tiny_corpus()
+    config = PopulationConfig(**TINY_MLP, n_models=2, subset_fraction=0.5, epochs=2,
+                              batch_size=8, optimizer="adam", lr=0.01, momentum=0.0)
+    mask = membership_mask(config, documents.n_train)
+    before = lm_trainer.train_lm_chunk(documents, config, range(2), mask)
+    altered = tiny_corpus()
+    outside = ~mask[0]
+    altered.tokens_train[outside, 1:] = np.where(
+        altered.tokens_train[outside, 1:] < altered.vocab_size,
+        (altered.tokens_train[outside, 1:] + 7) % altered.vocab_size,
+        altered.tokens_train[outside, 1:])
+    after = lm_trainer.train_lm_chunk(altered, config, range(2), mask)
+    for name in before.weights:
+        np.testing.assert_array_equal(before.weights[name][0], after.weights[name][0])
+        assert not np.array_equal(before.weights[name][1], after.weights[name][1])
+
+
+# ------------------------------------------------------------------ runs: resume
+
+
+def test_interrupted_run_resumes_to_identical_records(tmp_path, monkeypatch):
+    documents = tiny_corpus()
+    settings = dict(**TINY_MLP, n_models=6, chunk_size=2, epochs=2, batch_size=8,
+                    progress=False, n_workers=1)
+    reference = train_lm_population(documents, out=tmp_path / "straight", **settings)
+
+    real = lm_trainer.train_lm_chunk
+    calls = []
+
+    def interrupted(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(lm_trainer, "train_lm_chunk", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        train_lm_population(documents, out=tmp_path / "resumed", **settings)
+    monkeypatch.setattr(lm_trainer, "train_lm_chunk", real)
+    # Resume in 2 worker processes: each reopens the documents from the run directory.
+    resumed = train_lm_population(documents, out=tmp_path / "resumed",
+                                  **{**settings, "n_workers": 2})
+    assert resumed.record_names == reference.record_names
+    assert "train_token_correct" in reference.record_names
+    for name in reference.record_names:
+        np.testing.assert_array_equal(resumed.records(name), reference.records(name), name)
+    for name, array in reference.weights().items():
+        np.testing.assert_array_equal(resumed.weights()[name], array)
+    run, docs = open_lm_run(tmp_path / "resumed")
+    assert docs.fingerprint() == documents.fingerprint() == lm_documents(run).fingerprint()
+    table = run.models_table()
+    assert table.train_acc_in.between(0, 1).all() and table.test_acc.between(0, 1).all()
+
+
+def test_run_with_other_documents_is_refused(tmp_path):
+    from memlab.errors import RunError
+
+    settings = dict(**TINY_MLP, n_models=2, epochs=1, progress=False, n_workers=1)
+    train_lm_population(tiny_corpus(), out=tmp_path / "run", **settings)
+    with pytest.raises(RunError, match="dataset"):
+        train_lm_population(tiny_corpus(seed=1), out=tmp_path / "run", **settings)
+
+
+def test_bad_model_settings_are_refused_before_training(tmp_path):
+    from memlab.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="divisible"):
+        train_lm_population(tiny_corpus(), out=tmp_path / "run", model="transformer",
+                            model_kwargs={"d_model": 10, "n_heads": 3}, n_models=2)
+    with pytest.raises(ConfigError, match="unknown language model"):
+        train_lm_population(tiny_corpus(), out=tmp_path / "run2", model="lstm", n_models=2)
