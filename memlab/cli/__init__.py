@@ -13,7 +13,7 @@ import sys
 from memlab.errors import MemlabError
 
 COMMAND_MODULES = ["train", "info", "elasticity", "noise", "spectra", "plan", "memorize",
-                   "longtail"]
+                   "longtail", "lm_memorize"]
 
 
 def build_parser() -> argparse.ArgumentParser:

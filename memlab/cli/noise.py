@@ -58,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
     n_train = load(args.data).n_train
     n_used = min(config.n_train or n_train, n_train)
     print(f"noise study on {args.data} ({n_used} training examples): expected about "
-          f"{config.expected_minutes(n_used):.0f} min on 2 free CPU cores")
+          f"{config.expected_minutes(n_used, n_train):.0f} min on 2 free CPU cores")
     result = run_noise_study(config, args.out, progress=not args.quiet,
                              figures_dir=args.figures)
     with_verdict = result.tables["directions"]

@@ -33,6 +33,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         default="power_law")
     parser.add_argument("--seed", type=int, default=0, help="seed of the shuffles (default 0)")
     parser.add_argument("--device", default="auto", help="auto (GPU if any), cpu or cuda")
+    parser.add_argument("--precision", choices=["auto", "float32", "float64"], default="auto",
+                        help="arithmetic of the eigensolves: auto (float32 for ≤32-bit weights, "
+                             "float64 where float32 cannot resolve the result), or forced")
     parser.set_defaults(func=run_spectra)
 
     study = subparsers.add_parser(
@@ -62,7 +65,7 @@ def run_spectra(args: argparse.Namespace) -> int:
     result = analyze_full(
         args.source, layers=args.layers, mp_fit=not args.no_mp_fit,
         randomize=not args.no_randomize, seed=args.seed, device=args.device,
-        reference=args.reference, fit=args.fit,
+        reference=args.reference, fit=args.fit, precision=args.precision,
     )
     table = result.table
     shown = [c for c in ["model", *TABLE_COLUMNS] if c in table and c != "reason"]

@@ -29,7 +29,9 @@ class CausalSelfAttention(nn.Module):
         if d_model % n_heads:
             raise ConfigError(f"d_model ({d_model}) must be divisible by n_heads ({n_heads})")
         self.n_heads = n_heads
-        self.qkv = nn.Linear(d_model, 3 * d_model)
+        # No bias: a key bias cannot change attention (it adds the same q·b to every score),
+        # so its gradient is pure rounding noise, which Adam would amplify into steps.
+        self.qkv = nn.Linear(d_model, 3 * d_model, bias=False)
         self.out = nn.Linear(d_model, d_model)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

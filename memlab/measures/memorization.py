@@ -218,8 +218,10 @@ def estimate_influence(mask: np.ndarray, correct_test: np.ndarray, out: str | Pa
         warnings.warn(f"the influence matrix ({n} x {m}, {need / 2**30:.1f} GiB with standard "
                       f"errors) exceeds {max_memory / 2**30:.1f} GiB of memory: streaming it "
                       f"to {out}", stacklevel=2)
+    # Per block: C (4 t bytes per column), M (4 t per row) and ~6 float64 temporaries per
+    # result entry.
     block_cols = block_cols or max(1, min(m, _BLOCK_BYTES // (4 * t)))
-    block_rows = block_rows or max(1, min(n, _BLOCK_BYTES // (4 * max(t, block_cols))))
+    block_rows = block_rows or max(1, min(n, _BLOCK_BYTES // (4 * t + 48 * block_cols)))
 
     if out is None:
         values = np.empty((n, m), np.float32)

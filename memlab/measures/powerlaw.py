@@ -18,7 +18,9 @@ Two estimators share this code:
   20 eigenvalues: so does this mode).
 * ``mode="robust"`` (memlab's default) differs where WeightWatcher goes wrong on
   finite matrices: the tail must hold at least ``min_tail`` eigenvalues (no fits on a
-  handful of points, which is where absurd α of 8–15 come from), α is the
+  handful of points, which is where absurd α of 8–15 come from) and span a factor of at
+  least ``min_tail_span`` (no fits on a sliver of the axis, where α ≥ 1 + 1/ln(span) is
+  forced by the width alone: 77 on a narrow random bulk), α is the
   small-sample-unbiased MLE ``1 + (n_tail − 1)/Σ ln(λ/x_min)``, and D is the true KS
   statistic (both sides of each empirical step).
 
@@ -41,6 +43,12 @@ REFERENCE_SMALL_N = 20
 # Fewest tail points the robust fit accepts, and the smallest share of the spectrum.
 DEFAULT_MIN_TAIL = 10
 DEFAULT_MIN_TAIL_FRACTION = 0.02
+# Least span λ_max / x_min of a robust tail. The unbiased MLE obeys α ≥ 1 + 1/ln(span)
+# whatever the data (every ln(λ/x_min) ≤ ln span), so over a narrower tail the exponent
+# measures the tail's width, not its shape: a random matrix with N ≫ M has an MP bulk only
+# a few percent wide and got α ≈ 77. e^(1/5) ≈ 1.22 is the span at which that floor reaches
+# 6, the random-like threshold (memlab.measures.spectra.ALPHA_RANDOM_LIKE).
+DEFAULT_MIN_TAIL_SPAN = math.exp(1 / 5)
 # Elements per block of the (candidates × tail points) KS matrix: bounds memory to ~100 MB.
 _BLOCK_ELEMENTS = 1 << 22
 
@@ -115,18 +123,23 @@ def candidate_scan(
         rows = torch.as_tensor(rows_all[start : start + block], device=device)
         first = int(rows[0])  # only columns j ≥ the smallest candidate can be in a tail
         cols = torch.arange(first, n, device=device, dtype=torch.float64)
-        rank_in_tail = cols[None, :] - rows[:, None].to(torch.float64)  # k = j − i
-        # ln(λ_j/x_min), clamped at 0 for j < i (not in the tail; masked below anyway).
+        # Columns j < i are not in candidate i's tail. Rather than mask them (masked_fill
+        # costs ten elementwise passes on one CPU thread), give them k = 0 and
+        # ln(λ_j/x_min) = 0: their gap then equals the one at j = i (0 one-sided, 1/n
+        # two-sided), which is in the maximum anyway.
+        rank_in_tail = (cols[None, :] - rows[:, None].to(torch.float64)).clamp_min_(0.0)
         log_ratio = (log_x_t[None, first:] - log_x_t[rows][:, None]).clamp_min_(0.0)
-        fitted_cdf = 1.0 - torch.exp(log_ratio.mul_((1.0 - alphas_t[rows])[:, None]))
-        tail_size = n_tail_t[rows][:, None]
+        # Fitted CDF 1 − (λ_j/x_min)^(1−α), in place: (candidates, columns) float64.
+        fitted_cdf = torch.exp(log_ratio.mul_((1.0 - alphas_t[rows])[:, None])).neg_().add_(1.0)
+        inverse_tail = 1.0 / n_tail_t[rows]
         if two_sided_ks:
             # max(|F − k/n|, |F − (k+1)/n|) = |F − (k + ½)/n| + ½/n: one pass, not two.
-            gap = (fitted_cdf - (rank_in_tail + 0.5) / tail_size).abs_() + 0.5 / tail_size
+            steps = rank_in_tail.add_(0.5).mul_(inverse_tail[:, None])
+            worst = fitted_cdf.sub_(steps).abs_().amax(dim=1) + 0.5 * inverse_tail
         else:
-            gap = (fitted_cdf - rank_in_tail / tail_size).abs_()
-        gap.masked_fill_(rank_in_tail < 0, 0.0)
-        distances[rows.cpu().numpy()] = gap.amax(dim=1).cpu().numpy()
+            steps = rank_in_tail.mul_(inverse_tail[:, None])
+            worst = fitted_cdf.sub_(steps).abs_().amax(dim=1)
+        distances[rows.cpu().numpy()] = worst.cpu().numpy()
     return alphas, distances
 
 
@@ -152,12 +165,14 @@ def fit_power_law(
     mode: str = "robust",
     min_tail: int = DEFAULT_MIN_TAIL,
     min_tail_fraction: float = DEFAULT_MIN_TAIL_FRACTION,
+    min_tail_span: float = DEFAULT_MIN_TAIL_SPAN,
 ) -> PowerLawFit:
     """Fit a power-law tail to ``eigenvalues`` (any order, any units) by Clauset's method.
 
     mode: ``"robust"`` (default) or ``"reference"`` (WeightWatcher 0.7.7's estimator); see
-    the module docstring. min_tail, min_tail_fraction: robust mode only; the tail must hold
-    at least max(min_tail, min_tail_fraction · n) eigenvalues.
+    the module docstring. min_tail, min_tail_fraction, min_tail_span: robust mode only; the
+    tail must hold at least max(min_tail, min_tail_fraction · n) eigenvalues and span
+    λ_max / x_min ≥ min_tail_span.
     """
     if mode not in ("robust", "reference"):
         raise ValueError(f"mode must be 'robust' or 'reference', got {mode!r}")
@@ -184,9 +199,17 @@ def fit_power_law(
             return _failed(
                 f"only {n} nonzero eigenvalues; a tail fit needs at least {max(needed, 2)}"
             )
+        span = x[-1] / x[0]
+        if span < min_tail_span:
+            return _failed(
+                f"the nonzero eigenvalues span only a factor {span:.3g} (λ_max/λ_min < "
+                f"{min_tail_span:.3g}): too narrow a tail to measure its exponent (a narrow "
+                "random bulk, e.g. N ≫ M)")
         alphas, distances = candidate_scan(x, unbiased=True, two_sided_ks=True, min_tail=needed)
+        distances[x[:-1] * min_tail_span > x[-1]] = np.inf  # tails narrower than the span
         if not np.isfinite(distances).any():
-            return _failed("no candidate x_min gives a normalizable power law (α ≤ 1)")
+            return _failed("no candidate x_min gives a normalizable power law (α ≤ 1) over "
+                           f"a tail of ≥ {needed} eigenvalues spanning ≥ {min_tail_span:.3g}×")
         best = int(np.argmin(distances))
     n_tail = n - best
     alpha = float(alphas[best])

@@ -301,10 +301,14 @@ def cost_row(prior: str, knob: str, measures: PopulationMeasures,
     gap = (right_fit / n_fit - right_unfit / n_unfit) if n_fit and n_unfit else float("nan")
     row["carry_over"] = gap
     row["theory_carry_over"] = row["theory"] * gap
-    with np.errstate(invalid="ignore", divide="ignore"):
-        row["cost_per_unfit_singleton"] = row["extra_error_1"] / row["extra_unfit"]
-        row["measured_over_theory"] = row["extra_error_1"] / row["theory"]
+    row["cost_per_unfit_singleton"] = _divide(row["extra_error_1"], row["extra_unfit"])
+    row["measured_over_theory"] = _divide(row["extra_error_1"], row["theory"])
     return row
+
+
+def _divide(numerator: float, denominator: float) -> float:
+    """numerator / denominator, NaN when the denominator is 0 or NaN (nothing to compare)."""
+    return numerator / denominator if denominator and np.isfinite(denominator) else float("nan")
 
 
 def theory_rows(config: LongTailStudyConfig, data: dict[str, LongTailData],

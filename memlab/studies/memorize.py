@@ -45,6 +45,7 @@ from memlab.population import Run, store, train_population
 # trained to fit its subsets (≈99% training accuracy), 1,000 models at r = 0.7.
 RECIPE = dict(n_models=1000, subset_fraction=0.7, epochs=30, batch_size=64, optimizer="adam",
               lr=0.005)
+STRONG_INFLUENCE = 0.4  # Feldman & Zhang: pairs above this are mostly near-duplicates
 PRECISION = 0.1  # default requested RMS error of every score (SCIENCE.md §1 bound)
 REMOVAL_SEEDS = 8
 
@@ -322,6 +323,9 @@ def analyze(run: Run, *, mem_min: float = mz.MEMORIZED, infl_min: float = mz.HIG
         "reliability": reliability.spearman, "reliability_sd": reliability.spearman_sd,
         "n_pairs": len(pairs), "n_pairs_near_duplicate": int(pairs["near_duplicate"].sum()),
         "n_pair_tests": int(pairs["test"].nunique()) if len(pairs) else 0,
+        "n_pairs_strong": int((pairs["infl"] > STRONG_INFLUENCE).sum()),
+        "n_pairs_strong_near_duplicate": int(
+            ((pairs["infl"] > STRONG_INFLUENCE) & pairs["near_duplicate"]).sum()),
         "n_near_duplicate_tests": len(duplicates),
         "duplicate_threshold": duplicate_threshold,
     }
@@ -336,7 +340,8 @@ def analyze(run: Run, *, mem_min: float = mz.MEMORIZED, infl_min: float = mz.HIG
                     cscore_models=cscore_models if cscores else None,
                     cscore_ratios=list(cscore_ratios) if cscores else None)
     result = MemorizationResult(run, scores, infl, pairs, reliability, curve, duplicates,
-                                proxies, correlations, summary, settings, advice)
+                                proxies, correlations, summary, settings, advice,
+                                cscores=cscore_frame)
     if removal:
         result.removal = removal_study(run, scores, pairs, mem_min, removal_seeds,
                                        device=device, progress=progress)
@@ -679,6 +684,8 @@ def build_report(result: MemorizationResult):
          f"{s['n_pairs']:,} ({s['n_pair_tests']:,} test examples)"),
         (f"… of which near-duplicates (cosine ≥ {s['duplicate_threshold']:g})",
          f"{s['n_pairs_near_duplicate']:,}"),
+        (f"pairs with infl > {STRONG_INFLUENCE:g} (near-duplicates among them)",
+         f"{s['n_pairs_strong']:,} ({s['n_pairs_strong_near_duplicate']:,})"),
         ("test examples with a near-duplicate in training", f"{s['n_near_duplicate_tests']:,}"),
     ]
     if "noise_auroc" in s:
@@ -707,7 +714,8 @@ def build_report(result: MemorizationResult):
     columns = ["index", "label", *(["original_label"] if "original_label" in result.scores
                                    else []), "pred_out", "mem", "se", "acc_in", "acc_out",
                "n_in", "n_out"]
-    report.table(result.memorized[columns].head(20), caption="Top 20 memorized examples")
+    report.table(result.memorized[columns].head(20), caption="Top 20 memorized examples",
+                 float_format="{:.3f}")
 
     report.heading("High-influence pairs")
     if len(result.pairs):
@@ -715,14 +723,14 @@ def build_report(result: MemorizationResult):
             "Training example (left) and the test example whose accuracy depends on it "
             "(right), strongest first. Red: near-duplicate inputs (cosine similarity of the "
             f"centred inputs ≥ {s['duplicate_threshold']:g}), the known confounder."))
-        report.table(result.pairs.head(20), caption="Top 20 high-influence pairs "
-                     "(nn_rank: rank of the training input among the test input's nearest "
-                     "training neighbours)")
+        report.table(result.pairs.head(20), float_format="{:.3f}", caption=(
+            "Top 20 high-influence pairs (nn_rank: rank of the training input among the test "
+            "input's nearest training neighbours)"))
     else:
         report.text("No pair passes the thresholds.")
 
     report.heading("Reliability")
-    report.table(result.reliability_curve, caption=(
+    report.table(result.reliability_curve, float_format="{:.3f}", caption=(
         "Split-half reliability: Spearman correlation of memorization scores from two "
         "disjoint halves of n_models models (mean and sd over random splits)"))
 
@@ -740,9 +748,9 @@ def build_report(result: MemorizationResult):
         report.figure(plot_removal(study), fmt="svg", caption=(
             "Points: seeds; bars: mean with 95% confidence interval."))
         summary = study.summary()
-        summary["95% CI"] = [_fmt_interval(r.mean, r.ci_low, r.ci_high)
-                             for r in summary.itertuples()]
-        report.table(summary[["comparison", "metric", "mean", "95% CI", "seeds"]],
+        summary["mean [95% CI]"] = [_fmt_interval(r.mean, r.ci_low, r.ci_high)
+                                    for r in summary.itertuples()]
+        report.table(summary[["comparison", "metric", "mean [95% CI]", "seeds"]],
                      caption="Removal study (train_acc: each arm's models on their own "
                              "training set)")
 
@@ -753,7 +761,7 @@ def build_report(result: MemorizationResult):
             f"subset ratios {', '.join(f'{r:g}' for r in settings['cscore_ratios'])} "
             f"({settings['cscore_models']} models per ratio; the population itself at "
             f"{s['subset_fraction']:g})."))
-    report.table(result.proxy_correlations, caption=(
+    report.table(result.proxy_correlations, float_format="{:.3f}", caption=(
         "Spearman correlation of cheap proxies from the training records (averaged over the "
         "models that trained on each example) with memorization and held-out accuracy"
         + ("" if "first_learned" in result.proxies else
@@ -773,8 +781,9 @@ def _command(result: MemorizationResult) -> str:
         parts.append(f"--model {c.model}")
     if c.model_kwargs.get("hidden"):
         parts.append("--hidden " + ",".join(str(w) for w in c.model_kwargs["hidden"]))
-    if "label_noise_fraction" in s:
-        parts.append(f"--label-noise {s['label_noise_fraction']:g}")
+    noise = result.run.dataset.corruption.get("label_noise")
+    if noise:
+        parts.append(f"--label-noise {noise['fraction']:g}")
     if c.seed:
         parts.append(f"--seed {c.seed}")
     if c.record_epochs:
@@ -784,4 +793,10 @@ def _command(result: MemorizationResult) -> str:
     if result.cscores is not None:
         parts.append(f"--cscores --cscore-models {result.settings['cscore_models']}")
     parts.append(f"--out {result.run.path}")
-    return " ".join(parts)
+    lines, line = [], parts[0]
+    for part in parts[1:]:  # wrap like a shell command, so the page never scrolls sideways
+        if len(line) + len(part) > 76:
+            lines.append(line + " \\")
+            line = "   "
+        line += " " + part
+    return "\n".join([*lines, line])

@@ -126,19 +126,22 @@ class NoiseStudyConfig:
         if min(self.seeds, self.difficulty_seeds, self.capacity_seeds, self.csr_seeds) < 2:
             raise ConfigError("every part of the study needs at least 2 seeds")
 
-    def expected_minutes(self, n_train: int) -> float:
-        """A rough wall-time estimate on two free CPU cores (calibrated on the quick preset:
-        ~6 min for 1,000 MNIST-1D examples); scales with model-example-epochs."""
+    def expected_minutes(self, n_train: int, n_available: int) -> float:
+        """A rough wall-time estimate on two free CPU cores, from the number of
+        model-example-epochs (calibrated on the quick preset, ~3 min on MNIST-1D).
+        n_train: examples the study uses; n_available: all of the data's (for difficulty)."""
         n_conditions = 3 + len(self.noise_fractions)
+        n_difficulty = min(self.difficulty_n_train or n_available, n_available)
         width = sum(self.hidden) / 200
         work = (n_conditions * self.seeds * self.epochs * n_train * 2  # x2: per-epoch records
-                + 3 * self.difficulty_seeds * n_train
+                + 3 * self.difficulty_seeds * n_difficulty
                 + 2 * self.capacity_seeds * self.capacity_epochs * 2
-                * (sum(self.capacity_sizes) + len(self.capacity_widths) * n_train)
+                * (sum(s for s in self.capacity_sizes if s <= n_train)
+                   + len(self.capacity_widths) * n_train)
                 + n_conditions * self.csr_seeds * self.epochs * n_train * 3
                 + sum(map(len, self.regularizers.values())) * 2 * self.sweep_epochs * n_train
                 * 2) * width
-        return work / 1.6e6 / 60 + 0.5
+        return work / 0.17e6 / 60 + 0.3
 
 
 # ---------------------------------------------------------------- conditions

@@ -1,0 +1,141 @@
+"""How much does training language models as a stacked population save over a per-model loop?
+
+  (a) loop: one ``nn.Module`` per model, plain autograd and ``torch.optim.Adam``, models
+      trained one after another (what a user writes by hand);
+  (b) engine, chunk of 1: memlab's LM chunk trainer (vmap over functional_call) one model at
+      a time: the cost of the machinery alone;
+  (c) engine, chunk of K: the K models trained together as one stacked model.
+
+All train the same models (synthetic corpus, 25% subsets, batch 32 documents, Adam) on one
+thread, training only (no evaluation). Rounds are interleaved (a, b, c, a, b, c, ...) so a
+busy machine slows all three alike; the median of each is reported, in tokens per second
+(target tokens, summed over models).
+
+    python benchmarks/lm_population.py                   # transformer and MLP, K = 16
+    python benchmarks/lm_population.py --models 32 --rounds 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import time
+
+import numpy as np
+import torch
+
+from memlab.lm.models import build_lm
+from memlab.lm.trainer import token_loss
+from memlab.population.config import (
+    STREAM_SHUFFLE,
+    PopulationConfig,
+    initial_state,
+    membership_mask,
+    model_rng,
+)
+from memlab.population.engine import make_optimizer, stack_initial_weights, stacked_forward
+from memlab.text import synthetic_corpus
+
+
+def loop_train(documents, config: PopulationConfig, models: range) -> None:
+    """(a): one ordinary model at a time."""
+    tokens = torch.as_tensor(documents.tokens_train)
+    weight = torch.as_tensor(documents.target_mask("train")).float()
+    mask = membership_mask(config, documents.n_train, models)
+    for row, k in enumerate(models):
+        model = build_lm(config.model, documents.n_vocab, documents.context,
+                         **config.model_kwargs)
+        model.load_state_dict(initial_state(model, config.seed, k))
+        optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, fused=True)
+        members = np.flatnonzero(mask[row])
+        rng = model_rng(config.seed, k, STREAM_SHUFFLE)
+        for _ in range(config.epochs):
+            order = torch.as_tensor(members[rng.permutation(len(members))])
+            for start in range(0, len(order), config.batch_size):
+                batch = order[start:start + config.batch_size]
+                losses = token_loss(model(tokens[batch, :-1]), tokens[batch, 1:])
+                loss = (losses * weight[batch]).sum() / weight[batch].sum()
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+
+
+def engine_train(documents, config: PopulationConfig, models: range, chunk: int) -> None:
+    """(b)/(c): the training loop of memlab.lm.trainer.train_lm_chunk, chunk by chunk
+    (evaluation left out so that only training is timed)."""
+    tokens = torch.as_tensor(documents.tokens_train)
+    inputs, targets = tokens[:, :-1], tokens[:, 1:]
+    target_mask = torch.as_tensor(documents.target_mask("train")).float()
+    for start_model in range(models.start, models.stop, chunk):
+        block = range(start_model, min(start_model + chunk, models.stop))
+        template = build_lm(config.model, documents.n_vocab, documents.context,
+                            **config.model_kwargs)
+        params = stack_initial_weights(template, config, block, torch.device("cpu"))
+        for tensor in params.values():
+            tensor.requires_grad_(True)
+        forward = stacked_forward(template, train=True)
+        optimizer = make_optimizer(list(params.values()), config)
+        members = np.stack([np.flatnonzero(r)
+                            for r in membership_mask(config, documents.n_train, block)])
+        rngs = [model_rng(config.seed, k, STREAM_SHUFFLE) for k in block]
+        for _ in range(config.epochs):
+            order = torch.as_tensor(np.stack([r[g.permutation(len(r))]
+                                              for r, g in zip(members, rngs)]))
+            for start in range(0, order.shape[1], config.batch_size):
+                batch = order[:, start:start + config.batch_size]
+                flat = batch.flatten()
+                x = inputs.index_select(0, flat).view(*batch.shape, -1)
+                y = targets.index_select(0, flat).view(*batch.shape, -1)
+                w = target_mask.index_select(0, flat).view(*batch.shape, -1)
+                per_model = (token_loss(forward(params, {}, x), y) * w).sum((1, 2)) / w.sum((1, 2))
+                for tensor in params.values():
+                    tensor.grad = None
+                per_model.sum().backward()
+                optimizer.step()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--models", type=int, default=16)
+    parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    documents = synthetic_corpus()
+    models = range(args.models)
+    results = {"models": args.models, "epochs": args.epochs, "rounds": args.rounds,
+               "load_average_before": os.getloadavg()[0], "cpu_count": os.cpu_count()}
+    for name, kwargs in (("transformer", {}), ("mlp", {})):
+        config = PopulationConfig(model=name, model_kwargs=kwargs, n_models=args.models,
+                                  subset_fraction=0.25, epochs=args.epochs, batch_size=32,
+                                  optimizer="adam", lr=3e-3, momentum=0.0)
+        mask = membership_mask(config, documents.n_train)
+        tokens = int((mask * documents.lengths_train).sum()) * args.epochs
+        ways = {"loop": lambda c=config: loop_train(documents, c, models),
+                "engine_chunk_1": lambda c=config: engine_train(documents, c, models, 1),
+                f"engine_chunk_{args.models}":
+                    lambda c=config: engine_train(documents, c, models, args.models)}
+        times: dict[str, list[float]] = {way: [] for way in ways}
+        for _ in range(args.rounds):
+            for way, train in ways.items():
+                started = time.perf_counter()
+                train()
+                times[way].append(time.perf_counter() - started)
+        medians = {way: statistics.median(t) for way, t in times.items()}
+        results[name] = {
+            "tokens_per_round": tokens,
+            **{f"{way}_tokens_per_s": round(tokens / s) for way, s in medians.items()},
+            "speedup_vs_loop": round(medians["loop"] / medians[f"engine_chunk_{args.models}"],
+                                     2),
+            "speedup_vs_chunk_1": round(medians["engine_chunk_1"]
+                                        / medians[f"engine_chunk_{args.models}"], 2),
+        }
+        print(name, json.dumps(results[name]), flush=True)
+    results["load_average_after"] = os.getloadavg()[0]
+    print(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()

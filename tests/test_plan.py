@@ -1,0 +1,42 @@
+"""memlab plan: the disk estimate matches what a run really writes."""
+
+from memlab.cli import main
+from memlab.population import train_population
+from memlab.population.config import PopulationConfig
+from memlab.population.plan import flops_per_example_step, plan_run
+from memlab.models import build_model
+from tests.conftest import make_blobs
+
+
+def directory_bytes(path, pattern):
+    return sum(p.stat().st_size for p in path.rglob(pattern) if p.is_file())
+
+
+def test_disk_estimate_matches_a_real_run(tmp_path):
+    dataset = make_blobs(n_train=300, n_test=100)
+    settings = dict(model="mlp", model_kwargs={"hidden": [16]}, n_models=8, chunk_size=4,
+                    epochs=2, record_epochs=True)
+    run = train_population(dataset, **settings, out=tmp_path / "run", progress=False,
+                           n_workers=1)
+    plan = plan_run(dataset, PopulationConfig(**settings), gflops_per_worker=1.0)
+    on_disk = {
+        "records": directory_bytes(run.path, "t*_[cmlp]*.npy"),  # train_*/test_* records
+        "per-epoch records": directory_bytes(run.path, "epoch_t*.npy"),
+        "weights": directory_bytes(run.path, "*.safetensors"),
+    }
+    for name, real in on_disk.items():
+        estimate = plan.disk_bytes[name]
+        assert abs(estimate - real) / real < 0.1, (name, estimate, real)
+
+
+def test_flop_count_of_an_mlp():
+    model = build_model("mlp", (40,), 10, hidden=[100, 100])
+    macs = 40 * 100 + 100 * 100 + 100 * 10
+    assert flops_per_example_step(model, (40,)) == 6 * macs - 2 * 40 * 100
+
+
+def test_plan_command_for_a_dataset_we_do_not_have(capsys):
+    assert main(["plan", "--shape", "50000,10000,3x32x32,10", "--model", "cnn2d", "--models",
+                 "4000", "--subset", "0.7", "--gflops", "1000", "--workers", "8"]) == 0
+    printed = capsys.readouterr().out
+    assert "plan for 4,000 models" in printed and "GB" in printed and "8 workers" in printed
