@@ -213,13 +213,16 @@ def monte_carlo_singleton_cost(frequencies: np.ndarray, n: int, n_draws: int = 2
                                seed: int = 0) -> tuple[float, float]:
     """τ₁ by simulation: draw ``n_draws`` training sets of n, and divide the total frequency
     of the subpopulations seen once by how many there were (a ratio of sums, as τ₁ is a ratio
-    of expectations). Returns (estimate, standard error by the delta method)."""
+    of expectations). Returns (estimate, standard error by the delta method); NaNs when no
+    simulated training set has a singleton."""
     p = np.asarray(frequencies, dtype=np.float64)
     rng = np.random.default_rng([seed, 901])
     counts = rng.multinomial(n, p, size=n_draws)  # (n_draws, k)
     once = counts == 1
     mass = (once * p).sum(1)
     number = once.sum(1).astype(np.float64)
+    if number.sum() == 0:
+        return float("nan"), float("nan")  # no draw had a singleton: nothing to average
     ratio = mass.sum() / number.sum()
     # Delta method for a ratio of means: var(mass − ratio·number) / (n_draws · mean(number)²).
     residual = mass - ratio * number

@@ -75,7 +75,7 @@ def test_end_to_end_tiny_study(tmp_path):
     make_blobs(n_train=150, n_test=60, n_classes=3, spread=1.5).save(path)
     config = NoiseStudyConfig.quick(
         str(path), n_train=None, hidden=(16,), noise_fractions=(0.3,), seeds=2, epochs=4,
-        difficulty_seeds=4, capacity_sizes=(50,), capacity_widths=(8,), capacity_seeds=2,
+        difficulty_seeds=4, capacity_sizes=(50, 10_000), capacity_widths=(8,), capacity_seeds=2,
         capacity_epochs=3, csr_every=2, csr_examples=20, lass_iter=3, sweep_epochs=2,
         regularizers={"dropout": (0.5,), "adversarial": (2.0,)}, workers=1)
     result = run_noise_study(config, tmp_path / "study", progress=False)
@@ -90,6 +90,8 @@ def test_end_to_end_tiny_study(tmp_path):
     assert list(result.tables["sweep"].regularizer) == ["none", "dropout", "adversarial"]
     assert result.tables["csr"].csr.between(0, 1).all()
     assert len(result.tables["directions"]) >= 8
+    assert set(result.tables["capacity"].value[result.tables["capacity"].axis == "size"]) == {50}
+    assert "[10000] exceed the 150 training examples" in result.summary["notes"][0]
 
 
 def test_cli_reports_bad_input_in_one_line(capsys):

@@ -32,7 +32,7 @@ def register(subparsers) -> None:
                         help="also write each figure as DIR/longtail_*.png")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workers", type=int, default=None,
-                        help="CPU worker processes for the populations (default: 1)")
+                        help="CPU worker processes for the populations (default: one per core)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.set_defaults(func=run)
 

@@ -61,6 +61,8 @@ def run(args: argparse.Namespace) -> int:
           f"{config.expected_minutes(n_used, n_train):.0f} min on 2 free CPU cores")
     result = run_noise_study(config, args.out, progress=not args.quiet,
                              figures_dir=args.figures)
+    for note in result.summary["notes"]:
+        print(f"note: {note}")
     with_verdict = result.tables["directions"]
     for _, row in with_verdict.iterrows():
         mark = "yes" if row.reproduced else "NO "

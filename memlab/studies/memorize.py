@@ -437,7 +437,7 @@ def draw_input(ax, x: np.ndarray, kind: str, vertical: bool = False, color: str 
 
 
 def plot_overview(result: MemorizationResult):
-    """(a) histogram of mem, (b) IN vs OUT accuracy per example, (c) reliability curve."""
+    """(a) histogram of mem, (b) memorization by class, (c) reliability curve."""
     import matplotlib.pyplot as plt
 
     scores, s = result.scores, result.summary
@@ -462,22 +462,23 @@ def plot_overview(result: MemorizationResult):
         ax.set_title("(a) Memorization scores", loc="left")
 
         ax = axes[1]
-        memorized = (scores["mem"] >= mem_min).to_numpy()
-        ax.scatter(scores.acc_out[~memorized], scores.acc_in[~memorized], s=3, alpha=0.35,
-                   color=BLUE, lw=0, label=f"mem < {mem_min:g}", rasterized=True)
-        ax.scatter(scores.acc_out[memorized], scores.acc_in[memorized], s=3, alpha=0.35,
-                   color=ORANGE, lw=0, label=f"mem ≥ {mem_min:g}", rasterized=True)
-        if "corrupted" in scores:
-            c = scores[scores.corrupted]
-            ax.scatter(c.acc_out, c.acc_in, s=9, marker="x", color=RED, lw=0.6,
-                       label="flipped label", rasterized=True)
-        ax.plot([0, 1], [0, 1], color=GREY, lw=0.8, ls=":")
-        ax.set_xlim(-0.02, 1.02)
-        ax.set_ylim(-0.02, 1.02)
-        ax.set_xlabel("accuracy of models that held it out")
-        ax.set_ylabel("accuracy of models trained on it")
-        ax.set_title("(b) IN vs OUT accuracy", loc="left")
-        ax.legend(loc="lower right", markerscale=3)
+        dataset = result.run.dataset
+        classes = np.arange(dataset.n_classes)
+        labels = scores["label"].to_numpy()
+        mem = scores["mem"].to_numpy()
+        fraction = [np.mean(mem[labels == c] >= mem_min) if (labels == c).any() else np.nan
+                    for c in classes]
+        mean = [np.nanmean(mem[labels == c]) if (labels == c).any() else np.nan
+                for c in classes]
+        ax.bar(classes, fraction, color=BLUE, width=0.7, label=f"fraction with mem ≥ {mem_min:g}")
+        ax.plot(classes, mean, "o", color="black", ms=4, label="mean mem")
+        ax.set_xticks(classes)
+        ax.set_xticklabels([_label(dataset, int(c)) for c in classes])
+        ax.set_ylim(0, 1)
+        ax.set_xlabel("given label")
+        ax.set_ylabel("fraction / mean score")
+        ax.set_title("(b) Memorization by class", loc="left")
+        ax.legend(loc="upper left", ncols=2)
 
         plot_reliability(result.reliability_curve, ax=axes[2])
         axes[2].set_title("(c) Split-half reliability", loc="left")
@@ -702,10 +703,9 @@ def build_report(result: MemorizationResult):
     report.heading("Memorization scores")
     report.figure(plot_overview(result), fmt="png", caption=(
         "(a) Distribution of memorization scores; dashed: the threshold for 'memorized'. "
-        "(b) Each training example's accuracy under the models that trained on it against "
-        "the models that held it out; memorized examples sit top left. (c) Agreement of the "
-        "scores from two disjoint halves of the population, as the population grows "
-        "(mean ± sd over random splits)."))
+        "(b) Per class (given label): the fraction of training examples memorized (bars) and "
+        "the mean score (dots). (c) Agreement of the scores from two disjoint halves of the "
+        "population, as the population grows (mean ± sd over random splits)."))
 
     report.heading("Most memorized examples")
     report.figure(plot_examples(result), fmt="png", caption=(
@@ -744,7 +744,8 @@ def build_report(result: MemorizationResult):
             "random set per seed); same recipe as the population, and seed s starts every arm "
             "from the same weights. Intervals: 95% Student-t over seeds; differences are "
             f"paired by seed. {len(study.high_influence_tests):,} test examples belong to "
-            f"high-influence pairs, {s['n_pairs_near_duplicate']:,} pairs are near-duplicates.")
+            f"high-influence pairs; {s['n_pairs_near_duplicate']:,} of the "
+            f"{s['n_pairs']:,} pairs are near-duplicates.")
         report.figure(plot_removal(study), fmt="svg", caption=(
             "Points: seeds; bars: mean with 95% confidence interval."))
         summary = study.summary()

@@ -286,6 +286,7 @@ def train_stack(net: StackedMLP, x: torch.Tensor, y: torch.Tensor, epochs: int,
                 adv_loss = F.cross_entropy(adv_logits.flatten(0, 1), y_batch.flatten(),
                                            reduction="none").view(n_models, -1).mean(1)
                 loss = torch.where(reg.adversarial > 0, (loss + adv_loss) / 2, loss)
+            # L2 on every parameter, biases included, like torch.optim's weight_decay.
             decay = sum((w ** 2).flatten(1).sum(1) for w in net.parameters())
             total = (loss + 0.5 * reg.weight_decay * decay).sum()
             optimizer.zero_grad(set_to_none=True)
@@ -578,6 +579,14 @@ def directions(tables: dict[str, pd.DataFrame]) -> pd.DataFrame:
         dispersion("randX") + f"; real's index is "
         f"{disp.loc['real', 'dispersion_index'] / disp.loc['randX', 'dispersion_index']:.1f}x "
         "randX's", not disp.loc["randX", "over_dispersed"])
+    # After one short epoch a network mostly predicts class frequencies, which alone makes
+    # error rates differ by class; "equally hard" can then only hold within a class.
+    add("randX's one-epoch difficulty matches the Binomial within each class",
+        f"within-class dispersion index randX "
+        f"{disp.loc['randX', 'dispersion_index_within_class']:.2f} "
+        f"(p = {disp.loc['randX', 'p_value_within_class']:.2g}) vs real "
+        f"{disp.loc['real', 'dispersion_index_within_class']:.2f}",
+        disp.loc["randX", "p_value_within_class"] >= 0.01)
     capacity = tables["capacity"]
     sizes = capacity[capacity.axis == "size"]
     largest = sizes.value.max()
@@ -633,8 +642,17 @@ def run_noise_study(config: NoiseStudyConfig, out: str | Path, progress: bool = 
         raise ConfigError(f"--out {out} is a file; give a directory")
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    dataset = take_subset(load(config.data), config.n_train, config.seed)
+    full_data = load(config.data)
+    dataset = take_subset(full_data, config.n_train, config.seed)
     conditions = make_conditions(dataset, config.noise_fractions, config.seed)
+    notes = []  # settings the data cannot honour: said out loud, never skipped silently
+    if config.n_train is not None and config.n_train > full_data.n_train:
+        notes.append(f"n_train {config.n_train} exceeds the data's {full_data.n_train} "
+                     "training examples; all of them are used")
+    too_large = [size for size in config.capacity_sizes if size > dataset.n_train]
+    if too_large:
+        notes.append(f"capacity sizes {too_large} exceed the {dataset.n_train} training "
+                     "examples and are left out")
     bar = tqdm(total=5, desc="noise study", unit="part", disable=not progress)
 
     def log(message: str) -> None:
@@ -645,8 +663,7 @@ def run_noise_study(config: NoiseStudyConfig, out: str | Path, progress: bool = 
     steps = {
         "dynamics": lambda: learning_dynamics(conditions, config, out, log),
         "difficulty": lambda: one_epoch_difficulty(
-            take_subset(load(config.data), config.difficulty_n_train, config.seed), config,
-            out, log),
+            take_subset(full_data, config.difficulty_n_train, config.seed), config, out, log),
         "capacity": lambda: {"capacity": capacity_and_time(dataset, config, out, log)},
         "critical samples": lambda: {"csr": critical_samples(conditions, config, log)},
         "regularizer sweep": lambda: {"sweep": regularizer_sweep(conditions, config, log)},
@@ -668,6 +685,7 @@ def run_noise_study(config: NoiseStudyConfig, out: str | Path, progress: bool = 
         "config": config_dict, "dataset": dataset.describe(),
         "lass": asdict(_lass_settings(dataset, config, config.lass_iter)),
         "seconds": round(time.perf_counter() - started, 1), "seconds_per_part": seconds,
+        "notes": notes,
         "directions": tables["directions"].to_dict(orient="records"),
     }
     summary["dataset"].pop("class_names", None)
@@ -739,8 +757,8 @@ def plot_difficulty(difficulty: pd.DataFrame, dispersion: pd.DataFrame):
         ax.hist(frame.binomial_reference, bins=bins, histtype="step", color="k",
                 label="Binomial reference")
         index = dispersion.set_index("condition").loc[name, "dispersion_index"]
-        ax.set(title=f"{name}: dispersion index {index:.2f}",
-               xlabel="misclassification rate after 1 epoch")
+        ax.set_title(f"{name}: dispersion index {index:.2f}", fontsize=9)
+        ax.set_xlabel("misclassification rate after 1 epoch")
     axes[0, 0].set_ylabel("examples")
     axes[0, 0].legend(fontsize=7)
     return fig
@@ -834,6 +852,8 @@ def write_report(tables: dict[str, pd.DataFrame], summary: dict, path: Path,
                 f"MLP hidden {config['hidden']}, SGD lr {config['lr']} momentum "
                 f"{config['momentum']}, batch {config['batch_size']}; "
                 f"{summary['seconds']:.0f} s in all.")
+    for note in summary.get("notes", []):
+        report.text(note, note=True)
     report.heading("Findings")
     report.table(tables["directions"], caption="The paper's directions, measured here")
     figures = [
