@@ -57,3 +57,38 @@ def test_cli_rejects_bad_arguments(tmp_path, capsys):
     assert "--models" in capsys.readouterr().err
     assert main(["longtail", "--out", str(tmp_path), "--exponents", "-1"]) == 2
     assert "exponent" in capsys.readouterr().err
+
+
+class _FakeRun:
+    """Just what measure_population reads from a Run: a mask and correctness records."""
+
+    def __init__(self, mask, records):
+        self.membership_mask, self._records = mask, records
+
+    def records(self, name):
+        return self._records[name]
+
+
+def test_measure_population_on_known_correctness(monkeypatch):
+    import memlab.measures.memorization as memorization_module
+    from memlab.longtail import LongTailSpec, make_longtail
+    from memlab.studies.longtail import measure_population
+
+    data = make_longtail(LongTailSpec(n_subpopulations=60, n_train=80, n_test=200, seed=2))
+    rng = np.random.default_rng(0)
+    mask = rng.random((5, 80)) < 0.5
+    counts = model_counts(mask, data.train_tags.subpopulation.to_numpy(), 60)
+    test_count = counts[:, data.test_tags.subpopulation.to_numpy()]
+    train_count = counts[:, data.train_tags.subpopulation.to_numpy()]
+    # A learner that is right everywhere except on subpopulations it saw exactly once.
+    records = {"test_correct": test_count != 1, "train_correct": train_count != 1}
+    monkeypatch.setattr(memorization_module, "memorization",
+                        lambda run: pd.DataFrame({"index": np.arange(80), "mem": 0.0}))
+    measures = measure_population(_FakeRun(mask, records), data)
+    np.testing.assert_array_equal(measures.acc["1"], 0.0)
+    np.testing.assert_array_equal(measures.acc["4+"], 1.0)
+    np.testing.assert_allclose(measures.error_mass["1"], (test_count == 1).mean(1))
+    np.testing.assert_array_equal(measures.singletons, (mask & (train_count == 1)).sum(1))
+    np.testing.assert_array_equal(measures.unfit, measures.singletons)
+    n_once = int((test_count == 1).sum())
+    assert measures.transfer == (0, 0, n_once, 0)  # no singleton fitted, none right

@@ -155,7 +155,7 @@ def test_command_line_trains_resumes_and_writes_everything(tmp_path, capsys):
     argv = ["memorize", "--data", "digits", "--models", "8", "--epochs", "3", "--hidden", "16",
             "--workers", "1", "--quiet", "--removal", "--removal-seeds", "2", "--threshold",
             "0.3", "--cscores", "--cscore-models", "4", "--cscore-ratios", "0.3,0.7",
-            "--record-epochs", "--out", str(out)]
+            "--record-epochs", "--figures", str(tmp_path / "figures"), "--out", str(out)]
     assert main(argv) == 0
     captured = capsys.readouterr()
     needed = mz.models_needed(0.1, 0.7)
@@ -164,6 +164,10 @@ def test_command_line_trains_resumes_and_writes_everything(tmp_path, capsys):
     for name in ("memorization.parquet", "influence.npy", "pairs.csv", "report.html",
                  "removal.json", "cscores.parquet", "proxies.parquet"):
         assert (out / name).exists(), name
+    assert sorted(p.name for p in (tmp_path / "figures").iterdir()) == [
+        f"memorization_{name}.png" for name in sorted(
+            ["overview", "examples", "reliability", "removal", "cscores"]
+            + (["pairs"] if len(pd.read_csv(out / "pairs.csv")) else []))]
     assert (out / "cscores" / "subset_0.30" / "manifest.json").exists()
     assert not (out / "cscores" / "subset_0.70").exists(), "the population is reused at 0.7"
     cscores = pd.read_parquet(out / "cscores.parquet")

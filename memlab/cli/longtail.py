@@ -22,12 +22,16 @@ def register(subparsers) -> None:
                         help="output directory (default: %(default)s)")
     parser.add_argument("--quick", action="store_true",
                         help="the small preset: Zipf exponents 0.5, 1, 1.5 and the control, "
-                             "96 models per population (minutes on a laptop CPU)")
+                             "one strength per knob, 96 models per population (minutes on a "
+                             "laptop CPU)")
     parser.add_argument("--exponents", type=float, nargs="+", default=None,
                         help="Zipf exponents s (default: 0.5 1 1.5 with --quick, "
                              "else 0.5 0.75 1 1.25 1.5 2)")
     parser.add_argument("--models", type=int, default=None,
                         help="models per population (default: 96 with --quick, else 512)")
+    parser.add_argument("--grid", action="store_true",
+                        help="sweep each knob over several strengths (the full preset does; "
+                             "with --quick: 14 knobs instead of 5)")
     parser.add_argument("--figures", type=Path, default=None,
                         help="also write each figure as DIR/longtail_*.png")
     parser.add_argument("--seed", type=int, default=0)
@@ -38,7 +42,7 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from memlab.studies.longtail import LongTailStudyConfig, run_longtail_study
+    from memlab.studies.longtail import LongTailStudyConfig, run_longtail_study, strength_grid
 
     changes: dict = {"seed": args.seed, "workers": args.workers}
     if args.models is not None:
@@ -47,6 +51,8 @@ def run(args: argparse.Namespace) -> int:
         changes["n_models"] = args.models
     if args.exponents is not None:
         changes["exponents"] = tuple(args.exponents)
+    if args.grid:
+        changes["knobs"] = strength_grid()
     if args.workers is not None and args.workers < 1:
         raise ConfigError(f"--workers must be at least 1, got {args.workers}")
     preset = LongTailStudyConfig.quick if args.quick else LongTailStudyConfig.full

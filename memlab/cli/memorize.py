@@ -57,6 +57,8 @@ def register(subparsers) -> None:
                        help="models per subset ratio of the C-score sweep (default: %(default)s)")
     group.add_argument("--cscore-ratios", default=",".join(f"{r:g}" for r in RATIOS),
                        help="subset ratios of the C-score sweep (default: %(default)s)")
+    group.add_argument("--figures", default=None, metavar="DIR",
+                       help="also save the report's figures as PNG files in DIR")
     parser.set_defaults(func=run)
 
 
@@ -100,6 +102,9 @@ def run(args: argparse.Namespace) -> int:
     if result.removal is not None:
         table = result.removal.summary()
         print(table[table.metric != "train_acc"].to_string(index=False, float_format="%.4f"))
+    if args.figures:
+        for figure in result.save_figures(args.figures):
+            print(f"figure:    {figure}")
     path = result.run.path
     print(f"scores:    {path / 'memorization.parquet'}\n"
           f"influence: {path / 'influence.npy'} (+ influence_se.npy)\n"

@@ -279,11 +279,15 @@ def write_report(result: LMStudyResult, config: LMStudyConfig, path: Path,
                  "intermediate difficulty"))
 
     fig, ax = plt.subplots(figsize=(5, 3.2))
-    copies = result.by_copies
-    ax.errorbar(copies.group.astype(str), copies.mem_mean, yerr=1.96 * copies.mem_sem.fillna(0),
-                fmt="o", capsize=3)
-    ax.set(xlabel="exact copies in the training set", ylabel="mean memorization (95% CI)")
-    figs.append(("duplicates", fig, "Memorization against duplicate count"))
+    for offset, (kind, part) in enumerate(frame.groupby("kind")):
+        groups = _group_summary(part, "copies")
+        ax.errorbar(groups.group * (1 + 0.04 * offset), groups.mem_mean,
+                    yerr=1.96 * groups.mem_sem.fillna(0), fmt="o-", capsize=3, label=kind)
+    ax.set(xscale="log", xlabel="exact copies in the training set",
+           ylabel="mean memorization (95% CI)")
+    ax.set_xticks(sorted(frame.copies.unique()), [str(c) for c in sorted(frame.copies.unique())])
+    ax.legend(fontsize=7)
+    figs.append(("duplicates", fig, "Memorization against duplicate count, by document kind"))
 
     fig, ax = plt.subplots(figsize=(5, 3.2))
     rel = result.reliability

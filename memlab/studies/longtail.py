@@ -79,6 +79,22 @@ def default_knobs() -> dict[str, dict[str, Any]]:
     }
 
 
+def strength_grid() -> dict[str, dict[str, Any]]:
+    """Each knob at several strengths (the full preset, or ``memlab longtail --grid``)."""
+    grid: dict[str, dict[str, Any]] = {}
+    for value in (5e-3, 2e-2, 5e-2):
+        grid[f"weight_decay={value:g}"] = {"weight_decay": value}
+    for value in (3, 6, 12):
+        grid[f"epochs={value}"] = {"epochs": value}
+    for value in (0.3, 0.5, 0.7):
+        grid[f"dropout={value:g}"] = {"model_kwargs": {"dropout": value}}
+    for value in (0.5, 0.9):
+        grid[f"label_smoothing={value:g}"] = {"label_smoothing": value}
+    for value in (8, 12, 24):
+        grid[f"hidden=[{value}]"] = {"model_kwargs": {"hidden": [value]}}
+    return grid
+
+
 @dataclass(frozen=True)
 class LongTailStudyConfig:
     """Everything that sets the study's results; ``quick()`` and ``full()`` are the presets.
@@ -116,8 +132,8 @@ class LongTailStudyConfig:
 
     @classmethod
     def full(cls, **changes: Any) -> LongTailStudyConfig:
-        return replace(cls(exponents=(0.5, 0.75, 1.0, 1.25, 1.5, 2.0), n_models=512),
-                       **changes)
+        return replace(cls(exponents=(0.5, 0.75, 1.0, 1.25, 1.5, 2.0), n_models=512,
+                           knobs=strength_grid()), **changes)
 
     def __post_init__(self) -> None:
         if not self.exponents:
@@ -473,8 +489,9 @@ def findings(tables: dict[str, pd.DataFrame]) -> pd.DataFrame:
 def _knob_colors(knobs: list[str]) -> dict[str, Any]:
     import matplotlib.pyplot as plt
 
-    palette = plt.get_cmap("tab10")
-    return {knob: ("black" if knob == BASELINE else palette(i)) for i, knob in enumerate(knobs)}
+    palette = plt.get_cmap("tab10" if len(knobs) <= 10 else "tab20")
+    return {knob: ("black" if knob == BASELINE else palette(i % palette.N))
+            for i, knob in enumerate(knobs)}
 
 
 def plot_memorization(mem: pd.DataFrame):

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import io
 import json
 import math
 import warnings
@@ -243,6 +244,30 @@ class MemorizationResult:
              "removal": self.removal.summary().to_dict(orient="records")
              if self.removal is not None else None}))
 
+    def save_figures(self, directory: str | Path, prefix: str = "memorization_") -> list[Path]:
+        """Write the report's figures as PNG files (for papers and docs); returns the paths."""
+        import matplotlib.pyplot as plt
+
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        figures = {"overview": plot_overview(self), "examples": plot_examples(self),
+                   "reliability": plot_reliability(self.reliability_curve)}
+        if len(self.pairs):
+            figures["pairs"] = plot_pairs(self)
+        if self.removal is not None:
+            figures["removal"] = plot_removal(self.removal)
+        if self.cscores is not None:
+            figures["cscores"] = plot_cscores(self)
+        paths = []
+        for name, figure in figures.items():
+            path = directory / f"{prefix}{name}.png"
+            buffer = io.BytesIO()
+            figure.savefig(buffer, format="png", dpi=150, bbox_inches="tight")
+            plt.close(figure)
+            store.atomic_write_bytes(path, buffer.getvalue())
+            paths.append(path)
+        return paths
+
     def report(self, path: str | Path | None = None) -> Path:
         """Write the self-contained HTML report (default: RUN/report.html)."""
         path = Path(path) if path is not None else self.run.path / "report.html"
@@ -445,7 +470,8 @@ def plot_overview(result: MemorizationResult):
     with _style():
         fig, axes = plt.subplots(1, 3, figsize=(11, 3.1), constrained_layout=True)
         ax = axes[0]
-        bins = np.linspace(-1, 1, 41)
+        low = min(-0.2, float(np.floor(np.nanmin(scores["mem"]) * 20) / 20))
+        bins = np.arange(low, 1.0001, 0.05)
         if "corrupted" in scores:
             clean = scores.loc[~scores.corrupted, "mem"].dropna()
             flipped = scores.loc[scores.corrupted, "mem"].dropna()
@@ -474,11 +500,12 @@ def plot_overview(result: MemorizationResult):
         ax.plot(classes, mean, "o", color="black", ms=4, label="mean mem")
         ax.set_xticks(classes)
         ax.set_xticklabels([_label(dataset, int(c)) for c in classes])
-        ax.set_ylim(0, 1)
+        ax.set_ylim(0, 1.19)
+        ax.set_yticks(np.linspace(0, 1, 6))
         ax.set_xlabel("given label")
         ax.set_ylabel("fraction / mean score")
         ax.set_title("(b) Memorization by class", loc="left")
-        ax.legend(loc="upper left", ncols=2)
+        ax.legend(loc="upper center", ncols=2)
 
         plot_reliability(result.reliability_curve, ax=axes[2])
         axes[2].set_title("(c) Split-half reliability", loc="left")
