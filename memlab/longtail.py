@@ -33,7 +33,8 @@ once* is
 
 Feldman's τ₁ = E_α[α² (1−α)^(n−1)] / E_α[α (1−α)^(n−1)] with α the frequency of a random
 subpopulation (here uniform over the k values p_j). Each training singleton a learner does
-not fit costs it about τ₁ of test error (Feldman 2020, Theorem 2.3, the ℓ = 1 term).
+not fit costs it about τ₁ of test error (the ℓ = 1 term of Feldman 2020, Theorem 2.3, as
+we read it; derivation and assumptions in docs/longtail.md).
 """
 
 from __future__ import annotations

@@ -164,7 +164,7 @@ def test_reliability_rises_with_the_number_of_models():
     assert (np.diff(rho) > 0).all(), curve
     assert rho[0] < 0.6 and rho[-1] > 0.85
     one = mz.split_half_reliability(mask, correct, 64, n_splits=4)
-    assert one.spearman == pytest.approx(rho[1]) and len(one.values) == 4
+    assert one.spearman == pytest.approx(rho[1]) and one.n_splits == 4
     assert "split-half Spearman" in str(one)
 
 
@@ -209,6 +209,8 @@ def test_memorization_of_a_run(blob_run):
     assert scores["corrupted"].sum() == len(noise["indices"])
     np.testing.assert_array_equal(scores.loc[noise["indices"], "original_label"],
                                   noise["original_labels"])
+    reliability = mz.run_reliability(blob_run, n_splits=3)
+    assert reliability.n_models == 24 and -1 <= reliability.spearman <= 1
     # pred_out: majority vote of the OUT models' predictions.
     pred = blob_run.records("train_pred")
     for i in (0, 5, 17):

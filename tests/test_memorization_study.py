@@ -150,6 +150,7 @@ def test_report_renders_in_headless_chromium(noisy_digits, tmp_path):
     assert (ink.sum(1) > 300).sum() > 20
 
 
+@pytest.mark.filterwarnings("ignore:.*no IN or no OUT model")  # 8 models: some lack one
 def test_command_line_trains_resumes_and_writes_everything(tmp_path, capsys):
     out = tmp_path / "run"
     argv = ["memorize", "--data", "digits", "--models", "8", "--epochs", "3", "--hidden", "16",
@@ -228,6 +229,7 @@ def test_signals_are_drawn_as_curves_and_images_as_images():
     assert study._input_kind(load("mnist1d")) == "signal"
 
 
+@pytest.mark.filterwarnings("ignore:.*no IN or no OUT model")
 def test_report_figure_functions_work_without_pairs_or_noise(tmp_path, blobs):
     result = memlab.memorize(blobs, n_models=6, subset_fraction=0.5, epochs=2,
                              model_kwargs={"hidden": [8]}, out=tmp_path / "r", progress=False,

@@ -125,8 +125,9 @@ def train_lm_chunk(documents: Documents, config: PopulationConfig, models: range
     weights = None
     if config.save_weights:
         weights = {name: t.detach().cpu().numpy() for name, t in params.items()}
-    n_tokens = int(documents.lengths_train[members].sum())  # per epoch, all K models
-    return ChunkResult(arrays, weights, time.perf_counter() - started, n_tokens * config.epochs)
+    tokens_per_epoch = int(documents.lengths_train[members].sum())  # all K models
+    return ChunkResult(arrays, weights, time.perf_counter() - started,
+                       tokens_per_epoch * config.epochs)
 
 
 @torch.no_grad()

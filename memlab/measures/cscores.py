@@ -23,11 +23,10 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
 from memlab.errors import ConfigError
 from memlab.measures.dynamics import first_learned
-from memlab.measures.memorization import _row_blocks, in_out
+from memlab.measures.memorization import _row_blocks, in_out, spearman
 from memlab.population.run import Run
 
 RATIOS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
@@ -138,11 +137,6 @@ def rank_correlations(proxy_frame: pd.DataFrame, targets: Mapping[str, np.ndarra
         values = proxy_frame[proxy].to_numpy(np.float64)
         row = {"proxy": proxy}
         for name, target in targets.items():
-            target = np.asarray(target, np.float64)
-            both = np.isfinite(values) & np.isfinite(target)
-            if both.sum() >= 3 and np.ptp(values[both]) > 0 and np.ptp(target[both]) > 0:
-                row[name] = float(stats.spearmanr(values[both], target[both]).statistic)
-            else:
-                row[name] = float("nan")
+            row[name] = spearman(values, np.asarray(target, np.float64))
         rows.append(row)
     return pd.DataFrame(rows)

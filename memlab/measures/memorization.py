@@ -30,7 +30,7 @@ import os
 import tempfile
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -414,7 +414,9 @@ def precision_advice(n_models: int, subset_fraction: float, precision: float) ->
             f"{needed} models would reach it (--models {needed})")
 
 
-def _spearman(a: np.ndarray, b: np.ndarray) -> float:
+def spearman(a: np.ndarray, b: np.ndarray) -> float:
+    """Spearman correlation over the entries finite in both (NaN if fewer than 3, or if
+    either side is constant there)."""
     both = np.isfinite(a) & np.isfinite(b)
     if both.sum() < 3 or np.ptp(a[both]) == 0 or np.ptp(b[both]) == 0:
         return float("nan")
@@ -424,17 +426,17 @@ def _spearman(a: np.ndarray, b: np.ndarray) -> float:
 @dataclass
 class Reliability:
     """Split-half reliability: Spearman correlation between the scores of two disjoint
-    halves of ``n_models`` models, averaged over ``len(values)`` random splits."""
+    halves of ``n_models`` models, mean and sd over ``n_splits`` random splits."""
 
     n_models: int
     spearman: float
     spearman_sd: float
-    values: list[float] = field(default_factory=list)
+    n_splits: int
 
     def __str__(self) -> str:
         return (f"split-half Spearman {self.spearman:.3f} ± {self.spearman_sd:.3f} "
                 f"({self.n_models // 2} vs {self.n_models // 2} models, "
-                f"{len(self.values)} splits)")
+                f"{self.n_splits} splits)")
 
 
 def split_half_reliability(mask: np.ndarray, correct: np.ndarray, n_models: int | None = None,
@@ -451,18 +453,19 @@ def split_half_reliability(mask: np.ndarray, correct: np.ndarray, n_models: int 
         order = np.random.default_rng([seed, split, n_models]).permutation(t)[:n_models]
         half = n_models // 2
         a, b = order[:half], order[half:2 * half]
-        values.append(_spearman(in_out(mask[a], correct[a]).score,
+        values.append(spearman(in_out(mask[a], correct[a]).score,
                                 in_out(mask[b], correct[b]).score))
     finite = [v for v in values if np.isfinite(v)]
     mean = float(np.mean(finite)) if finite else float("nan")
     sd = float(np.std(finite, ddof=1)) if len(finite) > 1 else 0.0
-    return Reliability(n_models, mean, sd, values)
+    return Reliability(n_models, mean, sd, n_splits)
 
 
 def reliability_curve(mask: np.ndarray, correct: np.ndarray, sizes: Sequence[int] | None = None,
                       n_splits: int = 5, seed: int = 0) -> pd.DataFrame:
-    """Split-half reliability for several population sizes (default: doubling up to all
-    models). Columns: n_models, spearman, spearman_sd."""
+    """Split-half reliability for several population sizes (default: 8, 16, 32, … and all
+    models). Columns: n_models, spearman, spearman_sd; the last row is the reliability of
+    the whole population when ``sizes`` ends with it."""
     t = mask.shape[0]
     if sizes is None:
         sizes = sorted({*(2**k for k in range(3, 20) if 2**k < t), t})

@@ -145,7 +145,7 @@ def analyze(run, documents: Documents, config: LMStudyConfig) -> LMStudyResult:
 
     reliability = reliability_curve(mask, acc, seed=config.seed)
     by_kind = _group_summary(frame, "kind")
-    by_copies = _group_summary(frame, "copies")
+    by_copies = _group_summary(frame, ["kind", "copies"])
     frame["simplicity_bin"] = np.minimum((frame.simplicity * 10).astype(int), 9) / 10
     by_simplicity = _group_summary(frame, "simplicity_bin")
     frame = frame.drop(columns="simplicity_bin")
@@ -166,9 +166,7 @@ def analyze(run, documents: Documents, config: LMStudyConfig) -> LMStudyResult:
         "pearson_mem_copies": float(np.corrcoef(mem.score, copies)[0, 1])
         if np.ptp(copies) else float("nan"),
         "reliability_all_models": float(reliability.spearman.iloc[-1]),
-        "simplicity_at_peak": float(by_simplicity.loc[by_simplicity["n"] >= 5, "mem_mean"]
-                                    .pipe(lambda s: by_simplicity.loc[s.idxmax(), "group"])
-                                    if (by_simplicity["n"] >= 5).any() else float("nan")),
+        "simplicity_at_peak": _peak(by_simplicity),
     }
     top = frame.sort_values("mem", ascending=False).head(TOP_DOCUMENTS)
     token_correct = run.records("train_token_correct")
@@ -178,13 +176,21 @@ def analyze(run, documents: Documents, config: LMStudyConfig) -> LMStudyResult:
                          reliability, summary, views)
 
 
-def _group_summary(frame: pd.DataFrame, column: str) -> pd.DataFrame:
+def _peak(by_simplicity: pd.DataFrame, min_documents: int = 5) -> float:
+    """The simplicity bin (lower edge) with the highest mean memorization, among bins of at
+    least ``min_documents`` documents."""
+    bins = by_simplicity[by_simplicity["n"] >= min_documents]
+    return float(bins.group[bins.mem_mean.idxmax()]) if len(bins) else float("nan")
+
+
+def _group_summary(frame: pd.DataFrame, column: str | list[str]) -> pd.DataFrame:
+    """Memorization summarized per group: n, mean, sd, standard error of the mean, ..."""
     grouped = frame.groupby(column)
     out = grouped.agg(n=("mem", "size"), mem_mean=("mem", "mean"), mem_sd=("mem", "std"),
                       acc_in=("acc_in", "mean"), acc_out=("acc_out", "mean"),
                       simplicity=("simplicity", "mean")).reset_index()
     out["mem_sem"] = out["mem_sd"] / np.sqrt(out["n"])  # standard error of the group mean
-    return out.rename(columns={column: "group"})
+    return out.rename(columns={column: "group"}) if isinstance(column, str) else out
 
 
 def top_pairs(values: np.ndarray, se: np.ndarray, frame: pd.DataFrame, documents: Documents,
@@ -286,6 +292,7 @@ def write_report(result: LMStudyResult, config: LMStudyConfig, path: Path,
     ax.set(xscale="log", xlabel="exact copies in the training set",
            ylabel="mean memorization (95% CI)")
     ax.set_xticks(sorted(frame.copies.unique()), [str(c) for c in sorted(frame.copies.unique())])
+    ax.minorticks_off()
     ax.legend(fontsize=7)
     figs.append(("duplicates", fig, "Memorization against duplicate count, by document kind"))
 
@@ -304,7 +311,7 @@ def write_report(result: LMStudyResult, config: LMStudyConfig, path: Path,
 
     report.heading("Memorization by document kind")
     report.table(result.by_kind, caption="mem_sem: standard error of the group mean")
-    report.heading("Memorization by duplicate count")
+    report.heading("Memorization by document kind and duplicate count")
     report.table(result.by_copies)
     report.heading("Memorization by simplicity")
     report.table(result.by_simplicity)

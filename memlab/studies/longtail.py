@@ -501,7 +501,7 @@ def plot_memorization(mem: pd.DataFrame):
     priors = list(dict.fromkeys(mem.prior))
     knobs = list(dict.fromkeys(mem.knob))
     colors = _knob_colors(knobs)
-    fig, axes = plt.subplots(1, len(priors), figsize=(3.2 * len(priors), 3), sharey=True,
+    fig, axes = plt.subplots(1, len(priors), figsize=(3.4 * len(priors), 3), sharey=True,
                              squeeze=False)
     width = 0.8 / len(knobs)
     for ax, prior in zip(axes[0], priors):
@@ -511,9 +511,9 @@ def plot_memorization(mem: pd.DataFrame):
             ax.bar(x, rows.mem, width, yerr=rows.mem_se, color=colors[knob], label=knob)
         ax.set_xticks(range(len(TRAIN_BUCKETS)), TRAIN_BUCKETS)
         ax.set_title(prior)
-        ax.set_xlabel("training-set count of the subpopulation")
+    fig.supxlabel("how often the subpopulation occurs in the whole training set", fontsize=9)
     axes[0][0].set_ylabel("mean memorization score")
-    axes[0][-1].legend(fontsize=7)
+    axes[0][-1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1))
     fig.tight_layout()
     return fig
 
@@ -525,7 +525,7 @@ def plot_accuracy(acc: pd.DataFrame):
     priors = list(dict.fromkeys(acc.prior))
     knobs = list(dict.fromkeys(acc.knob))
     colors = _knob_colors(knobs)
-    fig, axes = plt.subplots(1, len(priors), figsize=(3.2 * len(priors), 3), sharey=True,
+    fig, axes = plt.subplots(1, len(priors), figsize=(3.4 * len(priors), 3), sharey=True,
                              squeeze=False)
     for ax, prior in zip(axes[0], priors):
         for knob in knobs:
@@ -536,9 +536,9 @@ def plot_accuracy(acc: pd.DataFrame):
                         color=colors[knob], label=knob, lw=2 if knob == BASELINE else 1)
         ax.set_xticks(range(len(TEST_BUCKETS)), TEST_BUCKETS)
         ax.set_title(prior)
-        ax.set_xlabel("times the model saw the subpopulation")
+    fig.supxlabel("how often the model saw the test example's subpopulation", fontsize=9)
     axes[0][0].set_ylabel("test accuracy")
-    axes[0][-1].legend(fontsize=7)
+    axes[0][-1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1))
     fig.tight_layout()
     return fig
 
@@ -550,7 +550,7 @@ def plot_cost(cost: pd.DataFrame):
     priors = list(dict.fromkeys(cost.prior))
     knobs = list(dict.fromkeys(cost.knob))
     colors = _knob_colors([BASELINE, *knobs])
-    fig, axes = plt.subplots(1, len(priors), figsize=(3.2 * len(priors), 3), sharey=True,
+    fig, axes = plt.subplots(1, len(priors), figsize=(3.4 * len(priors), 3), sharey=True,
                              squeeze=False)
     width = 0.8 / len(knobs)
     for ax, prior in zip(axes[0], priors):
@@ -563,9 +563,9 @@ def plot_cost(cost: pd.DataFrame):
         ax.axhline(0, color="grey", lw=0.5)
         ax.set_xticks(range(len(TEST_BUCKETS)), TEST_BUCKETS)
         ax.set_title(prior)
-        ax.set_xlabel("times the model saw the subpopulation")
+    fig.supxlabel("how often the model saw the test example's subpopulation", fontsize=9)
     axes[0][0].set_ylabel("extra test error vs baseline\n(share of all test draws)")
-    axes[0][-1].legend(fontsize=7)
+    axes[0][-1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1))
     fig.tight_layout()
     return fig
 
@@ -589,7 +589,7 @@ def plot_theory(cost: pd.DataFrame):
             ax.plot([], [], marker="s", color=color, ls="none", label=knob)
     ax.set_xlabel("theory: τ₁ × extra unfitted singletons")
     ax.set_ylabel("measured extra test error\non singleton subpopulations")
-    ax.legend(fontsize=6, loc="upper left")
+    ax.legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.02, 1))
     fig.tight_layout()
     return fig
 

@@ -303,10 +303,11 @@ def analyze(run: Run, *, mem_min: float = mz.MEMORIZED, infl_min: float = mz.HIG
     pairs = mz.high_influence_pairs(run, mem_min, infl_min, same_label, scores=scores,
                                     infl=infl, duplicate_threshold=duplicate_threshold)
     mask, train_correct = run.membership_mask, run.records("train_correct")
-    reliability = mz.split_half_reliability(mask, train_correct, n_splits=reliability_splits,
-                                            seed=config.seed)
     curve = mz.reliability_curve(mask, train_correct, n_splits=reliability_splits,
-                                 seed=config.seed)
+                                 seed=config.seed)  # ends with all the models
+    whole = curve.iloc[-1]
+    reliability = mz.Reliability(run.n_models, float(whole.spearman), float(whole.spearman_sd),
+                                 reliability_splits)
     dataset = run.dataset
     duplicates = mz.near_duplicates(dataset, duplicate_threshold)
     advice = mz.precision_advice(run.n_models, config.subset_fraction, precision)
@@ -358,7 +359,7 @@ def analyze(run: Run, *, mem_min: float = mz.MEMORIZED, infl_min: float = mz.HIG
         summary["label_noise_fraction"] = float(scores["corrupted"].mean())
         summary["noise_auroc"] = mz.detection_auroc(mem, scores["corrupted"].to_numpy())
     if cscore_frame is not None:
-        summary["spearman_mem_cscore"] = mz._spearman(mem, cscore_frame["cscore"].to_numpy())
+        summary["spearman_mem_cscore"] = mz.spearman(mem, cscore_frame["cscore"].to_numpy())
     settings = dict(mem_min=mem_min, infl_min=infl_min, same_label=same_label,
                     duplicate_threshold=duplicate_threshold, precision=precision,
                     removal_seeds=removal_seeds if removal else None,
@@ -429,7 +430,7 @@ def _style():
 def _input_kind(dataset: Dataset) -> str:
     """How an input is drawn: 'image' (C×H×W or H×W), 'signal' (1-D curve)."""
     shape = dataset.input_shape
-    if len(shape) == 3 and shape[0] in (1, 3) or len(shape) == 2 and min(shape) > 1:
+    if (len(shape) == 3 and shape[0] in (1, 3)) or (len(shape) == 2 and min(shape) > 1):
         return "image"
     return "signal"
 
@@ -613,8 +614,8 @@ def plot_removal(study: RemovalStudy):
     import matplotlib.pyplot as plt
 
     arms = ["full", "memorized", "random"]
-    names = ["full training set", f"without {study.n_removed}\nmemorized",
-             f"without {study.n_removed}\nrandom"]
+    names = ["full training set", f"without {study.n_removed:,}\nmemorized",
+             f"without {study.n_removed:,}\nrandom"]
     colors = [GREY, ORANGE, BLUE]
     metrics = [("test_acc", "(a) Test accuracy"),
                ("high_influence_acc", "(b) Accuracy on high-influence test examples")]
