@@ -22,8 +22,7 @@ $(VENV)/.test: $(VENV)/.core
 	touch $@
 
 demo: $(VENV)/.core
-	$(VENV)/bin/memlab train --data mnist1d --models 256 --subset 0.5 --epochs 30 --out runs/demo
-	@echo "results: runs/demo  (inspect with: $(VENV)/bin/memlab info runs/demo)"
+	$(VENV)/bin/memlab memorize --out runs/memorize
 
 test: $(VENV)/.test
 	@command -v chromium >/dev/null || echo "note: chromium not found; the report screenshot test will skip (apt-get install chromium)"

@@ -28,18 +28,26 @@ def free_port() -> int:
 
 
 @pytest.fixture
-def ray_cluster(tmp_path):
+def ray_cluster(tmp_path, monkeypatch):
     """A head node and one worker node, 1 CPU each, on 127.0.0.1."""
     ray_cli = shutil.which("ray") or str(Path(os.sys.executable).parent / "ray")
-    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
+    # A loopback-only test cluster: no token (a token left in ~/.ray by an earlier local
+    # ray.init would otherwise be demanded by the head and missing on the worker node).
+    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
+    monkeypatch.setenv("RAY_USAGE_STATS_ENABLED", "0")
+    env = dict(os.environ)
     port = free_port()
     address = f"127.0.0.1:{port}"
     common = ["--num-cpus=1", "--node-ip-address=127.0.0.1", "--disable-usage-stats"]
-    subprocess.run([ray_cli, "start", "--head", f"--port={port}", "--include-dashboard=false",
-                    *common], check=True, env=env, capture_output=True)
+
+    def ray_start(*args: str) -> None:
+        result = subprocess.run([ray_cli, "start", *args, *common], env=env,
+                                capture_output=True, text=True)
+        assert result.returncode == 0, f"ray start {args} failed:\n{result.stderr[-3000:]}"
+
+    ray_start("--head", f"--port={port}", "--include-dashboard=false")
     try:
-        subprocess.run([ray_cli, "start", f"--address={address}", *common], check=True,
-                       env=env, capture_output=True)
+        ray_start(f"--address={address}")
         yield address
     finally:
         if ray.is_initialized():
