@@ -12,7 +12,7 @@ busy machine slows all three alike; the median of each is reported, in tokens pe
 (target tokens, summed over models).
 
     python benchmarks/lm_population.py                   # transformer and MLP, K = 16
-    python benchmarks/lm_population.py --models 32 --rounds 5
+    python benchmarks/lm_population.py --batch-size 8       # small steps: overhead-bound
 """
 
 from __future__ import annotations
@@ -101,15 +101,18 @@ def main() -> None:
     parser.add_argument("--models", type=int, default=16)
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--batch-size", type=int, default=32, help="documents per step")
     args = parser.parse_args()
     torch.set_num_threads(1)
     documents = synthetic_corpus()
     models = range(args.models)
     results = {"models": args.models, "epochs": args.epochs, "rounds": args.rounds,
+               "batch_size": args.batch_size,
                "load_average_before": os.getloadavg()[0], "cpu_count": os.cpu_count()}
     for name, kwargs in (("transformer", {}), ("mlp", {})):
         config = PopulationConfig(model=name, model_kwargs=kwargs, n_models=args.models,
-                                  subset_fraction=0.25, epochs=args.epochs, batch_size=32,
+                                  subset_fraction=0.25, epochs=args.epochs,
+                                  batch_size=args.batch_size,
                                   optimizer="adam", lr=3e-3, momentum=0.0)
         mask = membership_mask(config, documents.n_train)
         tokens = int((mask * documents.lengths_train).sum()) * args.epochs

@@ -199,9 +199,9 @@ def main() -> None:
 
     settings = {
         "MLP 40-100-100-10": dict(model="mlp", model_kwargs={"hidden": [100, 100]},
-                                  n_engine=256, n_tuned=32, n_naive=4),
+                                  n_engine=1024, n_tuned=32, n_naive=4),
         "CNN1d (MNIST-1D paper, 25 channels)": dict(model="cnn1d", model_kwargs={},
-                                                    n_engine=32, n_tuned=16, n_naive=2),
+                                                    n_engine=64, n_tuned=16, n_naive=2),
     }
     for title, setting in settings.items():
         result = compare(dataset, epochs=args.epochs, rounds=args.rounds,

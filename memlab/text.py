@@ -257,6 +257,10 @@ class Documents:
         from memlab.lm.models import build_lm
 
         build_lm(config.model, self.n_vocab, self.context, **config.model_kwargs)
+        if config.record_epochs or config.label_smoothing:
+            raise ConfigError("language-model populations record at the end of training "
+                              "only and use no label smoothing: drop record_epochs and "
+                              "label_smoothing")
 
     def train_chunk(self, config, models: range, membership: np.ndarray, device="cpu",
                     on_epoch=None):

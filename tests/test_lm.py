@@ -233,5 +233,8 @@ def test_bad_model_settings_are_refused_before_training(tmp_path):
     with pytest.raises(ConfigError, match="divisible"):
         train_lm_population(tiny_corpus(), out=tmp_path / "run", model="transformer",
                             model_kwargs={"d_model": 10, "n_heads": 3}, n_models=2)
+    with pytest.raises(ConfigError, match="record_epochs"):
+        train_lm_population(tiny_corpus(), out=tmp_path / "run3", record_epochs=True,
+                            n_models=2)
     with pytest.raises(ConfigError, match="unknown language model"):
         train_lm_population(tiny_corpus(), out=tmp_path / "run2", model="lstm", n_models=2)

@@ -28,7 +28,7 @@ from torch.func import functional_call, vmap
 
 from memlab.data import Dataset
 from memlab.errors import ConfigError
-from memlab.models import MLP, build_model, layer_profile
+from memlab.models import MLP, CNN1d, build_model, layer_profile
 from memlab.population.config import (
     STREAM_DROPOUT,
     STREAM_SHUFFLE,
@@ -150,7 +150,16 @@ def stacked_forward(template: torch.nn.Module, train: bool, shared_input: bool =
     """f(params, buffers, x) -> logits (K, b, C) for stacked params (K, ...).
 
     x is (K, b, *input_shape), or (b, *input_shape) shared by all models if ``shared_input``.
+    The MNIST-1D CNN (without dropout) gets batched-matmul convolutions, which are faster
+    on a CPU than vmap's grouped convolutions; any other module goes through vmap.
     """
+    if isinstance(template, CNN1d) and (template.drop.p == 0 or not train):
+        def cnn1d(params, buffers, x):
+            if shared_input:
+                x = x.expand(next(iter(params.values())).shape[0], *x.shape)
+            return _stacked_cnn1d(template, params, x)
+        return cnn1d
+
     base = template.train(train)
 
     def one_model(params, buffers, x):
@@ -158,6 +167,37 @@ def stacked_forward(template: torch.nn.Module, train: bool, shared_input: bool =
 
     in_dims = (0, 0, None if shared_input else 0)
     return vmap(one_model, in_dims=in_dims, randomness="different" if train else "error")
+
+
+def _stacked_conv1d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,
+                    conv: torch.nn.Conv1d) -> torch.Tensor:
+    """K convolutions at once as one batched matmul over im2col patches.
+
+    x: (K, C, b, L) channel-major; weight: (K, O, C, k); bias: (K, O) -> (K, O, b, L_out).
+    """
+    (kernel,), (stride,), (padding,) = conv.kernel_size, conv.stride, conv.padding
+    n_models, channels, batch, _ = x.shape
+    patches = F.pad(x, (padding, padding)).unfold(3, kernel, stride)  # (K, C, b, L_out, k)
+    length = patches.shape[3]
+    columns = patches.permute(0, 1, 4, 2, 3).reshape(n_models, channels * kernel,
+                                                     batch * length)
+    out = torch.baddbmm(bias.unsqueeze(2), weight.flatten(2), columns)  # (K, O, b * L_out)
+    return out.view(n_models, -1, batch, length)
+
+
+def _stacked_cnn1d(template: CNN1d, params: dict[str, torch.Tensor],
+                   x: torch.Tensor) -> torch.Tensor:
+    """CNN1d.forward for K stacked models; x: (K, b, L) or (K, b, C, L) -> (K, b, classes)."""
+    if x.dim() == 3:
+        x = x.unsqueeze(2)
+    hidden = x.transpose(1, 2)  # (K, C, b, L)
+    for name in ("conv1", "conv2", "conv3"):
+        hidden = torch.relu(_stacked_conv1d(hidden, params[f"{name}.weight"],
+                                            params[f"{name}.bias"], getattr(template, name)))
+    n_models, channels, batch, length = hidden.shape
+    features = hidden.permute(0, 2, 1, 3).reshape(n_models, batch, channels * length)
+    return torch.baddbmm(params["linear.bias"].unsqueeze(1), features,
+                         params["linear.weight"].transpose(1, 2))
 
 
 @torch.no_grad()
@@ -216,7 +256,10 @@ def _mlp_shared_forward(template: MLP, params: dict[str, torch.Tensor]):
         hidden = x.flatten(1).T  # (d, b), shared: the first layer is one GEMM for all models
         for i in range(n_layers):
             weight, bias = params[f"layers.{i}.weight"], params[f"layers.{i}.bias"]
-            hidden = torch.matmul(weight, hidden) + bias.unsqueeze(2)  # (K, out, b)
+            if i == 0:
+                hidden = torch.matmul(weight, hidden).add_(bias.unsqueeze(2))  # (K, out, b)
+            else:
+                hidden = torch.baddbmm(bias.unsqueeze(2), weight, hidden)
             if relu and i < n_layers - 1:
                 hidden.relu_()
         return hidden.transpose(1, 2)  # (K, b, C)
