@@ -59,6 +59,7 @@ def executors(dataset, n_models: int, epochs: int, rounds: int) -> None:
     for _ in range(rounds):
         for executor, workers in settings:
             if executor == "ray":
+                os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # a local, private cluster
                 ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False)
             with tempfile.TemporaryDirectory() as out:
                 started = time.perf_counter()
@@ -83,6 +84,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--skip-ray", action="store_true")
+    parser.add_argument("--models", type=int, default=1024,
+                        help="population size for the executor comparison")
     args = parser.parse_args()
     torch.set_num_threads(1)
     dataset = load("mnist1d")
@@ -91,7 +94,7 @@ def main() -> None:
           f"{load_average:.2f}; every worker single-threaded\n")
     chunk_size_sweep(dataset, [1, 4, 8, 16, 32, 64, 128], epochs=3, rounds=args.rounds)
     if not args.skip_ray:
-        executors(dataset, n_models=256, epochs=10, rounds=args.rounds)
+        executors(dataset, n_models=args.models, epochs=10, rounds=args.rounds)
 
 
 if __name__ == "__main__":

@@ -1,10 +1,10 @@
 """memlab plan: the disk estimate matches what a run really writes."""
 
 from memlab.cli import main
+from memlab.models import build_model
 from memlab.population import train_population
 from memlab.population.config import PopulationConfig
 from memlab.population.plan import flops_per_example_step, plan_run
-from memlab.models import build_model
 from tests.conftest import make_blobs
 
 
