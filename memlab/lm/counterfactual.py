@@ -24,9 +24,10 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
 from memlab.errors import ConfigError
+from memlab.measures import memorization
+from memlab.measures.memorization import spearman  # noqa: F401  (part of this API)
 
 
 @dataclass
@@ -105,11 +106,8 @@ def counterfactual_influence(mask: np.ndarray, performance_test: np.ndarray) -> 
     return MaskedMeans(n_in, n_out, mean_in, mean_out, var_in, var_out)
 
 
-def spearman(a: np.ndarray, b: np.ndarray) -> float:
-    both = np.isfinite(a) & np.isfinite(b)
-    if both.sum() < 3 or np.ptp(a[both]) == 0 or np.ptp(b[both]) == 0:
-        return float("nan")
-    return float(stats.spearmanr(a[both], b[both]).statistic)
+def _cf_score(mask: np.ndarray, performance: np.ndarray) -> np.ndarray:
+    return in_out_means(mask, performance).score
 
 
 def split_half_reliability(mask: np.ndarray, performance: np.ndarray,
@@ -117,21 +115,16 @@ def split_half_reliability(mask: np.ndarray, performance: np.ndarray,
                            ) -> tuple[float, float]:
     """Draw ``n_models`` models (all by default) ``n_splits`` times, split them into two
     disjoint halves, estimate cf_mem from each half and correlate the two rankings.
-    Returns (mean Spearman, its standard deviation over splits)."""
+    Returns (mean Spearman, its standard deviation over splits). The splitting is the
+    classification estimator's (memlab.measures.memorization), scored with cf_mem."""
     mask, performance = _check(mask, performance)
     t = mask.shape[0]
     n_models = t if n_models is None else n_models
     if not 4 <= n_models <= t:
         raise ConfigError(f"split-half reliability needs 4 <= n_models <= {t}, got {n_models}")
-    values = []
-    for split in range(n_splits):
-        order = np.random.default_rng([seed, split, n_models]).permutation(t)[:n_models]
-        a, b = order[:n_models // 2], order[n_models // 2:2 * (n_models // 2)]
-        values.append(spearman(in_out_means(mask[a], performance[a]).score,
-                               in_out_means(mask[b], performance[b]).score))
-    finite = [v for v in values if np.isfinite(v)]
-    mean = float(np.mean(finite)) if finite else float("nan")
-    return mean, float(np.std(finite, ddof=1)) if len(finite) > 1 else 0.0
+    result = memorization.split_half_reliability(mask, performance, n_models, n_splits, seed,
+                                                 score=_cf_score)
+    return result.spearman, result.spearman_sd
 
 
 def reliability_curve(mask: np.ndarray, performance: np.ndarray,
@@ -139,9 +132,9 @@ def reliability_curve(mask: np.ndarray, performance: np.ndarray,
                       ) -> pd.DataFrame:
     """Split-half reliability for growing numbers of models (default: doubling from 8 up to
     all). Columns: n_models, spearman, spearman_sd."""
-    t = np.asarray(mask).shape[0]
+    mask, performance = _check(mask, performance)
+    t = mask.shape[0]
     if sizes is None:
         sizes = sorted({*(2**k for k in range(3, 20) if 2**k < t), t})
-    rows = [(s, *split_half_reliability(mask, performance, s, n_splits, seed))
-            for s in sizes if 4 <= s <= t]
-    return pd.DataFrame(rows, columns=["n_models", "spearman", "spearman_sd"])
+    return memorization.reliability_curve(mask, performance, [s for s in sizes if 4 <= s <= t],
+                                          n_splits, seed, score=_cf_score)

@@ -29,7 +29,7 @@ import math
 import os
 import tempfile
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -439,22 +439,33 @@ class Reliability:
                 f"{self.n_splits} splits)")
 
 
+def _mem_score(mask: np.ndarray, correct: np.ndarray) -> np.ndarray:
+    return in_out(mask, correct).score
+
+
 def split_half_reliability(mask: np.ndarray, correct: np.ndarray, n_models: int | None = None,
-                           n_splits: int = 5, seed: int = 0) -> Reliability:
+                           n_splits: int = 5, seed: int = 0,
+                           score: Callable[[np.ndarray, np.ndarray], np.ndarray] = _mem_score,
+                           ) -> Reliability:
     """Draw ``n_models`` of the population's models (all by default) ``n_splits`` times,
-    split them into two disjoint halves, estimate mem from each half, and correlate."""
+    split them into two disjoint halves, estimate scores from each half, and correlate.
+
+    ``score(mask, records)`` -> one score per example: memorization from 0/1 correctness by
+    default; the language-model study passes its counterfactual score of per-token accuracy.
+    """
     t = mask.shape[0]
     n_models = t if n_models is None else n_models
     if not 2 <= n_models <= t:
         raise ConfigError(f"split-half reliability needs 2 <= n_models <= {t}, got {n_models}")
-    mask, correct = np.asarray(mask, bool), np.asarray(correct, bool)
+    mask, correct = np.asarray(mask, bool), np.asarray(correct)
+    if score is _mem_score:
+        correct = correct.astype(bool)
     values = []
     for split in range(n_splits):
         order = np.random.default_rng([seed, split, n_models]).permutation(t)[:n_models]
         half = n_models // 2
         a, b = order[:half], order[half:2 * half]
-        values.append(spearman(in_out(mask[a], correct[a]).score,
-                                in_out(mask[b], correct[b]).score))
+        values.append(spearman(score(mask[a], correct[a]), score(mask[b], correct[b])))
     finite = [v for v in values if np.isfinite(v)]
     mean = float(np.mean(finite)) if finite else float("nan")
     sd = float(np.std(finite, ddof=1)) if len(finite) > 1 else 0.0
@@ -462,15 +473,17 @@ def split_half_reliability(mask: np.ndarray, correct: np.ndarray, n_models: int 
 
 
 def reliability_curve(mask: np.ndarray, correct: np.ndarray, sizes: Sequence[int] | None = None,
-                      n_splits: int = 5, seed: int = 0) -> pd.DataFrame:
+                      n_splits: int = 5, seed: int = 0,
+                      score: Callable[[np.ndarray, np.ndarray], np.ndarray] = _mem_score,
+                      ) -> pd.DataFrame:
     """Split-half reliability for several population sizes (default: 8, 16, 32, … and all
     models). Columns: n_models, spearman, spearman_sd; the last row is the reliability of
     the whole population when ``sizes`` ends with it."""
     t = mask.shape[0]
     if sizes is None:
         sizes = sorted({*(2**k for k in range(3, 20) if 2**k < t), t})
-    mask, correct = np.asarray(mask, bool), np.asarray(correct, bool)
-    rows = [split_half_reliability(mask, correct, s, n_splits, seed) for s in sizes if s >= 2]
+    rows = [split_half_reliability(mask, correct, s, n_splits, seed, score)
+            for s in sizes if s >= 2]
     return pd.DataFrame({"n_models": [r.n_models for r in rows],
                          "spearman": [r.spearman for r in rows],
                          "spearman_sd": [r.spearman_sd for r in rows]})
