@@ -271,6 +271,7 @@ def _mlp_shared_forward(template: MLP, params: dict[str, torch.Tensor]):
     return forward
 
 
+@torch.random.fork_rng(devices=[])  # dropout reseeds torch's CPU RNG: leave the caller's intact
 def train_chunk(dataset: Dataset, config: PopulationConfig, models: range,
                 membership: np.ndarray, device: str | torch.device = "cpu",
                 on_epoch: Callable[[int], None] | None = None) -> ChunkResult:
