@@ -40,3 +40,32 @@ def test_plan_command_for_a_dataset_we_do_not_have(capsys):
                  "4000", "--subset", "0.7", "--gflops", "1000", "--workers", "8"]) == 0
     printed = capsys.readouterr().out
     assert "plan for 4,000 models" in printed and "GB" in printed and "8 workers" in printed
+
+
+def test_compact_disk_estimate_matches_a_real_run(tmp_path):
+    dataset = make_blobs(n_train=320, n_test=80)
+    settings = dict(model="mlp", model_kwargs={"hidden": [16]}, n_models=8, chunk_size=4,
+                    epochs=2, compact_records=True)
+    run = train_population(dataset, **settings, out=tmp_path / "run", progress=False,
+                           n_workers=1)
+    plan = plan_run(dataset, PopulationConfig(**settings), gflops_per_worker=1.0)
+    real = directory_bytes(run.path, "t*_[cmlp]*.npy")
+    assert abs(plan.disk_bytes["records"] - real) / real < 0.15, (plan.disk_bytes, real)
+
+
+def test_chunk_size_from_free_gpu_memory():
+    from memlab.population.plan import suggest_chunk_size
+
+    dataset = make_blobs(n_train=1000, n_features=40)
+    config = PopulationConfig(model="mlp", model_kwargs={"hidden": [100, 100]},
+                              n_models=100_000, batch_size=128)
+    assert suggest_chunk_size(dataset, config, "cpu") == 32
+    small = suggest_chunk_size(dataset, config, "cuda", free_bytes=2**30)
+    large = suggest_chunk_size(dataset, config, "cuda", free_bytes=16 * 2**30)
+    # Each model: 4 copies of 15,1xx parameters + 3 x 256 examples x 210 activations, float32.
+    per_model = 4 * (4 * (40 * 100 + 100 + 100 * 100 + 100 + 100 * 3 + 3) + 3 * 256 * 203)
+    assert small == int((0.7 * 2**30 - dataset.x_train.nbytes - dataset.x_test.nbytes)
+                        // per_model)
+    assert 15 * small < large < 17 * small
+    assert suggest_chunk_size(dataset, PopulationConfig(n_models=5), "cuda",
+                              free_bytes=16 * 2**30) == 5  # never more than the population

@@ -268,3 +268,23 @@ def test_divergence_is_reported_not_recorded(blobs, tmp_path):
     with pytest.raises(ConfigError, match="training diverged.*lower the learning rate"):
         train_population(blobs, **FAST, n_models=2, epochs=3, lr=1e6, out=tmp_path / "r",
                          progress=False)
+
+
+def test_compact_records_decode_to_the_same_arrays(tmp_path, blobs):
+    settings = dict(**FAST, n_models=5, chunk_size=2, epochs=3, record_epochs=True,
+                    progress=False, n_workers=1)
+    plain = train_population(blobs, **settings, out=tmp_path / "plain")
+    compact = train_population(blobs, **settings, compact_records=True,
+                               out=tmp_path / "compact")
+    for name in ("train_correct", "test_correct", "epoch_train_correct"):
+        np.testing.assert_array_equal(compact.records(name), plain.records(name))
+        assert compact.records(name).dtype == bool
+    np.testing.assert_allclose(compact.records("train_margin"), plain.records("train_margin"),
+                               rtol=1e-3, atol=1e-3)  # float16 on disk
+    # 240 examples: 30 bytes of bits per model instead of 240 bools; float16 halves margins.
+    assert compact._stored_record("train_correct").nbytes * 8 == plain._stored_record(
+        "train_correct").nbytes
+    assert compact._stored_record("train_margin").nbytes * 2 == plain._stored_record(
+        "train_margin").nbytes
+    pd_plain, pd_compact = plain.models_table(), compact.models_table()
+    np.testing.assert_allclose(pd_compact.train_acc_in, pd_plain.train_acc_in)

@@ -32,8 +32,12 @@ def add_population_arguments(parser: argparse.ArgumentParser, **defaults) -> Non
     group.add_argument("--record-epochs", action="store_true",
                        help="also record every example's correctness and loss after every epoch")
     group.add_argument("--no-weights", action="store_true", help="do not save final weights")
-    group.add_argument("--chunk-size", type=int, default=d["chunk_size"],
-                       help="models trained together (memory grows with it)")
+    group.add_argument("--compact-records", action="store_true",
+                       help="store correctness as bits and margins/losses as float16 "
+                            "(~6 instead of 11 bytes per model and example)")
+    group.add_argument("--chunk-size", type=_chunk_size, default=d["chunk_size"],
+                       help="models trained together (memory grows with it), or 'auto': "
+                            "32 on a CPU, as many as fit in a GPU's free memory")
     group.add_argument("--device", default="cpu", help="cpu | cuda")
     group.add_argument("--workers", type=int, default=None,
                        help="CPU worker processes (default: one per core)")
@@ -45,6 +49,27 @@ def add_population_arguments(parser: argparse.ArgumentParser, **defaults) -> Non
     group.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
+def _chunk_size(text: str) -> int | str:
+    if text == "auto":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"a positive integer or 'auto', not {text!r}") from None
+
+
+def resolve_chunk_size(args: argparse.Namespace, dataset, model_kwargs: dict) -> int:
+    """``--chunk-size auto``: sized from the device (plan.suggest_chunk_size)."""
+    if args.chunk_size != "auto":
+        return args.chunk_size
+    from memlab.population.config import PopulationConfig
+    from memlab.population.plan import suggest_chunk_size
+
+    config = PopulationConfig(model=args.model, model_kwargs=model_kwargs,
+                              n_models=args.models, batch_size=args.batch_size)
+    return suggest_chunk_size(dataset, config, args.device)
+
+
 def train_from_args(args: argparse.Namespace, out: str):
     from memlab.population import train_population
 
@@ -54,12 +79,14 @@ def train_from_args(args: argparse.Namespace, out: str):
     model_kwargs = {}
     if args.hidden:
         model_kwargs["hidden"] = [int(w) for w in args.hidden.split(",")]
+    chunk_size = resolve_chunk_size(args, dataset, model_kwargs)
     return train_population(
         dataset, model=args.model, model_kwargs=model_kwargs, n_models=args.models,
         subset_fraction=args.subset, epochs=args.epochs, batch_size=args.batch_size,
         optimizer=args.optimizer, lr=args.lr, weight_decay=args.weight_decay, seed=args.seed,
         record_epochs=args.record_epochs, save_weights=not args.no_weights,
-        chunk_size=args.chunk_size, out=out, device=args.device, n_workers=args.workers,
+        compact_records=args.compact_records,
+        chunk_size=chunk_size, out=out, device=args.device, n_workers=args.workers,
         executor=args.executor, ray_address=args.ray_address, progress=not args.quiet,
     )
 

@@ -56,6 +56,7 @@ def train_population(
     record_epochs: bool = False,
     save_weights: bool = True,
     chunk_size: int = 32,
+    compact_records: bool = False,
     out: str | Path | None = None,
     device: str = "cpu",
     n_workers: int | None = None,
@@ -80,7 +81,7 @@ def train_population(
         subset_fraction=subset_fraction, epochs=epochs, batch_size=batch_size,
         optimizer=optimizer, lr=lr, momentum=momentum, weight_decay=weight_decay,
         label_smoothing=label_smoothing, seed=seed, record_epochs=record_epochs,
-        save_weights=save_weights, chunk_size=chunk_size,
+        save_weights=save_weights, chunk_size=chunk_size, compact_records=compact_records,
     )
     # Normalize through JSON (tuples become lists) so a resumed config compares equal.
     config = PopulationConfig.from_dict(json.loads(json.dumps(config.to_dict())))
@@ -160,9 +161,11 @@ def _open_or_create(run_dir: Path, dataset: Dataset, config: PopulationConfig) -
     described = dataset.describe()
     if (run_dir / store.MANIFEST).exists():
         manifest = store.read_manifest(run_dir)
+        # A setting added after the run was made counts as its default there.
+        stored = {**PopulationConfig().to_dict(), **manifest["config"]}
         differences = [
-            f"{key}: run has {manifest['config'].get(key)!r}, requested {value!r}"
-            for key, value in config.to_dict().items() if manifest["config"].get(key) != value
+            f"{key}: run has {stored.get(key)!r}, requested {value!r}"
+            for key, value in config.to_dict().items() if stored.get(key) != value
         ]
         if manifest["dataset"]["fingerprint"] != described["fingerprint"]:
             differences.append(f"dataset: run has {manifest['dataset']['name']!r} "
@@ -226,7 +229,9 @@ def _finalize(run_dir: Path, manifest: dict, config: PopulationConfig,
     rows = []
     for chunk in chunks:
         in_subset = np.asarray(mask[chunk.start:chunk.stop])
-        train_correct = store.read_chunk_array(run_dir, chunk.index, f"train_{score}")
+        train_correct = store.decode_record(
+            f"train_{score}", store.read_chunk_array(run_dir, chunk.index, f"train_{score}"),
+            in_subset.shape[1])
         n_in = in_subset.sum(1)
         n_out = in_subset.shape[1] - n_in
         rows.append(pd.DataFrame({
@@ -235,7 +240,9 @@ def _finalize(run_dir: Path, manifest: dict, config: PopulationConfig,
             "n_in": n_in,
             "train_acc_in": np.where(in_subset, train_correct, 0).sum(1) / n_in,
             "train_acc_out": np.where(in_subset, 0, train_correct).sum(1) / np.maximum(n_out, 1),
-            "test_acc": store.read_chunk_array(run_dir, chunk.index, f"test_{score}").mean(1),
+            "test_acc": store.decode_record(
+                f"test_{score}", store.read_chunk_array(run_dir, chunk.index, f"test_{score}"),
+                manifest["dataset"]["n_test"]).mean(1),
             "final_train_loss": store.read_chunk_array(
                 run_dir, chunk.index, "epoch_train_loss_mean")[:, -1],
         }))

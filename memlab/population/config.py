@@ -33,6 +33,8 @@ class PopulationConfig:
     record_epochs: also record correctness and loss of every example after every epoch.
     chunk_size: models trained together in one vectorized chunk, the unit of work,
         storage and resumption. Memory grows with it, not with n_models.
+    compact_records: store correctness as bits and margins/losses as float16 (about 6
+        instead of 11 bytes per model and example), for large runs.
     """
 
     model: str = "mlp"
@@ -50,6 +52,7 @@ class PopulationConfig:
     record_epochs: bool = False
     save_weights: bool = True
     chunk_size: int = 32
+    compact_records: bool = False
 
     def __post_init__(self) -> None:
         if not (0 < self.subset_fraction < 1):

@@ -34,17 +34,21 @@ def train_and_commit(run_dir: Path, dataset, config: PopulationConfig, chunk: st
     models = range(chunk.start, chunk.stop)
     result = train_chunk(dataset, config, models, np.asarray(membership[chunk.start:chunk.stop]),
                          device=device, on_epoch=on_epoch)
-    return commit_chunk(run_dir, chunk, result, device, executor="local")
+    return commit_chunk(run_dir, chunk, result, device, "local", config.compact_records)
 
 
 def commit_chunk(run_dir: Path, chunk: store.ChunkPlan, result: ChunkResult, device: str,
-                 executor: str) -> dict:
-    """Write a trained chunk to the run directory; returns the summary stored with it."""
+                 executor: str, compact: bool) -> dict:
+    """Write a trained chunk to the run directory (encoded if ``compact``); returns the
+    summary stored with it."""
     info = {"chunk": chunk.index, "start": chunk.start, "stop": chunk.stop,
             "seconds": round(result.seconds, 3),
             "model_example_steps": result.model_example_steps,
             "device": str(device), "executor": executor}
-    store.write_chunk(run_dir, chunk.index, result.arrays, result.weights, info)
+    arrays = result.arrays
+    if compact:
+        arrays = {name: store.encode_record(name, array) for name, array in arrays.items()}
+    store.write_chunk(run_dir, chunk.index, arrays, result.weights, info)
     return info
 
 

@@ -21,8 +21,11 @@ from memlab.population.engine import eval_batch_size
 
 # Bytes per (model, example) of the final records: correct (bool), margin and loss
 # (float32), pred (int16). Per epoch with record_epochs: correct (bool) + loss (float16).
+# With compact_records: correct as bits, margin and loss as float16.
 FINAL_RECORD_BYTES = 1 + 4 + 4 + 2
 EPOCH_RECORD_BYTES = 1 + 2
+COMPACT_FINAL_RECORD_BYTES = 1 / 8 + 2 + 2 + 2
+COMPACT_EPOCH_RECORD_BYTES = 1 / 8 + 2
 
 
 def flops_per_example_step(model: torch.nn.Module, input_shape: tuple[int, ...]) -> float:
@@ -85,11 +88,14 @@ def plan_run(dataset: Dataset, config: PopulationConfig, workers: int = 1,
     evaluations = (config.epochs + 1) if config.record_epochs else 1
     eval_flops = float(config.n_models) * evaluations * n_examples * per_eval
 
-    records = config.n_models * n_examples * FINAL_RECORD_BYTES
+    final_bytes, epoch_bytes = ((COMPACT_FINAL_RECORD_BYTES, COMPACT_EPOCH_RECORD_BYTES)
+                                if config.compact_records
+                                else (FINAL_RECORD_BYTES, EPOCH_RECORD_BYTES))
+    records = config.n_models * n_examples * final_bytes
     disk = {"records": 2.0 * records}  # once in chunks/, once consolidated in records/
     if config.record_epochs:
         disk["per-epoch records"] = 2.0 * config.n_models * config.epochs * n_examples * (
-            EPOCH_RECORD_BYTES)
+            epoch_bytes)
     if config.save_weights:
         disk["weights"] = 4.0 * config.n_models * n_params
     disk["mask + data"] = config.n_models * dataset.n_train + dataset.x_train.nbytes + (
@@ -112,6 +118,26 @@ def plan_run(dataset: Dataset, config: PopulationConfig, workers: int = 1,
         gflops_per_worker = calibrate(dataset, config, per_step)
     return Plan(config.n_models, disk, worker, float(config.n_models * dataset.n_train),
                 training_flops, eval_flops, gflops_per_worker, workers, calibrated)
+
+
+def suggest_chunk_size(dataset: Dataset, config: PopulationConfig, device: str = "cpu",
+                       free_bytes: int | None = None, fraction: float = 0.7) -> int:
+    """Models per chunk for ``device``. On a CPU, 32: a chunk's working set then stays
+    in cache, and throughput is flat from 16 models on (benchmarks/scaling.py). On a GPU,
+    as many as fit in ``fraction`` of its free memory (``free_bytes``, default: asked of
+    the device), counting each model's weights, gradients and optimizer state and its
+    activations for a training or evaluation batch, after the dataset itself."""
+    if torch.device(device).type == "cpu":
+        return 32
+    if free_bytes is None:
+        free_bytes, _ = torch.cuda.mem_get_info(torch.device(device))
+    template = build_model(config.model, dataset.input_shape, dataset.n_classes,
+                           **config.model_kwargs)
+    n_params = sum(p.numel() for p in template.parameters())
+    _, activation_values = layer_profile(template, dataset.input_shape)
+    per_model = 4.0 * (4 * n_params + 3 * max(config.batch_size, 256) * activation_values)
+    budget = fraction * free_bytes - dataset.x_train.nbytes - dataset.x_test.nbytes
+    return int(max(1, min(config.n_models, budget // per_model)))
 
 
 def calibrate(dataset: Dataset, config: PopulationConfig, flops_per_step: float) -> float:

@@ -74,7 +74,8 @@ def run_ray(run_dir: Path, dataset, config: PopulationConfig, chunks: list[store
             finished, _ = ray.wait(list(pending), num_returns=1)
             for ref in finished:
                 chunk = pending.pop(ref)
-                info = commit_chunk(run_dir, chunk, ray.get(ref), device, executor="ray")
+                info = commit_chunk(run_dir, chunk, ray.get(ref), device, "ray",
+                                    config.compact_records)
                 on_epoch(chunk.size * config.epochs)
                 on_chunk(info)
     finally:

@@ -65,7 +65,14 @@ class Run:
         return sorted(p.stem for p in (self.path / "records").glob("*.npy"))
 
     def records(self, name: str) -> np.ndarray:
-        """A record array, memory-mapped, model axis first."""
+        """A record array, model axis first: memory-mapped, or decoded into memory for a
+        run with ``compact_records`` (bits and float16 on disk)."""
+        array = self._stored_record(name)
+        split = "test" if "test_" in name else "train"
+        return store.decode_record(name, array, self.manifest["dataset"][f"n_{split}"])
+
+    def _stored_record(self, name: str) -> np.ndarray:
+        """A record as stored on disk (memory-mapped, possibly encoded)."""
         self._require_complete()
         path = self.path / "records" / f"{name}.npy"
         if not path.exists():
@@ -142,7 +149,7 @@ def open_run(path: str | Path) -> Run:
     run = Run(path)
     run._require_complete()
     for name, shape in run.manifest.get("records", {}).items():
-        array = run.records(name)
+        array = run._stored_record(name)
         if list(array.shape) != shape:
             raise RunError(f"record {name} has shape {list(array.shape)}, the manifest says "
                            f"{shape}; the run directory is corrupted: retrain it")

@@ -126,6 +126,42 @@ def load_npy(path: Path, mmap: bool = True) -> np.ndarray:
         ) from None
 
 
+# ---------------------------------------------------------------- compact records
+#
+# With ``compact_records`` a run stores 0/1 records (``*_correct``) as bits packed along the
+# example axis and float32 margins and losses as float16: about 6 bytes per model and
+# example instead of 11, for runs with many models on large datasets. ``Run.records``
+# decodes them, so readers never see the encoding.
+
+
+BIT_RECORDS = ("train_correct", "test_correct", "epoch_train_correct", "epoch_test_correct")
+HALF_RECORDS = ("train_margin", "test_margin", "train_loss", "test_loss")
+
+
+def is_bit_record(name: str) -> bool:
+    return name in BIT_RECORDS
+
+
+def is_half_record(name: str) -> bool:
+    return name in HALF_RECORDS
+
+
+def encode_record(name: str, array: np.ndarray) -> np.ndarray:
+    if is_bit_record(name):
+        return np.packbits(array.astype(bool), axis=-1)
+    if is_half_record(name):
+        return array.astype(np.float16)
+    return array
+
+
+def decode_record(name: str, array: np.ndarray, n_examples: int) -> np.ndarray:
+    """Undo ``encode_record``; ``n_examples`` is the unpacked length of the last axis.
+    Arrays that were not encoded (bool, float32) come back unchanged."""
+    if is_bit_record(name) and array.dtype == np.uint8:
+        return np.unpackbits(array, axis=-1, count=n_examples).astype(bool)
+    return array
+
+
 # ---------------------------------------------------------------- chunks
 
 
