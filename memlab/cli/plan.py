@@ -6,10 +6,9 @@ import argparse
 
 import numpy as np
 
-from memlab.cli.train import add_population_arguments
+from memlab.cli.train import add_population_arguments, config_from_args
 from memlab.data import Dataset, load
 from memlab.errors import ConfigError
-from memlab.population.config import PopulationConfig
 from memlab.population.plan import plan_run
 
 
@@ -44,14 +43,7 @@ def shaped_dataset(shape: str) -> Dataset:
 
 def run(args: argparse.Namespace) -> int:
     dataset = shaped_dataset(args.shape) if args.shape else load(args.data)
-    model_kwargs = {"hidden": [int(w) for w in args.hidden.split(",")]} if args.hidden else {}
-    chunk_size = 32 if args.chunk_size == "auto" else args.chunk_size
-    config = PopulationConfig(
-        model=args.model, model_kwargs=model_kwargs, n_models=args.models,
-        subset_fraction=args.subset, epochs=args.epochs, batch_size=args.batch_size,
-        optimizer=args.optimizer, lr=args.lr, record_epochs=args.record_epochs,
-        save_weights=not args.no_weights, chunk_size=chunk_size,
-        compact_records=args.compact_records)
+    config = config_from_args(args, dataset)
     workers = args.workers or 1
     plan = plan_run(dataset, config, workers=workers, gflops_per_worker=args.gflops)
     print(f"{dataset.name}: {dataset.n_train:,} train / {dataset.n_test:,} test, input "

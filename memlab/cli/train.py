@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 
 from memlab.data import load
+from memlab.errors import ConfigError
+from memlab.population.config import PopulationConfig
 
 
 def add_population_arguments(parser: argparse.ArgumentParser, **defaults) -> None:
@@ -58,16 +61,29 @@ def _chunk_size(text: str) -> int | str:
         raise argparse.ArgumentTypeError(f"a positive integer or 'auto', not {text!r}") from None
 
 
-def resolve_chunk_size(args: argparse.Namespace, dataset, model_kwargs: dict) -> int:
-    """``--chunk-size auto``: sized from the device (plan.suggest_chunk_size)."""
-    if args.chunk_size != "auto":
-        return args.chunk_size
-    from memlab.population.config import PopulationConfig
+def config_from_args(args: argparse.Namespace, dataset) -> PopulationConfig:
+    """The population settings given on the command line; ``--chunk-size auto`` is sized
+    for ``--device`` by plan.suggest_chunk_size."""
     from memlab.population.plan import suggest_chunk_size
 
-    config = PopulationConfig(model=args.model, model_kwargs=model_kwargs,
-                              n_models=args.models, batch_size=args.batch_size)
-    return suggest_chunk_size(dataset, config, args.device)
+    model_kwargs = {}
+    if args.hidden:
+        try:
+            model_kwargs["hidden"] = [int(width) for width in args.hidden.split(",")]
+        except ValueError:
+            raise ConfigError(f"--hidden takes comma-separated widths like 100,100, "
+                              f"got {args.hidden!r}") from None
+    auto = args.chunk_size == "auto"
+    config = PopulationConfig(
+        model=args.model, model_kwargs=model_kwargs, n_models=args.models,
+        subset_fraction=args.subset, epochs=args.epochs, batch_size=args.batch_size,
+        optimizer=args.optimizer, lr=args.lr, weight_decay=args.weight_decay, seed=args.seed,
+        record_epochs=args.record_epochs, save_weights=not args.no_weights,
+        chunk_size=32 if auto else args.chunk_size, compact_records=args.compact_records)
+    if auto:
+        config = dataclasses.replace(
+            config, chunk_size=suggest_chunk_size(dataset, config, args.device))
+    return config
 
 
 def train_from_args(args: argparse.Namespace, out: str):
@@ -76,18 +92,10 @@ def train_from_args(args: argparse.Namespace, out: str):
     dataset = load(args.data)
     if args.label_noise:
         dataset = dataset.with_label_noise(args.label_noise, seed=args.seed)
-    model_kwargs = {}
-    if args.hidden:
-        model_kwargs["hidden"] = [int(w) for w in args.hidden.split(",")]
-    chunk_size = resolve_chunk_size(args, dataset, model_kwargs)
     return train_population(
-        dataset, model=args.model, model_kwargs=model_kwargs, n_models=args.models,
-        subset_fraction=args.subset, epochs=args.epochs, batch_size=args.batch_size,
-        optimizer=args.optimizer, lr=args.lr, weight_decay=args.weight_decay, seed=args.seed,
-        record_epochs=args.record_epochs, save_weights=not args.no_weights,
-        compact_records=args.compact_records,
-        chunk_size=chunk_size, out=out, device=args.device, n_workers=args.workers,
-        executor=args.executor, ray_address=args.ray_address, progress=not args.quiet,
+        dataset, **config_from_args(args, dataset).to_dict(), out=out, device=args.device,
+        n_workers=args.workers, executor=args.executor, ray_address=args.ray_address,
+        progress=not args.quiet,
     )
 
 

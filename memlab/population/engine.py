@@ -298,8 +298,8 @@ def train_chunk(dataset: Dataset, config: PopulationConfig, models: range,
     for name in buffers:
         params.pop(name, None)
 
-    x_train = torch.as_tensor(dataset.x_train, device=device)
-    y_train = torch.as_tensor(dataset.y_train, device=device)
+    splits = _splits(dataset, device)  # moved to the device once, for training and records
+    x_train, y_train = splits["train"]
     fast = uses_fast_path(template)
     step = (_MLPStep(params, template, config.label_smoothing) if fast
             else _GenericStep(params, buffers, template, config.label_smoothing))
@@ -337,7 +337,7 @@ def train_chunk(dataset: Dataset, config: PopulationConfig, models: range,
             )
         records["epoch_train_loss_mean"].append(epoch_loss)
         if config.record_epochs:
-            for split, (x, y) in _splits(dataset, device).items():
+            for split, (x, y) in splits.items():
                 result = evaluate(template, params, buffers, x, y)
                 epoch_records.setdefault(f"epoch_{split}_correct", []).append(result["correct"])
                 epoch_records.setdefault(f"epoch_{split}_loss", []).append(
@@ -348,7 +348,7 @@ def train_chunk(dataset: Dataset, config: PopulationConfig, models: range,
     arrays = {"epoch_train_loss_mean": torch.stack(records["epoch_train_loss_mean"], 1)}
     for name, parts in epoch_records.items():
         arrays[name] = torch.stack(parts, dim=1)  # (K, epochs, N)
-    for split, (x, y) in _splits(dataset, device).items():
+    for split, (x, y) in splits.items():
         for name, values in evaluate(template, params, buffers, x, y).items():
             arrays[f"{split}_{name}"] = values
     arrays = {name: value.cpu().numpy() for name, value in arrays.items()}

@@ -15,7 +15,7 @@ import queue
 import signal
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 import numpy as np
@@ -69,7 +69,7 @@ def run_local(run_dir: Path, dataset, config: PopulationConfig, chunks: list[sto
     """Train ``chunks``; call ``on_chunk(info)`` as each commits, ``on_epoch(k)`` as k models
     finish an epoch. ``n_workers`` > 1 (CPU only) uses that many worker processes."""
     if n_workers <= 1 or torch.device(device).type != "cpu" or len(chunks) <= 1:
-        context = single_thread() if torch.device(device).type == "cpu" else _nothing()
+        context = single_thread() if torch.device(device).type == "cpu" else nullcontext()
         with context:
             for chunk in chunks:
                 on_chunk(train_and_commit(run_dir, dataset, config, chunk, membership, device,
@@ -100,11 +100,6 @@ def run_local(run_dir: Path, dataset, config: PopulationConfig, chunks: list[sto
         pool.shutdown(wait=False, cancel_futures=True)
         raise
     pool.shutdown()
-
-
-@contextmanager
-def _nothing():
-    yield
 
 
 def _drain(progress_queue, on_epoch: Callable[[int], None]) -> None:
