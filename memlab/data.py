@@ -156,7 +156,7 @@ class Dataset:
         import io
         import json
 
-        from memlab.population.store import atomic_write_bytes
+        from memlab.io import atomic_write_bytes
 
         buffer = io.BytesIO()
         meta = {"name": self.name, "class_names": self.class_names,

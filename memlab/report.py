@@ -23,7 +23,7 @@ matplotlib.use("Agg")  # reports are written headless; never open a window
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from memlab.population.store import atomic_write_bytes  # noqa: E402
+from memlab.io import atomic_write_bytes  # noqa: E402
 
 _STYLE = """
 body { font-family: -apple-system, "Segoe UI", Helvetica, Arial, sans-serif; max-width: 1100px;

@@ -226,7 +226,7 @@ class Documents:
 
     def save(self, path: str | Path) -> None:
         """Write the documents to one ``.npz`` file (no pickles), atomically."""
-        from memlab.population.store import atomic_write_bytes
+        from memlab.io import atomic_write_bytes
 
         meta = {"name": self.name, "vocab_size": self.vocab_size, "tokenizer": self.tokenizer,
                 "token_strings": self.token_strings, "provenance": self.provenance,

@@ -211,7 +211,10 @@ def evaluate(template: torch.nn.Module, params: dict[str, torch.Tensor],
     """Per-model, per-example records on (x, y) shared by all models.
 
     Returns correct (K, N) bool, margin (K, N) float32 (true-class logit minus the largest
-    other logit; > 0 iff correct), loss (K, N) float32 (cross-entropy, nats), pred (K, N).
+    other logit; > 0 iff correct), loss (K, N) float32 (cross-entropy, nats), pred (K, N),
+    logodds (K, N) float32: log p_y / (1 - p_y) = z_y - log sum_{y' != y} exp z_y', the
+    logit-scaled confidence of LiRA and the "margin" of TRAK / datamodels, computed from the
+    logits (never from a rounded loss, which loses it for confident examples).
     """
     if uses_fast_path(template):
         forward = _mlp_shared_forward(template, params)
@@ -223,7 +226,7 @@ def evaluate(template: torch.nn.Module, params: dict[str, torch.Tensor],
             return vmapped(plain, buffers, batch)
     n_models = next(iter(params.values())).shape[0]
     batch = eval_batch_size(n_models, layer_profile(template, tuple(x.shape[1:]))[1])
-    outputs = {"correct": [], "margin": [], "loss": [], "pred": []}
+    outputs = {"correct": [], "margin": [], "loss": [], "pred": [], "logodds": []}
     for start in range(0, len(y), batch):
         # Class-major (K, C, b): reductions over a short last axis are slow on CPU.
         logits = forward(x[start:start + batch]).transpose(1, 2).contiguous()
@@ -237,6 +240,9 @@ def evaluate(template: torch.nn.Module, params: dict[str, torch.Tensor],
         outputs["margin"].append(true_logit - others.amax(1))
         outputs["loss"].append(log_partition - true_logit)
         outputs["pred"].append(pred.to(torch.int16))
+        other_top = others.amax(1, keepdim=True)
+        log_others = other_top.squeeze(1) + (others - other_top).exp_().sum(1).log_()
+        outputs["logodds"].append(true_logit - log_others)
     return {name: torch.cat(parts, dim=1) for name, parts in outputs.items()}
 
 

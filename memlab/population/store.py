@@ -27,79 +27,21 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from memlab.errors import RunError
 
+# Re-exported: older callers take the atomic writers from here (they live in memlab.io).
+from memlab.io import (  # noqa: F401
+    atomic_save_npy,
+    atomic_save_table,
+    atomic_write_bytes,
+    atomic_write_json,
+)
+
 MANIFEST = "manifest.json"
 RUN_FORMAT = "memlab-run/1"
-
-
-# ---------------------------------------------------------------- atomic writes
-
-
-def _temp_path(path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    # mkstemp creates 0600 files; give the result the permissions a plain open() would.
-    os.chmod(name, 0o666 & ~_umask())
-    return Path(name)
-
-
-def _umask() -> int:
-    current = os.umask(0)
-    os.umask(current)
-    return current
-
-
-def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that readers see the old file or the new one, never half."""
-    path = Path(path)
-    tmp = _temp_path(path)
-    try:
-        with open(tmp, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def atomic_write_json(path: str | Path, obj: Any) -> None:
-    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode("utf-8"))
-
-
-def atomic_save_npy(path: str | Path, array: np.ndarray) -> None:
-    path = Path(path)
-    tmp = _temp_path(path)
-    try:
-        with open(tmp, "wb") as handle:
-            np.save(handle, np.ascontiguousarray(array), allow_pickle=False)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def atomic_save_table(path: str | Path, frame) -> None:
-    """Save a pandas DataFrame as Parquet (``.parquet``) or CSV (``.csv``), atomically."""
-    path = Path(path)
-    tmp = _temp_path(path)
-    try:
-        if path.suffix == ".parquet":
-            frame.to_parquet(tmp, index=False)
-        elif path.suffix == ".csv":
-            frame.to_csv(tmp, index=False)
-        else:
-            raise ValueError(f"tables are saved as .parquet or .csv, not {path.suffix!r}")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def read_json(path: Path, what: str) -> dict:
