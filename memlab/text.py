@@ -131,9 +131,6 @@ class Documents:
     tokenizer: str = "byte"
     provenance: dict[str, Any] = field(default_factory=dict)
 
-    # The population engine reads these (see memlab/population/engine.py, "tasks").
-    score_record = "acc"
-
     def __post_init__(self) -> None:
         for split in ("train", "test"):
             tokens, lengths = getattr(self, f"tokens_{split}"), getattr(self, f"lengths_{split}")
@@ -251,24 +248,6 @@ class Documents:
         return cls(tokens_train=arrays["tokens_train"], lengths_train=arrays["lengths_train"],
                    tokens_test=arrays["tokens_test"], lengths_test=arrays["lengths_test"],
                    **meta)
-
-    def check_config(self, config) -> None:
-        """Fail early on model settings that cannot build (called by train_population)."""
-        from memlab.lm.models import build_lm
-
-        build_lm(config.model, self.n_vocab, self.context, **config.model_kwargs)
-        if config.record_epochs or config.label_smoothing:
-            raise ConfigError("language-model populations record at the end of training "
-                              "only and use no label smoothing: drop record_epochs and "
-                              "label_smoothing")
-
-    def train_chunk(self, config, models: range, membership: np.ndarray, device="cpu",
-                    on_epoch=None):
-        """Train a chunk of language models: the engine calls this instead of its
-        classification ``train_chunk`` (see memlab/lm/trainer.py)."""
-        from memlab.lm.trainer import train_lm_chunk
-
-        return train_lm_chunk(self, config, models, membership, device, on_epoch)
 
 
 def make_documents(name: str, train: Sequence[str], test: Sequence[str],

@@ -5,7 +5,6 @@ import pytest
 import torch
 
 from memlab.lm import lm_documents, open_lm_run, train_lm_population
-from memlab.lm import trainer as lm_trainer
 from memlab.lm.counterfactual import (
     counterfactual_influence,
     in_out_means,
@@ -13,14 +12,16 @@ from memlab.lm.counterfactual import (
     split_half_reliability,
 )
 from memlab.lm.models import build_lm
+from memlab.population import executor
 from memlab.population.config import (
     STREAM_SHUFFLE,
     PopulationConfig,
-    initial_state,
     membership_mask,
     model_rng,
 )
+from memlab.population.task import token_loss
 from memlab.text import synthetic_corpus
+from tests.conftest import chunk_of, initial_state
 
 TINY_TRANSFORMER = dict(model="transformer", model_kwargs={"d_model": 16, "n_layers": 1,
                                                            "n_heads": 2})
@@ -97,7 +98,7 @@ def reference_loop(documents, config, k):
     """Model k trained the ordinary way: one nn.Module, autograd, no vmap."""
     torch.manual_seed(0)
     model = build_lm(config.model, documents.n_vocab, documents.context, **config.model_kwargs)
-    model.load_state_dict(initial_state(model, config.seed, k))
+    model.load_state_dict(initial_state(config, documents, k))
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, fused=True)
     members = np.flatnonzero(membership_mask(config, documents.n_train, range(k, k + 1))[0])
     shuffler = model_rng(config.seed, k, STREAM_SHUFFLE)
@@ -108,7 +109,7 @@ def reference_loop(documents, config, k):
         for start in range(0, len(order), config.batch_size):
             batch = order[start:start + config.batch_size]
             logits = model(tokens[batch, :-1])
-            losses = lm_trainer.token_loss(logits, tokens[batch, 1:])
+            losses = token_loss(logits, tokens[batch, 1:])
             loss = (losses * mask[batch]).sum() / mask[batch].sum()
             optimizer.zero_grad()
             loss.backward()
@@ -118,7 +119,7 @@ def reference_loop(documents, config, k):
 
 def train_models(documents, config, models):
     mask = membership_mask(config, documents.n_train, models)
-    return lm_trainer.train_lm_chunk(documents, config, models, mask)
+    return chunk_of(documents, config, models, mask)
 
 
 @pytest.mark.parametrize("arch", [TINY_TRANSFORMER, TINY_MLP])
@@ -154,7 +155,7 @@ def test_records_are_consistent_with_a_plain_forward_pass():
     mask = documents.target_mask("test")
     hit = (logits.argmax(-1) == tokens[:, 1:]).numpy() & mask
     np.testing.assert_allclose(result.arrays["test_acc"][1], hit.sum(1) / mask.sum(1), atol=1e-6)
-    nats = lm_trainer.token_loss(logits, tokens[:, 1:]).numpy() * mask
+    nats = token_loss(logits, tokens[:, 1:]).numpy() * mask
     np.testing.assert_allclose(result.arrays["test_loss"][1], nats.sum(1) / mask.sum(1),
                                rtol=1e-5, atol=1e-5)
     token_correct = result.arrays["train_token_correct"]
@@ -168,14 +169,14 @@ def test_model_ignores_documents_outside_its_subset():
     config = PopulationConfig(**TINY_MLP, n_models=2, subset_fraction=0.5, epochs=2,
                               batch_size=8, optimizer="adam", lr=0.01, momentum=0.0)
     mask = membership_mask(config, documents.n_train)
-    before = lm_trainer.train_lm_chunk(documents, config, range(2), mask)
+    before = chunk_of(documents, config, range(2), mask)
     altered = tiny_corpus()
     outside = ~mask[0]
     altered.tokens_train[outside, 1:] = np.where(
         altered.tokens_train[outside, 1:] < altered.vocab_size,
         (altered.tokens_train[outside, 1:] + 7) % altered.vocab_size,
         altered.tokens_train[outside, 1:])
-    after = lm_trainer.train_lm_chunk(altered, config, range(2), mask)
+    after = chunk_of(altered, config, range(2), mask)
     for name in before.weights:
         np.testing.assert_array_equal(before.weights[name][0], after.weights[name][0])
         assert not np.array_equal(before.weights[name][1], after.weights[name][1])
@@ -190,7 +191,7 @@ def test_interrupted_run_resumes_to_identical_records(tmp_path, monkeypatch):
                     progress=False, n_workers=1)
     reference = train_lm_population(documents, out=tmp_path / "straight", **settings)
 
-    real = lm_trainer.train_lm_chunk
+    real = executor.train_chunk
     calls = []
 
     def interrupted(*args, **kwargs):
@@ -199,10 +200,10 @@ def test_interrupted_run_resumes_to_identical_records(tmp_path, monkeypatch):
             raise KeyboardInterrupt
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(lm_trainer, "train_lm_chunk", interrupted)
+    monkeypatch.setattr(executor, "train_chunk", interrupted)
     with pytest.raises(KeyboardInterrupt):
         train_lm_population(documents, out=tmp_path / "resumed", **settings)
-    monkeypatch.setattr(lm_trainer, "train_lm_chunk", real)
+    monkeypatch.setattr(executor, "train_chunk", real)
     # Resume in 2 worker processes: each reopens the documents from the run directory.
     resumed = train_lm_population(documents, out=tmp_path / "resumed",
                                   **{**settings, "n_workers": 2})
@@ -233,8 +234,8 @@ def test_bad_model_settings_are_refused_before_training(tmp_path):
     with pytest.raises(ConfigError, match="divisible"):
         train_lm_population(tiny_corpus(), out=tmp_path / "run", model="transformer",
                             model_kwargs={"d_model": 10, "n_heads": 3}, n_models=2)
-    with pytest.raises(ConfigError, match="record_epochs"):
-        train_lm_population(tiny_corpus(), out=tmp_path / "run3", record_epochs=True,
+    with pytest.raises(ConfigError, match="do not use label_smoothing"):
+        train_lm_population(tiny_corpus(), out=tmp_path / "run3", label_smoothing=0.1,
                             n_models=2)
     with pytest.raises(ConfigError, match="unknown language model"):
         train_lm_population(tiny_corpus(), out=tmp_path / "run2", model="lstm", n_models=2)

@@ -19,12 +19,10 @@ from memlab.population import open_run, store, train_population
 from memlab.population.config import (
     STREAM_SHUFFLE,
     PopulationConfig,
-    initial_state,
     membership_mask,
     model_rng,
 )
-from memlab.population.engine import train_chunk
-from tests.conftest import make_blobs
+from tests.conftest import chunk_of, initial_state, make_blobs
 
 FAST = dict(model="mlp", model_kwargs={"hidden": [16, 16]})
 GENERIC = dict(model="mlp", model_kwargs={"hidden": [16, 16], "activation": "tanh"})
@@ -34,7 +32,7 @@ def reference_loop(dataset, config: PopulationConfig, k: int) -> dict[str, torch
     """Model k trained the way a user would write it: nn.Module, torch.optim, one model."""
     model = build_model(config.model, dataset.input_shape, dataset.n_classes,
                         **config.model_kwargs)
-    model.load_state_dict(initial_state(model, config.seed, k))
+    model.load_state_dict(initial_state(config, dataset, k))
     if config.optimizer == "sgd":
         optimizer = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum,
                                     weight_decay=config.weight_decay)
@@ -58,7 +56,7 @@ def reference_loop(dataset, config: PopulationConfig, k: int) -> dict[str, torch
 
 def train_models(dataset, config, models):
     mask = membership_mask(config, dataset.n_train, models)
-    return train_chunk(dataset, config, models, mask)
+    return chunk_of(dataset, config, models, mask)
 
 
 @pytest.mark.parametrize("arch", [FAST, GENERIC, dict(model="cnn1d",
@@ -90,14 +88,14 @@ def test_model_ignores_examples_outside_its_subset(arch):
     dataset = make_blobs(n_train=150)
     config = PopulationConfig(**arch, n_models=3, subset_fraction=0.5, epochs=3, batch_size=16)
     mask = membership_mask(config, dataset.n_train)
-    before = train_chunk(dataset, config, range(3), mask)
+    before = chunk_of(dataset, config, range(3), mask)
 
     outside = ~mask[0]
     altered = make_blobs(n_train=150)
     altered.x_train[outside] = np.random.default_rng(1).normal(
         size=altered.x_train[outside].shape).astype(np.float32) * 10
     altered.y_train[outside] = (altered.y_train[outside] + 1) % 3
-    after = train_chunk(altered, config, range(3), mask)
+    after = chunk_of(altered, config, range(3), mask)
     for name in before.weights:
         np.testing.assert_array_equal(before.weights[name][0], after.weights[name][0])
         assert not np.array_equal(before.weights[name][1], after.weights[name][1])
@@ -204,8 +202,12 @@ def test_damaged_chunk_is_retrained_identically(tmp_path, blobs):
 
 def test_mismatched_run_is_refused(tmp_path, blobs):
     train_population(blobs, **FAST, n_models=2, epochs=1, out=tmp_path / "run", progress=False)
-    with pytest.raises(RunError, match=r"different settings.*\n.*n_models: run has 2"):
-        train_population(blobs, **FAST, n_models=3, epochs=1, out=tmp_path / "run",
+    with pytest.raises(RunError, match=r"different settings.*\n.*n_models: run has 2, "
+                                       r"requested 1"):
+        train_population(blobs, **FAST, n_models=1, epochs=1, out=tmp_path / "run",
+                         progress=False)
+    with pytest.raises(RunError, match=r"different settings.*\n.*epochs: run has 1"):
+        train_population(blobs, **FAST, n_models=2, epochs=2, out=tmp_path / "run",
                          progress=False)
     with pytest.raises(RunError, match="dataset: run has 'blobs'"):
         train_population(blobs.with_label_noise(0.1), **FAST, n_models=2, epochs=1,

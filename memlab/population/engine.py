@@ -1,4 +1,4 @@
-"""Train a chunk of K models at once, each on its own subset, and record how each one does.
+"""The one training loop: a chunk of K models at once, each on its own subset.
 
 Weights are *stacked*: every parameter gets a leading model axis (K, ...). A training step
 gathers a different batch for every model, (K, batch, ...), runs all K models in batched
@@ -7,49 +7,40 @@ depends only on model k's weights and batch, the gradient of the summed loss is,
 slice, each model's own gradient; elementwise optimizers (SGD, Adam) then update each
 model exactly as if it were trained alone.
 
-Two implementations of the step share everything else:
+What is learned and recorded comes from the task (``task.py``), the recipe's parts from
+``recipe.py`` (schedules, augmentation, stream dropout, clipping, parameter groups),
+measurements during training from callbacks (``callbacks.py``). Two implementations of
+the step share everything else:
 
 - ``_MLPStep``: hand-written forward/backward for ReLU/linear MLPs in feature-major layout,
-  (K, features, batch), so that bias, softmax and ReLU passes are cheap. This is the hot path.
+  (K, features, batch), so that bias, softmax and ReLU passes are cheap. The hot path.
 - ``_GenericStep``: autograd through ``stacked_forward``: batched-matmul convolutions for
   the MNIST-1D CNN, and ``torch.func.functional_call`` under ``vmap`` for any other
-  ``nn.Module`` (dropout, 2-D CNNs, user models).
+  ``nn.Module`` (BatchNorm with per-model running statistics, dropout, user models).
 
-A dataset that brings its own ``train_chunk`` (``memlab.text.Documents``) trains its
-chunks itself, reusing the pieces below; the run store and executors stay the same.
+Every random draw about model k comes from its replicate's streams (``config.py``), so model
+k is the same bits in a chunk of 1 or 64, on any worker, after a resume.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch.func import functional_call, vmap
 
-from memlab.data import Dataset
 from memlab.errors import ConfigError
-from memlab.models import MLP, CNN1d, build_model, layer_profile
-from memlab.population.config import (
-    STREAM_DROPOUT,
-    STREAM_SHUFFLE,
-    PopulationConfig,
-    initial_state,
-    model_rng,
-    model_seed,
-)
-
-EVAL_BATCH = 2048  # examples per evaluation pass at most
-EVAL_MEMORY_BYTES = 256 * 2**20  # activations of one evaluation pass, all models of a chunk
-
-
-def eval_batch_size(n_models: int, activation_values: int) -> int:
-    """Examples per evaluation pass so that K models' activations stay within budget."""
-    per_example = 2 * 4 * n_models * max(activation_values, 1)  # float32, with temporaries
-    return int(min(EVAL_BATCH, max(1, EVAL_MEMORY_BYTES // per_example)))
+from memlab.models import MLP, CNN1d, layer_profile
+from memlab.population import recipe
+from memlab.population.callbacks import EpochRecords, TrainState, callback_epochs
+from memlab.population.config import STREAM_SHUFFLE, PopulationConfig, model_rng
+from memlab.population.modelspec import ModelSpec
+from memlab.population.task import ClassificationTask
 
 
 @dataclass
@@ -62,32 +53,16 @@ class ChunkResult:
     model_example_steps: int
 
 
-def stack_initial_weights(template: torch.nn.Module, config: PopulationConfig,
-                          models: range, device: torch.device) -> dict[str, torch.Tensor]:
-    """name -> (K, ...) float32 tensor of the models' initial weights."""
-    states = [initial_state(template, config.seed, k) for k in models]
-    return {name: torch.stack([s[name] for s in states]).to(device) for name in states[0]}
-
-
-def make_optimizer(params: list[torch.Tensor], config: PopulationConfig) -> torch.optim.Optimizer:
-    if config.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=config.lr, momentum=config.momentum,
-                               weight_decay=config.weight_decay, fused=True)
-    if config.optimizer == "adam":
-        return torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay,
-                                fused=True)
-    return torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay, fused=True)
-
-
-def uses_fast_path(template: torch.nn.Module) -> bool:
-    return (isinstance(template, MLP) and template.activation in ("relu", "linear")
-            and template.dropout == 0)
+def uses_fast_path(template: torch.nn.Module, task: Any) -> bool:
+    return (type(task) is ClassificationTask and type(template) is MLP
+            and template.activation in ("relu", "linear") and template.dropout == 0)
 
 
 class _MLPStep:
     """One SGD step of K ReLU MLPs, forward and backward by hand (no autograd graph)."""
 
     def __init__(self, params: dict[str, torch.Tensor], template: MLP, label_smoothing: float):
+        # (the MLP fast path is used for built-in ReLU/linear MLPs without dropout only)
         n_layers = len(template.layers)
         self.weights = [params[f"layers.{i}.weight"] for i in range(n_layers)]  # (K, out, in)
         self.biases = [params[f"layers.{i}.bias"] for i in range(n_layers)]  # (K, out)
@@ -132,22 +107,21 @@ class _GenericStep:
     """One step of K copies of any nn.Module through ``stacked_forward``, autograd backward."""
 
     def __init__(self, params: dict[str, torch.Tensor], buffers: dict[str, torch.Tensor],
-                 template: torch.nn.Module, label_smoothing: float):
+                 template: torch.nn.Module, task: Any, label_smoothing: float):
         for tensor in params.values():
             tensor.requires_grad_(True)
         self.params, self.buffers = params, buffers
         self.forward = stacked_forward(template, train=True)
-        self.label_smoothing = label_smoothing
+        self.task, self.label_smoothing = task, label_smoothing
 
-    def __call__(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        logits = self.forward(self.params, self.buffers, x)  # (K, b, C)
-        losses = F.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="none",
-                                 label_smoothing=self.label_smoothing).view(y.shape)
+    def __call__(self, x: torch.Tensor, y: Any) -> torch.Tensor:
+        out = self.forward(self.params, self.buffers, x)  # (K, b, ...)
+        losses = self.task.loss(out, y, self.label_smoothing)  # (K,)
         for tensor in self.params.values():
             tensor.grad = None
         # Each model's mean loss; summing over models keeps their gradients separate.
-        losses.mean(1).sum().backward()
-        return losses.detach().mean(1)
+        losses.sum().backward()
+        return losses.detach()
 
 
 def stacked_forward(template: torch.nn.Module, train: bool, shared_input: bool = False):
@@ -157,20 +131,20 @@ def stacked_forward(template: torch.nn.Module, train: bool, shared_input: bool =
     The MNIST-1D CNN (without dropout) gets batched-matmul convolutions, which are faster
     on a CPU than vmap's grouped convolutions; any other module goes through vmap.
     """
-    if isinstance(template, CNN1d) and (template.drop.p == 0 or not train):
+    if type(template) is CNN1d and (template.drop.p == 0 or not train):
         def cnn1d(params, buffers, x):
             if shared_input:
                 x = x.expand(next(iter(params.values())).shape[0], *x.shape)
             return _stacked_cnn1d(template, params, x)
         return cnn1d
 
-    base = template.train(train)
-
     def one_model(params, buffers, x):
-        return functional_call(base, (params, buffers), (x,))
+        template.train(train)
+        return functional_call(template, (params, buffers), (x,))
 
     in_dims = (0, 0, None if shared_input else 0)
-    return vmap(one_model, in_dims=in_dims, randomness="different" if train else "error")
+    # Dropout masks come from StreamDropout's hash (no RNG): any other randomness errors.
+    return vmap(one_model, in_dims=in_dims, randomness="error")
 
 
 def _stacked_conv1d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,
@@ -204,58 +178,182 @@ def _stacked_cnn1d(template: CNN1d, params: dict[str, torch.Tensor],
                          params["linear.weight"].transpose(1, 2))
 
 
-@torch.no_grad()
-def evaluate(template: torch.nn.Module, params: dict[str, torch.Tensor],
-             buffers: dict[str, torch.Tensor], x: torch.Tensor, y: torch.Tensor
-             ) -> dict[str, torch.Tensor]:
-    """Per-model, per-example records on (x, y) shared by all models.
+def initial_weights(spec: ModelSpec, config: PopulationConfig, replicates: Sequence[int],
+                    input_shape: tuple[int, ...], n_outputs: int, device: torch.device
+                    ) -> dict[str, torch.Tensor]:
+    """name -> (K, ...) initial parameters and buffers of the models, from their seeds."""
+    states = [spec.initial_state(config, input_shape, n_outputs, r) for r in replicates]
+    return {name: torch.stack([s[name] for s in states]).to(device) for name in states[0]}
 
-    Returns correct (K, N) bool, margin (K, N) float32 (true-class logit minus the largest
-    other logit; > 0 iff correct), loss (K, N) float32 (cross-entropy, nats), pred (K, N),
-    logodds (K, N) float32: log p_y / (1 - p_y) = z_y - log sum_{y' != y} exp z_y', the
-    logit-scaled confidence of LiRA and the "margin" of TRAK / datamodels, computed from the
-    logits (never from a rounded loss, which loses it for confident examples).
+
+def chunk_recipe(config: PopulationConfig, models: range) -> tuple[PopulationConfig, int]:
+    """The recipe of a chunk's sweep combination (chunks never straddle combinations)."""
+    value = config.model_key(models.start)[0]
+    if config.model_key(models.stop - 1)[0] != value:
+        raise ConfigError(f"chunk of models {models.start}..{models.stop - 1} straddles two "
+                          "sweep values; plan chunks with store.plan_chunks")
+    return config.for_value(value), value
+
+
+@torch.random.fork_rng(devices=[])  # the caller's torch RNG state stays untouched
+def train_chunk(task: Any, data: Any, config: PopulationConfig, spec: ModelSpec,
+                models: range, membership: np.ndarray, device: str | torch.device = "cpu",
+                callbacks: Sequence[Any] = (), on_epoch: Callable[[int], None] | None = None,
+                transforms: dict[str, Callable] | None = None) -> ChunkResult:
+    """Train models ``models`` (a range of model indices) and record their behaviour.
+
+    config: the population's config (a sweep's combination is chosen from ``models``).
+    membership: (K, n_train) bool rows of the membership mask for these models; every row
+        has the same number of examples (``store.plan_chunks`` groups them so).
+    callbacks: see callbacks.py; ``record_epochs`` adds :class:`EpochRecords`.
+    on_epoch: called with K after every epoch (for progress bars).
+    transforms: resolved user augmentation functions by their config entry.
     """
-    if uses_fast_path(template):
-        forward = _mlp_shared_forward(template, params)
-    else:
+    started = time.perf_counter()
+    device = torch.device(device)
+    recipe_config, _ = chunk_recipe(config, models)
+    spec = spec.with_kwargs(recipe_config.model_kwargs) if spec.template is None else spec
+    replicates = [config.model_key(k)[1] for k in models]
+    n_models = len(models)
+    input_shape, n_outputs = task.input_shape(data), task.outputs(data)
+
+    template = spec.build(input_shape, n_outputs)
+    state = initial_weights(spec, recipe_config, replicates, input_shape, n_outputs, device)
+    dropout_keys = recipe.use_stream_dropout(template)
+    buffer_names = {name for name, _ in template.named_buffers()}
+    params = {n: t for n, t in state.items() if n not in buffer_names}
+    buffers = {n: t for n, t in state.items() if n in buffer_names}
+    keys = recipe.dropout_keys(config, replicates).to(device)
+    for name in dropout_keys:
+        buffers[name] = keys
+    saved_buffers = [n for n in buffers if n not in dropout_keys]
+
+    tensors = task.tensors(data, device)  # moved to the device once, for training and records
+    fast = uses_fast_path(template, task)
+    step = (_MLPStep(params, template, recipe_config.label_smoothing) if fast
+            else _GenericStep(params, buffers, template, task, recipe_config.label_smoothing))
+    optimizer = recipe.make_optimizer(params, recipe_config)
+    values_per_example = _values_per_example(template, task, data, input_shape)
+    eval_forward = _eval_forward(template, task, params, buffers, fast)
+
+    callbacks = list(callbacks)
+    if config.record_epochs:
+        callbacks.append(EpochRecords())
+    schedule = {id(cb): set(callback_epochs(cb, recipe_config)) for cb in callbacks}
+    before_step = [cb for cb in callbacks if hasattr(cb, "before_step")]
+    collected: dict[str, list] = {}
+    train_state = TrainState(0, 0, models, replicates, recipe_config, params, buffers,
+                             template, task, data, tensors, eval_forward,
+                             _train_forward(template, params, buffers))
+
+    members = np.stack([np.flatnonzero(row) for row in membership])  # (K, m), sorted
+    shufflers = [model_rng(config.seed, r, STREAM_SHUFFLE) for r in replicates]
+    n_members = members.shape[1]
+    batch_size = recipe_config.batch_size
+    steps_per_epoch = -(-n_members // batch_size)
+    augment = recipe.has_augmentation(recipe_config)
+    epoch_losses = []
+    global_step = 0
+
+    def run_callbacks(epoch: int) -> None:
+        train_state.epoch, train_state.step = epoch, global_step
+        for cb in callbacks:
+            if epoch in schedule[id(cb)]:
+                for key, value in cb(train_state).items():
+                    collected.setdefault(f"{cb.name}_{key}", []).append(_to_numpy(value))
+
+    run_callbacks(0)
+    for epoch in range(recipe_config.epochs):
+        order = np.stack([row[rng.permutation(n_members)] for row, rng in zip(members, shufflers)])
+        order = torch.as_tensor(order, device=device)
+        rngs = [recipe.augment_rng(config, r, epoch) for r in replicates] if augment else None
+        loss_sum = torch.zeros(n_models, device=device)
+        for start in range(0, n_members, batch_size):
+            index = order[:, start:start + batch_size]  # (K, b)
+            x, y = task.batch(tensors["train"], index)
+            if augment:
+                x = recipe.augment_batch(x, rngs, recipe_config, transforms)
+            train_state.step = global_step
+            for cb in before_step:
+                x, y = cb.before_step(train_state, x, y)
+            recipe.set_lr(optimizer, recipe_config, global_step, steps_per_epoch)
+            recipe.set_dropout_step(template, global_step)
+            batch_loss = step(x.flatten(2) if fast else x, y)
+            if recipe_config.clip_grad_norm > 0:
+                recipe.clip_stacked_gradients(list(params.values()),
+                                              recipe_config.clip_grad_norm)
+            optimizer.step()
+            global_step += 1
+            loss_sum += batch_loss * index.shape[1]
+        epoch_loss = (loss_sum / n_members).cpu()
+        if not torch.isfinite(epoch_loss).all():
+            diverged = [models[i] for i in np.flatnonzero(~torch.isfinite(epoch_loss).numpy())]
+            raise ConfigError(
+                f"training diverged: the loss of model(s) {diverged[:5]} became "
+                f"{epoch_loss[~torch.isfinite(epoch_loss)][0].item()} in epoch {epoch + 1}; "
+                f"lower the learning rate (lr={recipe_config.lr}) or use --optimizer adam"
+            )
+        epoch_losses.append(epoch_loss)
+        run_callbacks(epoch + 1)
+        if on_epoch is not None:
+            on_epoch(n_models)
+
+    arrays = {"epoch_train_loss_mean": torch.stack(epoch_losses, 1).numpy()}
+    for name, parts in collected.items():
+        arrays[name] = np.stack(parts, axis=1)  # (K, calls, ...)
+    for split in ("train", "test"):
+        for name, values in task.evaluate(eval_forward, tensors[split], n_models,
+                                          values_per_example).items():
+            if name == "token_correct" and split == "test":
+                continue  # per-token records of the validation documents are not kept
+            arrays[f"{split}_{name}"] = values.cpu().numpy()
+    weights = None
+    if config.save_weights:
+        weights = {name: t.detach().cpu().numpy()
+                   for name, t in {**params, **{n: buffers[n] for n in saved_buffers}}.items()}
+    return ChunkResult(arrays, weights, time.perf_counter() - started,
+                       n_models * n_members * recipe_config.epochs)
+
+
+def _to_numpy(value: Any) -> np.ndarray:
+    if isinstance(value, torch.Tensor):
+        return value.detach().cpu().numpy()
+    return np.asarray(value)
+
+
+def _values_per_example(template: torch.nn.Module, task: Any, data: Any,
+                        input_shape: tuple[int, ...]) -> int:
+    """Activation values of one example (sizes evaluation batches)."""
+    if not isinstance(task, ClassificationTask):
+        return task.outputs(data)
+    try:
+        return layer_profile(template, input_shape)[1] or task.outputs(data)
+    except Exception:  # a user module the profiler cannot run alone: size by the outputs
+        return 64 * task.outputs(data)
+
+
+def _eval_forward(template: torch.nn.Module, task: Any, params: dict[str, torch.Tensor],
+                  buffers: dict[str, torch.Tensor], fast: bool) -> Callable:
+    """f(x shared (b, ...)) -> (K, b, ...) eval-mode outputs of the live weights."""
+    if fast:
+        return _mlp_shared_forward(template, params)
+    vmapped = stacked_forward(template, train=False, shared_input=True)
+
+    def forward(x: torch.Tensor) -> torch.Tensor:
         plain = {name: tensor.detach() for name, tensor in params.items()}
-        vmapped = stacked_forward(template, train=False, shared_input=True)
-
-        def forward(batch):
-            return vmapped(plain, buffers, batch)
-    n_models = next(iter(params.values())).shape[0]
-    batch = eval_batch_size(n_models, layer_profile(template, tuple(x.shape[1:]))[1])
-    outputs = {"correct": [], "margin": [], "loss": [], "pred": [], "logodds": []}
-    for start in range(0, len(y), batch):
-        # Class-major (K, C, b): reductions over a short last axis are slow on CPU.
-        logits = forward(x[start:start + batch]).transpose(1, 2).contiguous()
-        labels = y[start:start + batch].expand(logits.shape[0], -1).unsqueeze(1)
-        true_logit = logits.gather(1, labels).squeeze(1)
-        others = logits.scatter(1, labels, float("-inf"))
-        pred = _argmax_over_classes(logits)
-        top = logits.amax(1, keepdim=True)
-        log_partition = top.squeeze(1) + (logits - top).exp_().sum(1).log_()
-        outputs["correct"].append(pred == labels.squeeze(1))
-        outputs["margin"].append(true_logit - others.amax(1))
-        outputs["loss"].append(log_partition - true_logit)
-        outputs["pred"].append(pred.to(torch.int16))
-        other_top = others.amax(1, keepdim=True)
-        log_others = other_top.squeeze(1) + (others - other_top).exp_().sum(1).log_()
-        outputs["logodds"].append(true_logit - log_others)
-    return {name: torch.cat(parts, dim=1) for name, parts in outputs.items()}
+        return vmapped(plain, buffers, x)
+    return forward
 
 
-def _argmax_over_classes(logits: torch.Tensor) -> torch.Tensor:
-    """argmax over axis 1 of (K, C, b), first index on ties, like torch.argmax; a pass per
-    class is ~10x faster on CPU than argmax's reduction over a non-contiguous axis."""
-    best = logits[:, 0].clone()
-    pred = torch.zeros_like(best, dtype=torch.long)
-    for c in range(1, logits.shape[1]):
-        better = logits[:, c] > best
-        pred.masked_fill_(better, c)
-        torch.maximum(best, logits[:, c], out=best)
-    return pred
+def _train_forward(template: torch.nn.Module, params: dict[str, torch.Tensor],
+                   buffers: dict[str, torch.Tensor]) -> Callable:
+    """f(x stacked (K, b, ...)) -> (K, b, ...) train-mode outputs, differentiable in x.
+    Running statistics are not updated (a copy of the buffers is used)."""
+    def forward(x: torch.Tensor) -> torch.Tensor:
+        plain = {name: tensor.detach() for name, tensor in params.items()}
+        scratch = {name: tensor.clone() for name, tensor in buffers.items()}
+        return stacked_forward(template, train=True)(plain, scratch, x)
+    return forward
 
 
 def _mlp_shared_forward(template: MLP, params: dict[str, torch.Tensor]):
@@ -263,112 +361,15 @@ def _mlp_shared_forward(template: MLP, params: dict[str, torch.Tensor]):
     relu = template.activation == "relu"
 
     def forward(x: torch.Tensor) -> torch.Tensor:
-        hidden = x.flatten(1).T  # (d, b), shared: the first layer is one GEMM for all models
+        n_models = params["layers.0.weight"].shape[0]
+        # (K, d, b): the shared inputs as a batch, so that every model's products are its
+        # own GEMMs (one GEMM over all models' rows rounds differently with K).
+        hidden = x.flatten(1).T.unsqueeze(0).expand(n_models, -1, -1)
         for i in range(n_layers):
             weight, bias = params[f"layers.{i}.weight"], params[f"layers.{i}.bias"]
-            if i == 0:
-                hidden = torch.matmul(weight, hidden).add_(bias.unsqueeze(2))  # (K, out, b)
-            else:
-                hidden = torch.baddbmm(bias.unsqueeze(2), weight, hidden)
+            hidden = torch.baddbmm(bias.unsqueeze(2), weight, hidden)
             if relu and i < n_layers - 1:
                 hidden.relu_()
         return hidden.transpose(1, 2)  # (K, b, C)
 
     return forward
-
-
-@torch.random.fork_rng(devices=[])  # dropout reseeds torch's CPU RNG: leave the caller's intact
-def train_chunk(dataset: Dataset, config: PopulationConfig, models: range,
-                membership: np.ndarray, device: str | torch.device = "cpu",
-                on_epoch: Callable[[int], None] | None = None) -> ChunkResult:
-    """Train models ``models`` (a range of model indices) and record their behaviour.
-
-    membership: (K, n_train) bool rows of the population's membership mask for these models.
-    on_epoch: called with K after every epoch (for progress bars).
-
-    A dataset that brings its own trainer, ``dataset.train_chunk(config, models, membership,
-    device, on_epoch) -> ChunkResult`` (language models: memlab.text.Documents), is trained
-    by it; the executors, run store and resumption stay the same for every task.
-    """
-    own_trainer = getattr(dataset, "train_chunk", None)
-    if own_trainer is not None:
-        return own_trainer(config, models, membership, device=device, on_epoch=on_epoch)
-    started = time.perf_counter()
-    device = torch.device(device)
-    template = build_model(config.model, dataset.input_shape, dataset.n_classes,
-                           **config.model_kwargs)
-    params = stack_initial_weights(template, config, models, device)
-    buffers = {name: tensor.to(device) for name, tensor in template.named_buffers()}
-    buffers = {name: tensor.expand(len(models), *tensor.shape).clone()
-               for name, tensor in buffers.items()}
-    for name in buffers:
-        params.pop(name, None)
-
-    splits = _splits(dataset, device)  # moved to the device once, for training and records
-    x_train, y_train = splits["train"]
-    fast = uses_fast_path(template)
-    step = (_MLPStep(params, template, config.label_smoothing) if fast
-            else _GenericStep(params, buffers, template, config.label_smoothing))
-    x_steps = x_train.flatten(1) if fast else x_train
-    optimizer = make_optimizer(list(params.values()), config)
-
-    members = np.stack([np.flatnonzero(row) for row in membership])  # (K, m), sorted
-    shufflers = [model_rng(config.seed, k, STREAM_SHUFFLE) for k in models]
-    n_members = members.shape[1]
-    records: dict[str, list] = {"epoch_train_loss_mean": []}
-    epoch_records: dict[str, list] = {}
-    # Dropout masks come from torch's global RNG: seed it per chunk for repeatability.
-    torch.manual_seed(model_seed(config.seed, models.start, STREAM_DROPOUT))
-
-    for epoch in range(config.epochs):
-        order = np.stack([row[rng.permutation(n_members)] for row, rng in zip(members, shufflers)])
-        order = torch.as_tensor(order, device=device)
-        loss_sum = torch.zeros(len(models), device=device)
-        for start in range(0, n_members, config.batch_size):
-            batch_index = order[:, start:start + config.batch_size]  # (K, b)
-            flat_index = batch_index.flatten()  # index_select is much cheaper than x[2-D index]
-            x_batch = x_steps.index_select(0, flat_index).view(
-                *batch_index.shape, *x_steps.shape[1:])
-            y_batch = y_train.index_select(0, flat_index).view(batch_index.shape)
-            batch_loss = step(x_batch, y_batch)
-            optimizer.step()
-            loss_sum += batch_loss * batch_index.shape[1]
-        epoch_loss = (loss_sum / n_members).cpu()
-        if not torch.isfinite(epoch_loss).all():
-            diverged = [models[i] for i in np.flatnonzero(~torch.isfinite(epoch_loss).numpy())]
-            raise ConfigError(
-                f"training diverged: the loss of model(s) {diverged[:5]} became "
-                f"{epoch_loss[~torch.isfinite(epoch_loss)][0].item()} in epoch {epoch + 1}; "
-                f"lower the learning rate (lr={config.lr}) or use --optimizer adam"
-            )
-        records["epoch_train_loss_mean"].append(epoch_loss)
-        if config.record_epochs:
-            for split, (x, y) in splits.items():
-                result = evaluate(template, params, buffers, x, y)
-                epoch_records.setdefault(f"epoch_{split}_correct", []).append(result["correct"])
-                epoch_records.setdefault(f"epoch_{split}_loss", []).append(
-                    result["loss"].to(torch.float16))
-        if on_epoch is not None:
-            on_epoch(len(models))
-
-    arrays = {"epoch_train_loss_mean": torch.stack(records["epoch_train_loss_mean"], 1)}
-    for name, parts in epoch_records.items():
-        arrays[name] = torch.stack(parts, dim=1)  # (K, epochs, N)
-    for split, (x, y) in splits.items():
-        for name, values in evaluate(template, params, buffers, x, y).items():
-            arrays[f"{split}_{name}"] = values
-    arrays = {name: value.cpu().numpy() for name, value in arrays.items()}
-    weights = None
-    if config.save_weights:
-        weights = {name: t.detach().cpu().numpy() for name, t in {**params, **buffers}.items()}
-    return ChunkResult(arrays, weights, time.perf_counter() - started,
-                       len(models) * n_members * config.epochs)
-
-
-def _splits(dataset: Dataset, device: torch.device) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-    return {
-        "train": (torch.as_tensor(dataset.x_train, device=device),
-                  torch.as_tensor(dataset.y_train, device=device)),
-        "test": (torch.as_tensor(dataset.x_test, device=device),
-                 torch.as_tensor(dataset.y_test, device=device)),
-    }

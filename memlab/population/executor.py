@@ -16,25 +16,65 @@ import signal
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
-from memlab.data import load_npz
+from memlab.errors import ConfigError
 from memlab.population import store
 from memlab.population.config import PopulationConfig
 from memlab.population.engine import ChunkResult, train_chunk
+from memlab.population.modelspec import ModelSpec
+from memlab.population.task import TASKS
 
 
-def train_and_commit(run_dir: Path, dataset, config: PopulationConfig, chunk: store.ChunkPlan,
+@dataclass
+class ChunkWork:
+    """Everything a worker needs besides the data and the mask: the task, the recipe, the
+    model, the callbacks and user transforms. Shipped to workers by value (cloudpickle),
+    so a model or callback defined in a notebook or a script's __main__ works there."""
+
+    task: str
+    config: PopulationConfig
+    spec: ModelSpec
+    callbacks: list[Any] = field(default_factory=list)
+    transforms: dict[str, Callable] = field(default_factory=dict)
+
+    def dumps(self) -> bytes:
+        import cloudpickle
+
+        # cloudpickle sends classes and functions of __main__ (a script, a notebook) by
+        # value, since a worker cannot re-import them; importable ones by reference.
+        try:
+            return cloudpickle.dumps(self)
+        except Exception as error:  # e.g. a lock or an open file inside the user's model
+            raise ConfigError(f"cannot send the model/callbacks to worker processes "
+                              f"({type(error).__name__}: {error}); use n_workers=1") from None
+
+    @staticmethod
+    def loads(data: bytes) -> ChunkWork:
+        import cloudpickle
+
+        return cloudpickle.loads(data)
+
+    def train(self, data, models: range, membership: np.ndarray, device: str,
+              on_epoch: Callable[[int], None] | None = None) -> ChunkResult:
+        return train_chunk(TASKS[self.task], data, self.config, self.spec, models,
+                           membership, device=device, callbacks=self.callbacks,
+                           on_epoch=on_epoch, transforms=self.transforms)
+
+
+def train_and_commit(run_dir: Path, data, work: ChunkWork, chunk: store.ChunkPlan,
                      membership: np.ndarray, device: str,
                      on_epoch: Callable[[int], None] | None = None) -> dict:
     """Train one chunk and commit its records to the run directory; returns its summary."""
     models = range(chunk.start, chunk.stop)
-    result = train_chunk(dataset, config, models, np.asarray(membership[chunk.start:chunk.stop]),
-                         device=device, on_epoch=on_epoch)
-    return commit_chunk(run_dir, chunk, result, device, "local", config.compact_records)
+    result = work.train(data, models, np.asarray(membership[chunk.start:chunk.stop]), device,
+                        on_epoch)
+    return commit_chunk(run_dir, chunk, result, device, "local", work.config.compact_records)
 
 
 def commit_chunk(run_dir: Path, chunk: store.ChunkPlan, result: ChunkResult, device: str,
@@ -63,7 +103,7 @@ def single_thread():
         torch.set_num_threads(previous)
 
 
-def run_local(run_dir: Path, dataset, config: PopulationConfig, chunks: list[store.ChunkPlan],
+def run_local(run_dir: Path, dataset, work: ChunkWork, chunks: list[store.ChunkPlan],
               membership: np.ndarray, device: str, n_workers: int,
               on_chunk: Callable[[dict], None], on_epoch: Callable[[int], None]) -> None:
     """Train ``chunks``; call ``on_chunk(info)`` as each commits, ``on_epoch(k)`` as k models
@@ -72,7 +112,7 @@ def run_local(run_dir: Path, dataset, config: PopulationConfig, chunks: list[sto
         context = single_thread() if torch.device(device).type == "cpu" else nullcontext()
         with context:
             for chunk in chunks:
-                on_chunk(train_and_commit(run_dir, dataset, config, chunk, membership, device,
+                on_chunk(train_and_commit(run_dir, dataset, work, chunk, membership, device,
                                           on_epoch))
         return
 
@@ -81,9 +121,7 @@ def run_local(run_dir: Path, dataset, config: PopulationConfig, chunks: list[sto
     pool = ProcessPoolExecutor(
         max_workers=min(n_workers, len(chunks)), mp_context=mp_context,
         initializer=_init_worker,
-        # A dataset type with its own loader (memlab.text.Documents) reopens its saved copy.
-        initargs=(str(run_dir), config.to_dict(), progress_queue,
-                  getattr(type(dataset), "load", load_npz)),
+        initargs=(str(run_dir), work.dumps(), progress_queue),
     )
     try:
         pending = {pool.submit(_worker_chunk, chunk) for chunk in chunks}
@@ -113,15 +151,16 @@ def _drain(progress_queue, on_epoch: Callable[[int], None]) -> None:
 _WORKER: dict = {}
 
 
-def _init_worker(run_dir: str, config: dict, progress_queue, loader=load_npz) -> None:
+def _init_worker(run_dir: str, work: bytes, progress_queue) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the main process handles Ctrl-C
     os.environ["OMP_NUM_THREADS"] = "1"
     torch.set_num_threads(1)
     run_path = Path(run_dir)
+    work = ChunkWork.loads(work)
     _WORKER.update(
         run_dir=run_path,
-        config=PopulationConfig.from_dict(config),
-        dataset=loader(run_path / "dataset.npz"),
+        work=work,
+        dataset=TASKS[work.task].load(run_path / "dataset.npz"),
         membership=np.load(run_path / "membership_mask.npy", mmap_mode="r"),
         queue=progress_queue,
     )
@@ -129,5 +168,5 @@ def _init_worker(run_dir: str, config: dict, progress_queue, loader=load_npz) ->
 
 def _worker_chunk(chunk: store.ChunkPlan) -> dict:
     w = _WORKER
-    return train_and_commit(w["run_dir"], w["dataset"], w["config"], chunk, w["membership"],
+    return train_and_commit(w["run_dir"], w["dataset"], w["work"], chunk, w["membership"],
                             "cpu", on_epoch=w["queue"].put)

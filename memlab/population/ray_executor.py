@@ -16,8 +16,7 @@ import numpy as np
 
 from memlab.errors import ConfigError
 from memlab.population import store
-from memlab.population.config import PopulationConfig
-from memlab.population.executor import commit_chunk
+from memlab.population.executor import ChunkWork, commit_chunk
 
 TASK_RETRIES = 3
 
@@ -33,21 +32,18 @@ def _ray():
     return ray
 
 
-def _train_chunk_task(dataset, config_dict: dict, chunk: store.ChunkPlan,
+def _train_chunk_task(dataset, work: bytes, chunk: store.ChunkPlan,
                       membership: np.ndarray, device: str):
     """Runs on a Ray worker: train one chunk, return its ChunkResult."""
     import torch
 
-    from memlab.population.engine import train_chunk
-
     if device == "cpu":
         torch.set_num_threads(1)  # one core per task, as the local executor does
-    config = PopulationConfig.from_dict(config_dict)
-    return train_chunk(dataset, config, range(chunk.start, chunk.stop), membership,
-                       device=device)
+    return ChunkWork.loads(work).train(dataset, range(chunk.start, chunk.stop), membership,
+                                       device)
 
 
-def run_ray(run_dir: Path, dataset, config: PopulationConfig, chunks: list[store.ChunkPlan],
+def run_ray(run_dir: Path, dataset, work: ChunkWork, chunks: list[store.ChunkPlan],
             membership: np.ndarray, device: str, address: str | None,
             on_chunk: Callable[[dict], None], on_epoch: Callable[[int], None]) -> None:
     """Train ``chunks`` as Ray tasks; commit each result as it arrives.
@@ -65,8 +61,10 @@ def run_ray(run_dir: Path, dataset, config: PopulationConfig, chunks: list[store
             num_cpus=1, num_gpus=1 if device.startswith("cuda") else 0,
             max_retries=TASK_RETRIES, retry_exceptions=False)
         dataset_ref = ray.put(dataset)  # shipped to each node once, not once per task
+        work_ref = ray.put(work.dumps())
+        config = work.config
         pending.update({
-            task.remote(dataset_ref, config.to_dict(), chunk,
+            task.remote(dataset_ref, work_ref, chunk,
                         np.asarray(membership[chunk.start:chunk.stop]), device): chunk
             for chunk in chunks
         })

@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import functools
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import torch
 
-from memlab.data import Dataset, load_npz
+from memlab.data import Dataset
 from memlab.errors import CheckpointError, RunError
-from memlab.models import build_model
 from memlab.population import store
 from memlab.population.config import PopulationConfig
+from memlab.population.modelspec import ModelSpec
+from memlab.population.task import TASKS
 
 
 class Run:
@@ -30,7 +32,14 @@ class Run:
     def __init__(self, path: str | Path):
         self.path = Path(path)
         self.manifest = store.read_manifest(self.path)
-        self.config = PopulationConfig.from_dict(self.manifest["config"])
+        try:
+            upgrade_manifest(self.manifest)
+            self.config = PopulationConfig.from_dict(self.manifest["config"])
+            self.chunks = store.chunk_plan_from_json(self.manifest["chunk_plan"])
+            self.task = TASKS[self.manifest["task"]]
+        except (KeyError, TypeError, ValueError) as error:
+            raise RunError(f"{self.path / store.MANIFEST} is malformed ({type(error).__name__}: "
+                           f"{error}); the run directory is damaged") from None
 
     def __repr__(self) -> str:
         d = self.manifest["dataset"]
@@ -39,7 +48,8 @@ class Run:
 
     @property
     def n_models(self) -> int:
-        return self.config.n_models
+        """Models in the run (with a sweep: every combination's models)."""
+        return self.config.n_total
 
     @property
     def complete(self) -> bool:
@@ -48,7 +58,7 @@ class Run:
     @functools.cached_property
     def dataset(self) -> Dataset:
         """The exact data the population was trained on (after any corruption)."""
-        return load_npz(self.path / "dataset.npz")
+        return self.task.load(self.path / "dataset.npz")
 
     @functools.cached_property
     def membership_mask(self) -> np.ndarray:
@@ -67,6 +77,10 @@ class Run:
     def records(self, name: str) -> np.ndarray:
         """A record array, model axis first: memory-mapped, or decoded into memory for a
         run with ``compact_records`` (bits and float16 on disk)."""
+        if not isinstance(name, str) or not name or "/" in name or "\\" in name \
+                or name.startswith("."):
+            raise RunError(f"record names are plain names such as 'train_correct', got "
+                           f"{name!r}; available: {', '.join(self.record_names)}")
         array = self._stored_record(name)
         split = "test" if "test_" in name else "train"
         return store.decode_record(name, array, self.manifest["dataset"][f"n_{split}"])
@@ -99,13 +113,16 @@ class Run:
         from safetensors.numpy import load_file
 
         models = range(self.n_models) if models is None else models
-        chunk_size = self.config.chunk_size
+        starts = np.array([c.start for c in self.chunks])
         parts: dict[str, list[np.ndarray]] = {}
         by_chunk: dict[int, list[int]] = {}
         for k in models:
-            if not 0 <= k < self.n_models:
-                raise IndexError(f"model {k} out of range: the run has {self.n_models} models")
-            by_chunk.setdefault(k // chunk_size, []).append(k % chunk_size)
+            if isinstance(k, bool) or not isinstance(k, int | np.integer) \
+                    or not 0 <= k < self.n_models:
+                raise RunError(f"model {k!r} out of range: the run has {self.n_models} models "
+                               f"(0..{self.n_models - 1})")
+            chunk = self.chunks[int(np.searchsorted(starts, k, side="right")) - 1]
+            by_chunk.setdefault(chunk.index, []).append(int(k) - chunk.start)
         order = []
         for chunk_index, rows in by_chunk.items():
             path = store.chunk_dir(self.path, chunk_index) / "weights.safetensors"
@@ -115,18 +132,43 @@ class Run:
                 raise CheckpointError(f"cannot read weights {path}: {error}") from None
             for name, array in tensors.items():
                 parts.setdefault(name, []).append(array[rows])
-            order.extend(chunk_index * chunk_size + r for r in rows)
+            order.extend(self.chunks[chunk_index].start + r for r in rows)
         # Chunks were read in chunk order; give the models back in the order asked for.
         return {name: _reorder(np.concatenate(arrays), order, list(models))
                 for name, arrays in parts.items()}
 
-    def model(self, k: int) -> torch.nn.Module:
-        """Model k as an ordinary nn.Module with its final weights (in eval mode)."""
-        d = self.manifest["dataset"]
-        module = build_model(self.config.model, tuple(d["input_shape"]), d["n_classes"],
-                             **self.config.model_kwargs)
+    def model(self, k: int, model: Any = None) -> torch.nn.Module:
+        """Model k as an ordinary nn.Module with its final weights (in eval mode).
+
+        model: how to build the architecture when the run's model cannot be rebuilt by
+            name (a class from a notebook, a model object): a factory
+            ``f(input_shape, n_classes, **kwargs)`` or an ``nn.Module`` of the same
+            architecture (its weights are replaced). The run stores no pickled code.
+        """
         weights = self.weights([k])
-        module.load_state_dict({name: torch.from_numpy(w[0]) for name, w in weights.items()})
+        recipe = self.config.for_value(self.config.model_key(k)[0])
+        data = self.manifest["dataset"]
+        input_shape = tuple(data["input_shape"])
+        n_outputs = 1 if self.task.name == "binary" else data["n_classes"]
+        if model is None:
+            described = self.manifest["model"]
+            if not described.get("rebuildable"):
+                raise RunError(
+                    f"{self.path} was trained with {described.get('class')}, which cannot be "
+                    "rebuilt from its name (it was defined in a notebook, a script or as a "
+                    "model object): pass it, run.model(k, model=factory_or_module)")
+            spec = ModelSpec.resolve(self.config.model, recipe.model_kwargs, self.task)
+        else:
+            kwargs = recipe.model_kwargs if not isinstance(model, torch.nn.Module) else None
+            spec = ModelSpec.resolve(model, kwargs, self.task)
+        module = spec.build(input_shape, n_outputs)
+        state = {name: torch.from_numpy(np.array(w[0])) for name, w in weights.items()}
+        try:
+            module.load_state_dict(state)
+        except RuntimeError as error:
+            first = str(error).strip().splitlines()[0]
+            raise RunError(f"the given model does not match the run's architecture "
+                           f"({self.manifest['model'].get('class')}): {first}") from None
         return module.eval()
 
     def _require_complete(self) -> None:
@@ -137,6 +179,22 @@ class Run:
                 f"{len(self.manifest['chunks'])} chunks done); resume it by running the same "
                 "train command again"
             )
+
+
+def upgrade_manifest(manifest: dict) -> None:
+    """Read a format-1 manifest as format 2 (in memory)."""
+    if manifest.get("format") == store.RUN_FORMAT:
+        return
+    config = PopulationConfig.from_dict({**PopulationConfig().to_dict(), **manifest["config"]})
+    task = "language_model" if manifest["dataset"].get("task") == "lm" else "classification"
+    manifest.setdefault("task", task)
+    manifest.setdefault("model", {"label": config.model, "factory": config.model,
+                                  "rebuildable": True, "fingerprint": None})
+    manifest.setdefault("callbacks", [])
+    manifest.setdefault("membership", {"kind": "random", "sha256": None})
+    manifest.setdefault("chunk_plan", store.chunk_plan_to_json(
+        store.plan_chunks(config.n_models, config.chunk_size)))
+    manifest["config"] = {**manifest["config"], "task": task}
 
 
 def _reorder(stacked: np.ndarray, order: list[int], wanted: list[int]) -> np.ndarray:

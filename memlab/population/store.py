@@ -41,7 +41,10 @@ from memlab.io import (  # noqa: F401
 )
 
 MANIFEST = "manifest.json"
-RUN_FORMAT = "memlab-run/1"
+RUN_FORMAT = "memlab-run/2"
+# Format 1 (no task, model or chunk-plan records) is read as: classification or language
+# model by dataset, chunks of config.chunk_size, the model by its name.
+READABLE_FORMATS = ("memlab-run/1", RUN_FORMAT)
 
 
 def read_json(path: Path, what: str) -> dict:
@@ -177,9 +180,29 @@ class ChunkPlan:
         return self.stop - self.start
 
 
-def plan_chunks(n_models: int, chunk_size: int) -> list[ChunkPlan]:
-    return [ChunkPlan(i, start, min(start + chunk_size, n_models))
-            for i, start in enumerate(range(0, n_models, chunk_size))]
+def plan_chunks(n_models: int, chunk_size: int, boundaries: list[int] | tuple = (),
+                existing: list[ChunkPlan] | None = None) -> list[ChunkPlan]:
+    """Chunks of at most ``chunk_size`` consecutive models that never cross a boundary
+    (a model index where a new group starts: a sweep value, another subset size).
+    ``existing``: the plan of a run being grown; its chunks are kept as they are and new
+    chunks cover the models after them."""
+    chunks = list(existing or [])
+    start = chunks[-1].stop if chunks else 0
+    cuts = sorted({b for b in boundaries if start < b < n_models} | {n_models})
+    for cut in cuts:
+        while start < cut:
+            stop = min(start + chunk_size, cut)
+            chunks.append(ChunkPlan(len(chunks), start, stop))
+            start = stop
+    return chunks
+
+
+def chunk_plan_to_json(chunks: list[ChunkPlan]) -> list[list[int]]:
+    return [[c.start, c.stop] for c in chunks]
+
+
+def chunk_plan_from_json(plan: list[list[int]]) -> list[ChunkPlan]:
+    return [ChunkPlan(i, int(start), int(stop)) for i, (start, stop) in enumerate(plan)]
 
 
 def write_manifest(run_dir: Path, manifest: dict) -> None:
@@ -191,7 +214,8 @@ def read_manifest(run_dir: Path) -> dict:
     if not run_dir.is_dir():
         raise RunError(f"{run_dir} is not a run directory (it does not exist)")
     manifest = read_json(run_dir / MANIFEST, "manifest")
-    if manifest.get("format") != RUN_FORMAT:
+    if not isinstance(manifest, dict) or manifest.get("format") not in READABLE_FORMATS:
+        manifest = manifest if isinstance(manifest, dict) else {}
         raise RunError(
             f"{run_dir / MANIFEST} has format {manifest.get('format')!r}; this memlab reads "
             f"{RUN_FORMAT!r} runs. Retrain with this version or open it with the version "
