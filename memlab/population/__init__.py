@@ -34,7 +34,7 @@ import torch
 from memlab import __version__
 from memlab.data import load
 from memlab.errors import ConfigError, RunError
-from memlab.population import store
+from memlab.population import recipe, store
 from memlab.population.callbacks import describe_callback
 from memlab.population.config import PopulationConfig, membership_mask
 from memlab.population.executor import ChunkWork, run_local
@@ -123,7 +123,8 @@ def train_population(
     for cb in callbacks:
         if not isinstance(getattr(cb, "name", None), str) or not callable(cb):
             raise ConfigError(f"a callback needs a name and __call__(state); got {cb!r}")
-    work = ChunkWork(task.name, config, spec, callbacks, dict(transforms or {}))
+    transforms = recipe.resolve_transforms(config, transforms)
+    work = ChunkWork(task.name, config, spec, callbacks, transforms)
 
     run_dir = Path(out) if out is not None else Path(tempfile.mkdtemp(prefix="memlab-run-"))
     manifest = _open_or_create(run_dir, dataset, task, config, described, membership,

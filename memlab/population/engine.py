@@ -24,6 +24,7 @@ k is the same bits in a chunk of 1 or 64, on any worker, after a resume.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -40,6 +41,7 @@ from memlab.population import recipe
 from memlab.population.callbacks import EpochRecords, TrainState, callback_epochs
 from memlab.population.config import STREAM_SHUFFLE, PopulationConfig, model_rng
 from memlab.population.modelspec import ModelSpec
+from memlab.population.stackable import use_stackable_convolutions
 from memlab.population.task import ClassificationTask
 
 
@@ -58,19 +60,65 @@ def uses_fast_path(template: torch.nn.Module, task: Any) -> bool:
             and template.activation in ("relu", "linear") and template.dropout == 0)
 
 
+ROW_ALIGN = 128  # floats per model row of a stacked parameter: a multiple of every SIMD width
+
+
+class StackedParameters:
+    """The models' parameters, each stored as the rows of a padded (K, m_pad) leaf tensor.
+
+    Why padded: torch's fused CPU optimizers process a tensor in SIMD blocks with a scalar
+    tail that rounds differently, so with (K, *shape) tensors a model's update depended on
+    how many models shared the tensor (measured: 1 ulp after a few Adam steps). With each
+    model's row padded to a multiple of ``ROW_ALIGN`` floats, every model's elements fall in
+    the same SIMD lanes for any K and there is no tail: fused optimizers, bit-invariant.
+
+    ``values``: name -> live (K, *shape) views without grad (read by evaluation, callbacks,
+    weights); ``grads``: the matching views of the gradients; ``leaves``: what the optimizer
+    updates; ``tracked()``: views with autograd (for a differentiable forward).
+    """
+
+    def __init__(self, params: dict[str, torch.Tensor]):
+        self.shapes = {name: tuple(t.shape[1:]) for name, t in params.items()}
+        self.leaves, self.values, self.grads = {}, {}, {}
+        for name, tensor in params.items():
+            size = tensor[0].numel()
+            leaf = torch.zeros(tensor.shape[0], -(-size // ROW_ALIGN) * ROW_ALIGN,
+                               dtype=tensor.dtype, device=tensor.device)
+            leaf[:, :size] = tensor.flatten(1)
+            leaf.requires_grad_(True)
+            leaf.grad = torch.zeros_like(leaf)
+            self.leaves[name] = leaf
+            self.values[name] = self._view(leaf.detach(), name)
+            self.grads[name] = self._view(leaf.grad, name)
+
+    def _view(self, flat: torch.Tensor, name: str) -> torch.Tensor:
+        shape = self.shapes[name]
+        return flat[:, :math.prod(shape)].view(flat.shape[0], *shape)
+
+    def tracked(self) -> dict[str, torch.Tensor]:
+        return {name: self._view(leaf, name) for name, leaf in self.leaves.items()}
+
+    def zero_grad(self) -> None:
+        for leaf in self.leaves.values():
+            leaf.grad.zero_()
+
+
 class _MLPStep:
     """One SGD step of K ReLU MLPs, forward and backward by hand (no autograd graph)."""
 
-    def __init__(self, params: dict[str, torch.Tensor], template: MLP, label_smoothing: float):
+    def __init__(self, stacked: StackedParameters, template: MLP, label_smoothing: float):
         # (the MLP fast path is used for built-in ReLU/linear MLPs without dropout only)
         n_layers = len(template.layers)
+        params, grads = stacked.values, stacked.grads
         self.weights = [params[f"layers.{i}.weight"] for i in range(n_layers)]  # (K, out, in)
         self.biases = [params[f"layers.{i}.bias"] for i in range(n_layers)]  # (K, out)
+        self.weight_grads = [grads[f"layers.{i}.weight"] for i in range(n_layers)]
+        self.bias_grads = [grads[f"layers.{i}.bias"] for i in range(n_layers)]
         self.relu = template.activation == "relu"
         self.label_smoothing = label_smoothing
 
     def __call__(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """x: (K, b, d) inputs, y: (K, b) labels. Sets .grad on every parameter and
+        """x: (K, b, d) inputs, y: (K, b) labels. Writes every parameter's gradient and
         returns the (K,) mean training loss of the batch."""
         activations = [x.transpose(1, 2)]  # (K, d, b): features first, batch contiguous
         for weight, bias in zip(self.weights[:-1], self.biases[:-1]):
@@ -94,8 +142,8 @@ class _MLPStep:
 
         for layer in range(len(self.weights) - 1, -1, -1):
             inputs = activations[layer]
-            self.weights[layer].grad = torch.bmm(grad, inputs.transpose(1, 2))
-            self.biases[layer].grad = grad.sum(2)
+            self.weight_grads[layer].copy_(torch.bmm(grad, inputs.transpose(1, 2)))
+            self.bias_grads[layer].copy_(grad.sum(2))
             if layer > 0:
                 grad = torch.bmm(self.weights[layer].transpose(1, 2), grad)
                 if self.relu:
@@ -106,19 +154,16 @@ class _MLPStep:
 class _GenericStep:
     """One step of K copies of any nn.Module through ``stacked_forward``, autograd backward."""
 
-    def __init__(self, params: dict[str, torch.Tensor], buffers: dict[str, torch.Tensor],
+    def __init__(self, stacked: StackedParameters, buffers: dict[str, torch.Tensor],
                  template: torch.nn.Module, task: Any, label_smoothing: float):
-        for tensor in params.values():
-            tensor.requires_grad_(True)
-        self.params, self.buffers = params, buffers
+        self.stacked, self.buffers = stacked, buffers
         self.forward = stacked_forward(template, train=True)
         self.task, self.label_smoothing = task, label_smoothing
 
     def __call__(self, x: torch.Tensor, y: Any) -> torch.Tensor:
-        out = self.forward(self.params, self.buffers, x)  # (K, b, ...)
+        out = self.forward(self.stacked.tracked(), self.buffers, x)  # (K, b, ...)
         losses = self.task.loss(out, y, self.label_smoothing)  # (K,)
-        for tensor in self.params.values():
-            tensor.grad = None
+        self.stacked.zero_grad()
         # Each model's mean loss; summing over models keeps their gradients separate.
         losses.sum().backward()
         return losses.detach()
@@ -220,8 +265,10 @@ def train_chunk(task: Any, data: Any, config: PopulationConfig, spec: ModelSpec,
     template = spec.build(input_shape, n_outputs)
     state = initial_weights(spec, recipe_config, replicates, input_shape, n_outputs, device)
     dropout_keys = recipe.use_stream_dropout(template)
+    use_stackable_convolutions(template)  # each model its own GEMMs: chunk-size invariant
     buffer_names = {name for name, _ in template.named_buffers()}
-    params = {n: t for n, t in state.items() if n not in buffer_names}
+    stacked = StackedParameters({n: t for n, t in state.items() if n not in buffer_names})
+    params = stacked.values
     buffers = {n: t for n, t in state.items() if n in buffer_names}
     keys = recipe.dropout_keys(config, replicates).to(device)
     for name in dropout_keys:
@@ -230,9 +277,10 @@ def train_chunk(task: Any, data: Any, config: PopulationConfig, spec: ModelSpec,
 
     tensors = task.tensors(data, device)  # moved to the device once, for training and records
     fast = uses_fast_path(template, task)
-    step = (_MLPStep(params, template, recipe_config.label_smoothing) if fast
-            else _GenericStep(params, buffers, template, task, recipe_config.label_smoothing))
-    optimizer = recipe.make_optimizer(params, recipe_config)
+    step = (_MLPStep(stacked, template, recipe_config.label_smoothing) if fast
+            else _GenericStep(stacked, buffers, template, task, recipe_config.label_smoothing))
+    optimizer = recipe.make_optimizer(stacked.leaves, recipe_config,
+                                      model_dims={n: len(s) for n, s in stacked.shapes.items()})
     values_per_example = _values_per_example(template, task, data, input_shape)
     eval_forward = _eval_forward(template, task, params, buffers, fast)
 
@@ -280,7 +328,7 @@ def train_chunk(task: Any, data: Any, config: PopulationConfig, spec: ModelSpec,
             recipe.set_dropout_step(template, global_step)
             batch_loss = step(x.flatten(2) if fast else x, y)
             if recipe_config.clip_grad_norm > 0:
-                recipe.clip_stacked_gradients(list(params.values()),
+                recipe.clip_stacked_gradients(list(stacked.leaves.values()),
                                               recipe_config.clip_grad_norm)
             optimizer.step()
             global_step += 1

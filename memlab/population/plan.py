@@ -29,11 +29,12 @@ from memlab.population.config import PopulationConfig
 from memlab.validate import available_memory, fits_in_memory
 
 # Bytes per (model, example) of the final records: correct (bool), margin and loss
-# (float32), pred (int16). Per epoch with record_epochs: correct (bool) + loss (float16).
-# With compact_records: correct as bits, margin and loss as float16.
-FINAL_RECORD_BYTES = 1 + 4 + 4 + 2
+# (float32), pred (int16), logodds (float32). Per epoch with record_epochs: correct (bool)
+# + loss (float16). With compact_records: correct as bits, margin and loss as float16
+# (logodds stays float32: store.HALF_RECORDS).
+FINAL_RECORD_BYTES = 1 + 4 + 4 + 2 + 4
 EPOCH_RECORD_BYTES = 1 + 2
-COMPACT_FINAL_RECORD_BYTES = 1 / 8 + 2 + 2 + 2
+COMPACT_FINAL_RECORD_BYTES = 1 / 8 + 2 + 2 + 2 + 4
 COMPACT_EPOCH_RECORD_BYTES = 1 / 8 + 2
 
 # GFLOP/s one single-threaded CPU worker sustains when no throughput is given: the

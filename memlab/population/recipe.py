@@ -33,36 +33,31 @@ from memlab.population.config import (
 
 
 def parameter_groups(params: dict[str, torch.Tensor], config: PopulationConfig,
-                     stacked: bool = True) -> list[dict]:
+                     model_dims: dict[str, int]) -> list[dict]:
     """One group, or (with ``decay_bias_and_norm=False``) a second group without weight
-    decay for every parameter with one dimension per model (biases, norm weights)."""
+    decay for every parameter with one dimension per model (biases, norm weights).
+    ``model_dims``: name -> dimensions of one model's parameter."""
     if config.decay_bias_and_norm or config.weight_decay == 0:
         return [{"params": list(params.values())}]
-    model_dims = 1 if stacked else 0
-    decay = [t for t in params.values() if t.dim() - model_dims > 1]
-    no_decay = [t for t in params.values() if t.dim() - model_dims <= 1]
+    decay = [t for n, t in params.items() if model_dims[n] > 1]
+    no_decay = [t for n, t in params.items() if model_dims[n] <= 1]
     return [{"params": decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
-def make_optimizer(params: dict[str, torch.Tensor] | list[torch.Tensor],
-                   config: PopulationConfig, stacked: bool = True,
-                   fused: bool = True) -> torch.optim.Optimizer:
-    """The recipe's optimizer over stacked (K, ...) parameters (or one model's, with
-    ``stacked=False``): SGD (momentum, Nesterov), Adam or AdamW."""
-    if isinstance(params, list):
-        params = {str(i): t for i, t in enumerate(params)}
-    groups = parameter_groups(params, config, stacked)
+def make_optimizer(params: dict[str, torch.Tensor], config: PopulationConfig,
+                   model_dims: dict[str, int], fused: bool = True) -> torch.optim.Optimizer:
+    """The recipe's optimizer (SGD with momentum / Nesterov, Adam or AdamW) over the
+    engine's stacked parameter leaves (see engine.StackedParameters: fused kernels are
+    bit-invariant to the number of models only on its padded rows)."""
+    groups = parameter_groups(params, config, model_dims)
     options = {"lr": config.lr, "weight_decay": config.weight_decay}
+    if fused:
+        options["fused"] = True
     if config.optimizer == "sgd":
         if config.nesterov and config.momentum == 0:
             raise ConfigError("nesterov needs momentum > 0")
-        # Not fused: torch's fused CPU SGD rounds the last elements of a tensor (its scalar
-        # tail) differently, so a model's weights would depend on its chunk's size (measured:
-        # 2e-8 after 3 steps); the foreach kernels treat every element alike.
         return torch.optim.SGD(groups, momentum=config.momentum, nesterov=config.nesterov,
-                               foreach=True, **options)
-    if fused:
-        options["fused"] = True
+                               **options)
     if config.optimizer == "adam":
         return torch.optim.Adam(groups, **options)
     return torch.optim.AdamW(groups, **options)
@@ -128,10 +123,29 @@ def has_augmentation(config: PopulationConfig) -> bool:
     return bool(config.augment) or config.input_noise > 0 or config.input_dropout > 0
 
 
+BUILTIN_AUGMENTATIONS = ("crop", "flip", "shift")
+
+
 def load_transform(spec: str) -> Callable:
+    """The user function named ``package.module:function`` in ``augment``."""
     from memlab.models import resolve_factory
 
-    return resolve_factory(spec)
+    try:
+        return resolve_factory(spec)
+    except ConfigError as error:
+        raise ConfigError(f"unknown augmentation {spec!r}: use crop:P, flip, shift:S, "
+                          f"package.module:function, or pass transforms={{{spec!r}: fn}} "
+                          f"({error})") from None
+
+
+def resolve_transforms(config: PopulationConfig,
+                       given: dict[str, Callable] | None) -> dict[str, Callable]:
+    """Every user augmentation of the config, from ``given`` or imported (fails early)."""
+    resolved = dict(given or {})
+    for spec in config.augment:
+        if spec.partition(":")[0] not in BUILTIN_AUGMENTATIONS and spec not in resolved:
+            resolved[spec] = load_transform(spec)
+    return resolved
 
 
 def augment_batch(x: torch.Tensor, rngs: list[np.random.Generator], config: PopulationConfig,
@@ -224,17 +238,26 @@ def stream_uniform(key: torch.Tensor, layer: int, step: int, shape: tuple[int, .
     """Uniform [0, 1) float32 of ``shape`` from a hash of (key, layer, step, position):
     SplitMix64's finalizer over a counter. Works per model under vmap (``key`` batched)."""
     counter = torch.arange(1, math.prod(shape) + 1, dtype=torch.int64, device=device)
+    mix = torch.tensor(_MIX, dtype=torch.int64, device=device)
+    offset = torch.tensor(_wrap((layer * 1_000_003 + step) * _MIX[2]), dtype=torch.int64,
+                          device=device)
     # SplitMix64: a state seeded by a hash of (key, layer, step), advanced by the golden
     # ratio increment once per position, each output passed through the finalizer.
-    state = _finalize(key * _MIX[0] + (layer * 1_000_003 + step) * _MIX[2])
-    z = _finalize(state + counter.view(shape) * _MIX[0])
+    state = _finalize(key * mix[0] + offset, mix)
+    z = _finalize(state + counter.view(shape) * mix[0], mix)
     return _logical_shift(z, 40).to(torch.float32) / float(1 << 24)
 
 
-def _finalize(z: torch.Tensor) -> torch.Tensor:
-    z = (z ^ _logical_shift(z, 30)) * _MIX[1]
-    z = (z ^ _logical_shift(z, 27)) * _MIX[2]
+def _finalize(z: torch.Tensor, mix: torch.Tensor) -> torch.Tensor:
+    z = (z ^ _logical_shift(z, 30)) * mix[1]
+    z = (z ^ _logical_shift(z, 27)) * mix[2]
     return z ^ _logical_shift(z, 31)
+
+
+def _wrap(value: int) -> int:
+    """A Python int as the signed 64-bit integer with the same low 64 bits."""
+    value %= 1 << 64
+    return value - (1 << 64) if value >= 1 << 63 else value
 
 
 class StreamDropout(nn.Module):
