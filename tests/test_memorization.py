@@ -36,7 +36,9 @@ def brute_force_memorization(mask, correct):
         inside = [correct[k, i] for k in range(mask.shape[0]) if mask[k, i]]
         outside = [correct[k, i] for k in range(mask.shape[0]) if not mask[k, i]]
         p_in, p_out = np.mean(inside), np.mean(outside)
-        se = math.sqrt(p_in * (1 - p_in) / len(inside) + p_out * (1 - p_out) / len(outside))
+        # Newcombe's hybrid-score interval (Wilson per side), as a half-width / 1.96
+        lo, hi = mz.newcombe_interval(p_in, len(inside), p_out, len(outside))
+        se = float((hi - lo) / (2 * mz.Z95))
         rows.append((p_in - p_out, se, len(inside), len(outside), p_in, p_out))
     return np.array(rows)
 
@@ -94,7 +96,8 @@ def test_influence_equals_brute_force_pairs():
         outside = test_correct[~mask[:, i], j].mean()
         assert infl.values[i, j] == pytest.approx(inside - outside, abs=1e-6)
         n_in, n_out = mask[:, i].sum(), (~mask[:, i]).sum()
-        se = math.sqrt(inside * (1 - inside) / n_in + outside * (1 - outside) / n_out)
+        lo, hi = mz.newcombe_interval(inside, n_in, outside, n_out)
+        se = float((hi - lo) / (2 * mz.Z95))
         assert infl.se[i, j] == pytest.approx(se, abs=1e-6)
 
 

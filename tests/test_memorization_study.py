@@ -97,9 +97,9 @@ def test_removal_study(noisy_digits, monkeypatch):
     by_arm = table.pivot(index="seed", columns="arm", values="test_acc")
     assert paired["mean"] == pytest.approx((by_arm.memorized - by_arm.random).mean())
     # A second call reads the saved study instead of training again.
-    import memlab.population.engine as engine
+    import memlab.population.executor as executor
 
-    monkeypatch.setattr(engine, "train_chunk", lambda *a, **k: pytest.fail("retrained"))
+    monkeypatch.setattr(executor, "train_chunk", lambda *a, **k: pytest.fail("retrained"))
     again = study.removal_study(noisy_digits.run, scores, noisy_digits.pairs, seeds=3)
     pd.testing.assert_frame_equal(again.table, table)
 

@@ -4,12 +4,14 @@ training for a ReLU MLP and its linear twin, and the hidden-class clustering exp
 from __future__ import annotations
 
 import argparse
+import math
 import shlex
 import sys
 from pathlib import Path
 
 import pandas as pd
 
+from memlab import validate
 from memlab.errors import ConfigError
 
 
@@ -57,9 +59,8 @@ def run(args: argparse.Namespace) -> int:
     from memlab.population.store import atomic_save_npy, atomic_save_table, atomic_write_json
     from memlab.studies import elasticity as study
 
+    hidden, checkpoints = check_options(args)
     torch.set_num_threads(args.threads)
-    if args.out.exists() and not args.out.is_dir():
-        raise ConfigError(f"--out {args.out} is a file; give a directory")
     command = "memlab " + shlex.join(sys.argv[1:]) if sys.argv[1:] else ""
     if args.from_run is not None:
         return _from_run(args, command)
@@ -67,12 +68,17 @@ def run(args: argparse.Namespace) -> int:
     from memlab.data import load
 
     dataset = load(args.data)
+    widths = [math.prod(dataset.input_shape), *hidden, dataset.n_classes]
+    n_params = sum((a + 1) * b for a, b in zip(widths[:-1], widths[1:]))
+    # The one-step measurement holds 64 stepped copies of the weights in float64
+    # (measures/elasticity.py, chunk_size), beside the network and its gradient.
+    validate.fits_in_memory(8.0 * n_params * (64 + 3), f"--hidden {args.hidden}",
+                            "give smaller hidden widths (the paper's: 100)")
     config = study.StudyConfig(
-        hidden=_ints(args.hidden, "--hidden"), checkpoints=_ints(args.checkpoints,
-                                                                   "--checkpoints"),
+        hidden=hidden, checkpoints=checkpoints,
         lr=args.lr, batch_size=args.batch_size, probe_per_class=args.probe_per_class,
         pairs=_pairs(args.pairs), cluster_per_class=args.cluster_per_class,
-        seeds=tuple(range(args.seeds)) if args.seeds >= 1 else (),
+        seeds=tuple(range(args.seeds)),
     )
     result = study.run_study(dataset, config, progress=not args.quiet)
 
@@ -123,14 +129,23 @@ def _from_run(args: argparse.Namespace, command: str) -> int:
     return 0
 
 
-def _ints(text: str, option: str) -> tuple[int, ...]:
-    try:
-        values = tuple(int(v) for v in text.split(",") if v.strip())
-    except ValueError:
-        raise ConfigError(f"{option} takes comma-separated integers, got {text!r}") from None
-    if not values:
-        raise ConfigError(f"{option} needs at least one value")
-    return values
+def check_options(args: argparse.Namespace) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """Every option in range and finite, before any work: (hidden widths, checkpoints)."""
+    validate.output_dir(args.out)
+    validate.threads(args.threads)
+    validate.real(args.lr, "--lr", minimum=0, open_low=True,
+                  fix="a finite step size such as 0.05 (inf or nan give all-NaN results)")
+    validate.integer(args.batch_size, "--batch-size", minimum=1)
+    validate.integer(args.probe_per_class, "--probe-per-class", minimum=2)
+    validate.integer(args.cluster_per_class, "--cluster-per-class", minimum=2)
+    validate.integer(args.seeds, "--seeds", minimum=1)
+    validate.integer(args.model, "--model", minimum=0)
+    hidden = validate.integer_list(args.hidden, "--hidden", example="100")
+    checkpoints = validate.integer_list(args.checkpoints, "--checkpoints", minimum=0,
+                                        example="0,1,2,5,10,20")
+    if list(checkpoints) != sorted(set(checkpoints)):
+        raise ConfigError(f"--checkpoints must be increasing epochs, got {args.checkpoints!r}")
+    return hidden, checkpoints
 
 
 def _pairs(text: str) -> tuple[tuple[int, int], ...]:

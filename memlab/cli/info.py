@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
+from memlab.errors import RunError
+from memlab.population import store
 from memlab.population.run import Run
 
 
@@ -14,7 +17,17 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    result = Run(args.run)
+    path = Path(args.run)
+    if not path.exists():
+        raise RunError(f"run directory {path} does not exist; give the --out of a "
+                       "memlab train/memorize run")
+    if not path.is_dir():
+        raise RunError(f"{path} is a file, not a run directory; give the --out of a "
+                       "memlab train/memorize run")
+    if not (path / store.MANIFEST).exists():
+        raise RunError(f"{path} is not a run directory (no {store.MANIFEST}); give the --out "
+                       "of a memlab train/memorize run")
+    result = Run(path)
     manifest = result.manifest
     chunks = manifest["chunks"]
     done = sum(status == "done" for status in chunks.values())

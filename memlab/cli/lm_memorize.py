@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
+from memlab import validate
 from memlab.errors import ConfigError
+from memlab.io import dumps_strict
 
 
 def register(subparsers) -> None:
@@ -62,12 +63,7 @@ def register(subparsers) -> None:
 def run(args: argparse.Namespace) -> int:
     from memlab.studies.lm_memorize import LMStudyConfig, check_config, run_lm_memorize
 
-    for option in ("models", "epochs", "batch_size", "chunk_size", "d_model", "layers",
-                   "context", "n_train", "n_validation", "workers"):
-        value = getattr(args, option)
-        if value is not None and value < 1:
-            raise ConfigError(f"--{option.replace('_', '-')} must be a positive integer, "
-                              f"got {value}")
+    check_options(args)
     model_kwargs = {}
     if args.model == "transformer":
         if args.d_model is not None:
@@ -92,8 +88,9 @@ def run(args: argparse.Namespace) -> int:
     result = run_lm_memorize(config, args.out, workers=args.workers, progress=not args.quiet,
                              figures=args.figures)
     s = result.summary
-    print(json.dumps({k: (round(v, 4) if isinstance(v, float) else v) for k, v in s.items()},
-                     indent=2))
+    # Strict JSON on stdout too: an undefined number prints as null, never NaN.
+    print(dumps_strict({k: (round(v, 4) if isinstance(v, float) else v)
+                        for k, v in s.items()}))
     print("\nmemorization by kind:")
     print(result.by_kind[["group", "n", "mem_mean", "mem_sem", "acc_in", "acc_out"]]
           .to_string(index=False, float_format="%.3f"))
@@ -101,3 +98,44 @@ def run(args: argparse.Namespace) -> int:
     print("\n\n".join(result.token_views[:3]))
     print(f"\nreport: {args.out / 'report.html'}")
     return 0
+
+
+def check_options(args: argparse.Namespace) -> None:
+    """Every option typed, finite and in range, and the sizes it implies within this
+    machine's memory, before any work (``--context 10**8`` or ``--d-model 10**7`` would
+    otherwise allocate until the process is killed)."""
+    validate.output_dir(args.out)
+    if args.figures is not None:
+        validate.output_dir(args.figures, "--figures")
+    validate.integer(args.models, "--models", minimum=4,
+                     fix="IN/OUT estimates and split-half reliability need at least 4")
+    for option in ("epochs", "batch_size", "chunk_size"):
+        validate.integer(getattr(args, option), f"--{option.replace('_', '-')}", minimum=1)
+    for option in ("d_model", "layers", "context", "n_train", "n_validation"):
+        if getattr(args, option) is not None:
+            validate.integer(getattr(args, option), f"--{option.replace('_', '-')}",
+                             minimum=1)
+    validate.workers(args.workers)
+    validate.seed(args.seed, "--seed")
+    validate.real(args.lr, "--lr", minimum=0, open_low=True)
+    validate.fraction(args.subset_fraction, "--subset-fraction",
+                      fix="each model trains on part of the documents (the paper: 0.25)")
+    # Lower bounds on what training allocates (memlab/models/lm.py's architectures): the
+    # token arrays and, for the transformer, one batch of attention scores per model of a
+    # chunk (batch, 4 heads, T, T); then each model's weights with gradient and Adam state.
+    context = args.context or 64
+    documents = (args.n_train or 800) + (args.n_validation or 200)
+    chunk = min(args.chunk_size, args.models)
+    if args.model == "transformer":
+        width = args.d_model or 64
+        n_params = 12 * (args.layers or 2) * width * width + (context + 2 * 260) * width
+        attention = 4.0 * args.batch_size * 4 * context * context
+    else:
+        width = args.d_model or 256
+        n_params = width * (8 * 24 + 260)
+        attention = 0.0
+    validate.fits_in_memory(8.0 * documents * (context + 1) + chunk * attention,
+                            f"documents of {context:,} tokens", "give a smaller --context")
+    validate.fits_in_memory(16.0 * chunk * n_params,
+                            f"{chunk} models of {n_params:,} parameters (width {width:,})",
+                            "give a smaller --d-model or --chunk-size")

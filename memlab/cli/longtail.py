@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from memlab.errors import ConfigError
+from memlab import validate
 
 
 def register(subparsers) -> None:
@@ -44,19 +44,28 @@ def register(subparsers) -> None:
 def run(args: argparse.Namespace) -> int:
     from memlab.studies.longtail import LongTailStudyConfig, run_longtail_study, strength_grid
 
-    changes: dict = {"seed": args.seed, "workers": args.workers}
+    validate.output_dir(args.out)
+    if args.figures is not None:
+        validate.output_dir(args.figures, "--figures")
+    changes: dict = {"seed": validate.seed(args.seed, "--seed"),
+                     "workers": validate.workers(args.workers)}
     if args.models is not None:
-        if args.models < 4:
-            raise ConfigError(f"--models must be at least 4, got {args.models}")
-        changes["n_models"] = args.models
+        changes["n_models"] = validate.integer(
+            args.models, "--models", minimum=4,
+            fix="IN/OUT estimates need models on both sides of every example")
     if args.exponents is not None:
-        changes["exponents"] = tuple(args.exponents)
+        changes["exponents"] = tuple(
+            validate.real(s, "each --exponents value", minimum=0, open_low=True,
+                          fix="Zipf exponents such as 0.5 1 1.5 (the uniform control is "
+                              "always included)") for s in args.exponents)
     if args.grid:
         changes["knobs"] = strength_grid()
-    if args.workers is not None and args.workers < 1:
-        raise ConfigError(f"--workers must be at least 1, got {args.workers}")
     preset = LongTailStudyConfig.quick if args.quick else LongTailStudyConfig.full
     config = preset(**changes)
+    # Each population's membership mask and final records (11 bytes per model and
+    # example, train and test) exist at once while it is analysed.
+    validate.fits_in_memory(12.0 * config.n_models * (config.n_train + config.n_test),
+                            f"--models {config.n_models}", "give fewer models")
     print(f"longtail study: {len(config.exponents) + 1} priors x {len(config.knobs) + 1} "
           f"populations of {config.n_models} models; expected about "
           f"{config.expected_minutes():.0f} min on 2 free CPU cores")

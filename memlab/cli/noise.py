@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from memlab.errors import ConfigError
+from memlab import validate
 
 
 def register(subparsers) -> None:
@@ -43,20 +43,17 @@ def run(args: argparse.Namespace) -> int:
     from memlab.data import load
     from memlab.studies.noise import NoiseStudyConfig, run_noise_study
 
-    changes = {"seed": args.seed, "workers": args.workers}
-    for option, key in (("n_train", "n_train"), ("seeds", "seeds"), ("epochs", "epochs"),
-                        ("lass_scale", "lass_scale")):
-        value = getattr(args, option)
-        if value is not None:
-            if value <= 0:
-                raise ConfigError(f"--{option.replace('_', '-')} must be positive, got {value}")
-            changes[key] = value
-    if args.epochs is not None:
-        changes["sweep_epochs"] = args.epochs
+    changes = check_options(args)
     preset = NoiseStudyConfig.quick if args.quick else NoiseStudyConfig.full
     config = preset(args.data, **changes)
     n_train = load(args.data).n_train
     n_used = min(config.n_train or n_train, n_train)
+    # Every seed's model keeps per-epoch records (correctness + loss, 3 bytes) of every
+    # training example in the learning-dynamics part, for each of its conditions.
+    validate.fits_in_memory(3.0 * config.seeds * (config.epochs + 1) * n_used
+                            * (3 + len(config.noise_fractions)),
+                            f"--seeds {config.seeds} x --epochs {config.epochs}",
+                            "give fewer seeds or epochs")
     print(f"noise study on {args.data} ({n_used} training examples): expected about "
           f"{config.expected_minutes(n_used, n_train):.0f} min on 2 free CPU cores")
     result = run_noise_study(config, args.out, progress=not args.quiet,
@@ -70,3 +67,24 @@ def run(args: argparse.Namespace) -> int:
     print(f"{result.summary['seconds']:.0f} s; tables in {args.out / 'tables'}, "
           f"report {args.out / 'report.html'}")
     return 0
+
+
+def check_options(args: argparse.Namespace) -> dict:
+    """Every option typed, finite and in range before any work; returns the changes to
+    the preset."""
+    validate.output_dir(args.out)
+    if args.figures is not None:
+        validate.output_dir(args.figures, "--figures")
+    changes = {"seed": validate.seed(args.seed, "--seed"),
+               "workers": validate.workers(args.workers)}
+    for option in ("n_train", "seeds", "epochs"):
+        value = getattr(args, option)
+        if value is not None:
+            changes[option] = validate.integer(value, f"--{option.replace('_', '-')}",
+                                               minimum=1)
+    if args.lass_scale is not None:
+        changes["lass_scale"] = validate.real(args.lass_scale, "--lass-scale", minimum=0,
+                                              open_low=True)
+    if args.epochs is not None:
+        changes["sweep_epochs"] = args.epochs
+    return changes

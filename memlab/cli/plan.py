@@ -1,15 +1,17 @@
-"""``memlab plan``: disk, memory and time of a population run, before it starts."""
+"""``memlab plan``: disk, memory and time of a population run, before it starts.
+
+It computes from shapes and never allocates them: ``--shape 1281167,50000,3x224x224,1000``
+(ImageNet) plans in a second on a laptop."""
 
 from __future__ import annotations
 
 import argparse
 
-import numpy as np
-
+from memlab import validate
 from memlab.cli.train import add_population_arguments, config_from_args
-from memlab.data import Dataset, load
+from memlab.data import load
 from memlab.errors import ConfigError
-from memlab.population.plan import plan_run
+from memlab.population.plan import DataShape, plan_run
 
 
 def register(subparsers) -> None:
@@ -23,31 +25,47 @@ def register(subparsers) -> None:
                         help="plan for a dataset of this shape instead of --data "
                              "(INPUT like 3x32x32)")
     parser.add_argument("--gflops", type=float, default=None,
-                        help="sustained GFLOP/s of one worker (default: measured here)")
+                        help="sustained GFLOP/s of one worker (default: an assumed CPU "
+                             "core's; see --calibrate)")
+    parser.add_argument("--calibrate", action="store_true",
+                        help="measure one worker's GFLOP/s here first (a few seconds)")
     parser.set_defaults(func=run)
 
 
-def shaped_dataset(shape: str) -> Dataset:
-    """A stand-in dataset with the given shape (zeros: only the sizes matter)."""
+def parse_shape(text: str) -> DataShape:
+    """``50000,10000,3x32x32,10`` -> DataShape(50000, 10000, (3, 32, 32), 10)."""
+    parts = text.split(",")
+    example = "50000,10000,3x32x32,10"
+    if len(parts) != 4:
+        raise ConfigError(f"--shape must look like {example} (train, test, input, classes), "
+                          f"got {text!r}")
     try:
-        n_train, n_test, input_shape, n_classes = shape.split(",")
-        dims = tuple(int(d) for d in input_shape.split("x"))
-        n_train, n_test, n_classes = int(n_train), int(n_test), int(n_classes)
+        n_train, n_test, n_classes = int(parts[0]), int(parts[1]), int(parts[3])
+        dims = tuple(int(d) for d in parts[2].split("x"))
     except ValueError:
-        raise ConfigError(f"--shape must look like 50000,10000,3x32x32,10, got {shape!r}") from None
-    return Dataset(name=f"shape {shape}", x_train=np.zeros((n_train, *dims), np.float32),
-                   y_train=np.zeros(n_train, np.int64), x_test=np.zeros((n_test, *dims),
-                   np.float32), y_test=np.zeros(n_test, np.int64),
-                   class_names=[str(c) for c in range(n_classes)])
+        raise ConfigError(f"--shape must look like {example}, got {text!r}") from None
+    fix = f"--shape looks like {example}"
+    validate.integer(n_train, "--shape's training examples", minimum=2, fix=fix)
+    validate.integer(n_test, "--shape's test examples", minimum=1, fix=fix)
+    validate.integer(n_classes, "--shape's classes", minimum=2, fix=fix)
+    for d in dims:
+        validate.integer(d, "--shape's input dimensions", minimum=1, fix=fix)
+    return DataShape(n_train, n_test, dims, n_classes, name=f"shape {text}")
 
 
 def run(args: argparse.Namespace) -> int:
-    dataset = shaped_dataset(args.shape) if args.shape else load(args.data)
-    config = config_from_args(args, dataset)
-    workers = args.workers or 1
-    plan = plan_run(dataset, config, workers=workers, gflops_per_worker=args.gflops)
-    print(f"{dataset.name}: {dataset.n_train:,} train / {dataset.n_test:,} test, input "
-          f"{dataset.input_shape}, model {config.model}, {config.epochs} epochs, subsets of "
-          f"{config.subset_size(dataset.n_train):,}")
+    # The target machine may be another one: --device cuda plans without a GPU here.
+    validate.population_options(args, device_available=False)
+    workers = validate.workers(args.workers) or 1
+    gflops = None if args.gflops is None else validate.real(
+        args.gflops, "--gflops", minimum=0, open_low=True,
+        fix="give the sustained GFLOP/s of one worker, e.g. --gflops 50")
+    data = parse_shape(args.shape) if args.shape else DataShape.of(load(args.data))
+    config = config_from_args(args, data)
+    plan = plan_run(data, config, workers=workers, gflops_per_worker=gflops,
+                    calibrate=args.calibrate)
+    print(f"{data.name}: {data.n_train:,} train / {data.n_test:,} test, input "
+          f"{data.input_shape}, model {config.model}, {config.epochs} epochs, subsets of "
+          f"{config.subset_size(data.n_train):,}")
     print(plan.describe())
     return 0

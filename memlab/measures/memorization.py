@@ -8,11 +8,26 @@ From one population of t models, model k trained on subset I_k (membership mask 
 Every estimate is a difference of two masked means, computed for all examples at once:
 memorization from column sums of ``correct & M``, influence from one matrix product per
 block, ``Mᵀ C`` (the OUT sums are the column totals of C minus the IN sums). Never a loop
-over examples or pairs. Every score comes with its binomial standard error
+over examples or pairs.
 
-    se = sqrt(acc_in (1 − acc_in) / n_in + acc_out (1 − acc_out) / n_out),
+Every score comes with a 95% interval [lo, hi] and a standard error: Wilson score
+intervals for acc_in and acc_out, combined for their difference by Newcombe's hybrid score
+method (Newcombe 1998, method 10):
 
-and the a-priori bound of SCIENCE.md §1 (:func:`error_bound`) turns a requested precision
+    lo = mem − sqrt((acc_in − l_in)² + (u_out − acc_out)²)
+    hi = mem + sqrt((u_in − acc_in)² + (acc_out − l_out)²)
+    se = (hi − lo) / (2 · 1.96)
+
+(l, u: the Wilson bounds of each side). Unlike the plug-in binomial error
+sqrt(acc_in (1 − acc_in)/n_in + acc_out (1 − acc_out)/n_out), which is 0 for an example
+every model gets right (acc_in = acc_out = 1), these never collapse: se > 0 wherever it
+is defined (it is NaN for an example without IN or without OUT models). Coverage of the
+95% interval, by Monte Carlo on the grid stated in tests/test_memorization_interval.py
+(30 to 700 models per side, acc_in 0.5 to 0.97, acc_out 0.1 to 0.9), lies in [93%, 97%];
+where both accuracies exceed 0.97 with under 100 models per side it errs wide (up to 99%),
+never narrow (the plug-in interval's coverage falls to 60% there).
+
+The a-priori bound of SCIENCE.md §1 (:func:`error_bound`) turns a requested precision
 into a number of models (:func:`models_needed`, :func:`precision_advice`).
 
     from memlab.population import open_run
@@ -45,6 +60,7 @@ HIGH_INFLUENCE = 0.15  # infl >= this (with mem >= MEMORIZED, same label): high-
 NEAR_DUPLICATE = 0.95  # cosine similarity (inputs centred on the training mean)
 
 _BLOCK_BYTES = 64 * 2**20  # working memory per block of a streamed computation
+Z95 = 1.959963984540054  # the standard normal's 97.5% quantile: 95% intervals
 
 
 # ------------------------------------------------------------------ the estimator
@@ -66,11 +82,52 @@ class InOut:
 
     @property
     def se(self) -> np.ndarray:
-        return binomial_se(self.acc_in, self.n_in, self.acc_out, self.n_out)
+        """Standard error of the score: the 95% Newcombe interval's width / (2 · 1.96)."""
+        return interval_se(self.acc_in, self.n_in, self.acc_out, self.n_out)
+
+    def interval(self, z: float = Z95) -> tuple[np.ndarray, np.ndarray]:
+        """(lo, hi) of the score's Newcombe interval (95% for the default ``z``)."""
+        return newcombe_interval(self.acc_in, self.n_in, self.acc_out, self.n_out, z)
+
+
+def wilson_interval(acc, n, z: float = Z95) -> tuple[np.ndarray, np.ndarray]:
+    """Wilson score interval (lo, hi) of a binomial proportion observed as ``acc`` out of
+    ``n`` trials (arrays broadcast; NaN where n = 0). Inside [0, 1], and of positive width
+    even at acc = 0 or 1."""
+    acc = np.asarray(acc, np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        n = np.asarray(n, np.float64)
+        z2n = z * z / n
+        centre = (acc + z2n / 2) / (1 + z2n)
+        half = z * np.sqrt(np.maximum(acc * (1 - acc), 0) / n + z2n / (4 * n)) / (1 + z2n)
+    return centre - half, centre + half
+
+
+def newcombe_interval(acc_in, n_in, acc_out, n_out, z: float = Z95
+                      ) -> tuple[np.ndarray, np.ndarray]:
+    """Interval (lo, hi) of acc_in − acc_out: Newcombe's hybrid score method, combining the
+    Wilson interval of each side (Newcombe 1998, method 10; e.g. 56/70 − 48/80 gives
+    [0.0524, 0.3339])."""
+    acc_in, acc_out = np.asarray(acc_in, np.float64), np.asarray(acc_out, np.float64)
+    l_in, u_in = wilson_interval(acc_in, n_in, z)
+    l_out, u_out = wilson_interval(acc_out, n_out, z)
+    diff = acc_in - acc_out
+    return (diff - np.sqrt((acc_in - l_in) ** 2 + (u_out - acc_out) ** 2),
+            diff + np.sqrt((u_in - acc_in) ** 2 + (acc_out - l_out) ** 2))
+
+
+def interval_se(acc_in, n_in, acc_out, n_out) -> np.ndarray:
+    """Standard error of acc_in − acc_out read off its 95% Newcombe interval:
+    (hi − lo) / (2 · 1.96). Equals the plug-in binomial error for large samples away from
+    0 and 1, and stays positive at acc = 0 or 1 (the plug-in one collapses to 0 there)."""
+    lo, hi = newcombe_interval(acc_in, n_in, acc_out, n_out)
+    return (hi - lo) / (2 * Z95)
 
 
 def binomial_se(acc_in, n_in, acc_out, n_out) -> np.ndarray:
-    """Standard error of acc_in − acc_out from the two binomial variances (plug-in)."""
+    """The plug-in binomial standard error of acc_in − acc_out, sqrt(Σ acc (1 − acc) / n).
+    Kept for comparison only: it is 0 whenever both sides are all right or all wrong;
+    memlab's ``se`` is :func:`interval_se`."""
     with np.errstate(divide="ignore", invalid="ignore"):
         return np.sqrt(acc_in * (1 - acc_in) / n_in + acc_out * (1 - acc_out) / n_out)
 
@@ -129,8 +186,9 @@ def _models(run: Run, models: Sequence[int] | None) -> np.ndarray | slice:
 
 def memorization(run: Run, models: Sequence[int] | None = None) -> pd.DataFrame:
     """One row per training example: index, label (original_label and corrupted where the
-    run's data had label noise), mem, se, n_in, n_out, acc_in, acc_out, pred_out (the
-    class the OUT models predict most often). ``models``: use only these models."""
+    run's data had label noise), mem, se, mem_lo and mem_hi (the 95% Newcombe interval),
+    n_in, n_out, acc_in, acc_out, pred_out (the class the OUT models predict most often).
+    ``models``: use only these models."""
     rows = _models(run, models)
     mask = run.membership_mask[rows]
     stats_ = in_out(mask, run.records("train_correct")[rows])
@@ -144,6 +202,7 @@ def memorization(run: Run, models: Sequence[int] | None = None) -> pd.DataFrame:
         frame["corrupted"] = original != dataset.y_train
     frame["mem"] = stats_.score
     frame["se"] = stats_.se
+    frame["mem_lo"], frame["mem_hi"] = stats_.interval()
     frame["n_in"] = stats_.n_in
     frame["n_out"] = stats_.n_out
     frame["acc_in"] = stats_.acc_in
@@ -218,10 +277,10 @@ def estimate_influence(mask: np.ndarray, correct_test: np.ndarray, out: str | Pa
         warnings.warn(f"the influence matrix ({n} x {m}, {need / 2**30:.1f} GiB with standard "
                       f"errors) exceeds {max_memory / 2**30:.1f} GiB of memory: streaming it "
                       f"to {out}", stacklevel=2)
-    # Per block: C (4 t bytes per column), M (4 t per row) and ~6 float64 temporaries per
-    # result entry.
+    # Per block: C (4 t bytes per column), M (4 t per row) and ~16 float64 temporaries per
+    # result entry (the two Wilson intervals and their combination).
     block_cols = block_cols or max(1, min(m, _BLOCK_BYTES // (4 * t)))
-    block_rows = block_rows or max(1, min(n, _BLOCK_BYTES // (4 * t + 48 * block_cols)))
+    block_rows = block_rows or max(1, min(n, _BLOCK_BYTES // (4 * t + 128 * block_cols)))
 
     if out is None:
         values = np.empty((n, m), np.float32)
@@ -252,7 +311,7 @@ def estimate_influence(mask: np.ndarray, correct_test: np.ndarray, out: str | Pa
                 acc_in = _ratio(hits_in, n_in[rows, None])
                 acc_out = _ratio(hits_out, n_out[rows, None])
                 values[rows, cols] = acc_in - acc_out
-                se[rows, cols] = binomial_se(acc_in, n_in[rows, None], acc_out,
+                se[rows, cols] = interval_se(acc_in, n_in[rows, None], acc_out,
                                              n_out[rows, None])
         if targets is not None:
             for array, temp, target in zip((values, se), temps, targets):

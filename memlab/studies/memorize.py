@@ -133,11 +133,6 @@ def removal_study(run: Run, scores: pd.DataFrame, pairs: pd.DataFrame,
     mem ≥ ``threshold``, and without as many random examples (a fresh random set per seed),
     with the population's recipe. Seed s starts every arm from the same initial weights.
     Saved to (and resumed from) the run's ``removal.csv``/``removal.json``."""
-    from tqdm.auto import tqdm
-
-    from memlab.population.engine import train_chunk
-    from memlab.population.executor import single_thread
-
     if seeds < 2:
         raise ConfigError(f"the removal study needs at least 2 seeds for intervals, got {seeds}")
     dataset = run.dataset
@@ -158,8 +153,11 @@ def removal_study(run: Run, scores: pd.DataFrame, pairs: pd.DataFrame,
         raise ConfigError(f"{len(removed)} of {n} examples have mem >= {threshold}: nothing to "
                           "compare; choose another --threshold")
 
+    # Each arm is a population of `seeds` full-data models with an explicit membership
+    # mask, in its own resumable run directory; replicate s of every arm shares its
+    # initialization and shuffling stream, so the arms are paired by seed.
     config = dataclasses.replace(run.config, n_models=seeds, save_weights=False,
-                                 record_epochs=False)
+                                 record_epochs=False, subsets="explicit", sweep={})
     full = np.ones((seeds, n), bool)
     without_memorized = full.copy()
     without_memorized[:, removed] = False
@@ -169,25 +167,22 @@ def removal_study(run: Run, scores: pd.DataFrame, pairs: pd.DataFrame,
         without_random[s, rng.choice(n, len(removed), replace=False)] = False
     arms = {"full": full, "memorized": without_memorized, "random": without_random}
     rows = []
-    bar = tqdm(total=len(arms) * seeds * config.epochs, unit="model-epoch", desc="removal",
-               disable=not progress, dynamic_ncols=True)
-    with single_thread():
-        for arm, membership in arms.items():
-            result = train_chunk(dataset, config, range(seeds), membership, device=device,
-                                 on_epoch=bar.update)
-            train_correct, test_correct = (result.arrays["train_correct"],
-                                           result.arrays["test_correct"])
-            for s in range(seeds):
-                rows.append(dict(
-                    arm=arm, seed=s, n_train=int(membership[s].sum()),
-                    train_acc=float(train_correct[s, membership[s]].mean()),
-                    test_acc=float(test_correct[s].mean()),
-                    high_influence_acc=(float(test_correct[s, tests].mean()) if len(tests)
-                                        else float("nan")),
-                    removed_acc=(float(train_correct[s, ~membership[s]].mean())
-                                 if (~membership[s]).any() else float("nan")),
-                ))
-    bar.close()
+    for arm, membership in arms.items():
+        arm_run = train_population(dataset, config, membership=membership, device=device,
+                                   out=run.path / "removal" / f"{settings['sets']}-{arm}",
+                                   progress=progress)
+        train_correct = arm_run.records("train_correct")
+        test_correct = arm_run.records("test_correct")
+        for s in range(seeds):
+            rows.append(dict(
+                arm=arm, seed=s, n_train=int(membership[s].sum()),
+                train_acc=float(train_correct[s, membership[s]].mean()),
+                test_acc=float(test_correct[s].mean()),
+                high_influence_acc=(float(test_correct[s, tests].mean()) if len(tests)
+                                    else float("nan")),
+                removed_acc=(float(train_correct[s, ~membership[s]].mean())
+                             if (~membership[s]).any() else float("nan")),
+            ))
     study = RemovalStudy(threshold, removed, tests, pd.DataFrame(rows), settings)
     if save:
         store.atomic_save_table(csv_path, study.table)

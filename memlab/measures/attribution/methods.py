@@ -1,0 +1,684 @@
+"""Cheap attribution methods, computed from one or a few trained models.
+
+Every method returns scores (n_train, n_targets) float32 with one sign convention:
+tau_i(z) > 0 means that training on example i raises target z's output f(z), the log-odds
+log p_y / (1 - p_y) (see :mod:`memlab.measures.attribution.gradients`). Methods that use
+several models average their scores over them (ensembling).
+
+With g_z = grad f(z) and l_i the training loss of example i (one SGD step on i moves the
+weights by -eta grad l_i, which changes f(z) by -eta g_z . grad l_i):
+
+- ``grad_dot``: -g_z . grad l_i;  ``grad_cos``: the same with both gradients normalized;
+- ``tracin``: TracIn-CP (Pruthi et al. 2020), sum over checkpoints t of
+  eta_t (-g_z(w_t) . grad l_i(w_t));
+- ``trak``: TRAK (Park et al. 2023): features phi = P^T grad f (random projection P to
+  ``proj_dim`` dimensions), tau = phi_z^T (Phi^T Phi + lam I)^-1 phi_i (1 - p_i), where
+  p_i = sigmoid(f_i) is the model's probability of i's label (the "Q" of TRAK);
+- ``influence``: influence functions (Koh & Liang 2017), tau = -(1/n) g_z^T (H + lam I)^-1
+  grad l_i with H the Hessian of the model's mean training loss, the change in f(z) when i is
+  added with weight 1/n (the loss-change convention, flipped). H is exact for a linear
+  (logistic-regression) model and for models with few parameters; ``"cg"`` and ``"lissa"``
+  solve with Gauss-Newton-vector products instead, ``"ekfac"`` preconditions with an
+  eigenvalue-corrected Kronecker factorization of the Fisher of every Linear layer;
+- ``representer``: representer points (Yeh et al. 2018) in the penultimate features h:
+  tau = (h_i . h_z) (e_{y_i} - p_i) . d f(z) / d logits;
+- ``knn``: +cos(h_i, h_z) for the k nearest training examples of the same label as z,
+  -cos for those of another label, 0 beyond the k nearest;
+- ``random_scores``: independent Gaussian scores (a control: its LDS must be about 0).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import nn
+from torch.func import functional_call, jvp, vjp, vmap
+
+from memlab.errors import ConfigError
+from memlab.measures.attribution.gradients import (
+    all_grads,
+    iter_grads,
+    logits_of,
+    n_params,
+    per_example_grads,
+)
+
+_PROJECTION_CACHE_BYTES = 512 * 2**20
+
+
+@dataclass
+class Task:
+    """What a method attributes: K trained models of one architecture and the data.
+
+    template: the architecture (an nn.Module; its own weights are not used).
+    params: name -> (K, ...) stacked trainable parameters of the models.
+    train_masks: (K, n_train) bool, the training subset of each model (its loss Hessian
+        is taken over it); all ones when None.
+    checkpoints: for TracIn, a list over models of lists of (params (1, ...), lr) pairs.
+    """
+
+    template: nn.Module
+    params: dict[str, torch.Tensor]
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_target: np.ndarray
+    y_target: np.ndarray
+    train_masks: np.ndarray | None = None
+    checkpoints: list[list[tuple[dict[str, torch.Tensor], float]]] | None = None
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def n_models(self) -> int:
+        return next(iter(self.params.values())).shape[0]
+
+    @property
+    def n_train(self) -> int:
+        return len(self.y_train)
+
+    @property
+    def n_targets(self) -> int:
+        return len(self.y_target)
+
+    def model(self, k: int) -> dict[str, torch.Tensor]:
+        """Model k's parameters as a stack of one."""
+        return {name: t[k:k + 1] for name, t in self.params.items()}
+
+    def members(self, k: int) -> np.ndarray:
+        if self.train_masks is None:
+            return np.arange(self.n_train)
+        return np.flatnonzero(self.train_masks[k])
+
+
+def _loss_grad_dot(template, params_k, x_train, y_train, vectors: torch.Tensor,
+                   normalize: bool = False) -> torch.Tensor:
+    """(n_train, m) = -grad l_i . v_z for the m vectors (m, p), streamed over the
+    training examples (the training gradients are never all in memory)."""
+    out = torch.empty(len(y_train), vectors.shape[0])
+    for rows, g in iter_grads(template, params_k, x_train, y_train, output="loss"):
+        g = g[0]
+        if normalize:
+            g = g / g.norm(dim=1, keepdim=True).clamp_min(1e-12)
+        out[rows] = -(g @ vectors.T)
+    return out
+
+
+def grad_dot(task: Task, cosine: bool = False) -> np.ndarray:
+    """Gradient dot product (or cosine) of the target's output and the training loss,
+    averaged over the task's models."""
+    total = torch.zeros(task.n_train, task.n_targets)
+    for k in range(task.n_models):
+        pk = task.model(k)
+        g_target = all_grads(task.template, pk, task.x_target, task.y_target, "logodds")[0]
+        if cosine:
+            g_target = g_target / g_target.norm(dim=1, keepdim=True).clamp_min(1e-12)
+        total += _loss_grad_dot(task.template, pk, task.x_train, task.y_train, g_target,
+                                normalize=cosine)
+    return (total / task.n_models).numpy().astype(np.float32)
+
+
+def grad_cos(task: Task) -> np.ndarray:
+    return grad_dot(task, cosine=True)
+
+
+def tracin(task: Task) -> np.ndarray:
+    """TracIn-CP over ``task.checkpoints`` (one list of (params, lr) per model)."""
+    if not task.checkpoints:
+        raise ConfigError("tracin needs checkpoints saved during training (task.checkpoints)")
+    total = torch.zeros(task.n_train, task.n_targets)
+    for trajectory in task.checkpoints:
+        for params_t, lr in trajectory:
+            g_target = all_grads(task.template, params_t, task.x_target, task.y_target,
+                                 "logodds")[0]
+            total += lr * _loss_grad_dot(task.template, params_t, task.x_train, task.y_train,
+                                         g_target)
+    return (total / len(task.checkpoints)).numpy().astype(np.float32)
+
+
+# ------------------------------------------------------------------ TRAK
+
+
+class Projector:
+    """A Gaussian random projection R^p -> R^k, P with entries N(0, 1/k), generated in
+    blocks of parameter rows from ``seed`` (cached when it fits in 512 MiB), so that
+    E[P P^T] = I and the same seed gives the same P."""
+
+    def __init__(self, p: int, k: int, seed: int = 0, block: int = 4096):
+        self.p, self.k, self.seed, self.block = p, k, seed, block
+        self.cache = None
+        if p * k * 4 <= _PROJECTION_CACHE_BYTES:
+            self.cache = torch.cat([self._block(b) for b in range(0, p, block)])
+
+    def _block(self, start: int) -> torch.Tensor:
+        generator = torch.Generator().manual_seed(int(self.seed) * 1_000_003 + start)
+        rows = min(self.block, self.p - start)
+        return torch.randn(rows, self.k, generator=generator) / math.sqrt(self.k)
+
+    def __call__(self, g: torch.Tensor) -> torch.Tensor:
+        """(b, p) -> (b, k)."""
+        if self.cache is not None:
+            return g @ self.cache
+        out = torch.zeros(g.shape[0], self.k)
+        for start in range(0, self.p, self.block):
+            out += g[:, start:start + self.block] @ self._block(start)
+        return out
+
+
+def _features(task: Task, params_k, x, y, projector: Projector | None) -> torch.Tensor:
+    parts = []
+    for _, g in iter_grads(task.template, params_k, x, y, output="logodds"):
+        parts.append(g[0] if projector is None else projector(g[0]))
+    return torch.cat(parts)
+
+
+def _grid(damping) -> tuple[list[float], bool]:
+    """(list of dampings, whether a sequence was given): methods given a sequence return
+    {damping: scores}, so the curvature is computed once for the whole grid."""
+    if isinstance(damping, int | float):
+        return [float(damping)], False
+    return [float(d) for d in damping], True
+
+
+def _result(totals: dict[float, torch.Tensor], n_models: int, many: bool):
+    scores = {d: (t / n_models).numpy().astype(np.float32) for d, t in totals.items()}
+    return scores if many else next(iter(scores.values()))
+
+
+def trak(task: Task, proj_dim: int | None = 512, damping: float | Sequence[float] = 1e-3,
+         seed: int = 0) -> np.ndarray | dict[float, np.ndarray]:
+    """TRAK scores averaged over the task's models. ``proj_dim=None``: no projection (the
+    exact after-kernel, p x p). ``damping``: lam = damping * trace(Phi^T Phi) / p, relative
+    to the mean eigenvalue of the unprojected kernel so it does not change with proj_dim."""
+    p = n_params(task.params)
+    dampings, many = _grid(damping)
+    totals = {d: torch.zeros(task.n_train, task.n_targets, dtype=torch.float64)
+              for d in dampings}
+    for k in range(task.n_models):
+        pk = task.model(k)
+        projector = None if proj_dim is None else Projector(p, proj_dim, seed=seed + 7919 * k)
+        phi = _features(task, pk, task.x_train, task.y_train, projector).double()
+        phi_target = _features(task, pk, task.x_target, task.y_target, projector).double()
+        f_train = _logodds(task.template, pk, task.x_train, task.y_train)
+        q = torch.sigmoid(-f_train).double()  # 1 - p_i
+        # phi_z^T (Phi^T Phi + lam)^-1 Phi^T = phi_z^T Phi^T (Phi Phi^T + lam)^-1: solve in
+        # whichever of feature space (k x k) and sample space (n x n) is smaller.
+        dual = phi.shape[1] > phi.shape[0]
+        kernel = phi @ phi.T if dual else phi.T @ phi
+        eye = torch.eye(kernel.shape[0], dtype=kernel.dtype)
+        for d in dampings:
+            lam = d * torch.trace(kernel) / p
+            if dual:
+                scores = torch.linalg.solve(kernel + lam * eye, phi @ phi_target.T)  # (n, m)
+            else:
+                scores = phi @ torch.linalg.solve(kernel + lam * eye, phi_target.T)
+            totals[d] += scores * q[:, None]
+    return _result(totals, task.n_models, many)
+
+
+def _logodds(template, params_k, x, y) -> torch.Tensor:
+    """(n,) log-odds of model params_k (a stack of one) on (x, y)."""
+    logits = logits_of(template, params_k, x)[0]
+    y = torch.as_tensor(np.asarray(y), dtype=torch.long)
+    true_logit = logits.gather(1, y[:, None])[:, 0]
+    others = logits.scatter(1, y[:, None], float("-inf"))
+    return true_logit - torch.logsumexp(others, 1)
+
+
+# ------------------------------------------------------------------ influence functions
+
+
+def _flat(params: Mapping[str, torch.Tensor]) -> torch.Tensor:
+    return torch.cat([t.reshape(-1) for t in params.values()])
+
+
+def _unflat(vector: torch.Tensor, like: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    out, start = {}, 0
+    for name, t in like.items():
+        out[name] = vector[start:start + t.numel()].view_as(t)
+        start += t.numel()
+    return out
+
+
+def single_linear(template: nn.Module) -> bool:
+    """True for a model whose only parameters are one Linear layer (logistic regression)."""
+    params = list(template.named_parameters())
+    return len(params) == 2 and params[0][1].dim() == 2 and params[1][1].dim() == 1
+
+
+def linear_hessian(x: np.ndarray, probs: torch.Tensor) -> torch.Tensor:
+    """The exact Hessian (p x p, float64) of the mean cross-entropy of a linear softmax model
+    logits = W x + b at softmax outputs ``probs`` (n, C), parameters flattened as
+    [W row-major, b]: H = mean_i (diag(p_i) - p_i p_i^T) kron x~_i x~_i^T, x~ = [x, 1],
+    re-ordered to that layout. Cost C^2 n d^2 / 2 multiply-adds."""
+    xt = torch.as_tensor(np.asarray(x), dtype=torch.float64).flatten(1)
+    n, d = xt.shape
+    xt = torch.cat([xt, torch.ones(n, 1, dtype=xt.dtype)], 1)
+    probs = probs.double()
+    c = probs.shape[1]
+    blocks = torch.empty(c, c, d + 1, d + 1, dtype=torch.float64)
+    for a in range(c):
+        for b in range(a, c):
+            weight = probs[:, a] * (float(a == b) - probs[:, b])
+            blocks[a, b] = xt.T @ (weight[:, None] * xt) / n
+            blocks[b, a] = blocks[a, b]
+    # blocks[a, b, j, j'] indexes (class a, feature j); W is row-major (c, d), then b (c,).
+    weight_part = blocks[:, :, :d, :d].permute(0, 2, 1, 3).reshape(c * d, c * d)
+    cross = blocks[:, :, :d, d].permute(0, 2, 1).reshape(c * d, c)  # (W, b)
+    bias_part = blocks[:, :, d, d]
+    top = torch.cat([weight_part, cross], 1)
+    bottom = torch.cat([cross.T, bias_part], 1)
+    return torch.cat([top, bottom], 0)
+
+
+def exact_hessian(loss: callable, params: Mapping[str, torch.Tensor]) -> torch.Tensor:
+    """(p, p) Hessian of ``loss(params_dict) -> scalar`` by torch.func (small p only)."""
+    like = {name: t.detach() for name, t in params.items()}
+    flat = _flat(like).double()
+
+    def f(vector):
+        return loss(_unflat(vector, like))
+    return torch.func.hessian(f)(flat)
+
+
+def _mean_loss_fn(template, x, y):
+    x = torch.as_tensor(np.asarray(x), dtype=torch.float64)
+    y = torch.as_tensor(np.asarray(y), dtype=torch.long)
+
+    def loss(params):
+        logits = functional_call(template, params, (x,))
+        return torch.nn.functional.cross_entropy(logits, y)
+    return loss
+
+
+def _ggn_product(template: nn.Module, params: dict[str, torch.Tensor], x: torch.Tensor):
+    """v (p,) -> G v, G = mean_i J_i^T (diag(p_i) - p_i p_i^T) J_i, the Gauss-Newton
+    matrix of the mean cross-entropy at params (equal to the Hessian for linear models)."""
+    like = {name: t.detach() for name, t in params.items()}
+    flat = _flat(like)
+
+    def logits(vector):
+        return functional_call(template, _unflat(vector, like), (x,))
+
+    with torch.no_grad():
+        probs = torch.softmax(logits(flat), 1)
+
+    def product(v):
+        _, jv = jvp(logits, (flat,), (v,))  # (b, C)
+        a_jv = probs * jv - probs * (probs * jv).sum(1, keepdim=True)
+        _, pullback = vjp(logits, flat)
+        return pullback(a_jv)[0] / x.shape[0]
+    return product
+
+
+def _batched_cg(product, rhs: torch.Tensor, lam: float, n_iter: int, tol: float = 1e-6
+                ) -> torch.Tensor:
+    """Solve (G + lam I) v = b for every row b of rhs (m, p) by conjugate gradients."""
+    def apply(v):
+        return vmap(product)(v) + lam * v
+    x = torch.zeros_like(rhs)
+    r = rhs.clone()
+    d = r.clone()
+    rr = (r * r).sum(1)
+    start = rr.clone()
+    for _ in range(n_iter):
+        ad = apply(d)
+        alpha = rr / (d * ad).sum(1).clamp_min(1e-30)
+        x += alpha[:, None] * d
+        r -= alpha[:, None] * ad
+        rr_new = (r * r).sum(1)
+        if (rr_new <= tol**2 * start).all():
+            break
+        d = r + (rr_new / rr.clamp_min(1e-30))[:, None] * d
+        rr = rr_new
+    return x
+
+
+def _lissa(product_on, x_train, members, rhs, lam: float, depth: int, batch: int, scale: float,
+           seed: int) -> torch.Tensor:
+    """LiSSA (Agarwal et al. 2017): v <- b + (1 - lam/s) v - G_batch v / s over ``depth``
+    mini-batches; (G + lam I)^-1 b ~ v / s."""
+    rng = np.random.default_rng(seed)
+    v = rhs.clone()
+    for _ in range(depth):
+        rows = rng.choice(members, min(batch, len(members)), replace=False)
+        product = product_on(torch.as_tensor(np.asarray(x_train[rows]), dtype=torch.float32))
+        v = rhs + (1 - lam / scale) * v - vmap(product)(v) / scale
+    return v / scale
+
+
+def _power_max_eig(product, p: int, n_iter: int = 20, seed: int = 0) -> float:
+    v = torch.randn(p, generator=torch.Generator().manual_seed(seed))
+    v /= v.norm()
+    value = 1.0
+    for _ in range(n_iter):
+        w = product(v)
+        value = float(w.norm())
+        v = w / max(value, 1e-30)
+    return value
+
+
+def influence(task: Task, solver: str = "auto", damping: float | Sequence[float] = 1e-3,
+              hessian_examples: int | None = None, cg_iter: int = 50, lissa_depth: int = 200,
+              lissa_batch: int = 256, seed: int = 0) -> np.ndarray:
+    """Influence-function scores averaged over the task's models.
+
+    solver: "exact" (the full Hessian: closed form for logistic regression, torch.func for
+        models with at most 4,000 parameters), "cg", "lissa", "ekfac", or "auto" (exact
+        where it applies, else cg).
+    damping: lam = damping * (mean eigenvalue of the curvature), i.e. trace / p.
+    hessian_examples: training examples the curvature is averaged over (a random sample
+        of the model's subset; all of it when None).
+    """
+    p = n_params(task.params)
+    if solver == "auto":
+        solver = "exact" if single_linear(task.template) or p <= 4000 else "cg"
+    if solver == "ekfac":
+        return ekfac_influence(task, damping=damping, hessian_examples=hessian_examples,
+                               seed=seed)
+    if solver not in ("exact", "cg", "lissa"):
+        raise ConfigError(f"solver must be auto, exact, cg, lissa or ekfac, got {solver!r}")
+    dampings, many = _grid(damping)
+    totals = {d: torch.zeros(task.n_train, task.n_targets) for d in dampings}
+    for k in range(task.n_models):
+        pk = task.model(k)
+        members = task.members(k)
+        rng = np.random.default_rng([seed, k])
+        if hessian_examples is not None and hessian_examples < len(members):
+            members = np.sort(rng.choice(members, hessian_examples, replace=False))
+        g_target = all_grads(task.template, pk, task.x_target, task.y_target, "logodds")[0]
+        one = {name: t[0] for name, t in pk.items()}
+        if solver == "exact":
+            if single_linear(task.template):
+                probs = torch.softmax(logits_of(task.template, pk, task.x_train[members])[0], 1)
+                hessian = linear_hessian(task.x_train[members], probs)
+            elif p <= 4000:
+                hessian = exact_hessian(_mean_loss_fn(task.template, task.x_train[members],
+                                                      task.y_train[members]),
+                                        {n: t.double() for n, t in one.items()})
+            else:
+                raise ConfigError(f"the exact Hessian of {p} parameters is too large; use "
+                                  "solver='cg', 'lissa' or 'ekfac'")
+            eye = torch.eye(p, dtype=hessian.dtype)
+            mean_eig = float(torch.trace(hessian)) / p
+            solved = {d: torch.linalg.solve(hessian + d * mean_eig * eye,
+                                            g_target.double().T).T.float() for d in dampings}
+        else:
+            x_members = torch.as_tensor(np.asarray(task.x_train[members]), dtype=torch.float32)
+            product = _ggn_product(task.template, one, x_members)
+            top = _power_max_eig(product, p, seed=seed)
+            trace = ggn_trace(task.template, one, x_members)
+            solved = {}
+            for d in dampings:
+                lam = d * trace / p
+                if solver == "cg":
+                    solved[d] = _batched_cg(product, g_target, lam, cg_iter)
+                else:
+                    def product_on(xb, one=one):
+                        return _ggn_product(task.template, one, xb)
+                    solved[d] = _lissa(product_on, task.x_train, task.members(k), g_target,
+                                       lam, lissa_depth, lissa_batch, scale=1.5 * (top + lam),
+                                       seed=seed)
+        scale = 1.0 / len(task.members(k))
+        for d, vectors in solved.items():
+            totals[d] += scale * _loss_grad_dot(task.template, pk, task.x_train, task.y_train,
+                                                vectors)
+    return _result(totals, task.n_models, many)
+
+
+def ggn_trace(template: nn.Module, params: dict[str, torch.Tensor], x: torch.Tensor,
+              batch: int = 64) -> float:
+    """Exact trace of the Gauss-Newton matrix, mean_i tr(A_i J_i J_i^T), from per-example
+    Jacobians of the logits (C backward passes per example), so that a damping relative to
+    the mean eigenvalue means the same for every solver."""
+    like = {name: t.detach() for name, t in params.items()}
+
+    def logits_one(p, xi):
+        return functional_call(template, p, (xi.unsqueeze(0),))[0]
+    jacobian = vmap(torch.func.jacrev(logits_one), in_dims=(None, 0))
+    total = 0.0
+    for start in range(0, len(x), batch):
+        xb = x[start:start + batch]
+        jac = torch.cat([j.flatten(2) for j in jacobian(like, xb).values()], 2)  # (b, C, p)
+        gram = jac @ jac.transpose(1, 2)  # (b, C, C)
+        with torch.no_grad():
+            probs = torch.softmax(functional_call(template, like, (xb,)), 1)
+        a = torch.diag_embed(probs) - probs[:, :, None] * probs[:, None, :]
+        total += float((a * gram).sum())
+    return total / len(x)
+
+
+# ------------------------------------------------------------------ EK-FAC
+
+
+def _linear_layers(template: nn.Module) -> list[tuple[str, nn.Linear]]:
+    layers = [(name, m) for name, m in template.named_modules() if isinstance(m, nn.Linear)]
+    covered = {f"{name}.{p}" for name, m in layers for p, _ in m.named_parameters()}
+    names = {name for name, _ in template.named_parameters()}
+    if covered != names:
+        raise ConfigError("ekfac applies to models whose parameters are all in Linear layers; "
+                          f"{sorted(names - covered)[:3]} are not")
+    return layers
+
+
+def _layer_inputs_and_output_grads(template, params_one, x, y_sampled):
+    """Per-example inputs a (b, in) and loss gradients at the outputs g (b, out) of every
+    Linear layer, for the loss at labels y_sampled."""
+    inputs, outputs = {}, {}
+    handles = []
+    for name, module in _linear_layers(template):
+        def hook(mod, args, out, name=name):
+            inputs[name] = args[0].detach().flatten(1)
+            out.retain_grad()
+            outputs[name] = out
+        handles.append(module.register_forward_hook(hook))
+    try:
+        logits = functional_call(template, params_one, (x,))
+        # Summed (not mean) loss: each row of the output gradient is one example's.
+        torch.nn.functional.cross_entropy(logits, y_sampled, reduction="sum").backward()
+    finally:
+        for handle in handles:
+            handle.remove()
+    return {name: (inputs[name], outputs[name].grad.detach()) for name in inputs}
+
+
+def ekfac_factors(template: nn.Module, params_one: dict[str, torch.Tensor], x: np.ndarray,
+                  seed: int = 0, batch: int = 512) -> dict[str, dict[str, torch.Tensor]]:
+    """EK-FAC (George et al. 2018; Grosse et al. 2023) of every Linear layer, with labels
+    sampled from the model (the true Fisher): eigenbases Q_A of A = E[a a^T] (a = [input, 1])
+    and Q_S of S = E[g g^T], and the corrected eigenvalues
+    Lambda_ij = E[(Q_S^T g)_i^2 (Q_A^T a)_j^2] of the per-example gradients g a^T."""
+    template.eval()
+    leaf = {name: t.detach().clone().requires_grad_(True) for name, t in params_one.items()}
+    generator = torch.Generator().manual_seed(seed)
+    x = torch.as_tensor(np.asarray(x), dtype=torch.float32)
+    sums: dict[str, dict[str, torch.Tensor]] = {}
+    batches = []
+    for start in range(0, len(x), batch):
+        xb = x[start:start + batch]
+        with torch.no_grad():
+            probs = torch.softmax(functional_call(template, leaf, (xb,)), 1)
+        y_sampled = torch.multinomial(probs, 1, generator=generator)[:, 0]
+        batches.append((xb, y_sampled))
+        for name, (a, g) in _layer_inputs_and_output_grads(template, leaf, xb,
+                                                            y_sampled).items():
+            a = torch.cat([a, torch.ones(len(a), 1)], 1).double()
+            g = g.double()
+            entry = sums.setdefault(name, {"A": 0, "S": 0})
+            entry["A"] = entry["A"] + a.T @ a
+            entry["S"] = entry["S"] + g.T @ g
+        for t in leaf.values():
+            t.grad = None
+    n = len(x)
+    factors = {}
+    for name, entry in sums.items():
+        _, q_a = torch.linalg.eigh(entry["A"] / n)
+        _, q_s = torch.linalg.eigh(entry["S"] / n)
+        factors[name] = {"QA": q_a, "QS": q_s, "L": 0}
+    for xb, y_sampled in batches:  # second pass: the eigenvalue correction
+        for name, (a, g) in _layer_inputs_and_output_grads(template, leaf, xb,
+                                                            y_sampled).items():
+            a = torch.cat([a, torch.ones(len(a), 1)], 1).double()
+            f = factors[name]
+            factors[name]["L"] = f["L"] + ((g.double() @ f["QS"])**2).T @ ((a @ f["QA"])**2)
+        for t in leaf.values():
+            t.grad = None
+    for f in factors.values():
+        f["L"] = f["L"] / n
+    return factors
+
+
+def ekfac_precondition(template: nn.Module, params_one, factors, vectors: torch.Tensor,
+                       damping: float) -> torch.Tensor:
+    """(m, p) -> (m, p): every layer's block of the vectors (gradients laid out as
+    [weight (out, in) row-major, bias (out)]) times (F_ekfac + lam I)^-1,
+    lam = damping * mean corrected eigenvalue of the layer."""
+    out = torch.zeros_like(vectors)
+    offsets, start = {}, 0
+    for name, t in params_one.items():
+        offsets[name] = (start, t.numel(), t.shape)
+        start += t.numel()
+    for name, _module in _linear_layers(template):
+        w0, w_n, w_shape = offsets[f"{name}.weight"]
+        has_bias = f"{name}.bias" in offsets
+        m = vectors.shape[0]
+        v = vectors[:, w0:w0 + w_n].reshape(m, *w_shape)
+        if has_bias:
+            b0, b_n, _ = offsets[f"{name}.bias"]
+            v = torch.cat([v, vectors[:, b0:b0 + b_n, None]], 2)
+        f = factors[name]
+        q_a = f["QA"] if has_bias else f["QA"][:-1, :-1]
+        lam = damping * float(f["L"].mean())
+        rotated = f["QS"].T @ v.double() @ q_a
+        solved = f["QS"] @ (rotated / (f["L"] + lam)) @ q_a.T
+        out[:, w0:w0 + w_n] = solved[:, :, :w_shape[1]].reshape(m, -1).float()
+        if has_bias:
+            out[:, b0:b0 + b_n] = solved[:, :, -1].float()
+    return out
+
+
+def ekfac_influence(task: Task, damping: float | Sequence[float] = 1e-3,
+                    hessian_examples: int | None = None, seed: int = 0
+                    ) -> np.ndarray | dict[float, np.ndarray]:
+    """Influence functions with the EK-FAC curvature (every parameter in a Linear layer)."""
+    dampings, many = _grid(damping)
+    totals = {d: torch.zeros(task.n_train, task.n_targets) for d in dampings}
+    for k in range(task.n_models):
+        pk = task.model(k)
+        one = {name: t[0] for name, t in pk.items()}
+        members = task.members(k)
+        if hessian_examples is not None and hessian_examples < len(members):
+            members = np.sort(np.random.default_rng([seed, k]).choice(
+                members, hessian_examples, replace=False))
+        factors = ekfac_factors(task.template, one, task.x_train[members], seed=seed + k)
+        g_target = all_grads(task.template, pk, task.x_target, task.y_target, "logodds")[0]
+        for d in dampings:
+            vectors = ekfac_precondition(task.template, one, factors, g_target, d)
+            totals[d] += _loss_grad_dot(task.template, pk, task.x_train, task.y_train,
+                                        vectors) / len(task.members(k))
+    return _result(totals, task.n_models, many)
+
+
+# ------------------------------------------------------------------ feature-space methods
+
+
+def penultimate(template: nn.Module, params_k, x) -> torch.Tensor:
+    """(n, h) inputs of the model's last Linear layer (for logistic regression: x)."""
+    layers = [m for m in template.modules() if isinstance(m, nn.Linear)]
+    if not layers:
+        raise ConfigError("representer points and k-NN need a model ending in a Linear layer")
+    captured = []
+    handle = layers[-1].register_forward_hook(lambda m, a, o: captured.append(a[0].detach()))
+    one = {name: t[0] for name, t in params_k.items()}  # no vmap: the hook sees plain tensors
+    x = torch.as_tensor(np.asarray(x), dtype=torch.float32)
+    try:
+        with torch.no_grad():
+            for start in range(0, len(x), 2048):
+                functional_call(template.eval(), one, (x[start:start + 2048],))
+    finally:
+        handle.remove()
+    return torch.cat([c.reshape(-1, c.shape[-1]) for c in captured])
+
+
+def _output_direction(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """(m, C) d f / d logits of the log-odds: +1 at the label, -softmax over the others."""
+    others = logits.scatter(1, y[:, None], float("-inf"))
+    direction = -torch.softmax(others, 1)
+    return direction.scatter(1, y[:, None], 1.0)
+
+
+def representer(task: Task) -> np.ndarray:
+    """Representer points: (h_i . h_z) (e_{y_i} - p_i) . d f(z)/d logits, averaged."""
+    total = torch.zeros(task.n_train, task.n_targets)
+    y_train = torch.as_tensor(task.y_train, dtype=torch.long)
+    y_target = torch.as_tensor(task.y_target, dtype=torch.long)
+    for k in range(task.n_models):
+        pk = task.model(k)
+        h_train = penultimate(task.template, pk, task.x_train)
+        h_target = penultimate(task.template, pk, task.x_target)
+        p_train = torch.softmax(logits_of(task.template, pk, task.x_train)[0], 1)
+        alpha = torch.nn.functional.one_hot(y_train, p_train.shape[1]) - p_train  # (n, C)
+        direction = _output_direction(logits_of(task.template, pk, task.x_target)[0], y_target)
+        total += (h_train @ h_target.T) * (alpha @ direction.T)
+    return (total / task.n_models).numpy().astype(np.float32)
+
+
+def knn(task: Task, k_neighbours: int = 50) -> np.ndarray:
+    """k-NN in penultimate features: signed cosine similarity for the k nearest."""
+    total = torch.zeros(task.n_train, task.n_targets)
+    same = torch.as_tensor(task.y_train[:, None] == task.y_target[None, :])
+    for k in range(task.n_models):
+        pk = task.model(k)
+        h_train = torch.nn.functional.normalize(penultimate(task.template, pk, task.x_train), dim=1)
+        h_target = torch.nn.functional.normalize(penultimate(task.template, pk, task.x_target),
+                                                 dim=1)
+        cos = h_train @ h_target.T
+        keep = min(k_neighbours, task.n_train)
+        top = cos.topk(keep, dim=0).indices
+        near = torch.zeros_like(cos, dtype=torch.bool).scatter(0, top, True)
+        total += torch.where(near, torch.where(same, cos, -cos), 0.0)
+    return (total / task.n_models).numpy().astype(np.float32)
+
+
+def random_scores(task: Task, seed: int = 0) -> np.ndarray:
+    """Independent standard-normal scores: a control whose LDS must be about 0."""
+    rng = np.random.default_rng(seed)
+    return rng.standard_normal((task.n_train, task.n_targets)).astype(np.float32)
+
+
+METHODS = {
+    "grad_dot": grad_dot,
+    "grad_cos": grad_cos,
+    "tracin": tracin,
+    "trak": trak,
+    "if_exact": lambda task, **kw: influence(task, solver="exact", **kw),
+    "if_cg": lambda task, **kw: influence(task, solver="cg", **kw),
+    "if_lissa": lambda task, **kw: influence(task, solver="lissa", **kw),
+    "if_ekfac": lambda task, **kw: influence(task, solver="ekfac", **kw),
+    "representer": representer,
+    "knn": knn,
+    "random": random_scores,
+}
+
+
+def compute(name: str, task: Task, **options) -> np.ndarray:
+    """Scores (n_train, n_targets) of method ``name`` (one of :data:`METHODS`)."""
+    if name not in METHODS:
+        raise ConfigError(f"unknown attribution method {name!r}: choose from "
+                          f"{', '.join(METHODS)}")
+    return METHODS[name](task, **options)
+
+
+def self_influence_task(task: Task, rows: Sequence[int]) -> Task:
+    """The task whose targets are training examples ``rows`` (for self-influence)."""
+    rows = np.asarray(rows)
+    return Task(task.template, task.params, task.x_train, task.y_train, task.x_train[rows],
+                task.y_train[rows], task.train_masks, task.checkpoints, task.extra)
+
+
+def per_example_output_grads(task: Task, x, y) -> torch.Tensor:
+    """(K, n, p) gradients of the log-odds for every model of the task (small models)."""
+    return per_example_grads(task.template, task.params, torch.as_tensor(x),
+                             torch.as_tensor(y), "logodds")

@@ -1,0 +1,222 @@
+"""Known-answer tests of memlab.measures.attribution: LDS, datamodels, gradients, influence
+functions, TRAK."""
+
+import numpy as np
+import pytest
+import torch
+from scipy import stats
+
+from memlab.measures.attribution import datamodels as dm
+from memlab.measures.attribution import methods as am
+from memlab.measures.attribution.gradients import per_example_grads, stack_params
+from memlab.measures.attribution.lds import lds
+from memlab.models import build_model
+
+
+def random_mask(t: int, n: int, seed: int = 0) -> np.ndarray:
+    """(t, n) bool masks of exactly n/2 members each, like a population at fraction 0.5."""
+    rng = np.random.default_rng(seed)
+    mask = np.zeros((t, n), bool)
+    for row in mask:
+        row[rng.choice(n, n // 2, replace=False)] = True
+    return mask
+
+
+def test_additive_target_gives_planted_weights_and_lds_one():
+    t, n = 600, 40
+    mask = random_mask(t, n)
+    rng = np.random.default_rng(1)
+    planted = rng.normal(size=(n, 3))
+    outputs = mask @ planted + np.array([0.5, -1.0, 2.0])  # exactly additive, no noise
+    fit, held = slice(0, 500), slice(500, None)
+    model = dm.fit_datamodels(mask[fit], outputs[fit])
+    # Fixed-size subsets cannot tell the weights from weights + a constant (every row of the
+    # mask has n/2 members): they are identified up to their mean.
+    np.testing.assert_allclose(model.weights - model.weights.mean(0),
+                               planted - planted.mean(0), atol=1e-3)
+    bernoulli = np.random.default_rng(8).random((t, n)) < 0.5  # subsets of varying size
+    exact = dm.fit_datamodels(bernoulli[fit], (bernoulli @ planted)[fit])
+    np.testing.assert_allclose(exact.weights, planted, atol=1e-3)
+    result = lds(model.weights, mask[held], outputs[held])
+    assert result.mean > 0.999
+    # One sign convention: the negated attribution is perfectly wrong.
+    assert lds(-planted, mask[held], outputs[held]).mean < -0.999
+    # Difference in means estimates the same weights (scaled) for balanced masks.
+    diff = dm.difference_in_means(mask[fit], outputs[fit])
+    assert stats.spearmanr(diff[:, 0], planted[:, 0]).statistic > 0.9
+
+
+def test_lds_per_target_is_spearman_over_models():
+    mask = random_mask(30, 12, seed=2)
+    rng = np.random.default_rng(3)
+    scores, outputs = rng.normal(size=(12, 4)), rng.normal(size=(30, 4))
+    result = lds(scores, mask, outputs, n_boot=20)
+    predicted = mask @ scores
+    expected = [stats.spearmanr(predicted[:, j], outputs[:, j]).statistic for j in range(4)]
+    np.testing.assert_allclose(result.per_target, expected, atol=1e-12)
+    assert result.mean == pytest.approx(np.mean(expected))
+
+
+def test_random_scores_have_lds_zero_within_three_se():
+    t, n, m = 200, 100, 50
+    mask = random_mask(t, n, seed=4)
+    rng = np.random.default_rng(5)
+    outputs = mask @ rng.normal(size=(n, m)) + rng.normal(size=(t, m))
+    result = lds(rng.normal(size=(n, m)), mask, outputs, n_boot=200)
+    assert abs(result.mean) < 3 * result.se
+    assert 0 < result.se < 0.05
+
+
+def test_ridge_influence_function_and_leave_one_out_closed_forms():
+    """Ridge regression, objective sum_i (x_i.theta - y_i)^2 / 2 + lam |theta|^2 / 2: the
+    influence of up-weighting i on theta is -(X^T X + lam I)^-1 x_i r_i, and the exact
+    leave-one-out refit moves theta by (X^T X + lam I)^-1 x_i r_i / (1 - h_ii)."""
+    rng = np.random.default_rng(6)
+    n, d, lam = 30, 5, 0.7
+    x = torch.as_tensor(rng.normal(size=(n, d)))
+    y = torch.as_tensor(rng.normal(size=n))
+    a = x.T @ x + lam * torch.eye(d, dtype=x.dtype)
+    theta = torch.linalg.solve(a, x.T @ y)
+
+    def objective(params):
+        residual = x @ params["theta"] - y
+        return 0.5 * (residual**2).sum() + 0.5 * lam * (params["theta"] ** 2).sum()
+
+    hessian = am.exact_hessian(objective, {"theta": theta})
+    np.testing.assert_allclose(hessian.numpy(), a.numpy(), atol=1e-10)
+    per_example = torch.func.vmap(torch.func.grad(
+        lambda th, xi, yi: 0.5 * (xi @ th - yi) ** 2), in_dims=(None, 0, 0))(theta, x, y)
+    influence = -torch.linalg.solve(hessian, per_example.T).T  # (n, d): d theta / d eps_i
+    residual = x @ theta - y
+    closed_form = -torch.linalg.solve(a, (x * residual[:, None]).T).T
+    np.testing.assert_allclose(influence.numpy(), closed_form.numpy(), atol=1e-10)
+    leverage = torch.einsum("ij,ij->i", x, torch.linalg.solve(a, x.T).T)
+    for i in (0, 7, 29):
+        keep = torch.arange(n) != i
+        refit = torch.linalg.solve(x[keep].T @ x[keep] + lam * torch.eye(d, dtype=x.dtype),
+                                   x[keep].T @ y[keep])
+        # Removing i is up-weighting by -1; the first-order answer, leverage-corrected.
+        np.testing.assert_allclose((refit - theta).numpy(),
+                                   (-influence[i] / (1 - leverage[i])).numpy(), atol=1e-10)
+        assert not np.allclose((refit - theta).numpy(), -influence[i].numpy(), atol=1e-6)
+
+
+def _lr_task(n_train=120, n_target=15, d=8, c=3, n_models=1, seed=0):
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(c, d)) * 1.5
+    y = rng.integers(0, c, n_train + n_target)
+    x = (centres[y] + rng.normal(size=(len(y), d))).astype(np.float32)
+    torch.manual_seed(seed)
+    models = []
+    for _ in range(n_models):
+        model = build_model("mlp", (d,), c, hidden=())
+        opt = torch.optim.SGD(model.parameters(), lr=0.5)
+        xt, yt = torch.as_tensor(x[:n_train]), torch.as_tensor(y[:n_train])
+        for _ in range(200):
+            opt.zero_grad()
+            torch.nn.functional.cross_entropy(model(xt), yt).backward()
+            opt.step()
+        models.append(model)
+    template = build_model("mlp", (d,), c, hidden=())
+    return am.Task(template, stack_params(models), x[:n_train], y[:n_train], x[n_train:],
+                   y[n_train:])
+
+
+def test_per_example_gradients_match_autograd_for_every_model():
+    models = [build_model("mlp", (6,), 4, hidden=(5,)) for _ in range(3)]
+    x, y = torch.randn(7, 6), torch.randint(0, 4, (7,))
+    grads = per_example_grads(models[0], stack_params(models), x, y, "loss")
+    for k in (0, 2):
+        for i in (0, 6):
+            models[k].zero_grad()
+            torch.nn.functional.cross_entropy(models[k](x[i:i + 1]), y[i:i + 1]).backward()
+            expected = torch.cat([p.grad.flatten() for p in models[k].parameters()])
+            torch.testing.assert_close(grads[k, i], expected, atol=1e-6, rtol=1e-5)
+
+
+def test_logistic_regression_hessian_closed_form_equals_autodiff():
+    task = _lr_task()
+    one = {n: t[0].double() for n, t in task.params.items()}
+    probs = torch.softmax(am.logits_of(task.template, task.params, task.x_train)[0], 1)
+    closed = am.linear_hessian(task.x_train, probs)
+    auto = am.exact_hessian(am._mean_loss_fn(task.template, task.x_train, task.y_train), one)
+    torch.testing.assert_close(closed, auto, atol=1e-5, rtol=1e-4)
+
+
+def test_conjugate_gradients_reach_the_exact_influence_on_a_linear_model():
+    task = _lr_task()
+    exact = am.influence(task, solver="exact", damping=0.1)
+    cg = am.influence(task, solver="cg", damping=0.1, cg_iter=200)
+    np.testing.assert_allclose(cg, exact, atol=1e-4 * np.abs(exact).max())
+
+
+def test_ekfac_is_the_fisher_diagonal_in_the_kronecker_eigenbasis():
+    """Brute force on one layer: the sampled-label per-example gradients G_n = g_n a_n^T give
+    the Fisher F = mean vec(G_n) vec(G_n)^T; EK-FAC's corrected eigenvalues are its diagonal
+    in the basis Q_S kron Q_A, and its preconditioner is (that matrix + lam I)^-1."""
+    task = _lr_task(n_train=50)
+    one = {n: t[0] for n, t in task.params.items()}
+    factors = am.ekfac_factors(task.template, one, task.x_train, seed=3, batch=1000)["layers.0"]
+    x = torch.as_tensor(task.x_train)
+    logits = am.logits_of(task.template, task.params, x)[0]
+    sampled = torch.multinomial(torch.softmax(logits, 1), 1,
+                                generator=torch.Generator().manual_seed(3))[:, 0]
+    g = (torch.softmax(logits, 1) - torch.nn.functional.one_hot(sampled, 3)).double()
+    a = torch.cat([x, torch.ones(len(x), 1)], 1).double()
+    per_example = torch.einsum("ni,nj->nij", g, a).reshape(len(x), -1)  # vec of [W | b]
+    fisher = per_example.T @ per_example / len(x)
+    basis = torch.kron(factors["QS"], factors["QA"])
+    diagonal = torch.diagonal(basis.T @ fisher @ basis)
+    torch.testing.assert_close(factors["L"].reshape(-1), diagonal, atol=1e-10, rtol=1e-8)
+    vectors = torch.randn(4, 3 * 9)  # parameter layout: W (3, 8) row-major, then b (3,)
+    lam = 0.1 * float(factors["L"].mean())
+    ekfac = basis @ torch.diag(factors["L"].reshape(-1)) @ basis.T + lam * torch.eye(27)
+    as_matrix = torch.cat([vectors[:, :24].reshape(4, 3, 8), vectors[:, 24:, None]], 2)
+    expected = torch.linalg.solve(ekfac, as_matrix.reshape(4, -1).double().T).T.reshape(4, 3, 9)
+    got = am.ekfac_precondition(task.template, one, {"layers.0": factors}, vectors, 0.1)
+    torch.testing.assert_close(got[:, :24].reshape(4, 3, 8).double(), expected[:, :, :8],
+                               atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(got[:, 24:].double(), expected[:, :, 8], atol=1e-4, rtol=1e-4)
+
+
+def test_trak_projection_converges_to_the_unprojected_estimator():
+    task = _lr_task()
+    exact = am.trak(task, proj_dim=None, damping=0.1)
+    errors = []
+    for k in (16, 256, 4096):
+        projected = am.trak(task, proj_dim=k, damping=0.1, seed=1)
+        errors.append(np.linalg.norm(projected - exact) / np.linalg.norm(exact))
+    assert errors[0] > errors[1] > errors[2]
+    assert errors[2] < 0.05
+
+
+def test_methods_beat_random_on_a_small_population():
+    """Train 80 logistic regressions on half-subsets; influence and TRAK from model 0
+    predict the held-out models' outputs, random scores do not."""
+    from memlab.measures.attribution.gradients import logits_of
+
+    task = _lr_task(n_train=60, n_target=10)
+    mask = random_mask(80, 60, seed=7)
+    models = []
+    torch.manual_seed(1)
+    x, y = torch.as_tensor(task.x_train), torch.as_tensor(task.y_train)
+    for row in mask:
+        model = build_model("mlp", (8,), 3, hidden=())
+        opt = torch.optim.SGD(model.parameters(), lr=0.5, weight_decay=1e-2)
+        for _ in range(100):
+            opt.zero_grad()
+            torch.nn.functional.cross_entropy(model(x[row]), y[row]).backward()
+            opt.step()
+        models.append(model)
+    logits = logits_of(task.template, stack_params(models), task.x_target)
+    yt = torch.as_tensor(task.y_target)
+    outputs = np.stack([(lg.gather(1, yt[:, None])[:, 0] - torch.logsumexp(
+        lg.scatter(1, yt[:, None], float("-inf")), 1)).numpy() for lg in logits])
+    fitted = am.Task(task.template, stack_params(models[:1]), task.x_train, task.y_train,
+                     task.x_target, task.y_target, mask[:1])
+    held = slice(20, None)
+    influence = lds(am.influence(fitted, solver="exact", damping=0.1), mask[held],
+                    outputs[held])
+    control = lds(am.random_scores(fitted), mask[held], outputs[held])
+    assert influence.mean > control.mean + 3 * max(influence.se, control.se)
+    assert abs(control.mean) < 3 * control.se

@@ -1,0 +1,75 @@
+"""The attribution study and `memlab attribute` end to end on a small population."""
+
+import json
+
+import numpy as np
+import pytest
+
+from memlab.cli import main
+from memlab.io import loads_strict
+from memlab.studies.attribute import AttributeConfig, run
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory):
+    out = tmp_path_factory.mktemp("attribute")
+    config = AttributeConfig.quick(n_workers=1, removal=True, removal_targets=3,
+                                   removal_seeds=2, removal_k=20)
+    return config, out, run(config, out, progress=False)
+
+
+def test_summary_has_every_method_with_lds_se_seconds_and_models(study):
+    config, out, result = study
+    summary = loads_strict((out / "summary.json").read_text())  # strict JSON
+    for name in config.methods:
+        row = summary["methods"][name]
+        assert set(row) >= {"lds", "lds_se", "seconds", "n_models_used"}
+        assert row["n_models_used"] == (config.trak_models if name == "trak"
+                                        else config.method_models)
+    for name in ("datamodels", "diff_in_means"):
+        assert set(summary[name]) >= {"lds", "lds_se", "seconds", "n_models_used"}
+    assert summary["n_heldout_models"] == config.n_heldout
+    # Answers, not shapes: influence and TRAK predict the held-out models, random does not.
+    methods = summary["methods"]
+    assert abs(methods["random"]["lds"]) < 3 * methods["random"]["lds_se"]
+    for name in ("if_exact", "trak", "grad_dot"):
+        assert methods[name]["lds"] > 0.3 + 3 * methods[name]["lds_se"]
+    # TracIn's checkpoints were replayed bit-for-bit (the last equals the stored weights).
+    assert methods["tracin"]["replay_max_abs_deviation"] < 1e-5
+    # Removing a method's top-k supporters lowers the target's output more than random k.
+    assert summary["removal"]["if_exact"]["effect_vs_random"] < 0
+
+
+def test_scores_are_memory_mapped_and_agree_with_the_lds(study):
+    config, out, result = study
+    from memlab.measures.attribution.lds import lds
+    from memlab.population import open_run
+
+    scores = np.load(out / "scores" / "trak.npy", mmap_mode="r")
+    population = open_run(out / "population")
+    assert scores.shape == (population.dataset.n_train, config.n_targets)
+    held = slice(population.n_models - config.n_heldout, None)
+    outputs = population.records("test_logodds")[held, :config.n_targets]
+    again = lds(scores, population.membership_mask[held], outputs, seed=config.seed)
+    assert again.mean == pytest.approx(result.summary["methods"]["trak"]["lds"])
+
+
+def test_second_run_returns_the_saved_result(study):
+    config, out, result = study
+    again = run(config, out, progress=False)
+    assert again.summary == result.summary
+    html = (out / "report.html").read_text()
+    assert "LDS of every method" in html and "<svg" in html
+
+
+def test_cli_attribute_on_an_existing_run(study, tmp_path, capsys):
+    config, out, _ = study
+    code = main(["attribute", str(out / "population"), "--methods", "grad_dot,random",
+                 "--targets", "10", "--heldout", "40", "--validation", "20",
+                 "--out", str(tmp_path / "cli"), "--quiet"])
+    assert code == 0
+    printed = capsys.readouterr().out
+    rows = json.loads(printed[:printed.index("held-out models")])
+    assert set(rows) == {"grad_dot", "random", "datamodels", "diff_in_means"}
+    assert rows["grad_dot"]["lds"] > rows["random"]["lds"]
+    assert main(["attribute", str(out / "population"), "--methods", "nope"]) == 2
