@@ -433,7 +433,6 @@ def test_out_at_a_file_a_dangling_link_or_an_unwritable_place(command, tmp_path,
         assert_one_line_error([*command, "--out", out], match, capsys)
 
 
-@pytest.mark.engine_pending
 @pytest.mark.parametrize("command", [["train", "--quiet"], ["memorize", "--quiet"]])
 def test_out_at_a_file_for_population_commands(command, tmp_path, capsys):
     for out, _ in bad_outs(tmp_path):
@@ -522,12 +521,11 @@ def test_info_on_what_is_not_a_run(tmp_path, capsys):
         assert_one_line_error(["info", path], match, capsys)
 
 
-# ------------------------------------------------------------------ engine (pending)
+# ------------------------------------------------------------------ engine
 
 TRAIN = ["train", "--data", "digits", "--models", "2", "--epochs", "1", "--quiet"]
 
 
-@pending
 @pytest.mark.parametrize("extra, match", [
     (["--seed", "-1"], "--seed"),
     (["--hidden=-5,10"], "--hidden"),
@@ -546,7 +544,6 @@ def test_train_bad_options(extra, match, tmp_path, capsys):
     assert not (tmp_path / "run" / "manifest.json").exists()  # refused before any work
 
 
-@pending
 @pytest.mark.parametrize("extra, match", [
     (["--threshold", "nan"], "--threshold"),
     (["--threshold", "5"], "--threshold"),
@@ -558,7 +555,6 @@ def test_memorize_bad_options(extra, match, tmp_path, capsys):
                            "--quiet", "--out", tmp_path / "run", *extra], match, capsys)
 
 
-@pending
 def test_explicit_default_is_not_a_difference_on_resume(tmp_path, capsys):
     run = tmp_path / "run"
     code, _, err = run_cli([*TRAIN, "--out", run], capsys)
@@ -576,7 +572,6 @@ def tiny_run(tmp_path):
                             progress=False, n_workers=1)
 
 
-@pending
 @pytest.mark.parametrize("settings, match", [
     (dict(seed="0"), "seed"),
     (dict(seed=-1), "seed"),
@@ -592,7 +587,6 @@ def test_train_population_bad_settings(settings, match, tmp_path):
                          out=tmp_path / "run", progress=False, n_workers=1)
 
 
-@pending
 def test_train_population_without_data(tmp_path):
     from memlab.population import train_population
 
@@ -600,7 +594,6 @@ def test_train_population_without_data(tmp_path):
         train_population(None, n_models=2, epochs=1, out=tmp_path / "run", progress=False)
 
 
-@pending
 def test_numpy_integers_are_accepted(tmp_path):
     from memlab.population import train_population
 
@@ -610,7 +603,6 @@ def test_numpy_integers_are_accepted(tmp_path):
     assert run.membership_mask.shape == (2, 40)
 
 
-@pending
 def test_run_api_bad_arguments(tiny_run, tmp_path):
     outside = tmp_path / "secret.npy"
     np.save(outside, np.arange(3))

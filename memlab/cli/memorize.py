@@ -73,13 +73,18 @@ def _ratios(text: str) -> list[float]:
 
 
 def run(args: argparse.Namespace) -> int:
+    from memlab import validate
     from memlab.cli.train import train_from_args
     from memlab.errors import ConfigError
     from memlab.measures.memorization import precision_advice
     from memlab.studies.memorize import analyze
 
-    if args.precision <= 0:
-        raise ConfigError(f"--precision must be positive, got {args.precision}")
+    validate.population_options(args)
+    validate.real(args.precision, "--precision", minimum=0, open_low=True)
+    validate.fraction(args.threshold, "--threshold", allow_zero=True, allow_one=True)
+    validate.real(args.infl_min, "--infl-min", minimum=0, maximum=1)
+    validate.fraction(args.duplicate_threshold, "--duplicate-threshold", allow_zero=True,
+                      allow_one=True)
     if args.removal and args.removal_seeds < 2:
         raise ConfigError(f"--removal-seeds must be at least 2, got {args.removal_seeds}")
     ratios = _ratios(args.cscore_ratios)

@@ -61,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
         args.gflops, "--gflops", minimum=0, open_low=True,
         fix="give the sustained GFLOP/s of one worker, e.g. --gflops 50")
     data = parse_shape(args.shape) if args.shape else DataShape.of(load(args.data))
-    config = config_from_args(args, data)
+    config = config_from_args(args, data, device_available=False)
     plan = plan_run(data, config, workers=workers, gflops_per_worker=gflops,
                     calibrate=args.calibrate)
     print(f"{data.name}: {data.n_train:,} train / {data.n_test:,} test, input "

@@ -92,11 +92,14 @@ def _chunk_size(text: str) -> int | str:
         raise argparse.ArgumentTypeError(f"a positive integer or 'auto', not {text!r}") from None
 
 
-def config_from_args(args: argparse.Namespace, dataset) -> PopulationConfig:
+def config_from_args(args: argparse.Namespace, dataset,
+                     device_available: bool = True) -> PopulationConfig:
     """The population settings given on the command line; ``--chunk-size auto`` is sized
     for ``--device`` by plan.suggest_chunk_size."""
+    from memlab import validate
     from memlab.population.plan import suggest_chunk_size
 
+    validate.population_options(args, device_available=device_available)
     model_kwargs = {}
     if args.hidden:
         try:
@@ -172,12 +175,16 @@ def load_membership(path: str | None):
 
 
 def train_from_args(args: argparse.Namespace, out: str):
+    from memlab import validate
     from memlab.population import train_population
 
+    validate.output_dir(out)
     dataset = load(args.data)
     if args.label_noise:
         dataset = dataset.with_label_noise(args.label_noise, seed=args.seed)
     config = config_from_args(args, dataset)
+    validate.fits_in_memory(config.n_total * dataset.n_train, "the membership mask",
+                            "lower --models")
     return train_population(
         dataset, config, membership=load_membership(getattr(args, "membership", None)),
         out=out, device=args.device, n_workers=args.workers, executor=args.executor,

@@ -138,7 +138,11 @@ class PopulationConfig:
             raise ConfigError(f"unknown task {self.task!r}: choose one of {', '.join(TASKS)}")
         if self.init not in INITS:
             raise ConfigError(f"init must be one of {INITS}, got {self.init!r}")
-        check_recipe_values(self.to_dict())
+        check_recipe_values(dataclasses.asdict(self))
+        for name in ("nesterov", "decay_bias_and_norm", "record_epochs", "save_weights",
+                     "compact_records"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(f"{name} must be True or False, got {getattr(self, name)!r}")
         if self.schedule == "step" and self.lr_step_epochs < 1:
             raise ConfigError("schedule 'step' needs lr_step_epochs >= 1 (epochs between "
                               "learning-rate drops)")
