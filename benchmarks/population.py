@@ -32,14 +32,50 @@ import time
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from memlab.data import load
-from memlab.models import build_model
+from memlab.models import MODELS, build_model
 from memlab.population import train_population
 from memlab.population.config import PopulationConfig, membership_mask
 from memlab.population.plan import flops_per_example_step
 
 SUBSET, BATCH, LR = 0.5, 128, 0.05
+
+
+class UserCNN(nn.Module):
+    """A user's 1-D CNN with BatchNorm (not a memlab model): how the generic path fares."""
+
+    def __init__(self, input_shape, n_classes, channels: int = 16):
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.Unflatten(1, (1, input_shape[-1])),
+            nn.Conv1d(1, channels, 5, stride=2, padding=2, bias=False),
+            nn.BatchNorm1d(channels), nn.ReLU(),
+            nn.Conv1d(channels, channels, 3, stride=2, padding=1, bias=False),
+            nn.BatchNorm1d(channels), nn.ReLU(), nn.Flatten(),
+            nn.Linear(channels * ((input_shape[-1] + 3) // 4), n_classes))
+
+    def forward(self, x):
+        return self.body(x)
+
+
+MODELS.setdefault("bench_user_cnn", UserCNN)  # the per-model loops build it by name
+
+
+def cpu_description() -> str:
+    """CPU model and the ISA flags that decide GEMM and bfloat16 speed."""
+    model, flags = "unknown CPU", set()
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name") and model == "unknown CPU":
+                model = line.split(":", 1)[1].strip()
+            elif line.startswith("flags"):
+                flags = set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    wanted = ("avx2", "fma", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile")
+    return f"{model}; ISA: {' '.join(f for f in wanted if f in flags) or 'none of ' + str(wanted)}"
 
 
 # ------------------------------------------------------------------ (a) and (b): per-model loops
@@ -184,6 +220,7 @@ def main() -> None:
     parser.add_argument("--memory", action="store_true",
                         help="only measure peak memory against chunk size and model count")
     parser.add_argument("--memory-probe", nargs=2, type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--only", default=None, help="only the settings whose title has this")
     args = parser.parse_args()
     if args.memory_probe:
         return memory_probe(*args.memory_probe)
@@ -192,6 +229,8 @@ def main() -> None:
     workers = os.cpu_count() or 1
     torch.set_num_threads(workers)  # (a) uses torch's default: all cores
     dataset = load("mnist1d")
+    print(f"CPU: {cpu_description()}")
+    print(f"load average before: {os.getloadavg()[0]:.2f}")
     print(f"machine: {workers} cores, torch {torch.__version__}, "
           f"{torch.backends.cpu.get_cpu_capability()}; threads: (a) {workers}, (b)/(c) 1 per "
           f"process x {workers} processes")
@@ -202,7 +241,11 @@ def main() -> None:
                                   n_engine=1024, n_tuned=32, n_naive=4),
         "CNN1d (MNIST-1D paper, 25 channels)": dict(model="cnn1d", model_kwargs={},
                                                     n_engine=64, n_tuned=16, n_naive=2),
+        "user CNN with BatchNorm (generic path)": dict(model="bench_user_cnn", model_kwargs={},
+                                                       n_engine=64, n_tuned=16, n_naive=2),
     }
+    if args.only:
+        settings = {k: v for k, v in settings.items() if args.only.lower() in k.lower()}
     for title, setting in settings.items():
         result = compare(dataset, epochs=args.epochs, rounds=args.rounds,
                          chunk_size=args.chunk_size, workers=workers, **setting)
@@ -229,6 +272,7 @@ def main() -> None:
             seconds = time.perf_counter() - started
         print(f"2,000 MLPs x 30 epochs (records and weights written): {seconds:.0f} s "
               f"({seconds / 60:.2f} min)")
+    print(f"load average after: {os.getloadavg()[0]:.2f}")
     sys.stdout.flush()
 
 

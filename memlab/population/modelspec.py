@@ -76,7 +76,8 @@ class ModelSpec:
         """An instance of the architecture (weights meaningless; for shapes and forward)."""
         if self.template is not None:
             return copy.deepcopy(self.template)
-        return call_factory(self.factory, self.label, input_shape, n_classes, self.kwargs)
+        with torch.random.fork_rng(devices=[]):  # building draws weights: not from the caller
+            return call_factory(self.factory, self.label, input_shape, n_classes, self.kwargs)
 
     def initial_state(self, config: PopulationConfig, input_shape: tuple[int, ...],
                       n_classes: int, replicate: int) -> dict[str, torch.Tensor]:
