@@ -99,12 +99,19 @@ class Dataset:
         return dataclasses.replace(self, x_train=self.x_train[keep], y_train=self.y_train[keep],
                                    provenance=provenance, corruption=corruption)
 
+    @property
+    def memory_mapped(self) -> bool:
+        """Whether the inputs live on disk (``load_npy_dir``): read block by block."""
+        return isinstance(self.x_train, np.memmap) or isinstance(self.x_test, np.memmap)
+
     def fingerprint(self) -> str:
-        """SHA-256 over the arrays (after corruption): two runs on equal data share it."""
+        """SHA-256 over the arrays (after corruption): two runs on equal data share it.
+        Read in blocks, so a memory-mapped dataset is never loaded whole."""
         digest = hashlib.sha256()
         for array in (self.x_train, self.y_train, self.x_test, self.y_test):
             digest.update(str((array.dtype.str, array.shape)).encode())
-            digest.update(np.ascontiguousarray(array).tobytes())
+            for rows in row_blocks(array):
+                digest.update(np.ascontiguousarray(array[rows]))  # no copy of a view
         return digest.hexdigest()
 
     def describe(self) -> dict[str, Any]:
@@ -186,12 +193,17 @@ class Dataset:
     # ---------------------------------------------------------------- storage
 
     def save(self, path: str | Path) -> None:
-        """Write the dataset (arrays and metadata) to one ``.npz`` file, atomically."""
+        """Write the dataset (arrays and metadata) to one ``.npz`` file, atomically; a
+        memory-mapped dataset to a directory of ``.npy`` files instead (``path`` without
+        its suffix), streamed block by block."""
         import io
         import json
 
         from memlab.io import atomic_write_bytes
 
+        if self.memory_mapped:
+            save_npy_dir(self, Path(path).with_suffix(""))
+            return
         buffer = io.BytesIO()
         meta = {"name": self.name, "class_names": self.class_names,
                 "provenance": self.provenance, "corruption": _jsonable(self.corruption)}
@@ -308,8 +320,11 @@ def validate(dataset: Dataset) -> None:
                 f"{name}: y_{split} must hold integer class indices, got dtype {y.dtype}; "
                 "map class names to 0..C-1 first"
             )
-        if not np.isfinite(x).all():
-            bad = np.flatnonzero(~np.isfinite(x.reshape(len(x), -1)).all(axis=1))
+        finite = [bool(np.isfinite(x[rows]).all()) for rows in row_blocks(x)]
+        if not all(finite):
+            bad = np.concatenate([
+                rows.start + np.flatnonzero(~np.isfinite(x[rows].reshape(
+                    rows.stop - rows.start, -1)).all(axis=1)) for rows in row_blocks(x)])
             raise DataError(
                 f"{name}: x_{split} contains NaN or infinite values in {len(bad)} examples "
                 f"(first: {bad[:5].tolist()}); drop or impute them"
@@ -342,8 +357,81 @@ def cache_dir() -> Path:
     return Path(root)
 
 
+BLOCK_BYTES = 16 * 2**20  # rows of a memory-mapped array read at once
+
+
+def row_blocks(array: np.ndarray) -> list[slice]:
+    """Slices of rows of about BLOCK_BYTES each (one slice for a small array)."""
+    row_bytes = max(1, array[0].nbytes if len(array) else 1)
+    step = max(1, BLOCK_BYTES // row_bytes)
+    return [slice(i, min(i + step, len(array))) for i in range(0, max(len(array), 1), step)]
+
+
+NPY_FILES = ("x_train", "y_train", "x_test", "y_test")
+
+
+def save_npy_dir(dataset: Dataset, directory: str | Path) -> None:
+    """Write a dataset as ``x_train.npy``, ``y_train.npy``, ``x_test.npy``, ``y_test.npy``
+    and ``meta.json`` (the layout ``load_npy_dir`` memory-maps), block by block, each file
+    under a temporary name first."""
+    import json
+    import os
+
+    from memlab.io import atomic_write_json
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    for name in NPY_FILES:
+        array = getattr(dataset, name)
+        tmp = directory / f".{name}.npy.{os.getpid()}.tmp"
+        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=array.dtype, shape=array.shape)
+        for rows in row_blocks(array):
+            out[rows] = array[rows]
+        out.flush()
+        del out
+        os.replace(tmp, directory / f"{name}.npy")
+    meta = {"name": dataset.name, "class_names": dataset.class_names,
+            "provenance": dataset.provenance, "corruption": _jsonable(dataset.corruption)}
+    atomic_write_json(directory / "meta.json", json.loads(json.dumps(meta)))
+
+
+def load_npy_dir(directory: str | Path) -> Dataset:
+    """A dataset larger than memory: ``x_train.npy``, ``y_train.npy``, ``x_test.npy``,
+    ``y_test.npy`` (and optionally ``meta.json`` with ``class_names``) in one directory,
+    inputs memory-mapped (read from disk as batches need them), labels loaded."""
+    import json
+
+    directory = Path(directory)
+    missing = [n for n in NPY_FILES if not (directory / f"{n}.npy").exists()]
+    if missing:
+        raise DataError(f"{directory} lacks {[f'{n}.npy' for n in missing]}; a dataset "
+                        f"directory holds {', '.join(f'{n}.npy' for n in NPY_FILES)}")
+    try:
+        arrays = {n: np.load(directory / f"{n}.npy", mmap_mode="r" if n.startswith("x")
+                             else None, allow_pickle=False) for n in NPY_FILES}
+    except (OSError, ValueError) as error:
+        raise DataError(f"cannot read the .npy files in {directory} ({error}); write them "
+                        "with np.save (no pickles)") from None
+    meta: dict[str, Any] = {}
+    if (directory / "meta.json").exists():
+        try:
+            meta = json.loads((directory / "meta.json").read_text())
+        except ValueError as error:
+            raise DataError(f"{directory / 'meta.json'} is not valid JSON ({error})") from None
+    for n in ("y_train", "y_test"):
+        if np.issubdtype(arrays[n].dtype, np.integer):
+            arrays[n] = arrays[n].astype(np.int64)
+    n_classes = int(max(arrays["y_train"].max(), arrays["y_test"].max())) + 1
+    return Dataset(name=meta.get("name", directory.name), **arrays,
+                   class_names=list(meta.get("class_names")
+                                    or [str(c) for c in range(n_classes)]),
+                   provenance=meta.get("provenance", {"source": str(directory)}),
+                   corruption=meta.get("corruption", {}))
+
+
 def load(name_or_path: str | Path) -> Dataset:
-    """Load a built-in dataset by name or a user dataset from an ``.npz`` path."""
+    """Load a built-in dataset by name, a user dataset from an ``.npz`` path, or a
+    directory of ``.npy`` files (memory-mapped, for data larger than memory)."""
     key = str(name_or_path)
     if key == "mnist1d":
         return _load_mnist1d()
@@ -352,6 +440,8 @@ def load(name_or_path: str | Path) -> Dataset:
     if key == "mnist":
         return _load_mnist()
     path = Path(key)
+    if path.is_dir() and (path / "x_train.npy").exists():
+        return load_npy_dir(path)
     if path.suffix == ".npz" or path.exists():
         return load_npz(path)
     raise DataError(

@@ -397,3 +397,35 @@ def test_run_model_that_cannot_be_rebuilt_says_so(tmp_path):
     assert isinstance(run.model(0, model=Local), Local)
     with pytest.raises(RunError, match="does not match the run's architecture"):
         run.model(0, model=lambda shape, n: nn.Linear(10, 4))
+
+
+def test_memory_mapped_dataset_trains_like_the_same_data_in_memory(tmp_path):
+    import tracemalloc
+
+    from memlab.data import load, save_npy_dir
+
+    blobs = make_blobs(n_train=200)
+    save_npy_dir(blobs, tmp_path / "data")
+    mapped = load(tmp_path / "data")
+    assert mapped.memory_mapped and isinstance(mapped.x_train, np.memmap)
+    assert mapped.fingerprint() == blobs.fingerprint()
+    settings = dict(model="mlp", model_kwargs={"hidden": [8]}, n_models=3, epochs=2,
+                    progress=False, n_workers=2, chunk_size=2)
+    on_disk = train_population(mapped, **settings, out=tmp_path / "mapped")
+    in_memory = train_population(blobs, **{**settings, "n_workers": 1}, out=tmp_path / "memory")
+    assert (on_disk.path / "dataset" / "x_train.npy").exists()  # the run's copy, as .npy
+    assert isinstance(on_disk.dataset.x_train, np.memmap)
+    for name in in_memory.record_names:
+        np.testing.assert_array_equal(on_disk.records(name), in_memory.records(name), name)
+    # Validation and fingerprint read in blocks: far less memory than the array.
+    big = np.lib.format.open_memmap(tmp_path / "big.npy", mode="w+", dtype=np.float32,
+                                    shape=(300_000, 64))  # 77 MB
+    big[:] = 1.0
+    big.flush()
+    tracemalloc.start()
+    labels = np.arange(300_000) % 2
+    Dataset("big", np.load(tmp_path / "big.npy", mmap_mode="r"), labels,
+            np.ones((4, 64), np.float32), np.array([0, 1, 0, 1]), ["a", "b"]).fingerprint()
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < 77e6 / 2, peak

@@ -30,7 +30,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from memlab.data import Dataset, load_npz
+from memlab.data import Dataset, load_npy_dir, load_npz
 from memlab.errors import ConfigError
 from memlab.text import Documents
 
@@ -85,7 +85,9 @@ class ClassificationTask:
                               f"(batch, n_classes) logits")
 
     def tensors(self, data: Dataset, device: torch.device) -> dict[str, tuple]:
-        return {split: (torch.as_tensor(getattr(data, f"x_{split}"), device=device),
+        # A memory-mapped array becomes a tensor over the same pages (no copy on a CPU):
+        # batches read the rows they gather from disk through the page cache.
+        return {split: (_as_tensor(getattr(data, f"x_{split}"), device),
                         torch.as_tensor(getattr(data, f"y_{split}"), device=device))
                 for split in ("train", "test")}
 
@@ -119,10 +121,23 @@ class ClassificationTask:
         return {name: torch.cat(parts, dim=1) for name, parts in outputs.items()}
 
     def save(self, data: Dataset, path: Path) -> None:
-        data.save(path)
+        data.save(path)  # a memory-mapped dataset: a directory of .npy files beside it
 
     def load(self, path: Path) -> Dataset:
+        path = Path(path)
+        if not path.exists() and path.with_suffix("").is_dir():
+            return load_npy_dir(path.with_suffix(""))
         return load_npz(path)
+
+
+def _as_tensor(array: np.ndarray, device: torch.device) -> torch.Tensor:
+    if isinstance(array, np.memmap) and device.type == "cpu":
+        import warnings
+
+        with warnings.catch_warnings():  # read-only pages: memlab never writes to inputs
+            warnings.simplefilter("ignore", UserWarning)
+            return torch.from_numpy(array)
+    return torch.as_tensor(array, device=device)
 
 
 def classification_records(logits: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
