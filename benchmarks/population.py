@@ -149,8 +149,35 @@ def timed(fn) -> float:
     return time.perf_counter() - started
 
 
+BASELINE_SCRIPT = """
+import sys, tempfile, time, os
+from memlab.data import load
+from memlab.population import train_population
+dataset = load("mnist1d")
+with tempfile.TemporaryDirectory() as out:
+    started = time.perf_counter()
+    train_population(dataset, model=sys.argv[1], n_models=int(sys.argv[2]),
+                     subset_fraction={subset}, epochs=int(sys.argv[3]), batch_size={batch},
+                     lr={lr}, chunk_size=int(sys.argv[4]), out=os.path.join(out, "run"),
+                     n_workers=int(sys.argv[5]), progress=False, save_weights=False)
+    print(time.perf_counter() - started)
+"""
+
+
+def baseline_engine(tree: str, model: str, n_models: int, epochs: int, chunk_size: int,
+                    workers: int) -> float:
+    """Seconds of the engine of another checkout (``tree``), timed inside its process."""
+    script = BASELINE_SCRIPT.format(subset=SUBSET, batch=BATCH, lr=LR)
+    result = subprocess.run(
+        [sys.executable, "-c", script, model, str(n_models), str(epochs), str(chunk_size),
+         str(workers)], capture_output=True, text=True, check=True, cwd=tree,
+        env={**os.environ, "PYTHONPATH": tree})
+    return float(result.stdout.strip().splitlines()[-1])
+
+
 def compare(dataset, model: str, model_kwargs: dict, epochs: int, n_engine: int, n_tuned: int,
-            n_naive: int, rounds: int, chunk_size: int, workers: int) -> dict:
+            n_naive: int, rounds: int, chunk_size: int, workers: int,
+            baseline: str | None = None) -> dict:
     template = build_model(model, dataset.input_shape, dataset.n_classes, **model_kwargs)
     flops = flops_per_example_step(template, dataset.input_shape)
     subset = PopulationConfig(subset_fraction=SUBSET).subset_size(dataset.n_train)
@@ -173,12 +200,16 @@ def compare(dataset, model: str, model_kwargs: dict, epochs: int, n_engine: int,
             (n_tuned, lambda: loop_tuned(dataset, config(n_tuned), workers)),
         "(c) memlab engine": (n_engine, engine),
     }
+    if baseline and not model.startswith("bench_"):
+        runs["(c0) memlab engine of " + os.path.basename(baseline.rstrip("/"))] = (
+            n_engine, lambda: baseline_engine(baseline, model, n_engine, epochs, chunk_size,
+                                              workers))
     rates: dict[str, list[float]] = {name: [] for name in runs}
     peaks = []
     for _ in range(rounds):
         peaks.append(gemm_peak(workers))  # in every round: the machine's load drifts
         for name, (n_models, fn) in runs.items():
-            seconds = timed(fn)
+            seconds = fn() if name.startswith("(c0)") else timed(fn)
             rates[name].append(n_models * epochs * subset / seconds)
     median = {name: statistics.median(values) for name, values in rates.items()}
     return {"flops_per_example_step": flops, "rates": median,
@@ -221,6 +252,9 @@ def main() -> None:
                         help="only measure peak memory against chunk size and model count")
     parser.add_argument("--memory-probe", nargs=2, type=int, help=argparse.SUPPRESS)
     parser.add_argument("--only", default=None, help="only the settings whose title has this")
+    parser.add_argument("--baseline", default=None, metavar="CHECKOUT",
+                        help="also time the engine of another checkout (e.g. a git worktree "
+                             "of an older commit), interleaved in the same rounds")
     args = parser.parse_args()
     if args.memory_probe:
         return memory_probe(*args.memory_probe)
@@ -248,7 +282,8 @@ def main() -> None:
         settings = {k: v for k, v in settings.items() if args.only.lower() in k.lower()}
     for title, setting in settings.items():
         result = compare(dataset, epochs=args.epochs, rounds=args.rounds,
-                         chunk_size=args.chunk_size, workers=workers, **setting)
+                         chunk_size=args.chunk_size, workers=workers, baseline=args.baseline,
+                         **setting)
         rates = result["rates"]
         engine_rate = rates["(c) memlab engine"]
         print(f"{title}: 50% subsets ({dataset.n_train // 2} examples), batch {BATCH}, "
