@@ -239,9 +239,14 @@ def test_callback_records_resume_bit_identically_after_sigkill(tmp_path):
     deadline = time.time() + 120
     while time.time() < deadline and not store.chunk_is_complete(killed, 1):
         time.sleep(0.01)
+    workers = _children(process.pid)
     process.send_signal(signal.SIGKILL)
     process.wait()
     assert json.loads((killed / "manifest.json").read_text())["status"] == "running"
+    deadline = time.time() + 10  # the workers die with their parent
+    while time.time() < deadline and any(_alive(pid) for pid in workers):
+        time.sleep(0.1)
+    assert workers and not any(_alive(pid) for pid in workers), "orphan worker processes"
     subprocess.run([sys.executable, "-c", CALLBACK_SCRIPT.format(workers=1), str(killed)],
                    env=env, cwd=REPO, check=True)
     straight = tmp_path / "straight"
@@ -257,6 +262,29 @@ def test_callback_records_resume_bit_identically_after_sigkill(tmp_path):
     with torch.no_grad():
         start = model.eval()(torch.from_numpy(reference.dataset.x_test[:5]))
     np.testing.assert_allclose(reference.records("probe_logits")[3, 0], start, atol=1e-5)
+
+
+def _children(pid: int) -> list[int]:
+    import psutil
+
+    deadline = time.time() + 30
+    while time.time() < deadline:
+        found = [c.pid for c in psutil.Process(pid).children()
+                 if "spawn_main" in " ".join(c.cmdline()) and "tracker" not in " ".join(
+                     c.cmdline()[-1:])]
+        if len(found) >= 2:
+            return found
+        time.sleep(0.05)
+    return found
+
+
+def _alive(pid: int) -> bool:
+    import psutil
+
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
 
 
 def test_before_step_callback_changes_the_batch(tmp_path):

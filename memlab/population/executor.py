@@ -121,7 +121,7 @@ def run_local(run_dir: Path, dataset, work: ChunkWork, chunks: list[store.ChunkP
     pool = ProcessPoolExecutor(
         max_workers=min(n_workers, len(chunks)), mp_context=mp_context,
         initializer=_init_worker,
-        initargs=(str(run_dir), work.dumps(), progress_queue),
+        initargs=(str(run_dir), work.dumps(), progress_queue, os.getpid()),
     )
     try:
         pending = {pool.submit(_worker_chunk, chunk) for chunk in chunks}
@@ -151,7 +151,23 @@ def _drain(progress_queue, on_epoch: Callable[[int], None]) -> None:
 _WORKER: dict = {}
 
 
-def _init_worker(run_dir: str, work: bytes, progress_queue) -> None:
+def _die_with_parent(parent: int) -> None:
+    """Linux: the kernel kills this worker when its parent dies (even by SIGKILL or an OOM
+    kill), so no worker outlives the run it trains for."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return  # not Linux: the pool's own shutdown has to do
+    if os.getppid() != parent:  # the parent died before prctl took effect
+        os._exit(1)
+
+
+def _init_worker(run_dir: str, work: bytes, progress_queue, parent: int | None = None) -> None:
+    if parent is not None:
+        _die_with_parent(parent)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the main process handles Ctrl-C
     os.environ["OMP_NUM_THREADS"] = "1"
     torch.set_num_threads(1)
