@@ -113,19 +113,21 @@ def _per_model(x: torch.Tensor, n_models: int, per_model: bool) -> torch.Tensor:
 
 
 def lass(forward: Forward, x: torch.Tensor, settings: LassSettings, n_models: int = 1,
-         seed: int = 0, per_model: bool = False, model_scale: torch.Tensor | None = None
-         ) -> LassResult:
+         seed: int | Sequence[int] = 0, per_model: bool = False,
+         model_scale: torch.Tensor | None = None) -> LassResult:
     """Search for a prediction flip within ``settings.radius`` of every input, for every model.
 
     x: (n, *input_shape), shared by the K = ``n_models`` models, or (K, n, *input_shape)
     with ``per_model=True``. ``model_scale`` (K,) multiplies α, β and r per model (used to
-    train models with different adversarial radii at once). Deterministic for a ``seed``.
+    train models with different adversarial radii at once). Deterministic for a ``seed``:
+    one integer for all models, or K integers, one per model, so that model k's Langevin
+    noise does not depend on which other models are searched with it.
     """
     x = _per_model(x, n_models, per_model)
     scale = torch.ones(n_models) if model_scale is None else model_scale.float()
     scale = scale.to(x.device).view(n_models, *([1] * (x.dim() - 1)))
     alpha, beta, radius = settings.alpha * scale, settings.beta * scale, settings.radius * scale
-    generator = torch.Generator(device=x.device).manual_seed(seed)
+    draw = _noise_source(seed, x, n_models)
     with torch.no_grad():
         original = forward(x).argmax(-1)  # (K, n)
     x_adv = x.clone()
@@ -142,7 +144,7 @@ def lass(forward: Forward, x: torch.Tensor, settings: LassSettings, n_models: in
         # input gradient.
         loss = F.cross_entropy(logits.flatten(0, 1), original.flatten(), reduction="sum")
         (gradient,) = torch.autograd.grad(loss, probe)
-        noise = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+        noise = draw()
         moved = x_adv + alpha * gradient.sign() + beta * noise
         moved = torch.maximum(torch.minimum(moved, upper), lower)
         keep_moving = active.view(*active.shape, *([1] * (x.dim() - 2)))
@@ -152,6 +154,23 @@ def lass(forward: Forward, x: torch.Tensor, settings: LassSettings, n_models: in
         critical |= flipped
         iterations[flipped.cpu()] = step
     return LassResult(critical.cpu().numpy(), iterations.numpy(), x_adv.detach())
+
+
+def _noise_source(seed: int | Sequence[int], x: torch.Tensor, n_models: int
+                  ) -> Callable[[], torch.Tensor]:
+    """A function drawing the next N(0, I) noise of x's shape (K, n, ...): from one
+    generator, or from one generator per model (``seed`` a sequence of K integers)."""
+    if isinstance(seed, int | np.integer):
+        generator = torch.Generator(device=x.device).manual_seed(int(seed))
+        return lambda: torch.randn(x.shape, generator=generator, device=x.device,
+                                   dtype=x.dtype)
+    seeds = [int(s) for s in seed]
+    if len(seeds) != n_models:
+        raise ConfigError(f"lass needs one seed or {n_models} seeds (one per model), "
+                          f"got {len(seeds)}")
+    generators = [torch.Generator(device=x.device).manual_seed(s) for s in seeds]
+    return lambda: torch.stack([torch.randn(x.shape[1:], generator=g, device=x.device,
+                                            dtype=x.dtype) for g in generators])
 
 
 def critical_sample_ratio(forward: Forward, x: torch.Tensor, settings: LassSettings,

@@ -21,10 +21,15 @@ and measures, per condition:
    accuracy on real data, for dropout, input dropout, input noise, weight decay and
    adversarial training.
 
-Parts 1-3 use the population engine; parts 4-5 need checkpoints and input-level
-regularizers, so they train a small stack of MLPs here (:class:`StackedMLP`, all models in
-one vectorized step). Everything lands in ``RUN/``: ``populations/`` (engine runs,
-resumable), ``tables/*.parquet``, ``summary.json`` and ``report.html``.
+Every model is trained by the population engine (``memlab.population``): full-data models
+through an explicit all-ones membership mask, the regularizers as per-model sweep values
+(dropout, input dropout, input noise, weight decay) or a callback that adds LASS samples to
+each batch (adversarial training), the checkpoint measurements of part 4 as a callback.
+So every model follows the engine's seeding rules: model (replicate r) of any population
+of this study starts from the same weights and sees the same batches, whatever else is
+trained beside it, and the caller's torch RNG is never touched. Everything lands in
+``RUN/``: ``populations/`` (engine runs, resumable), ``tables/*.parquet``,
+``summary.json`` and ``report.html``.
 """
 
 from __future__ import annotations
@@ -34,25 +39,30 @@ import math
 import os
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
-import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from memlab.data import Dataset, load
 from memlab.errors import ConfigError
 from memlab.measures import dynamics
 from memlab.measures.critical import LassSettings, gini, lass, loss_sensitivity
-from memlab.population import train_population
+from memlab.population import Run, train_population
 from memlab.population.executor import single_thread
 from memlab.population.store import atomic_save_table, atomic_write_json
 
 REGULARIZERS = ("dropout", "input_dropout", "input_noise", "weight_decay", "adversarial")
+# The engine's per-model settings that carry each regularizer (adversarial: a callback).
+SWEEP_KEYS = {"dropout": "dropout", "input_dropout": "input_dropout",
+              "input_noise": "input_noise", "weight_decay": "weight_decay"}
+# This study's own random stream (LASS noise), beside the engine's streams 0-4 of
+# memlab.population.config: seeds are SeedSequence([seed, replicate, STREAM_LASS, t]).
+STREAM_LASS = 16
 
 
 @dataclass(frozen=True)
@@ -60,14 +70,15 @@ class NoiseStudyConfig:
     """Everything that sets the study's results. ``quick()`` and ``full()`` are the presets.
 
     n_train: training examples used (a fixed random subset; None = all); the test split is
-        the validation set. ``subset_fraction``: each seed's model trains on this fraction
-        (the engine needs some examples out; 0.99 is "the whole set" for the dynamics).
+        the validation set. Every seed's model of the dynamics, one-epoch difficulty,
+        critical-sample and regularizer parts trains on all of them (an all-ones mask).
     difficulty_n_train: training examples for the one-epoch difficulty (None = all of the
         data's): one epoch must be enough SGD steps to learn more than class frequencies.
     lass_scale: LASS α, β, r are the paper's values rescaled to the data's range, times this.
     regularizers: name -> strengths (dropout and input_dropout: drop probability;
         input_noise: Gaussian std in units of the data's std; weight_decay: L2 coefficient;
         adversarial: LASS radius as a multiple of the scaled paper radius).
+    sweep_seeds: models per (regularizer, strength) and condition (the mean is reported).
     """
 
     data: str = "mnist1d"
@@ -76,7 +87,6 @@ class NoiseStudyConfig:
     noise_fractions: tuple[float, ...] = (0.2, 0.5)
     seeds: int = 16
     epochs: int = 60
-    subset_fraction: float = 0.99
     batch_size: int = 64
     lr: float = 0.05
     momentum: float = 0.9
@@ -92,6 +102,7 @@ class NoiseStudyConfig:
     lass_scale: float = 1.0
     lass_iter: int = 20
     sweep_epochs: int = 60
+    sweep_seeds: int = 1
     regularizers: dict[str, tuple[float, ...]] = field(default_factory=lambda: {
         "dropout": (0.2, 0.4, 0.6, 0.8),
         "input_dropout": (0.1, 0.2, 0.4, 0.6),
@@ -120,11 +131,17 @@ class NoiseStudyConfig:
         unknown = set(self.regularizers) - set(REGULARIZERS)
         if unknown:
             raise ConfigError(f"unknown regularizers {sorted(unknown)}; use {REGULARIZERS}")
+        for name, strengths in self.regularizers.items():
+            if len(set(strengths)) != len(strengths) or not all(s > 0 for s in strengths):
+                raise ConfigError(f"regularizer {name!r} needs distinct positive strengths, "
+                                  f"got {strengths}")
         for fraction in self.noise_fractions:
             if not 0 < fraction < 1:
                 raise ConfigError(f"partial noise fractions must lie in (0, 1), got {fraction}")
         if min(self.seeds, self.difficulty_seeds, self.capacity_seeds, self.csr_seeds) < 2:
             raise ConfigError("every part of the study needs at least 2 seeds")
+        if self.sweep_seeds < 1:
+            raise ConfigError(f"sweep_seeds must be at least 1, got {self.sweep_seeds}")
 
     def expected_minutes(self, n_train: int, n_available: int) -> float:
         """A rough wall-time estimate on two free CPU cores, from the number of
@@ -139,8 +156,8 @@ class NoiseStudyConfig:
                 * (sum(s for s in self.capacity_sizes if s <= n_train)
                    + len(self.capacity_widths) * n_train)
                 + n_conditions * self.csr_seeds * self.epochs * n_train * 3
-                + sum(map(len, self.regularizers.values())) * 2 * self.sweep_epochs * n_train
-                * 2) * width
+                + sum(map(len, self.regularizers.values())) * 2 * self.sweep_seeds
+                * self.sweep_epochs * n_train * 2) * width
         return work / 0.17e6 / 60 + 0.3
 
 
@@ -182,128 +199,83 @@ def corrupted_examples(dataset: Dataset) -> np.ndarray:
     return mask
 
 
-# ---------------------------------------------------------------- a stack of small MLPs
+# ---------------------------------------------------------------- callbacks (engine)
 
 
-class StackedMLP:
-    """K independent ReLU MLPs with stacked weights (K, out, in), trained in one step.
+def lass_seeds(seed: int, replicates: Sequence[int], counter: int) -> list[int]:
+    """One LASS seed per model from its replicate's own stream (so a model's search noise
+    does not depend on the models trained beside it); ``counter``: epoch or step."""
+    return [int(np.random.SeedSequence([seed, r, STREAM_LASS, counter]).generate_state(1)[0])
+            for r in replicates]
 
-    Unlike the population engine's models, every model here can carry its own input-level
-    regularization (input dropout, input noise, adversarial examples) and be inspected at
-    checkpoints. Initialization matches nn.Linear's default.
+
+class CriticalSamples:
+    """Part 4's checkpoint measurements, at ``epochs`` (0 = initial weights).
+
+    Records ``csr_{key}`` (n_models, len(epochs)): ``csr`` (critical sample ratio of the
+    validation inputs ``probe``, indices into the test split), ``sensitivity_gini`` and
+    ``sensitivity_mean`` (of ||dL/dx||_1 over the training examples, nats per input unit),
+    ``train_acc`` and ``val_acc``. The study's networks have no dropout, so the engine's
+    differentiable train-mode forward is the evaluation forward.
     """
 
-    def __init__(self, n_models: int, n_features: int, hidden: tuple[int, ...],
-                 n_classes: int, seed: int = 0):
-        generator = torch.Generator().manual_seed(seed)
-        widths = [n_features, *hidden, n_classes]
-        self.weights, self.biases = [], []
-        for fan_in, fan_out in zip(widths[:-1], widths[1:]):
-            bound = 1 / math.sqrt(fan_in)
-            for shape, store in (((fan_out, fan_in), self.weights), ((fan_out,), self.biases)):
-                uniform = torch.rand(n_models, *shape, generator=generator) * 2 - 1
-                store.append((uniform * bound).requires_grad_(True))
-        self.n_models = n_models
+    name = "csr"
 
-    def parameters(self) -> list[torch.Tensor]:
-        return [*self.weights, *self.biases]
+    def __init__(self, epochs: Sequence[int], probe: np.ndarray, settings: LassSettings):
+        self.epochs = tuple(int(e) for e in epochs)
+        self.probe = torch.as_tensor(np.asarray(probe, dtype=np.int64))
+        self.settings = settings
 
-    def __call__(self, x: torch.Tensor, dropout: torch.Tensor | None = None,
-                 generator: torch.Generator | None = None) -> torch.Tensor:
-        """x (K, b, *input_shape) -> logits (K, b, n_classes). ``dropout`` (K,): per-model
-        drop probability of hidden units (training only; None = evaluation)."""
-        h = x.flatten(2)
-        for layer, (weight, bias) in enumerate(zip(self.weights, self.biases)):
-            h = torch.baddbmm(bias.unsqueeze(1), h, weight.transpose(1, 2))
-            if layer < len(self.weights) - 1:
-                h = h.relu()
-                if dropout is not None:
-                    h = _drop(h, dropout, generator)
-        return h
+    def describe(self) -> dict:
+        return {"epochs": list(self.epochs), "probe": self.probe.tolist(),
+                "lass": asdict(self.settings)}
+
+    def __call__(self, state) -> dict[str, np.ndarray]:
+        x_train, y_train = state.tensors["train"]
+        x_val = state.tensors["test"][0].index_select(0, self.probe)
+        seeds = lass_seeds(state.config.seed, state.replicates, state.epoch)
+        found = lass(state.train_forward, x_val, self.settings, state.n_models, seed=seeds)
+        sensitivity = loss_sensitivity(state.train_forward, x_train, y_train, state.n_models)
+        return {"csr": found.ratio, "sensitivity_gini": gini(sensitivity),
+                "sensitivity_mean": sensitivity.mean(1),
+                "train_acc": state.evaluate("train")["correct"].float().mean(1),
+                "val_acc": state.evaluate("test")["correct"].float().mean(1)}
 
 
-def _drop(h: torch.Tensor, rate: torch.Tensor, generator: torch.Generator | None
-          ) -> torch.Tensor:
-    """Inverted dropout with a per-model rate (K,) on (K, ...) activations."""
-    rate = rate.view(-1, *([1] * (h.dim() - 1)))
-    keep = torch.rand(h.shape, generator=generator) >= rate
-    return h * keep / (1 - rate)
+class ValidationAccuracy:
+    """Validation accuracy after every epoch: record ``val_acc`` (n_models, epochs)."""
+
+    name = "val"
+    epochs = None
+
+    def __call__(self, state) -> dict[str, torch.Tensor]:
+        return {"acc": state.evaluate("test")["correct"].float().mean(1)}
 
 
-@dataclass
-class Regularization:
-    """Per-model regularizer strengths, each a (K,) tensor (0 = off)."""
+class AdversarialTraining:
+    """Arpit et al.'s adversarial training: every batch gets the LASS samples found from its
+    inputs (radius ``scale`` x the settings' radius), so the step's mean loss is the average
+    of the clean and the adversarial loss. The search's noise comes from each model's own
+    stream (seeded by replicate and step)."""
 
-    dropout: torch.Tensor
-    input_dropout: torch.Tensor
-    input_noise: torch.Tensor  # std, in input units
-    weight_decay: torch.Tensor
-    adversarial: torch.Tensor  # multiple of the LASS settings' radius
+    name = "adversarial"
+    epochs = ()
 
-    @classmethod
-    def none(cls, n_models: int) -> Regularization:
-        return cls(*(torch.zeros(n_models) for _ in range(5)))
+    def __init__(self, scale: float, settings: LassSettings):
+        self.scale, self.settings = float(scale), settings
 
+    def describe(self) -> dict:
+        return {"scale": self.scale, "lass": asdict(self.settings)}
 
-def train_stack(net: StackedMLP, x: torch.Tensor, y: torch.Tensor, epochs: int,
-                batch_size: int, lr: float, momentum: float,
-                regularization: Regularization | None = None,
-                lass_settings: LassSettings | None = None, seed: int = 0,
-                on_epoch: Callable[[int], None] | None = None) -> None:
-    """Train model k on (x[k], y[k]) with SGD: x (K, n, *input_shape), y (K, n).
+    def __call__(self, state) -> dict:
+        return {}
 
-    ``on_epoch(epoch)`` is called after every epoch (1-based), e.g. to take measurements.
-    Adversarial training (``regularization.adversarial`` > 0) averages the loss on clean
-    inputs and on LASS samples found from them, as in Arpit et al.
-    """
-    n_models, n = y.shape
-    reg = regularization or Regularization.none(n_models)
-    generator = torch.Generator().manual_seed(seed)
-    optimizer = torch.optim.SGD(net.parameters(), lr=lr, momentum=momentum)
-    adversarial = bool((reg.adversarial > 0).any())
-    if adversarial and lass_settings is None:
-        raise ConfigError("adversarial training needs lass_settings")
-    shape = [n_models, 1] + [1] * (x.dim() - 2)
-    for epoch in range(1, epochs + 1):
-        order = torch.argsort(torch.rand(n_models, n, generator=generator), dim=1)
-        for start in range(0, n, batch_size):
-            index = order[:, start:start + batch_size]
-            x_batch = torch.gather(x, 1, index.view(*index.shape, *[1] * (x.dim() - 2))
-                                   .expand(-1, -1, *x.shape[2:]))
-            y_batch = torch.gather(y, 1, index)
-            if (reg.input_dropout > 0).any():
-                x_batch = _drop(x_batch, reg.input_dropout, generator)
-            x_batch = x_batch + reg.input_noise.view(shape) * torch.randn(
-                x_batch.shape, generator=generator)
-            logits = net(x_batch, reg.dropout, generator)
-            loss = F.cross_entropy(logits.flatten(0, 1), y_batch.flatten(), reduction="none")
-            loss = loss.view(n_models, -1).mean(1)  # (K,): models stay independent
-            if adversarial:
-                search_seed = int(torch.randint(1 << 30, (1,), generator=generator))
-                found = lass(net, x_batch, lass_settings, n_models, seed=search_seed,
-                             per_model=True, model_scale=reg.adversarial).x_adv
-                adv_logits = net(found, reg.dropout, generator)
-                adv_loss = F.cross_entropy(adv_logits.flatten(0, 1), y_batch.flatten(),
-                                           reduction="none").view(n_models, -1).mean(1)
-                loss = torch.where(reg.adversarial > 0, (loss + adv_loss) / 2, loss)
-            # L2 on every parameter, biases included, like torch.optim's weight_decay.
-            decay = sum((w ** 2).flatten(1).sum(1) for w in net.parameters())
-            total = (loss + 0.5 * reg.weight_decay * decay).sum()
-            optimizer.zero_grad(set_to_none=True)
-            total.backward()
-            optimizer.step()
-        if on_epoch is not None:
-            on_epoch(epoch)
-
-
-@torch.no_grad()
-def stack_accuracy(net: StackedMLP, x: torch.Tensor, y: torch.Tensor, shared: bool = False
-                   ) -> np.ndarray:
-    """(K, n) bool correctness of every model on (x, y): per-model (K, n, ...) and (K, n),
-    or ``shared`` (n, ...) and (n,)."""
-    if shared:
-        x, y = x.expand(net.n_models, *x.shape), y.expand(net.n_models, -1)
-    return (net(x).argmax(-1) == y).numpy()
+    def before_step(self, state, x: torch.Tensor, y: torch.Tensor
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
+        seeds = lass_seeds(state.config.seed, state.replicates, state.step)
+        found = lass(state.train_forward, x, self.settings, state.n_models, seed=seeds,
+                     per_model=True, model_scale=torch.full((state.n_models,), self.scale))
+        return torch.cat([x, found.x_adv.to(x.dtype)], 1), torch.cat([y, y], 1)
 
 
 # ---------------------------------------------------------------- the study
@@ -316,21 +288,33 @@ class NoiseStudyResult:
     out: Path
 
 
-def _population(dataset: Dataset, out: Path, config: NoiseStudyConfig, n_models: int,
-                epochs: int, hidden: tuple[int, ...] | None = None,
-                subset_fraction: float | None = None, record_epochs: bool = True,
-                workers: int | None = 1):
-    """Train (or resume) a population with the study's recipe; chunks split over workers
+def full_data(n_models: int, dataset: Dataset) -> np.ndarray:
+    """(n_models, n_train) all-ones membership: every model trains on every example."""
+    return np.ones((n_models, dataset.n_train), bool)
+
+
+def _population(dataset: Dataset, out: Path, config: NoiseStudyConfig, epochs: int, *,
+                membership: np.ndarray | None = None, n_models: int | None = None,
+                subset_fraction: float | None = None, hidden: tuple[int, ...] | None = None,
+                record_epochs: bool = True, sweep: dict | None = None,
+                callbacks: Sequence = (), workers: int | None = 1, **recipe) -> Run:
+    """Train (or resume) a population with the study's recipe: on ``membership`` (explicit
+    mask) or ``n_models`` random subsets of ``subset_fraction``; chunks split over workers
     (None: one per core)."""
     workers = workers or os.cpu_count() or 1
-    return train_population(
-        dataset, model="mlp", model_kwargs={"hidden": list(hidden or config.hidden)},
-        n_models=n_models, subset_fraction=subset_fraction or config.subset_fraction,
-        epochs=epochs, batch_size=config.batch_size, optimizer="sgd", lr=config.lr,
-        momentum=config.momentum, seed=config.seed, record_epochs=record_epochs,
-        save_weights=False, chunk_size=max(1, math.ceil(n_models / workers)), out=out,
-        n_workers=workers, progress=False,
-    )
+    n_values = math.prod(len(v) for v in sweep.values()) if sweep else 1
+    per_value = membership.shape[0] // n_values if membership is not None else n_models
+    settings = dict(model_kwargs={"hidden": list(hidden or config.hidden)}, epochs=epochs,
+                    batch_size=config.batch_size, optimizer="sgd", lr=config.lr,
+                    momentum=config.momentum, seed=config.seed, record_epochs=record_epochs,
+                    save_weights=False, chunk_size=max(1, math.ceil(per_value / workers)),
+                    **recipe)
+    if sweep:
+        settings["sweep"] = sweep
+    if membership is None:
+        settings.update(n_models=n_models, subset_fraction=subset_fraction)
+    return train_population(dataset, model="mlp", membership=membership, callbacks=callbacks,
+                            out=out, n_workers=workers, progress=False, **settings)
 
 
 def learning_dynamics(conditions: dict[str, Dataset], config: NoiseStudyConfig, out: Path,
@@ -340,7 +324,8 @@ def learning_dynamics(conditions: dict[str, Dataset], config: NoiseStudyConfig, 
     for name, dataset in conditions.items():
         log(f"dynamics: {name} ({config.seeds} seeds x {config.epochs} epochs)")
         run = _population(dataset, out / "populations" / f"dynamics-{name}", config,
-                          config.seeds, config.epochs, workers=config.workers)
+                          config.epochs, membership=full_data(config.seeds, dataset),
+                          workers=config.workers)
         history = np.asarray(run.records("epoch_train_correct"))  # (seeds, epochs, n)
         test_history = np.asarray(run.records("epoch_test_correct"))
         mask = run.membership_mask
@@ -409,9 +394,9 @@ def one_epoch_difficulty(dataset: Dataset, config: NoiseStudyConfig, out: Path,
     for name in ("real", "randY", "randX"):
         log(f"one-epoch difficulty: {name} ({config.difficulty_seeds} seeds)")
         data = conditions[name]
-        run = _population(data, out / "populations" / f"difficulty-{name}", config,
-                          config.difficulty_seeds, epochs=1, record_epochs=False,
-                          workers=config.workers)
+        run = _population(data, out / "populations" / f"difficulty-{name}", config, 1,
+                          membership=full_data(config.difficulty_seeds, data),
+                          record_epochs=False, workers=config.workers)
         errors, trials = dynamics.misclassification_rates(run.records("train_correct"),
                                                           run.membership_mask)
         test = dynamics.dispersion_test(errors, trials)
@@ -431,20 +416,24 @@ def one_epoch_difficulty(dataset: Dataset, config: NoiseStudyConfig, out: Path,
 def capacity_and_time(dataset: Dataset, config: NoiseStudyConfig, out: Path,
                       log: Callable[[str], None]) -> pd.DataFrame:
     """Part 3: epochs to 100% training accuracy vs dataset size (at the study's width) and vs
-    width (at the study's size), for real and randY; NaN = not reached in capacity_epochs."""
+    width (at the study's size), for real and randY; NaN = not reached in capacity_epochs.
+    Size n < n_train: each seed trains on its own random n examples; the study's size and
+    the width axis: every seed on all examples (an all-ones mask)."""
     rows = []
     sizes = [s for s in config.capacity_sizes if s <= dataset.n_train]
     settings = [("size", s, config.hidden) for s in sizes]
     settings += [("width", w, (w,) * len(config.hidden)) for w in config.capacity_widths]
     for axis, value, hidden in settings:
-        # Size n: the models train on random subsets of n examples of the study's data.
-        fraction = min(value / dataset.n_train, 0.99) if axis == "size" else None
+        subset = axis == "size" and value < dataset.n_train
         for name, data in (("real", dataset), ("randY", dataset.with_label_noise(1.0,
                                                                                  config.seed))):
             log(f"capacity: {name}, {axis} {value}")
+            membership = None if subset else full_data(config.capacity_seeds, data)
             run = _population(data, out / "populations" / f"capacity-{axis}{value}-{name}",
-                              config, config.capacity_seeds, config.capacity_epochs,
-                              hidden=hidden, subset_fraction=fraction, workers=1)
+                              config, config.capacity_epochs, membership=membership,
+                              n_models=config.capacity_seeds if subset else None,
+                              subset_fraction=value / dataset.n_train if subset else None,
+                              hidden=hidden, workers=1)
             accuracy = dynamics.accuracy_curve(np.asarray(run.records("epoch_train_correct")),
                                                run.membership_mask)
             for seed, epochs in enumerate(dynamics.epochs_to_reach(accuracy, 1.0)):
@@ -460,96 +449,99 @@ def _lass_settings(dataset: Dataset, config: NoiseStudyConfig, max_iter: int) ->
     return LassSettings.scaled(data_range, config.lass_scale, max_iter)
 
 
-def critical_samples(conditions: dict[str, Dataset], config: NoiseStudyConfig,
+def critical_samples(conditions: dict[str, Dataset], config: NoiseStudyConfig, out: Path,
                      log: Callable[[str], None]) -> pd.DataFrame:
     """Part 4: CSR on validation inputs and loss-sensitivity Gini on training examples,
-    every ``csr_every`` epochs, for csr_seeds models per condition (one stack)."""
-    names = list(conditions)
-    labels = [name for name in names for _ in range(config.csr_seeds)]
-    x = torch.stack([torch.from_numpy(conditions[name].x_train) for name in labels])
-    y = torch.stack([torch.from_numpy(conditions[name].y_train) for name in labels])
+    at epoch 0 and every ``csr_every`` epochs, for csr_seeds full-data models per condition
+    (a population per condition with a :class:`CriticalSamples` callback)."""
     real = conditions["real"]
     rng = np.random.default_rng([config.seed, 11])
-    probe = rng.choice(real.n_test, min(config.csr_examples, real.n_test), replace=False)
-    x_val = torch.from_numpy(real.x_test[probe])
-    x_test, y_test = torch.from_numpy(real.x_test), torch.from_numpy(real.y_test)
+    probe = np.sort(rng.choice(real.n_test, min(config.csr_examples, real.n_test),
+                               replace=False))
     settings = _lass_settings(real, config, config.lass_iter)
-    net = StackedMLP(len(labels), math.prod(real.input_shape), config.hidden,
-                     real.n_classes, seed=config.seed)
+    epochs = sorted({0, *range(config.csr_every, config.epochs + 1, config.csr_every),
+                     config.epochs})
+    callback = CriticalSamples(epochs, probe, settings)
     rows = []
-
-    def measure(epoch: int) -> None:
-        if epoch % config.csr_every and epoch != config.epochs:
-            return
-        found = lass(net, x_val, settings, len(labels), seed=config.seed + epoch)
-        sensitivity = loss_sensitivity(net, x, y, len(labels), per_model=True)
-        train_acc = stack_accuracy(net, x, y).mean(1)
-        val_acc = stack_accuracy(net, x_test, y_test, shared=True).mean(1)
-        for k, name in enumerate(labels):
-            rows.append({"condition": name, "seed": k % config.csr_seeds, "epoch": epoch,
-                         "csr": float(found.ratio[k]),
-                         "sensitivity_gini": float(gini(sensitivity[k])),
-                         "sensitivity_mean": float(sensitivity[k].mean()),
-                         "train_acc": float(train_acc[k]), "val_acc": float(val_acc[k])})
-
-    log(f"critical samples: {len(labels)} models x {config.epochs} epochs, LASS r = "
-        f"{settings.radius:.4g} on {len(probe)} validation inputs")
-    measure(0)
-    train_stack(net, x, y, config.epochs, config.batch_size, config.lr, config.momentum,
-                seed=config.seed, on_epoch=measure)
+    for name, dataset in conditions.items():
+        log(f"critical samples: {name}, {config.csr_seeds} models, LASS r = "
+            f"{settings.radius:.4g} on {len(probe)} validation inputs")
+        run = _population(dataset, out / "populations" / f"csr-{name}", config, config.epochs,
+                          membership=full_data(config.csr_seeds, dataset), record_epochs=False,
+                          callbacks=[callback], workers=config.workers)
+        records = {key: np.asarray(run.records(f"csr_{key}"))
+                   for key in ("csr", "sensitivity_gini", "sensitivity_mean", "train_acc",
+                               "val_acc")}
+        for seed in range(config.csr_seeds):
+            for i, epoch in enumerate(epochs):
+                rows.append({"condition": name, "seed": seed, "epoch": epoch,
+                             **{key: float(values[seed, i]) for key, values in records.items()}})
     return pd.DataFrame(rows)
 
 
-def regularizer_sweep(conditions: dict[str, Dataset], config: NoiseStudyConfig,
+def sweep_populations(dataset: Dataset, condition: str, config: NoiseStudyConfig, out: Path,
+                      regularizers: dict[str, tuple[float, ...]] | None = None
+                      ) -> list[tuple[str, list[float], Run]]:
+    """Part 5's populations on one condition: ``[(regularizer, strengths, run)]``, starting
+    with ``("none", [0.0], run)``. Dropout, input dropout, input noise and weight decay are
+    one population each whose sweep holds the strengths (model (strength j, replicate r) is
+    row j * sweep_seeds + r); adversarial training is a population per strength (its
+    radius is a callback setting, which a sweep cannot vary). Every model trains on all
+    examples and records its validation accuracy after every epoch."""
+    regularizers = config.regularizers if regularizers is None else regularizers
+    data_std = float(dataset.x_train.std())
+    adversarial = _lass_settings(dataset, config, config.adversarial_iter)
+    root = out / "populations"
+    common = dict(record_epochs=False, workers=config.workers)
+    n = config.sweep_seeds
+
+    def train(directory: str, values: int = 1, **settings) -> Run:
+        return _population(dataset, root / directory, config, config.sweep_epochs,
+                           membership=full_data(n * values, dataset),
+                           callbacks=[ValidationAccuracy(), *settings.pop("callbacks", [])],
+                           **common, **settings)
+
+    found = [("none", [0.0], train(f"sweep-{condition}-none"))]
+    for name, strengths in regularizers.items():
+        strengths = [float(s) for s in strengths]
+        label = "_".join(f"{s:g}" for s in strengths)
+        if name == "adversarial":
+            for strength in strengths:
+                run = train(f"sweep-{condition}-adversarial{strength:g}",
+                            callbacks=[AdversarialTraining(strength, adversarial)])
+                found.append((name, [strength], run))
+            continue
+        values = [s * data_std if name == "input_noise" else s for s in strengths]
+        run = train(f"sweep-{condition}-{name}-{label}", len(values),
+                    sweep={SWEEP_KEYS[name]: values})
+        found.append((name, strengths, run))
+    return found
+
+
+def regularizer_sweep(conditions: dict[str, Dataset], config: NoiseStudyConfig, out: Path,
                       log: Callable[[str], None]) -> pd.DataFrame:
-    """Part 5: for every (regularizer, strength), one model on randY and one on real data.
+    """Part 5: for every (regularizer, strength), sweep_seeds models on randY and on real.
 
     Reports the training accuracy reached on randY (after sweep_epochs, no regularization at
-    evaluation) and the best validation accuracy over epochs on real data."""
-    real, noisy = conditions["real"], conditions["randY"]
-    settings = _lass_settings(real, config, config.adversarial_iter)
-    grid = [("none", 0.0)] + [(name, s) for name, strengths in config.regularizers.items()
-                              for s in strengths]
-    groups = {"plain": [g for g in grid if g[0] != "adversarial"],
-              "adversarial": [g for g in grid if g[0] == "adversarial"]}
+    evaluation) and the best validation accuracy over epochs on real data (means over
+    seeds)."""
+    runs = {}
+    for name in ("randY", "real"):
+        log(f"regularizer sweep: {name}, {config.sweep_epochs} epochs")
+        runs[name] = sweep_populations(conditions[name], name, config, out)
+    n = config.sweep_seeds
     rows = []
-    for group, entries in groups.items():
-        if entries:
-            log(f"regularizer sweep ({group}): {2 * len(entries)} models x "
-                f"{config.sweep_epochs} epochs")
-            rows += _sweep_group(entries, real, noisy, config, settings)
+    for (name, strengths, noisy), (_, _, real) in zip(runs["randY"], runs["real"]):
+        noisy_acc = np.asarray(noisy.records("train_correct")).mean(1)
+        real_acc = np.asarray(real.records("train_correct")).mean(1)
+        real_best = np.asarray(real.records("val_acc")).max(1)
+        for j, strength in enumerate(strengths):
+            models = slice(j * n, (j + 1) * n)
+            rows.append({"regularizer": name, "strength": strength,
+                         "randY_train_acc": float(noisy_acc[models].mean()),
+                         "real_best_val_acc": float(real_best[models].mean()),
+                         "real_train_acc": float(real_acc[models].mean())})
     return pd.DataFrame(rows)
-
-
-def _sweep_group(entries: list[tuple[str, float]], real: Dataset, noisy: Dataset,
-                 config: NoiseStudyConfig, settings: LassSettings) -> list[dict]:
-    """Train one stack: model 2j on randY, model 2j + 1 on real data, both with entry j."""
-    settings_per_model = [entry for entry in entries for _ in range(2)]
-    n_models = len(settings_per_model)
-    data_std = float(real.x_train.std())
-    strengths = {name: torch.zeros(n_models) for name in REGULARIZERS}
-    for k, (name, strength) in enumerate(settings_per_model):
-        if name in strengths:
-            strengths[name][k] = strength * (data_std if name == "input_noise" else 1.0)
-    x = torch.from_numpy(np.stack([noisy.x_train, real.x_train] * len(entries)))
-    y = torch.from_numpy(np.stack([noisy.y_train, real.y_train] * len(entries)))
-    x_test, y_test = torch.from_numpy(real.x_test), torch.from_numpy(real.y_test)
-    net = StackedMLP(n_models, math.prod(real.input_shape), config.hidden, real.n_classes,
-                     seed=config.seed)
-    best_val = np.zeros(n_models)
-
-    def track(epoch: int) -> None:
-        best_val[:] = np.maximum(best_val, stack_accuracy(net, x_test, y_test,
-                                                          shared=True).mean(1))
-
-    train_stack(net, x, y, config.sweep_epochs, config.batch_size, config.lr, config.momentum,
-                Regularization(**strengths), settings, seed=config.seed, on_epoch=track)
-    train_acc = stack_accuracy(net, x, y).mean(1)
-    return [{"regularizer": name, "strength": strength,
-             "randY_train_acc": float(train_acc[2 * j]),
-             "real_best_val_acc": float(best_val[2 * j + 1]),
-             "real_train_acc": float(train_acc[2 * j + 1])}
-            for j, (name, strength) in enumerate(entries)]
 
 
 def directions(tables: dict[str, pd.DataFrame]) -> pd.DataFrame:
@@ -667,8 +659,8 @@ def run_noise_study(config: NoiseStudyConfig, out: str | Path, progress: bool = 
         "difficulty": lambda: one_epoch_difficulty(
             take_subset(full_data, config.difficulty_n_train, config.seed), config, out, log),
         "capacity": lambda: {"capacity": capacity_and_time(dataset, config, out, log)},
-        "critical samples": lambda: {"csr": critical_samples(conditions, config, log)},
-        "regularizer sweep": lambda: {"sweep": regularizer_sweep(conditions, config, log)},
+        "critical samples": lambda: {"csr": critical_samples(conditions, config, out, log)},
+        "regularizer sweep": lambda: {"sweep": regularizer_sweep(conditions, config, out, log)},
     }
     for part, step in steps.items():
         part_started = time.perf_counter()
