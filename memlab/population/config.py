@@ -26,8 +26,10 @@ INITS = ("seed", "pretrained")
 STREAM_SUBSET, STREAM_INIT, STREAM_SHUFFLE, STREAM_DROPOUT, STREAM_AUGMENT = 0, 1, 2, 3, 4
 
 # Settings a sweep may vary per model (besides the model's own keyword arguments).
+# (Not epochs: records over epochs must have one length per run; record checkpoints of
+# one longer run with a callback instead.)
 SWEEPABLE = ("lr", "weight_decay", "momentum", "label_smoothing", "input_noise",
-             "input_dropout", "clip_grad_norm", "epochs")
+             "input_dropout", "clip_grad_norm")
 
 
 @dataclass(frozen=True)
