@@ -185,10 +185,10 @@ def test_command_line_trains_resumes_and_writes_everything(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("extra, message", [
-    (["--precision", "0"], "--precision must be positive"),
+    (["--precision", "0"], "--precision must be a positive number"),
     (["--removal", "--removal-seeds", "1"], "--removal-seeds must be at least 2"),
     (["--cscore-ratios", "a,b"], "comma-separated"),
-    (["--subset", "1.5"], "subset_fraction must lie"),
+    (["--subset", "1.5"], "--subset must be a number in (0, 1)"),
 ])
 def test_command_line_reports_bad_input_in_one_line(tmp_path, capsys, extra, message):
     code = main(["memorize", "--data", "digits", "--models", "4", "--epochs", "1", "--quiet",

@@ -262,7 +262,7 @@ def test_cli_bad_input_is_one_line_not_a_traceback(tmp_path):
     result = subprocess.run([sys.executable, "-m", "memlab.cli", "train", "--subset", "1.2",
                              "--out", str(tmp_path / "r")], capture_output=True, text=True)
     assert result.returncode == 2
-    assert "subset_fraction must lie strictly between 0 and 1" in result.stderr
+    assert "--subset must be a number in (0, 1), got 1.2" in result.stderr
     assert "Traceback" not in result.stderr
 
 
