@@ -239,3 +239,80 @@ def test_bad_model_settings_are_refused_before_training(tmp_path):
                             n_models=2)
     with pytest.raises(ConfigError, match="unknown language model"):
         train_lm_population(tiny_corpus(), out=tmp_path / "run2", model="lstm", n_models=2)
+
+
+# ------------------------------------------------------------------ the study: resume, RNG
+
+STUDY_SCRIPT = """
+import sys, warnings
+warnings.simplefilter("ignore", UserWarning)  # the quick preset leaves a few NaN documents
+from memlab.studies.lm_memorize import LMStudyConfig, run_lm_memorize
+run_lm_memorize(LMStudyConfig.quick(), out=sys.argv[1], workers=1, progress=False)
+"""
+
+
+def study_outputs(out):
+    """Every table and array the study saved: tables, influence and the run's records."""
+    import pandas as pd
+
+    found = {}
+    for path in sorted(out.rglob("*")):
+        relative = path.relative_to(out).as_posix()
+        if relative.startswith("population/") and "/records/" not in relative:
+            continue
+        if path.suffix == ".parquet":
+            found[relative] = pd.read_parquet(path)
+        elif path.suffix == ".npy":
+            found[relative] = np.load(path)
+    return found
+
+
+@pytest.mark.slow
+@pytest.mark.filterwarnings("ignore:.*no IN or no OUT model")
+def test_lm_study_resumes_after_sigkill_bit_identically_and_leaves_the_rng(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    import pandas as pd
+
+    from memlab.population import store
+    from memlab.studies.lm_memorize import LMStudyConfig, run_lm_memorize
+
+    repo = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": str(repo)}
+    killed = tmp_path / "killed"
+    process = subprocess.Popen([sys.executable, "-c", STUDY_SCRIPT, str(killed)], env=env,
+                               cwd=repo)
+    deadline = time.time() + 120
+    while time.time() < deadline and not store.chunk_is_complete(killed / "population", 0):
+        time.sleep(0.01)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert store.chunk_is_complete(killed / "population", 0)
+    assert not store.chunk_is_complete(killed / "population", 1), "killed too late: no test"
+
+    torch.manual_seed(321)
+    before = torch.get_rng_state()
+    reference = run_lm_memorize(LMStudyConfig.quick(), out=tmp_path / "straight", workers=1,
+                                progress=False)
+    assert torch.equal(before, torch.get_rng_state()), "the study moved torch's global RNG"
+    assert reference.summary["n_models"] == 8
+    # The models learned something: templated text is predictable, random words are not.
+    by_kind = reference.by_kind.set_index("group")
+    assert by_kind.acc_in["template"] > 2 * by_kind.acc_in["unique"]
+
+    subprocess.run([sys.executable, "-c", STUDY_SCRIPT, str(killed)], env=env, cwd=repo,
+                   check=True)
+    resumed, straight = study_outputs(killed), study_outputs(tmp_path / "straight")
+    assert "tables/lm_memorization.parquet" in straight and "influence.npy" in straight
+    assert "population/records/train_acc.npy" in straight
+    assert sorted(resumed) == sorted(straight)
+    for name, expected in straight.items():
+        if isinstance(expected, pd.DataFrame):
+            pd.testing.assert_frame_equal(resumed[name], expected, check_exact=True)
+        else:
+            np.testing.assert_array_equal(resumed[name], expected, err_msg=name)

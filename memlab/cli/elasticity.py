@@ -29,22 +29,34 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--data", default="digits",
                         help="digits | mnist1d | mnist | path/to/data.npz (default: %(default)s)")
-    parser.add_argument("--out", type=Path, required=True, help="output directory")
-    parser.add_argument("--hidden", default="100", metavar="W1,W2",
-                        help="MLP hidden widths (default: %(default)s: a two-layer network)")
-    parser.add_argument("--checkpoints", default="0,1,2,5,10,20", metavar="E1,E2,...",
+    parser.add_argument("--out", type=Path, required=True,
+                        help="output directory; its populations/ resume when rerun")
+    parser.add_argument("--quick", action="store_true",
+                        help="the quick preset (hidden 32, checkpoints 0,1,3, 6 probes per "
+                             "class, pair 3-5, 20 positives per class, 2 seeds); options "
+                             "given explicitly override it")
+    parser.add_argument("--hidden", default=None, metavar="W1,W2",
+                        help="MLP hidden widths (default: 100: a two-layer network)")
+    parser.add_argument("--checkpoints", default=None, metavar="E1,E2,...",
                         help="epochs at which to measure; training stops at the last "
-                             "(default: %(default)s)")
-    parser.add_argument("--lr", type=float, default=0.05,
-                        help="SGD learning rate, also the step size η of the measured step")
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--probe-per-class", type=int, default=20,
-                        help="examples per class for the ratio (default: %(default)s)")
-    parser.add_argument("--pairs", default="3-5,4-9,5-8,7-9", metavar="A-B,...",
-                        help="hidden class pairs for the clustering experiment, or 'none'")
-    parser.add_argument("--cluster-per-class", type=int, default=150,
-                        help="positives per hidden class to cluster (default: %(default)s)")
-    parser.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1 (default: 3)")
+                             "(default: 0,1,2,5,10,20)")
+    parser.add_argument("--lr", type=float, default=None,
+                        help="SGD learning rate, also the step size η of the measured step "
+                             "(default: 0.05)")
+    parser.add_argument("--batch-size", type=int, default=None, help="(default: 32)")
+    parser.add_argument("--probe-per-class", type=int, default=None,
+                        help="examples per class for the ratio (default: 20)")
+    parser.add_argument("--pairs", default=None, metavar="A-B,...",
+                        help="hidden class pairs for the clustering experiment, or 'none' "
+                             "(default: 3-5,4-9,5-8,7-9)")
+    parser.add_argument("--cluster-per-class", type=int, default=None,
+                        help="positives per hidden class to cluster (default: 150)")
+    parser.add_argument("--seeds", type=int, default=None,
+                        help="replicates 0..N-1 of every population (default: 3)")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="the populations' seed (default: %(default)s)")
+    parser.add_argument("--workers", type=int, default=1,
+                        help="engine worker processes (changes no result; default 1)")
     parser.add_argument("--from-run", type=Path, default=None, metavar="RUN",
                         help="measure model --model of this population run instead")
     parser.add_argument("--model", type=int, default=0, help="model index for --from-run")
@@ -59,6 +71,7 @@ def run(args: argparse.Namespace) -> int:
     from memlab.population.store import atomic_save_npy, atomic_save_table, atomic_write_json
     from memlab.studies import elasticity as study
 
+    _fill_defaults(args)
     hidden, checkpoints = check_options(args)
     torch.set_num_threads(args.threads)
     command = "memlab " + shlex.join(sys.argv[1:]) if sys.argv[1:] else ""
@@ -78,9 +91,10 @@ def run(args: argparse.Namespace) -> int:
         hidden=hidden, checkpoints=checkpoints,
         lr=args.lr, batch_size=args.batch_size, probe_per_class=args.probe_per_class,
         pairs=_pairs(args.pairs), cluster_per_class=args.cluster_per_class,
-        seeds=tuple(range(args.seeds)),
+        n_seeds=args.seeds, seed=args.seed,
     )
-    result = study.run_study(dataset, config, progress=not args.quiet)
+    result = study.run_study(dataset, config, out=args.out, progress=not args.quiet,
+                             n_workers=args.workers)
 
     args.out.mkdir(parents=True, exist_ok=True)
     atomic_save_table(args.out / "ratio.parquet", result.ratio)
@@ -91,7 +105,7 @@ def run(args: argparse.Namespace) -> int:
         for name, array in entry.items():
             atomic_save_npy(args.out / "matrices" / f"{stem}_{name}.npy", array)
     atomic_write_json(args.out / "config.json", {**result.config, "dataset": dataset.name,
-                                                 "seconds": result.seconds})
+                                                 "runs": result.runs})
     study.write_report(result, dataset.name, args.out, command)
 
     with pd.option_context("display.width", 200, "display.float_format", "{:.3f}".format):
@@ -129,6 +143,24 @@ def _from_run(args: argparse.Namespace, command: str) -> int:
     return 0
 
 
+def _fill_defaults(args: argparse.Namespace) -> None:
+    """Options not given take the preset's values (``--quick`` or the paper defaults)."""
+    from memlab.studies.elasticity import StudyConfig
+
+    preset = StudyConfig.quick() if args.quick else StudyConfig()
+    given = {
+        "hidden": ",".join(map(str, preset.hidden)),
+        "checkpoints": ",".join(map(str, preset.checkpoints)),
+        "lr": preset.lr, "batch_size": preset.batch_size,
+        "probe_per_class": preset.probe_per_class,
+        "pairs": ",".join(f"{a}-{b}" for a, b in preset.pairs) or "none",
+        "cluster_per_class": preset.cluster_per_class, "seeds": preset.n_seeds,
+    }
+    for name, value in given.items():
+        if getattr(args, name) is None:
+            setattr(args, name, value)
+
+
 def check_options(args: argparse.Namespace) -> tuple[tuple[int, ...], tuple[int, ...]]:
     """Every option in range and finite, before any work: (hidden widths, checkpoints)."""
     validate.output_dir(args.out)
@@ -139,6 +171,8 @@ def check_options(args: argparse.Namespace) -> tuple[tuple[int, ...], tuple[int,
     validate.integer(args.probe_per_class, "--probe-per-class", minimum=2)
     validate.integer(args.cluster_per_class, "--cluster-per-class", minimum=2)
     validate.integer(args.seeds, "--seeds", minimum=1)
+    validate.seed(args.seed, "--seed")
+    validate.workers(args.workers)
     validate.integer(args.model, "--model", minimum=0)
     hidden = validate.integer_list(args.hidden, "--hidden", example="100")
     checkpoints = validate.integer_list(args.checkpoints, "--checkpoints", minimum=0,

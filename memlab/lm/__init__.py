@@ -8,10 +8,8 @@
     documents = lm_documents(run)     # the exact documents trained on
 
 This is memlab's population engine (``memlab.population.train_population``): the same run
-directory, chunks, executors, resumption and per-model seeds as classification. The
-:class:`memlab.text.Documents` dataset brings its own chunk trainer
-(:func:`memlab.lm.trainer.train_lm_chunk`), which the engine calls instead of its
-classification one.
+directory, chunks, executors, resumption, per-model seeds and training loop as
+classification, through the language-model task (``memlab.population.task``).
 """
 
 from __future__ import annotations

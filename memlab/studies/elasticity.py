@@ -1,39 +1,48 @@
 """The local-elasticity study (He & Su 2020; SCIENCE.md §4): ratio over training, clustering.
 
 Two experiments on one dataset, each for the ReLU MLP and its *linear twin* (the same MLP with
-the identity activation) trained from the same initial seed:
+the identity activation), trained as populations by memlab's engine:
 
-1. **Ratio over training.** A C-class MLP is trained with plain minibatch SGD; at chosen
-   epochs (checkpoints) we compute S_rel and S_ker (one SGD step from the checkpoint on each
-   of ``probe_per_class`` training examples per class, scalar = logit of the stepped
-   example's class) and record the intra-/inter-class mean ratio of the symmetrized S_rel
-   (and of |S_ker|: the signed kernel's inter-class mean can sit near zero).
-2. **Clustering.** For each class pair (a, b), a one-logit MLP learns the binary task
+1. **Ratio over training.** A C-class MLP is trained with plain minibatch SGD on the whole
+   training set; at chosen epochs (checkpoints) a callback computes S_rel and S_ker (one SGD
+   step from the checkpoint on each of ``probe_per_class`` training examples per class,
+   scalar = logit of the stepped example's class) and records the intra-/inter-class mean
+   ratio of the symmetrized S_rel (and of |S_ker|: the signed kernel's inter-class mean can
+   sit near zero).
+2. **Clustering.** For each class pair (a, b), a one-logit MLP (``task="binary"``) learns
    "a or b" (positive, 1) against the other classes (negative, 0; as many as positives,
-   drawn at random). After training, S_rel and S_ker on the positives are clustered into two
-   groups — K-means on the rows of S_rel, spectral clustering with S_rel as affinity, kernel
-   K-means on S_ker — and scored by symmetric accuracy against the hidden split a/b. Baselines:
-   K-means on the raw inputs and on their leading principal components. The same two-class
-   ratio (within a, within b vs across) is tracked over training.
+   drawn at random per replicate). After training, S_rel and S_ker on the positives are
+   clustered into two groups — K-means on the rows of S_rel, spectral clustering with S_rel
+   as affinity, kernel K-means on S_ker — and scored by symmetric accuracy against the
+   hidden split a/b. Baselines: K-means on the raw inputs and on their leading principal
+   components. The same two-class ratio (within a, within b vs across) is tracked too.
 
-All rows are one step from the same weights (the paper instead steps along its SGD pass;
-see docs/elasticity.md). Training is a plain loop here: one or two small models per task.
+Every task is one population (``train_population``) in its own resumable run directory
+under ``out/populations/``: replicate r of the sweep ``activation: [relu, linear]`` gives the
+ReLU network and its linear twin with the same initial weights, subset and shuffling (the
+engine's per-model streams; torch's global RNG is never seeded). The multi-class models
+train on an explicit all-ones mask; pair model r on its positives and its negatives. All
+similarity rows are one step from the same weights (the paper instead steps along its SGD
+pass; see docs/elasticity.md).
 """
 
 from __future__ import annotations
 
+import copy
+import dataclasses
+import hashlib
+import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import torch
-import torch.nn.functional as F
 from scipy.optimize import linear_sum_assignment
 from sklearn.cluster import KMeans, SpectralClustering
 from sklearn.decomposition import PCA
-from torch import nn
 from tqdm.auto import tqdm
 
 from memlab.data import Dataset
@@ -43,14 +52,16 @@ from memlab.measures.elasticity import (
     one_step_similarities,
     symmetrize,
 )
-from memlab.models import build_model
 
 ACTIVATIONS = ("relu", "linear")
 
 
-@dataclass
+@dataclass(frozen=True)
 class StudyConfig:
-    """Settings of the study; the defaults run on a laptop CPU in a few minutes."""
+    """Settings of the study; the defaults run on a laptop CPU in a few minutes.
+
+    n_seeds: replicates 0..n_seeds-1 of every population (model r's initial weights,
+    shuffling, probes and negatives come from the streams of ``seed`` and r)."""
 
     hidden: tuple[int, ...] = (100,)  # one hidden layer: the paper's two-layer networks
     checkpoints: tuple[int, ...] = (0, 1, 2, 5, 10, 20)  # epochs; training stops at the last
@@ -60,18 +71,33 @@ class StudyConfig:
     pairs: tuple[tuple[int, int], ...] = ((3, 5), (4, 9), (5, 8), (7, 9))
     cluster_per_class: int = 150  # clustering: positives per hidden class (at most)
     pca_components: int = 10
-    seeds: tuple[int, ...] = (0, 1, 2)
+    n_seeds: int = 3
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "hidden", tuple(int(h) for h in self.hidden))
+        object.__setattr__(self, "checkpoints", tuple(int(e) for e in self.checkpoints))
+        object.__setattr__(self, "pairs", tuple((int(a), int(b)) for a, b in self.pairs))
+
+    @classmethod
+    def quick(cls) -> StudyConfig:
+        """A smoke-test preset (seconds on 2 cores): small network, 2 seeds, one pair."""
+        return cls(hidden=(32,), checkpoints=(0, 1, 3), probe_per_class=6, pairs=((3, 5),),
+                   cluster_per_class=20, n_seeds=2)
 
     def validate(self, dataset: Dataset) -> None:
         if not self.checkpoints or sorted(set(self.checkpoints)) != list(self.checkpoints) \
                 or self.checkpoints[0] < 0:
             raise ConfigError(f"checkpoints must be increasing epochs ≥ 0, got {self.checkpoints}")
-        if self.lr <= 0 or self.batch_size < 1:
+        if self.checkpoints[-1] < 1:
+            raise ConfigError(f"the last checkpoint is the number of training epochs and must "
+                              f"be ≥ 1, got {self.checkpoints}; e.g. --checkpoints 0,1,5")
+        if not self.lr > 0 or self.batch_size < 1:
             raise ConfigError(f"need lr > 0 and batch size ≥ 1, got {self.lr}, {self.batch_size}")
         if self.probe_per_class < 2 or self.cluster_per_class < 2:
             raise ConfigError("probe_per_class and cluster_per_class must be at least 2")
-        if not self.seeds:
-            raise ConfigError("give at least one seed")
+        if self.n_seeds < 1:
+            raise ConfigError(f"give at least one seed (n_seeds ≥ 1), got {self.n_seeds}")
         for a, b in self.pairs:
             if a == b or not (0 <= a < dataset.n_classes and 0 <= b < dataset.n_classes):
                 raise ConfigError(
@@ -88,51 +114,66 @@ class StudyConfig:
 class StudyResult:
     """ratio: one row per (task, activation, seed, epoch); clustering: one row per
     (pair, seed, features, method); matrices: final symmetrized S_rel/S_ker per task and
-    activation (seed 0), with the class of each row, for the heat maps."""
+    activation (seed 0), with the class of each row, for the heat maps. ``runs``: the
+    population run directory of each task."""
 
     ratio: pd.DataFrame
     clustering: pd.DataFrame
     matrices: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
     config: dict = field(default_factory=dict)
     seconds: float = 0.0
+    runs: dict[str, str] = field(default_factory=dict)
 
 
-def run_study(dataset: Dataset, config: StudyConfig, progress: bool = True) -> StudyResult:
-    """Both experiments on ``dataset`` (training split only)."""
+def run_study(dataset: Dataset, config: StudyConfig, out: str | Path | None = None,
+              progress: bool = True, n_workers: int = 1) -> StudyResult:
+    """Both experiments on ``dataset`` (training split only).
+
+    out: the study directory; its populations live in ``out/populations/<task>/`` and a
+    second call resumes them (finished chunks are kept; the result is bit-identical to an
+    uninterrupted call). None: a temporary directory, removed afterwards.
+    n_workers: worker processes of the engine (changes no result).
+    """
     config.validate(dataset)
+    if out is None:
+        with tempfile.TemporaryDirectory(prefix="memlab-elasticity-") as scratch:
+            return run_study(dataset, config, scratch, progress, n_workers)
+    out = Path(out)
     start = time.perf_counter()
-    jobs = [("multiclass", None, seed) for seed in config.seeds]
-    jobs += [("pair", pair, seed) for pair in config.pairs for seed in config.seeds]
-    ratio_rows, cluster_rows, matrices = [], [], {}
-    bar = tqdm(total=len(jobs) * len(ACTIVATIONS), desc="elasticity", unit="model",
-               disable=not progress)
-    for kind, pair, seed in jobs:
-        if kind == "multiclass":
-            task = _multiclass_task(dataset, config.probe_per_class, seed)
-        else:
-            task = _pair_task(dataset, pair, config.cluster_per_class, seed)
-        for activation in ACTIVATIONS:
-            bar.set_postfix_str(f"{task.name} {activation} seed {seed}")
-            model = _train_and_measure(task, activation, config, seed, ratio_rows)
-            final = one_step_similarities(model, task.probe_x, task.probe_y, lr=config.lr)
-            s_rel, s_ker = symmetrize(final.s_rel), symmetrize(final.s_ker)
-            if seed == config.seeds[0]:
-                matrices[f"{task.name}/{activation}"] = {
-                    "s_rel": s_rel, "s_ker": s_ker, "classes": task.probe_hidden}
-            if kind == "pair":
-                for method, labels in _cluster_by_similarity(s_rel, s_ker, seed).items():
-                    cluster_rows.append(_cluster_row(pair, seed, activation, method, labels,
-                                                     task.probe_hidden))
-            bar.update()
-        if kind == "pair":
-            for method, labels in _cluster_inputs(task.probe_x, config.pca_components,
-                                                  seed).items():
-                cluster_rows.append(_cluster_row(pair, seed, "inputs", method, labels,
-                                                 task.probe_hidden))
+    tasks = [multiclass_task(dataset, config)]
+    tasks += [pair_task(dataset, pair, config) for pair in config.pairs]
+    ratio_rows, cluster_rows, matrices, runs = [], [], {}, {}
+    bar = tqdm(tasks, desc="elasticity", unit="population", disable=not progress)
+    for task in bar:
+        bar.set_postfix_str(task.name)
+        run = train_task(task, config, out / "populations" / task.key, n_workers)
+        runs[task.name] = str(run.path)
+        ratio_rows += _ratio_rows(run, task, config)
+        s_rel_all = np.asarray(run.records("final_s_rel"))[:, -1]  # (n_total, n, n)
+        s_ker_all = np.asarray(run.records("final_s_ker"))[:, -1]
+        for v, activation in enumerate(ACTIVATIONS):
+            for r in range(config.n_seeds):
+                k = v * config.n_seeds + r
+                hidden = task.hidden[r]
+                if r == 0:
+                    matrices[f"{task.name}/{activation}"] = {
+                        "s_rel": s_rel_all[k], "s_ker": s_ker_all[k], "classes": hidden}
+                if task.pair is not None:
+                    labels = _cluster_by_similarity(s_rel_all[k], s_ker_all[k], r)
+                    for method, found in labels.items():
+                        cluster_rows.append(_cluster_row(task.pair, r, activation, method,
+                                                         found, hidden))
+        if task.pair is not None:
+            for r in range(config.n_seeds):
+                probe_x = dataset.x_train[task.probes[r]]
+                for method, found in _cluster_inputs(probe_x, config.pca_components,
+                                                     r).items():
+                    cluster_rows.append(_cluster_row(task.pair, r, "inputs", method, found,
+                                                     task.hidden[r]))
     bar.close()
     return StudyResult(ratio=pd.DataFrame(ratio_rows), clustering=pd.DataFrame(cluster_rows),
                        matrices=matrices, config=asdict(config),
-                       seconds=time.perf_counter() - start)
+                       seconds=time.perf_counter() - start, runs=runs)
 
 
 def population_member(run_dir: str | Path, k: int, per_class: int = 20, lr: float = 0.05,
@@ -147,12 +188,14 @@ def population_member(run_dir: str | Path, k: int, per_class: int = 20, lr: floa
     if not 0 <= k < run.n_models:
         raise ConfigError(f"--model {k} is out of range: {run_dir} has models "
                           f"0..{run.n_models - 1}")
-    task = _multiclass_task(run.dataset, per_class, seed)
-    sim = one_step_similarities(run.model(k), task.probe_x, task.probe_y, lr=lr)
+    y = run.dataset.y_train
+    probes = _per_class_sample(y, np.arange(run.dataset.n_classes), per_class,
+                               np.random.default_rng([seed, 61]))
+    sim = one_step_similarities(run.model(k), run.dataset.x_train[probes], y[probes], lr=lr)
     s_rel, s_ker = symmetrize(sim.s_rel), symmetrize(sim.s_ker)
-    return {"s_rel": s_rel, "s_ker": s_ker, "classes": task.probe_hidden,
-            "ratio_rel": intra_inter_ratio(s_rel, task.probe_hidden),
-            "ratio_ker": intra_inter_ratio(np.abs(s_ker), task.probe_hidden),
+    return {"s_rel": s_rel, "s_ker": s_ker, "classes": y[probes],
+            "ratio_rel": intra_inter_ratio(s_rel, y[probes]),
+            "ratio_ker": intra_inter_ratio(np.abs(s_ker), y[probes]),
             "model": run.config.model, "dataset": run.dataset.name}
 
 
@@ -160,41 +203,59 @@ def population_member(run_dir: str | Path, k: int, per_class: int = 20, lr: floa
 
 
 @dataclass
-class _Task:
-    """Training data (x, y) and the probes whose similarities are measured.
+class ElasticityTask:
+    """One population: its data, membership and the probes of every replicate.
 
-    probe_y: the labels the step uses; probe_hidden: the classes the ratio and clustering
-    are scored against (the original classes; for a pair task, a or b)."""
+    data: the training data with the task's labels (0/1 for a pair task); mask:
+    (n_seeds, n_train) bool training subsets; probes: (n_seeds, n) training indices whose
+    similarities are measured (the step uses ``data``'s labels); hidden: (n_seeds, n) the
+    classes the ratio and clustering are scored against (for a pair task, a or b)."""
 
     name: str
-    x: np.ndarray
-    y: np.ndarray
-    n_outputs: int
-    probe_x: np.ndarray
-    probe_y: np.ndarray
-    probe_hidden: np.ndarray
+    key: str
+    data: Dataset
+    task: str
+    mask: np.ndarray
+    probes: np.ndarray
+    hidden: np.ndarray
+    pair: tuple[int, int] | None = None
 
 
-def _multiclass_task(dataset: Dataset, per_class: int, seed: int) -> _Task:
-    rng = np.random.default_rng([seed, 61])
-    probes = _per_class_sample(dataset.y_train, np.arange(dataset.n_classes), per_class, rng)
-    return _Task(name=f"{dataset.n_classes}-class", x=dataset.x_train, y=dataset.y_train,
-                 n_outputs=dataset.n_classes, probe_x=dataset.x_train[probes],
-                 probe_y=dataset.y_train[probes], probe_hidden=dataset.y_train[probes])
-
-
-def _pair_task(dataset: Dataset, pair: tuple[int, int], per_class: int, seed: int) -> _Task:
-    rng = np.random.default_rng([seed, 62, *pair])
+def multiclass_task(dataset: Dataset, config: StudyConfig) -> ElasticityTask:
+    """The C-class task: every model trains on the whole training set."""
     y = dataset.y_train
-    positive = np.flatnonzero(np.isin(y, pair))
-    negative_pool = np.flatnonzero(~np.isin(y, pair))
-    negative = rng.choice(negative_pool, min(len(positive), len(negative_pool)), replace=False)
-    train = np.concatenate([positive, negative])
-    probes = _per_class_sample(y, np.array(pair), per_class, rng)
-    return _Task(name=f"{pair[0]}+{pair[1]} vs rest", x=dataset.x_train[train],
-                 y=np.isin(y[train], pair).astype(np.int64), n_outputs=1,
-                 probe_x=dataset.x_train[probes], probe_y=np.ones(len(probes), np.int64),
-                 probe_hidden=y[probes])
+    probes = np.stack([
+        _per_class_sample(y, np.arange(dataset.n_classes), config.probe_per_class,
+                          np.random.default_rng([config.seed, r, 61]))
+        for r in range(config.n_seeds)])
+    return ElasticityTask(name=f"{dataset.n_classes}-class", key="multiclass", data=dataset,
+                          task="classification",
+                          mask=np.ones((config.n_seeds, dataset.n_train), bool),
+                          probes=probes, hidden=y[probes])
+
+
+def pair_task(dataset: Dataset, pair: tuple[int, int], config: StudyConfig) -> ElasticityTask:
+    """"a or b" (label 1) against as many random examples of the other classes (label 0)."""
+    y = dataset.y_train
+    positive = np.isin(y, pair)
+    negative_pool = np.flatnonzero(~positive)
+    masks, probes = [], []
+    for r in range(config.n_seeds):
+        rng = np.random.default_rng([config.seed, r, 62, *pair])
+        row = positive.copy()
+        row[rng.choice(negative_pool, min(positive.sum(), len(negative_pool)),
+                       replace=False)] = True
+        masks.append(row)
+        probes.append(_per_class_sample(y, np.array(pair), config.cluster_per_class, rng))
+    binary = dataclasses.replace(
+        dataset, name=f"{dataset.name}-{pair[0]}or{pair[1]}", y_train=positive.astype(np.int64),
+        y_test=np.isin(dataset.y_test, pair).astype(np.int64),
+        class_names=["rest", f"{dataset.class_names[pair[0]]}|{dataset.class_names[pair[1]]}"],
+        corruption={})
+    probes = np.stack(probes)
+    return ElasticityTask(name=f"{pair[0]}+{pair[1]} vs rest", key=f"pair-{pair[0]}-{pair[1]}",
+                          data=binary, task="binary", mask=np.stack(masks), probes=probes,
+                          hidden=y[probes], pair=pair)
 
 
 def _per_class_sample(y: np.ndarray, classes: np.ndarray, per_class: int,
@@ -207,49 +268,90 @@ def _per_class_sample(y: np.ndarray, classes: np.ndarray, per_class: int,
     return np.concatenate(chosen)
 
 
-# ---------------------------------------------------------------- training
+# ---------------------------------------------------------------- training and probes
 
 
-def _train_and_measure(task: _Task, activation: str, config: StudyConfig, seed: int,
-                       ratio_rows: list[dict]) -> nn.Module:
-    """Plain minibatch SGD; at every checkpoint epoch, append the intra/inter ratios."""
-    torch.manual_seed(seed)  # same seed → the ReLU net and its linear twin start alike
-    model = build_model("mlp", task.x.shape[1:], task.n_outputs, hidden=config.hidden,
-                        activation=activation)
-    optimizer = torch.optim.SGD(model.parameters(), lr=config.lr)
-    x, y = torch.as_tensor(task.x), torch.as_tensor(task.y)
-    order_rng = torch.Generator().manual_seed(seed)
-    for epoch in range(config.checkpoints[-1] + 1):
-        if epoch > 0:
-            model.train()
-            for batch in torch.randperm(len(x), generator=order_rng).split(config.batch_size):
-                optimizer.zero_grad()
-                _task_loss(model(x[batch]), y[batch], task.n_outputs).backward()
-                optimizer.step()
-        if epoch in config.checkpoints:
-            sim = one_step_similarities(model, task.probe_x, task.probe_y, lr=config.lr)
-            ratio_rows.append({
-                "task": task.name, "activation": activation, "seed": seed, "epoch": epoch,
-                "ratio_rel": intra_inter_ratio(symmetrize(sim.s_rel), task.probe_hidden),
-                # |S_ker|: signed kernel means can sit near 0 and make a ratio meaningless.
-                "ratio_ker": intra_inter_ratio(np.abs(symmetrize(sim.s_ker)), task.probe_hidden),
-                "train_acc": _accuracy(model, x, y, task.n_outputs),
-            })
-    return model
+class ElasticityProbe:
+    """Engine callback: one-step similarities of every model on its replicate's probes.
+
+    Records (K, ...) per call: ``ratio_rel``, ``ratio_ker`` (intra/inter ratio of the
+    symmetrized S_rel and |S_ker| against the probes' hidden classes) and ``train_acc``
+    (accuracy on the model's own training subset); with ``matrices=True`` instead the
+    symmetrized ``s_rel`` and ``s_ker`` (K, n, n) float64."""
+
+    def __init__(self, name: str, epochs: tuple[int, ...], task: ElasticityTask, lr: float,
+                 matrices: bool = False):
+        self.name, self.epochs, self.lr, self.matrices = name, tuple(epochs), lr, matrices
+        self.probes, self.hidden, self.mask = task.probes, task.hidden, task.mask
+
+    def describe(self) -> dict[str, Any]:
+        digest = hashlib.sha256()
+        for array in (self.probes, self.hidden, self.mask):
+            digest.update(np.ascontiguousarray(array).tobytes())
+        return {"epochs": list(self.epochs), "lr": self.lr, "matrices": self.matrices,
+                "probes_sha256": digest.hexdigest()}
+
+    def __call__(self, state) -> dict[str, np.ndarray]:
+        x, y = (t.cpu().numpy() for t in state.tensors["train"])
+        out: dict[str, list] = {}
+        correct = None if self.matrices else state.evaluate("train")["correct"].cpu().numpy()
+        for i, r in enumerate(state.replicates):
+            probes = self.probes[r]
+            sim = one_step_similarities(member_module(state, i), x[probes], y[probes],
+                                        lr=self.lr)
+            s_rel, s_ker = symmetrize(sim.s_rel), symmetrize(sim.s_ker)
+            if self.matrices:
+                out.setdefault("s_rel", []).append(s_rel)
+                out.setdefault("s_ker", []).append(s_ker)
+                continue
+            out.setdefault("ratio_rel", []).append(intra_inter_ratio(s_rel, self.hidden[r]))
+            # |S_ker|: signed kernel means can sit near 0 and make a ratio meaningless.
+            out.setdefault("ratio_ker", []).append(
+                intra_inter_ratio(np.abs(s_ker), self.hidden[r]))
+            out.setdefault("train_acc", []).append(correct[i][self.mask[r]].mean())
+        return {key: np.asarray(values, np.float64) for key, values in out.items()}
 
 
-def _task_loss(logits: torch.Tensor, y: torch.Tensor, n_outputs: int) -> torch.Tensor:
-    if n_outputs == 1:
-        return F.binary_cross_entropy_with_logits(logits[:, 0], y.float())
-    return F.cross_entropy(logits, y)
+def member_module(state, i: int) -> torch.nn.Module:
+    """Model i of a callback's chunk as an ordinary nn.Module (a copy of its weights)."""
+    module = copy.deepcopy(state.template)
+    own = {name: tensor[i].detach().clone() for name, tensor in state.params.items()}
+    missing = set(dict(module.named_parameters())) - set(own)
+    if missing:
+        raise ConfigError(f"the elasticity probe got no weights for {sorted(missing)[:3]}")
+    module.load_state_dict(own, strict=False)
+    return module.eval()
 
 
-@torch.no_grad()
-def _accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, n_outputs: int) -> float:
-    model.eval()
-    logits = model(x)
-    predicted = (logits[:, 0] > 0).long() if n_outputs == 1 else logits.argmax(1)
-    return float((predicted == y).float().mean())
+def train_task(task: ElasticityTask, config: StudyConfig, run_dir: Path, n_workers: int = 1):
+    """Train (or resume) the task's population: replicate r of ``activation`` relu and
+    linear (model v * n_seeds + r), recording the probes at every checkpoint."""
+    from memlab.population import train_population
+
+    last = config.checkpoints[-1]
+    callbacks = [ElasticityProbe("elasticity", config.checkpoints, task, config.lr),
+                 ElasticityProbe("final", (last,), task, config.lr, matrices=True)]
+    return train_population(
+        task.data, model="mlp", task=task.task, callbacks=callbacks,
+        membership=np.tile(task.mask, (len(ACTIVATIONS), 1)),  # one block per activation
+        model_kwargs={"hidden": list(config.hidden)},
+        sweep={"activation": list(ACTIVATIONS)}, epochs=last, batch_size=config.batch_size,
+        optimizer="sgd", lr=config.lr, momentum=0.0, seed=config.seed, out=run_dir,
+        n_workers=n_workers, progress=False)
+
+
+def _ratio_rows(run, task: ElasticityTask, config: StudyConfig) -> list[dict]:
+    rows = []
+    records = {key: np.asarray(run.records(f"elasticity_{key}"))
+               for key in ("ratio_rel", "ratio_ker", "train_acc")}
+    for v, activation in enumerate(ACTIVATIONS):
+        for r in range(config.n_seeds):
+            k = v * config.n_seeds + r
+            for c, epoch in enumerate(config.checkpoints):
+                rows.append({"task": task.name, "activation": activation, "seed": r,
+                             "epoch": epoch,
+                             **{key: float(values[k, c]) for key, values in records.items()}})
+    return rows
 
 
 # ---------------------------------------------------------------- clustering
@@ -375,7 +477,8 @@ def write_report(result: StudyResult, dataset_name: str, out_dir: str | Path,
     report.text(
         f"One SGD step (η = {config['lr']}) from the same weights on each probe; S_rel and "
         f"S_ker symmetrized. MLP hidden={list(config['hidden'])}, ReLU vs its linear twin "
-        f"(identity activation, same initial seed); seeds {list(config['seeds'])}; "
+        f"(identity activation, same initial weights); {config['n_seeds']} seeds (replicates "
+        f"of populations trained by memlab's engine, seed {config['seed']}); "
         f"{result.seconds:.0f} s. Scalar output: multi-class = logit of the stepped example's "
         "class; pair tasks = the single logit (positive = union of the two hidden classes)."
     )

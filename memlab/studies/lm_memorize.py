@@ -63,6 +63,14 @@ class LMStudyConfig:
     seed: int = 0
     chunk_size: int = LM_DEFAULTS["chunk_size"]
 
+    @classmethod
+    def quick(cls) -> LMStudyConfig:
+        """A smoke-test preset (seconds on 2 cores): 8 small MLP language models, each on
+        half the synthetic corpus (every document has IN and OUT models), 3 epochs at a
+        larger Adam step, in chunks of 4."""
+        return cls(n_models=8, model="mlp", model_kwargs={"hidden": 32, "d_embed": 8},
+                   epochs=3, lr=1e-2, subset_fraction=0.5, chunk_size=4)
+
     def documents(self) -> Documents:
         synthetic = self.text == "synthetic"
         context = self.context or (48 if synthetic else 64)
@@ -163,8 +171,7 @@ def analyze(run, documents: Documents, config: LMStudyConfig) -> LMStudyResult:
         "train_acc_out": float(models.train_acc_out.mean()),
         "validation_acc": float(models.test_acc.mean()),
         "spearman_mem_copies": spearman(mem.score, copies.astype(float)),
-        "pearson_mem_copies": float(np.corrcoef(mem.score, copies)[0, 1])
-        if np.ptp(copies) else float("nan"),
+        "pearson_mem_copies": _pearson(mem.score, copies.astype(float)),
         "reliability_all_models": float(reliability.spearman.iloc[-1]),
         "simplicity_at_peak": _peak(by_simplicity),
     }
@@ -174,6 +181,14 @@ def analyze(run, documents: Documents, config: LMStudyConfig) -> LMStudyResult:
              for i, row in zip(top["index"], top.itertuples())]
     return LMStudyResult(documents, frame, pairs, by_kind, by_copies, by_simplicity,
                          reliability, summary, views)
+
+
+def _pearson(a: np.ndarray, b: np.ndarray) -> float:
+    """Pearson correlation over the documents where both are finite (NaN if undefined)."""
+    finite = np.isfinite(a) & np.isfinite(b)
+    if finite.sum() < 3 or not np.ptp(a[finite]) or not np.ptp(b[finite]):
+        return float("nan")
+    return float(np.corrcoef(a[finite], b[finite])[0, 1])
 
 
 def _peak(by_simplicity: pd.DataFrame, min_documents: int = 5) -> float:
