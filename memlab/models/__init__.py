@@ -106,10 +106,11 @@ class CNN2d(nn.Module):
         return self.linear(x.flatten(1))
 
 
-def layer_profile(model: torch.nn.Module, input_shape: tuple[int, ...]
-                  ) -> tuple[list[int], int]:
+def layer_profile(model: torch.nn.Module, input_shape: tuple[int, ...],
+                  device: str = "cpu") -> tuple[list[int], int]:
     """For one example: multiply-adds of each Linear/Conv layer in forward order, and the
-    number of activation values those layers output."""
+    number of activation values those layers output. ``device="meta"`` for a model built
+    on the meta device (no memory, as ``memlab plan`` does)."""
     macs: list[int] = []
     outputs = [0]
 
@@ -123,10 +124,12 @@ def layer_profile(model: torch.nn.Module, input_shape: tuple[int, ...]
         outputs[0] += output[0].numel()
 
     handles = [m.register_forward_hook(hook) for m in model.modules()]
-    with torch.no_grad():
-        model.eval()(torch.zeros(1, *input_shape))
-    for handle in handles:
-        handle.remove()
+    try:
+        with torch.no_grad():
+            model.eval()(torch.zeros(1, *input_shape, device=device))
+    finally:
+        for handle in handles:
+            handle.remove()
     return macs, outputs[0]
 
 

@@ -112,32 +112,17 @@ def profile_model(config: PopulationConfig, shape: DataShape) -> Profile:
     with torch.device("meta"):
         template = build_model(config.model, shape.input_shape, shape.n_classes,
                                **config.model_kwargs)
-    macs: list[int] = []
-    outputs = [0]
+    from memlab.models import layer_profile
 
-    def hook(module, inputs, output):
-        if isinstance(module, torch.nn.Linear):
-            macs.append(module.in_features * module.out_features)
-        elif isinstance(module, torch.nn.Conv1d | torch.nn.Conv2d):
-            macs.append(output[0].numel() * module.weight[0].numel())
-        else:
-            return
-        outputs[0] += output[0].numel()
-
-    handles = [m.register_forward_hook(hook) for m in template.modules()]
     try:
-        with torch.no_grad():
-            template.eval()(torch.empty(1, *shape.input_shape, device="meta"))
+        macs, outputs = layer_profile(template, shape.input_shape, device="meta")
     except (RuntimeError, ValueError, TypeError, IndexError) as error:
         first = (str(error).strip().splitlines() or [""])[0][:160]
         raise ConfigError(f"model {config.model!r} cannot take inputs of shape "
                           f"{shape.input_shape} ({first}); choose a model for this data "
                           "(mlp takes any shape, cnn1d signals, cnn2d images)") from None
-    finally:
-        for handle in handles:
-            handle.remove()
     n_params = sum(p.numel() for p in template.parameters())
-    return Profile(n_params, tuple(macs), outputs[0])
+    return Profile(n_params, tuple(macs), outputs)
 
 
 def flops_per_example_step(model: torch.nn.Module, input_shape: tuple[int, ...]) -> float:

@@ -4,8 +4,9 @@ Datamodels (Ilyas et al. 2022): per target z, a regression of the models' output
 membership masks, f_k(z) ~ theta_z . M[k] + b_z, fitted on some of the population's models.
 theta_z is the reference attribution; its LDS on *other* models is the ceiling of a linear
 attribution only once the population has many more models than training examples (below
-that it is limited by the fit, and gradient methods can beat it: see ``models_curve``). All targets share the design matrix M, so the
-ridge fit of every target is one SVD of the centred mask:
+that it is limited by the fit, and gradient methods can beat it: see ``models_curve``).
+All targets share the design matrix M, so the ridge fit of every target is one SVD of
+the centred mask:
 
     theta(lam) = V diag(s / (s^2 + lam)) U^T Y_c,    M_c = U diag(s) V^T,
 

@@ -1,0 +1,14 @@
+"""Weight spectra: the generalization study (``memlab spectra-study``) and the figures and
+reports of single-model and population analyses. See :mod:`memlab.studies.spectra.study`
+and :mod:`memlab.studies.spectra.figures`."""
+
+from memlab.studies.base import Result
+from memlab.studies.spectra import figures as _figures
+from memlab.studies.spectra.figures import population_report, single_model_report, write_report
+from memlab.studies.spectra.study import STUDY, SpectraStudyConfig, run
+
+Result.FIGURES[STUDY] = _figures.draw_figures
+Result.REPORTS[STUDY] = _figures.build_report
+
+__all__ = ["STUDY", "Result", "SpectraStudyConfig", "population_report", "run",
+           "single_model_report", "write_report"]
