@@ -218,14 +218,17 @@ def check_models(task: Any, dataset: Any, config: PopulationConfig,
     """Build every sweep value's architecture once, run a dry batch through it and check
     the output shape and distinct initializations; returns the manifest's model record."""
     input_shape, n_out = task.input_shape(dataset), task.outputs(dataset)
+    if task.n_examples(dataset, "train") < 2:
+        raise ConfigError("the training set needs at least 2 examples")
+    # One dry batch of the first two training examples, for every sweep value's model.
+    x, _ = task.batch(task.tensors(dataset, torch.device("cpu"))["train"],
+                      torch.arange(2).view(1, 2))
     described = None
     for value in range(config.n_values):
         recipe_config = config.for_value(value)
         value_spec = spec.with_kwargs(recipe_config.model_kwargs) if spec.template is None \
             else spec
         module = value_spec.build(input_shape, n_out)
-        x, _ = task.batch(task.tensors(_head(dataset, task), torch.device("cpu"))["train"],
-                          torch.arange(2).view(1, 2))
         try:
             with torch.no_grad():
                 out = module.eval()(x[0])
@@ -239,13 +242,6 @@ def check_models(task: Any, dataset: Any, config: PopulationConfig,
             check_distinct_inits(value_spec, recipe_config, input_shape, n_out)
             described = value_spec.describe(module, config)
     return described
-
-
-def _head(dataset: Any, task: Any) -> Any:
-    """The dataset itself (a dry batch reads its first two training examples)."""
-    if task.n_examples(dataset, "train") < 2:
-        raise ConfigError("the training set needs at least 2 examples")
-    return dataset
 
 
 def _check_device(device: str) -> None:
