@@ -36,7 +36,7 @@ from memlab.population.config import (
 from memlab.population.engine import train_chunk
 from memlab.population.modelspec import ModelSpec
 from memlab.population.task import TASKS, token_loss
-from memlab.text import synthetic_corpus
+from memlab.data.text import synthetic_corpus
 
 
 def loop_train(documents, config: PopulationConfig, models: range) -> None:

@@ -78,7 +78,7 @@ CHECK = textwrap.dedent("""
     from memlab.data import load
     mnist = load("mnist")
     assert mnist.x_train.shape == (60000, 1, 28, 28) and mnist.n_test == 10000
-    from memlab.text import load_documents
+    from memlab.data.text import load_documents
     for corpus in ("shakespeare", "bible"):
         docs = load_documents(corpus, n_train=20, n_test=5)
         assert len(docs.texts("train")) == 20 and all(docs.texts("train")), corpus

@@ -4,13 +4,8 @@ import numpy as np
 import pytest
 import torch
 
+from memlab.data.text import synthetic_corpus
 from memlab.lm import lm_documents, open_lm_run, train_lm_population
-from memlab.lm.counterfactual import (
-    counterfactual_influence,
-    in_out_means,
-    reliability_curve,
-    split_half_reliability,
-)
 from memlab.lm.models import build_lm
 from memlab.population import executor
 from memlab.population.config import (
@@ -20,7 +15,6 @@ from memlab.population.config import (
     model_rng,
 )
 from memlab.population.task import token_loss
-from memlab.text import synthetic_corpus
 from tests.conftest import chunk_of, initial_state
 
 TINY_TRANSFORMER = dict(model="transformer", model_kwargs={"d_model": 16, "n_layers": 1,
@@ -32,63 +26,6 @@ def tiny_corpus(seed: int = 0):
     return synthetic_corpus(n_template=16, n_unique=10, duplicates={3: 2}, n_test_template=4,
                             n_test_unique=3, n_test_near=3, unique_chars=12, context=16,
                             seed=seed)
-
-
-# ------------------------------------------------------------------ the estimator
-
-
-def test_estimator_equals_brute_force_loop():
-    rng = np.random.default_rng(0)
-    t, n, m = 14, 6, 5
-    mask = rng.random((t, n)) < 0.4
-    mask[0], mask[1] = True, False  # every document has IN and OUT models
-    perf_train = rng.random((t, n))
-    perf_test = rng.random((t, m))
-
-    mem = in_out_means(mask, perf_train)
-    infl = counterfactual_influence(mask, perf_test)
-    for i in range(n):
-        inside, outside = perf_train[mask[:, i], i], perf_train[~mask[:, i], i]
-        assert mem.score[i] == pytest.approx(inside.mean() - outside.mean(), abs=1e-12)
-        se = np.sqrt(inside.var(ddof=1) / len(inside) + outside.var(ddof=1) / len(outside))
-        assert mem.se[i] == pytest.approx(se, abs=1e-12)
-        for j in range(m):
-            inside, outside = perf_test[mask[:, i], j], perf_test[~mask[:, i], j]
-            assert infl.score[i, j] == pytest.approx(inside.mean() - outside.mean(), abs=1e-12)
-            se = np.sqrt(inside.var(ddof=1) / len(inside) + outside.var(ddof=1) / len(outside))
-            assert infl.se[i, j] == pytest.approx(se, abs=1e-12)
-
-
-def test_estimator_on_boolean_scores_matches_label_memorization():
-    """With 0/1 performance the estimator is Feldman & Zhang's (memlab.measures)."""
-    from memlab.measures.memorization import in_out
-
-    rng = np.random.default_rng(1)
-    mask = rng.random((30, 9)) < 0.5
-    correct = rng.random((30, 9)) < 0.6
-    np.testing.assert_allclose(in_out_means(mask, correct).score, in_out(mask, correct).score)
-
-
-def test_reliability_rises_with_models_on_planted_scores():
-    rng = np.random.default_rng(2)
-    t, n = 256, 200
-    mask = rng.random((t, n)) < 0.25
-    true_mem = rng.random(n)
-    perf = 0.3 + mask * true_mem + rng.normal(0, 0.3, (t, n))
-    curve = reliability_curve(mask, perf, sizes=[8, 32, 256])
-    assert list(curve.n_models) == [8, 32, 256]
-    assert curve.spearman.is_monotonic_increasing
-    assert curve.spearman.iloc[-1] > 0.9
-    assert split_half_reliability(mask, perf, 16)[0] < curve.spearman.iloc[-1]
-
-
-def test_estimator_rejects_bad_shapes():
-    from memlab.errors import ConfigError
-
-    with pytest.raises(ConfigError, match="same number of models"):
-        counterfactual_influence(np.ones((3, 2), bool), np.ones((4, 2)))
-    with pytest.raises(ConfigError, match="NaN"):
-        in_out_means(np.ones((3, 2), bool), np.full((3, 2), np.nan))
 
 
 # ------------------------------------------------------------------ stacked training

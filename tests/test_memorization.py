@@ -51,8 +51,8 @@ def test_estimator_equals_brute_force_loop():
     np.testing.assert_allclose(got.se, expected[:, 1], atol=1e-12)
     np.testing.assert_array_equal(got.n_in, expected[:, 2])
     np.testing.assert_array_equal(got.n_out, expected[:, 3])
-    np.testing.assert_allclose(got.acc_in, expected[:, 4])
-    np.testing.assert_allclose(got.acc_out, expected[:, 5])
+    np.testing.assert_allclose(got.mean_in, expected[:, 4])
+    np.testing.assert_allclose(got.mean_out, expected[:, 5])
 
 
 def test_estimator_reads_in_blocks_of_models(monkeypatch):
@@ -314,3 +314,61 @@ def test_warns_when_examples_lack_in_or_out_models(tmp_path, blobs):
     assert any("no IN or no OUT" in str(w.message) for w in caught)
     assert scores["mem"].isna().sum() > 0
     assert isinstance(scores, pd.DataFrame)
+
+
+# ------------------------------------------------------------------ real-valued scores
+
+
+def test_real_valued_in_out_and_pairs_equal_a_brute_force_loop():
+    """Counterfactual memorization/influence (Zhang et al.): the same masked means with a
+    real-valued performance, and Welch's standard error."""
+    rng = np.random.default_rng(0)
+    t, n, m = 14, 6, 5
+    mask = rng.random((t, n)) < 0.4
+    mask[0], mask[1] = True, False  # every document has IN and OUT models
+    perf_train = rng.random((t, n))
+    perf_test = rng.random((t, m))
+
+    mem = mz.in_out(mask, perf_train)
+    infl = mz.in_out_pairs(mask, perf_test)
+    for i in range(n):
+        inside, outside = perf_train[mask[:, i], i], perf_train[~mask[:, i], i]
+        assert mem.score[i] == pytest.approx(inside.mean() - outside.mean(), abs=1e-12)
+        se = np.sqrt(inside.var(ddof=1) / len(inside) + outside.var(ddof=1) / len(outside))
+        assert mem.se[i] == pytest.approx(se, abs=1e-12)
+        for j in range(m):
+            inside, outside = perf_test[mask[:, i], j], perf_test[~mask[:, i], j]
+            assert infl.score[i, j] == pytest.approx(inside.mean() - outside.mean(), abs=1e-12)
+            se = np.sqrt(inside.var(ddof=1) / len(inside) + outside.var(ddof=1) / len(outside))
+            assert infl.se[i, j] == pytest.approx(se, abs=1e-12)
+
+
+def test_real_valued_scores_read_in_blocks_equal_one_pass(monkeypatch):
+    rng = np.random.default_rng(5)
+    mask = rng.random((40, 7)) < 0.5
+    perf = rng.normal(size=(40, 7))
+    whole = mz.in_out(mask, perf)
+    monkeypatch.setattr(mz, "_BLOCK_BYTES", 9 * 7 * 3)  # three models per block
+    blocked = mz.in_out(mask, perf)
+    np.testing.assert_allclose(blocked.score, whole.score, rtol=1e-12)
+    np.testing.assert_allclose(blocked.se, whole.se, rtol=1e-9)
+
+
+def test_reliability_of_real_valued_scores_rises_with_models_on_planted_scores():
+    rng = np.random.default_rng(2)
+    t, n = 256, 200
+    mask = rng.random((t, n)) < 0.25
+    true_mem = rng.random(n)
+    perf = 0.3 + mask * true_mem + rng.normal(0, 0.3, (t, n))
+    curve = mz.reliability_curve(mask, perf, sizes=[8, 32, 256])
+    assert list(curve.n_models) == [8, 32, 256]
+    assert curve.spearman.is_monotonic_increasing
+    assert curve.spearman.iloc[-1] > 0.9
+    assert mz.split_half_reliability(mask, perf, 16).spearman < curve.spearman.iloc[-1]
+
+
+def test_real_valued_estimator_rejects_bad_shapes_and_nan():
+    with pytest.raises(ConfigError, match="same shape"):
+        mz.in_out_pairs(np.ones((3, 2), bool), np.ones((4, 2)))
+    with pytest.raises(ConfigError, match="NaN"):
+        mz.in_out(np.ones((3, 2), bool), np.full((3, 2), np.nan))

@@ -1,6 +1,6 @@
 """Populations of small language models and their counterfactual memorization.
 
-    from memlab.text import load_documents
+    from memlab.data.text import load_documents
     from memlab.lm import train_lm_population, open_lm_run
     docs = load_documents("synthetic")
     run = train_lm_population(docs, n_models=64, out="runs/lm")
@@ -17,8 +17,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from memlab.data.text import Documents
 from memlab.population import Run, open_run, train_population
-from memlab.text import Documents
 
 __all__ = ["LM_DEFAULTS", "lm_documents", "open_lm_run", "train_lm_population"]
 

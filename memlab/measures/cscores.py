@@ -60,7 +60,7 @@ def holdout_accuracy(run: Run) -> tuple[np.ndarray, np.ndarray]:
     """(acc_out (n,), n_out (n,)): each training example's accuracy under the models that
     held it out."""
     result = in_out(run.membership_mask, run.records("train_correct"))
-    return result.acc_out, result.n_out
+    return result.mean_out, result.n_out
 
 
 def cscores(runs: Sequence[Run]) -> pd.DataFrame:

@@ -44,7 +44,7 @@ import math
 import os
 import tempfile
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -68,26 +68,47 @@ Z95 = 1.959963984540054  # the standard normal's 97.5% quantile: 95% intervals
 
 @dataclass
 class InOut:
-    """IN/OUT statistics of a set of columns (examples): counts and accuracies."""
+    """IN/OUT statistics of a set of columns (examples): counts, means and, for
+    real-valued scores, unbiased sample variances. Arrays are (n,) — or (n, m) for
+    :func:`in_out_pairs`, with counts (n, 1).
+
+    For 0/1 scores (correctness) ``mean_in``/``mean_out`` are accuracies and the interval
+    is Newcombe's (``var_*`` are None); for real-valued scores (per-token accuracy, minus
+    a loss) it is the normal interval of a difference of means, se = sqrt(var_in/n_in +
+    var_out/n_out) (Welch's standard error).
+    """
 
     n_in: np.ndarray
     n_out: np.ndarray
-    acc_in: np.ndarray
-    acc_out: np.ndarray
+    mean_in: np.ndarray
+    mean_out: np.ndarray
+    var_in: np.ndarray | None = None
+    var_out: np.ndarray | None = None
+
+    @property
+    def binary(self) -> bool:
+        return self.var_in is None
 
     @property
     def score(self) -> np.ndarray:
-        """acc_in − acc_out (NaN where an example has no IN or no OUT model)."""
-        return self.acc_in - self.acc_out
+        """mean_in − mean_out (NaN where an example has no IN or no OUT model)."""
+        return self.mean_in - self.mean_out
 
     @property
     def se(self) -> np.ndarray:
-        """Standard error of the score: the 95% Newcombe interval's width / (2 · 1.96)."""
-        return interval_se(self.acc_in, self.n_in, self.acc_out, self.n_out)
+        """Standard error of the score: for 0/1 scores the 95% Newcombe interval's width /
+        (2 · 1.96); for real-valued scores Welch's sqrt(var_in/n_in + var_out/n_out)."""
+        if self.binary:
+            return interval_se(self.mean_in, self.n_in, self.mean_out, self.n_out)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return np.sqrt(self.var_in / self.n_in + self.var_out / self.n_out)
 
     def interval(self, z: float = Z95) -> tuple[np.ndarray, np.ndarray]:
-        """(lo, hi) of the score's Newcombe interval (95% for the default ``z``)."""
-        return newcombe_interval(self.acc_in, self.n_in, self.acc_out, self.n_out, z)
+        """(lo, hi) of the score: Newcombe's for 0/1 scores, score ± z·se otherwise (95%
+        for the default ``z``)."""
+        if self.binary:
+            return newcombe_interval(self.mean_in, self.n_in, self.mean_out, self.n_out, z)
+        return self.score - z * self.se, self.score + z * self.se
 
 
 def wilson_interval(acc, n, z: float = Z95) -> tuple[np.ndarray, np.ndarray]:
@@ -142,24 +163,73 @@ def _row_blocks(n_rows: int, row_bytes: int, budget: int = _BLOCK_BYTES) -> list
     return [slice(start, min(start + size, n_rows)) for start in range(0, n_rows, size)]
 
 
-def in_out(mask: np.ndarray, correct: np.ndarray) -> InOut:
-    """IN/OUT accuracies of every example (column) of ``correct`` (t, n) bool under the
+def _mean_var(total: np.ndarray, total_sq: np.ndarray, count: np.ndarray
+              ) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and unbiased sample variance from a sum, a sum of squares and a count."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        mean = np.where(count > 0, total / np.maximum(count, 1), np.nan)
+        var = (total_sq - count * mean**2) / (count - 1)
+        var = np.where(count > 1, np.maximum(var, 0.0), np.nan)
+    return mean, var
+
+
+def _check_scores(mask: np.ndarray, scores: np.ndarray, same_shape: bool = True) -> None:
+    if mask.ndim != 2 or scores.ndim != 2 or mask.shape[0] != scores.shape[0] or (
+            same_shape and mask.shape != scores.shape):
+        raise ConfigError(f"mask {mask.shape} and scores {scores.shape} must be (models, "
+                          "examples) arrays of the same shape")
+
+
+def in_out(mask: np.ndarray, scores: np.ndarray) -> InOut:
+    """IN/OUT statistics of every example (column) of ``scores`` (t, n) under the
     membership ``mask`` (t, n) bool: the diagonal of the masked-means formula, as column
-    sums. Arrays may be memory-mapped; they are read in blocks of models."""
-    if mask.shape != correct.shape:
-        raise ConfigError(f"mask {mask.shape} and correctness {correct.shape} differ in shape")
+    sums. ``scores`` is 0/1 correctness (bool) or any real-valued performance (per-token
+    accuracy, minus a loss). Arrays may be memory-mapped; they are read in blocks of
+    models."""
+    _check_scores(mask, scores)
     t, n = mask.shape
+    binary = scores.dtype == bool
     n_in = np.zeros(n, np.int64)
-    hits_in = np.zeros(n, np.int64)
-    hits = np.zeros(n, np.int64)
-    for rows in _row_blocks(t, 2 * n):
+    total_in, total = np.zeros(n), np.zeros(n)
+    square_in, square = np.zeros(n), np.zeros(n)
+    for rows in _row_blocks(t, 2 * n if binary else 9 * n):
         m = np.asarray(mask[rows], dtype=bool)
-        c = np.asarray(correct[rows], dtype=bool)
+        c = np.asarray(scores[rows], dtype=bool if binary else np.float64)
+        if not binary and not np.isfinite(c).all():
+            raise ConfigError("scores hold NaN or infinite values")
         n_in += m.sum(0)
-        hits_in += (c & m).sum(0)
-        hits += c.sum(0)
+        total_in += (c * m).sum(0)
+        total += c.sum(0)
+        if not binary:
+            square_in += (c * c * m).sum(0)
+            square += (c * c).sum(0)
     n_out = t - n_in
-    return InOut(n_in, n_out, _ratio(hits_in, n_in), _ratio(hits - hits_in, n_out))
+    if binary:
+        return InOut(n_in, n_out, _ratio(total_in, n_in), _ratio(total - total_in, n_out))
+    mean_in, var_in = _mean_var(total_in, square_in, n_in)
+    mean_out, var_out = _mean_var(total - total_in, square - square_in, n_out)
+    return InOut(n_in, n_out, mean_in, mean_out, var_in, var_out)
+
+
+def in_out_pairs(mask: np.ndarray, scores_test: np.ndarray) -> InOut:
+    """IN/OUT statistics of every (training example i, test example j) pair: the influence
+    estimate infl(i, j) = mean{P'[k, j] : M[k, i]} − mean{P'[k, j] : not M[k, i]} for
+    real-valued test scores ``scores_test`` (t, m), in memory, from four matrix products.
+    Fields are (n, m) (counts (n, 1)). For 0/1 correctness of large populations use
+    :func:`estimate_influence`, which streams blocks to disk."""
+    _check_scores(mask, scores_test, same_shape=False)
+    performance = np.asarray(scores_test, np.float64)
+    if not np.isfinite(performance).all():
+        raise ConfigError("scores hold NaN or infinite values")
+    member = np.asarray(mask, bool).astype(np.float64)  # (t, n)
+    n_in = member.sum(0)[:, None]  # (n, 1)
+    n_out = mask.shape[0] - n_in
+    sum_in = member.T @ performance  # (n, m)
+    square_in = member.T @ performance**2
+    mean_in, var_in = _mean_var(sum_in, square_in, n_in)
+    mean_out, var_out = _mean_var(performance.sum(0)[None, :] - sum_in,
+                                  (performance**2).sum(0)[None, :] - square_in, n_out)
+    return InOut(n_in, n_out, mean_in, mean_out, var_in, var_out)
 
 
 def out_predictions(mask: np.ndarray, pred: np.ndarray, n_classes: int) -> np.ndarray:
@@ -205,8 +275,8 @@ def memorization(run: Run, models: Sequence[int] | None = None) -> pd.DataFrame:
     frame["mem_lo"], frame["mem_hi"] = stats_.interval()
     frame["n_in"] = stats_.n_in
     frame["n_out"] = stats_.n_out
-    frame["acc_in"] = stats_.acc_in
-    frame["acc_out"] = stats_.acc_out
+    frame["acc_in"] = stats_.mean_in
+    frame["acc_out"] = stats_.mean_out
     frame["pred_out"] = out_predictions(mask, run.records("train_pred")[rows], dataset.n_classes)
     missing = int(((stats_.n_in == 0) | (stats_.n_out == 0)).sum())
     if missing:
@@ -498,51 +568,42 @@ class Reliability:
                 f"{self.n_splits} splits)")
 
 
-def _mem_score(mask: np.ndarray, correct: np.ndarray) -> np.ndarray:
-    return in_out(mask, correct).score
-
-
-def split_half_reliability(mask: np.ndarray, correct: np.ndarray, n_models: int | None = None,
-                           n_splits: int = 5, seed: int = 0,
-                           score: Callable[[np.ndarray, np.ndarray], np.ndarray] = _mem_score,
-                           ) -> Reliability:
+def split_half_reliability(mask: np.ndarray, scores: np.ndarray, n_models: int | None = None,
+                           n_splits: int = 5, seed: int = 0) -> Reliability:
     """Draw ``n_models`` of the population's models (all by default) ``n_splits`` times,
     split them into two disjoint halves, estimate scores from each half, and correlate.
 
-    ``score(mask, records)`` -> one score per example: memorization from 0/1 correctness by
-    default; the language-model study passes its counterfactual score of per-token accuracy.
+    ``scores`` (t, n): 0/1 correctness (memorization) or a real-valued performance such
+    as per-token accuracy (counterfactual memorization); the score is :func:`in_out`'s.
     """
     t = mask.shape[0]
     n_models = t if n_models is None else n_models
     if not 2 <= n_models <= t:
         raise ConfigError(f"split-half reliability needs 2 <= n_models <= {t}, got {n_models}")
-    mask, correct = np.asarray(mask, bool), np.asarray(correct)
-    if score is _mem_score:
-        correct = correct.astype(bool)
+    mask, scores = np.asarray(mask, bool), np.asarray(scores)
     values = []
     for split in range(n_splits):
         order = np.random.default_rng([seed, split, n_models]).permutation(t)[:n_models]
         half = n_models // 2
         a, b = order[:half], order[half:2 * half]
-        values.append(spearman(score(mask[a], correct[a]), score(mask[b], correct[b])))
+        values.append(spearman(in_out(mask[a], scores[a]).score,
+                               in_out(mask[b], scores[b]).score))
     finite = [v for v in values if np.isfinite(v)]
     mean = float(np.mean(finite)) if finite else float("nan")
     sd = float(np.std(finite, ddof=1)) if len(finite) > 1 else 0.0
     return Reliability(n_models, mean, sd, n_splits)
 
 
-def reliability_curve(mask: np.ndarray, correct: np.ndarray, sizes: Sequence[int] | None = None,
-                      n_splits: int = 5, seed: int = 0,
-                      score: Callable[[np.ndarray, np.ndarray], np.ndarray] = _mem_score,
-                      ) -> pd.DataFrame:
+def reliability_curve(mask: np.ndarray, scores: np.ndarray, sizes: Sequence[int] | None = None,
+                      n_splits: int = 5, seed: int = 0) -> pd.DataFrame:
     """Split-half reliability for several population sizes (default: 8, 16, 32, … and all
     models). Columns: n_models, spearman, spearman_sd; the last row is the reliability of
     the whole population when ``sizes`` ends with it."""
     t = mask.shape[0]
     if sizes is None:
         sizes = sorted({*(2**k for k in range(3, 20) if 2**k < t), t})
-    rows = [split_half_reliability(mask, correct, s, n_splits, seed, score)
-            for s in sizes if s >= 2]
+    rows = [split_half_reliability(mask, scores, s, n_splits, seed)
+            for s in sizes if 2 <= s <= t]
     return pd.DataFrame({"n_models": [r.n_models for r in rows],
                          "spearman": [r.spearman for r in rows],
                          "spearman_sd": [r.spearman_sd for r in rows]})

@@ -65,7 +65,7 @@ def train_population(
     """Train a population and record every model's behaviour on every example.
 
     dataset: a :class:`memlab.data.Dataset` (or a name for ``memlab.data.load``), or
-        :class:`memlab.text.Documents` for language models.
+        :class:`memlab.data.text.Documents` for language models.
     config: a :class:`PopulationConfig`; ``settings`` override its fields (or, without a
         config, build one): ``n_models=1000, subset_fraction=0.7, epochs=30, ...``.
     model: a registered name (``"mlp"``), ``"package.module:factory"``, a factory
@@ -87,7 +87,7 @@ def train_population(
     """
     if dataset is None:
         raise ConfigError("train_population needs a dataset: a memlab.data.Dataset, a name "
-                          "such as 'mnist1d', or memlab.text.Documents")
+                          "such as 'mnist1d', or memlab.data.text.Documents")
     if isinstance(dataset, str | Path):
         dataset = load(dataset)
     if isinstance(model, str) or model is None:

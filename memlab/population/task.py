@@ -16,7 +16,7 @@ task-specific parts, explicitly:
 
 Built in: :class:`ClassificationTask` (softmax over classes: vectors, signals, images),
 :class:`BinaryTask` (one logit, logistic loss) and :class:`LanguageModelTask`
-(next-token prediction on :class:`memlab.text.Documents`). ``TASKS`` maps the names the
+(next-token prediction on :class:`memlab.data.text.Documents`). ``TASKS`` maps the names the
 manifest records to them; ``task_for(data, name)`` picks one.
 """
 
@@ -31,8 +31,8 @@ import torch
 import torch.nn.functional as F
 
 from memlab.data import Dataset, load_npy_dir, load_npz
+from memlab.data.text import Documents
 from memlab.errors import ConfigError
-from memlab.text import Documents
 
 Forward = Callable[[torch.Tensor], torch.Tensor]  # shared inputs (b, ...) -> (K, b, ...)
 
@@ -253,8 +253,8 @@ class LanguageModelTask:
 
     def check_data(self, data: Any) -> None:
         if not isinstance(data, Documents):
-            raise ConfigError(f"task {self.name!r} trains on memlab.text.Documents, got "
-                              f"{type(data).__name__}; load them with memlab.text."
+            raise ConfigError(f"task {self.name!r} trains on memlab.data.text.Documents, got "
+                              f"{type(data).__name__}; load them with memlab.data.text."
                               "load_documents")
 
     def check_config(self, config: Any) -> None:

@@ -26,16 +26,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from memlab.data.text import Documents, load_documents
 from memlab.errors import ConfigError
 from memlab.lm import LM_DEFAULTS, train_lm_population
-from memlab.lm.counterfactual import (
-    counterfactual_influence,
-    in_out_means,
-    reliability_curve,
-    spearman,
-)
+from memlab.measures.memorization import in_out, in_out_pairs, reliability_curve, spearman
 from memlab.population.store import atomic_save_npy, atomic_save_table
-from memlab.text import Documents, load_documents
 
 MEMORIZED = 0.25  # cf_mem >= this counts as memorized (the label-memorization threshold)
 TOP_DOCUMENTS = 10
@@ -129,8 +124,8 @@ def analyze(run, documents: Documents, config: LMStudyConfig) -> LMStudyResult:
     mask = np.asarray(run.membership_mask)
     acc = np.asarray(run.records("train_acc"), np.float64)
     loss = np.asarray(run.records("train_loss"), np.float64)
-    mem = in_out_means(mask, acc)
-    mem_loss = in_out_means(mask, -loss)  # OUT loss − IN loss, nats per token
+    mem = in_out(mask, acc)
+    mem_loss = in_out(mask, -loss)  # OUT loss − IN loss, nats per token
     missing = int(((mem.n_in == 0) | (mem.n_out == 0)).sum())
     if missing:
         warnings.warn(f"{missing} documents have no IN or no OUT model: their scores are NaN; "
@@ -146,7 +141,7 @@ def analyze(run, documents: Documents, config: LMStudyConfig) -> LMStudyResult:
     })
 
     test_acc = np.asarray(run.records("test_acc"), np.float64)
-    infl = counterfactual_influence(mask, test_acc)
+    infl = in_out_pairs(mask, test_acc)
     atomic_save_npy(run.path.parent / "influence.npy", infl.score.astype(np.float32))
     atomic_save_npy(run.path.parent / "influence_se.npy", infl.se.astype(np.float32))
     pairs = top_pairs(infl.score, infl.se, frame, documents)

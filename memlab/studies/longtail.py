@@ -1,7 +1,7 @@
 """Why memorization pays (Feldman 2020): the long-tail laboratory.
 
 For each frequency prior (Zipf exponents s, plus a uniform no-tail control with few,
-frequent subpopulations) the study draws a long-tailed mixture (:mod:`memlab.longtail`)
+frequent subpopulations) the study draws a long-tailed mixture (:mod:`memlab.data.longtail`)
 and trains one population per *knob*:
 
 - ``baseline``: an MLP trained to fit its training set (it memorizes);
@@ -24,7 +24,7 @@ from the paired per-model differences:
 - test accuracy by the test example's per-model frequency (0, 1, 2-3, 4+) and its drop;
 - the test error the knob adds on subpopulations seen once (a probability: the share of
   test draws that are from a singleton subpopulation and newly misclassified), and
-- the theory: τ₁ (:func:`memlab.longtail.singleton_cost`, for training sets of m) times the
+- the theory: τ₁ (:func:`memlab.data.longtail.singleton_cost`, for training sets of m) times the
   number of training singletons the knob leaves unfitted (beyond the baseline's).
 
 Everything lands in ``RUN/``: ``populations/<prior>-<knob>/`` (engine runs, resumable),
@@ -45,8 +45,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from memlab.errors import ConfigError
-from memlab.longtail import (
+from memlab.data.longtail import (
     TEST_BUCKETS,
     TRAIN_BUCKETS,
     LongTailData,
@@ -58,6 +57,7 @@ from memlab.longtail import (
     singleton_cost,
     singleton_mass,
 )
+from memlab.errors import ConfigError
 from memlab.population import train_population
 from memlab.population.run import Run
 from memlab.population.store import atomic_save_table, atomic_write_json

@@ -495,7 +495,6 @@ def run(config: AttributeConfig, out: str | Path | None = None, progress: bool =
         return saved
     import memlab.studies.attribute  # noqa: F401  (registers the figures and the report)
 
-    torch.manual_seed(config.seed)
     population_run = population(config, out, progress)
     if "test_logodds" not in population_run.record_names:
         raise RunError(f"{population_run.path} has no test_logodds record (an older run); "

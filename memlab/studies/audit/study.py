@@ -35,6 +35,7 @@ from scipy import stats
 
 from memlab.errors import ConfigError, RunError
 from memlab.measures import mia
+from memlab.measures.memorization import in_out
 from memlab.studies.base import Result, StudyConfig, saved_result
 
 STUDY = "audit"
@@ -192,9 +193,7 @@ def attack_inputs(run) -> mia.AttackInputs:
 def memorization_table(run) -> pd.DataFrame:
     """index, label, mem, mem_se (+ canary, original_label where labels were flipped)."""
     if is_lm(run):
-        from memlab.lm.counterfactual import in_out_means
-
-        means = in_out_means(run.membership_mask, np.asarray(run.records("train_acc")))
+        means = in_out(run.membership_mask, np.asarray(run.records("train_acc")))
         return pd.DataFrame({"index": np.arange(run.membership_mask.shape[1]),
                              "mem": means.score, "mem_se": means.se, "canary": False})
     from memlab.measures.memorization import memorization
@@ -507,7 +506,6 @@ def exposure_table(config: AuditConfig, out: Path, progress: bool = True,
                    base_run: Any = None) -> pd.DataFrame:
     """Per knob value: LiRA online, LiRA offline (fixed variance) and the loss threshold
     (AUC, TPR at 0.1% and 1% FPR, bootstrap intervals), memorization and accuracy."""
-    from memlab.measures.memorization import in_out
 
     rows = []
     attacks = ("lira_online", "lira_offline_fixed", "loss")

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import base64
 import html
-import io
 from pathlib import Path
 
 import matplotlib
@@ -24,6 +23,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from memlab.io import atomic_write_bytes  # noqa: E402
+from memlab.report.figures import figure_bytes  # noqa: E402
 
 _STYLE = """
 body { font-family: -apple-system, "Segoe UI", Helvetica, Arial, sans-serif; max-width: 1100px;
@@ -63,17 +63,15 @@ class Report:
     def figure(self, fig: plt.Figure, caption: str = "", fmt: str = "svg") -> None:
         """Inline a matplotlib figure (closed afterwards). ``fmt`` is ``"svg"`` or ``"png"``;
         PNG is smaller for figures with many points or images."""
-        buffer = io.BytesIO()
-        fig.savefig(buffer, format=fmt, bbox_inches="tight", dpi=110)
-        plt.close(fig)
+        if fmt not in ("svg", "png"):
+            raise ValueError(f"figure format must be 'svg' or 'png', got {fmt!r}")
+        encoded = figure_bytes(fig, fmt)
         if fmt == "svg":
-            svg = buffer.getvalue().decode("utf-8")
+            svg = encoded.decode("utf-8")
             body = svg[svg.find("<svg") :]  # drop the XML prolog: invalid inside HTML
         elif fmt == "png":
-            data = base64.b64encode(buffer.getvalue()).decode("ascii")
+            data = base64.b64encode(encoded).decode("ascii")
             body = f'<img alt="{html.escape(caption)}" src="data:image/png;base64,{data}">'
-        else:
-            raise ValueError(f"figure format must be 'svg' or 'png', got {fmt!r}")
         cap = f"<figcaption>{html.escape(caption)}</figcaption>" if caption else ""
         self._parts.append(f"<figure>{body}{cap}</figure>")
 

@@ -13,7 +13,7 @@ The frequencies are assigned to subpopulations in a random order, so a cluster's
 and label say nothing about how common it is. Every train and test example is drawn
 i.i.d.: subpopulation j with probability p_j, then x = centre_j + spread · N(0, I).
 
-    from memlab.longtail import LongTailSpec, make_longtail, singleton_cost
+    from memlab.data.longtail import LongTailSpec, make_longtail, singleton_cost
     data = make_longtail(LongTailSpec(n_subpopulations=500, prior="zipf", exponent=1.0))
     data.dataset                 # a memlab.data.Dataset (x: (n, n_features) float32)
     data.train_tags              # one row per training example: subpopulation, train_count, ...
@@ -170,7 +170,7 @@ def make_longtail(spec: LongTailSpec) -> LongTailData:
     dataset = Dataset(
         name=spec.name, x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test,
         class_names=[f"c{c}" for c in range(spec.n_classes)],
-        provenance={"source": "memlab.longtail.make_longtail", "longtail": asdict(spec)},
+        provenance={"source": "memlab.data.longtail.make_longtail", "longtail": asdict(spec)},
     )
     return LongTailData(spec, dataset, frequencies, centres, labels, train_counts,
                         tags(train_sub, y_train, train_noisy), tags(test_sub, y_test, test_noisy))
