@@ -191,13 +191,13 @@ def test_command_phase_part(tmp_path, capsys):
     from memlab.io import loads_strict
 
     out = tmp_path / "lesde"
-    assert main(["le-sde", "--out", str(out), "--parts", "phase", "--quiet"]) == 0
+    assert main(["lesde", "--quick", "--out", str(out), "--parts", "phase", "--quiet"]) == 0
     summary = loads_strict((out / "summary.json").read_text())
     assert abs(summary["phase"]["ce"]["threshold"] - 1.0) < 0.05
     assert summary["phase"]["ce"]["separated_at_or_below"] == 0
     assert (out / "report.html").stat().st_size > 10_000
     assert "phase/ce: threshold" in capsys.readouterr().out
-    assert main(["le-sde", "--out", str(out), "--parts", "nope"]) == 2
+    assert main(["lesde", "--out", str(out), "--parts", "nope"]) == 2
 
 
 @pytest.mark.slow

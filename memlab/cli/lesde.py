@@ -1,8 +1,8 @@
-"""``memlab le-sde``: the LE-SDE phase diagram, the LE-SDE fitted to real networks and the
-locally elastic stability table (Su's local-elasticity talk, parts 2 and 3).
+"""``memlab lesde``: the LE-SDE phase diagram, the LE-SDE fitted to real networks and the
+locally elastic stability table (Su's local-elasticity talk, parts 2 and 3; docs/science.md §6).
 
-    memlab le-sde --out runs/lesde --preset quick
-    memlab le-sde --out runs/lesde --parts phase,stability
+    memlab lesde --quick --out runs/lesde
+    memlab lesde --out runs/lesde --parts phase,stability     # the full preset's settings
 
 Results go to --out: summary.json, tables/*.parquet, report.html (and the populations it
 trains under --out/populations, which resume)."""
@@ -15,38 +15,32 @@ import json
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
-        "le-sde", help="LE-SDE phase diagram, fit to real networks, locally elastic stability",
+        "lesde", help="LE-SDE phase diagram, fit to real networks, locally elastic stability",
         description="Simulate locally elastic SDEs (Zhang, Wang & Su 2021) over intra/inter "
                     "strength ratios and noise levels; fit their strengths to one-hidden-layer "
                     "MLPs trained on MNIST-1D and digits and compare trajectories; estimate "
                     "uniform and locally elastic stability (Deng, He & Su 2021) from a "
                     "population, with permuted-mask noise floors.")
-    parser.add_argument("--out", required=True, help="output directory")
-    parser.add_argument("--preset", choices=("quick", "full"), default="quick",
-                        help="quick: ~2 minutes on 2 cores; full: the README's numbers "
-                             "(default: %(default)s)")
+    from memlab.cli.common import add_study_arguments
+
+    add_study_arguments(parser, out="runs/lesde")
     parser.add_argument("--parts", default="phase,fit,stability",
                         help="comma-separated parts to run (default: %(default)s)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--workers", type=int, default=None,
-                        help="worker processes for training (default: one per core)")
-    parser.add_argument("--quiet", action="store_true", help="no progress bars")
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from memlab import validate
+    from memlab.cli.common import finish, preset
     from memlab.errors import ConfigError
     from memlab.studies.lesde import LESDEConfig
     from memlab.studies.lesde import run as lesde_run
 
     validate.output_dir(args.out)
-    validate.integer(args.seed, "--seed", minimum=0)
     parts = tuple(p.strip() for p in args.parts.split(",") if p.strip())
     if not parts:
         raise ConfigError("--parts is empty; give e.g. phase,fit,stability")
-    preset = LESDEConfig.quick if args.preset == "quick" else LESDEConfig.full
-    config = preset(parts=parts, seed=args.seed, n_workers=args.workers)
+    config = preset(LESDEConfig, args).replace(parts=parts)
     result = lesde_run(config, args.out, progress=not args.quiet)
     s = result.summary
     for drift, d in s.get("phase", {}).items():
@@ -61,5 +55,4 @@ def run(args: argparse.Namespace) -> int:
         print(f"stability/{key}: gap {r['gap']:.4f}, uniform bound {r['bound_uniform']:.3g}, "
               f"LE bound {r['bound_le']:.3g} (floor {r['bound_le_floor']:.3g})")
     print(json.dumps(s.get("timing_s", {})))
-    print(f"summary: {result.out / 'summary.json'}\nreport:  {result.out / 'report.html'}")
-    return 0
+    return finish(result)

@@ -152,8 +152,11 @@ def register_model(name: str, factory: Callable[..., nn.Module]) -> None:
 
 def build_model(name: str, input_shape: tuple[int, ...], n_classes: int, **kwargs) -> nn.Module:
     """Instantiate a registered architecture by name (or ``package.module:factory``), with
-    PyTorch's default initialization."""
-    return call_factory(resolve_factory(name), name, input_shape, n_classes, kwargs)
+    PyTorch's default initialization drawn from a fork of torch's global RNG: building a
+    model (a template whose weights are replaced, a model rebuilt from a run) leaves the
+    caller's random state as it was."""
+    with torch.random.fork_rng(devices=[]):
+        return call_factory(resolve_factory(name), name, input_shape, n_classes, kwargs)
 
 
 def resolve_factory(name: str) -> Callable[..., nn.Module]:

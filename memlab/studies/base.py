@@ -66,9 +66,15 @@ class StudyConfig:
         for name, value in values.items():
             default = getattr(cls(), name) if known[name].default is not dataclasses.MISSING \
                 or known[name].default_factory is not dataclasses.MISSING else None
-            # JSON turns tuples into lists; give tuple fields their tuples back.
-            converted[name] = tuple(value) if isinstance(default, tuple) and isinstance(
-                value, list) else value
+            if dataclasses.is_dataclass(default) and isinstance(value, dict):
+                # a nested config (e.g. the PopulationConfig a study trains) from its dict
+                converted[name] = type(default).from_dict(value)
+            elif isinstance(value, list) and (isinstance(default, tuple)
+                                              or str(known[name].type).startswith("tuple")):
+                # JSON turns tuples into lists; give tuple fields their tuples back.
+                converted[name] = tuple(value)
+            else:
+                converted[name] = value
         return cls(**converted)
 
     def replace(self, **changes: Any) -> StudyConfig:
@@ -100,6 +106,15 @@ class Result:
         """name -> matplotlib Figure."""
         draw = self.FIGURES.get(self.study)
         return draw(self) if draw is not None else {}
+
+    def save_figures(self, directory: str | Path, prefix: str | None = None) -> list[Path]:
+        """Write every figure as ``<directory>/<prefix><name>.png`` (prefix: the study's name
+        and an underscore) in memlab's one style and resolution; returns the paths."""
+        from memlab.report import save_figure
+
+        prefix = f"{self.study}_" if prefix is None else prefix
+        return [save_figure(fig, Path(directory) / f"{prefix}{name}.png")
+                for name, fig in self.figures().items()]
 
     def report(self):
         """The study's :class:`memlab.report.Report` (call ``.save(path)`` or ``.html()``)."""

@@ -493,7 +493,6 @@ def run(config: AttributeConfig, out: str | Path | None = None, progress: bool =
     saved = saved_result(out, STUDY, config)
     if saved is not None:
         return saved
-    import memlab.studies.attribute  # noqa: F401  (registers the figures and the report)
 
     population_run = population(config, out, progress)
     if "test_logodds" not in population_run.record_names:

@@ -381,7 +381,7 @@ def most_exposed(run, examples: pd.DataFrame, k: int = N_EXPOSED) -> pd.DataFram
                                "vulnerability", "example_auc") if c in order]].copy()
     index = table["index"].to_numpy()
     if is_lm(run):
-        from memlab.lm import lm_documents
+        from memlab.studies.lm_memorize import lm_documents
 
         documents = lm_documents(run)
         table["text"] = [documents.text("train", int(i)) for i in index]
@@ -559,7 +559,6 @@ def run(config: AuditConfig, out: str | Path | None = None, progress: bool = Tru
     saved = saved_result(out, STUDY, config)
     if saved is not None:
         return saved
-    import memlab.studies.audit  # noqa: F401  (registers the figures and the report)
 
     population_run = population(config, out, progress)
     timing: dict[str, float] = {}

@@ -47,7 +47,7 @@ def phase_figure(result: Result) -> plt.Figure:
                title=f"{DRIFT_LABELS.get(drift, drift)}: log10 final loss "
                      "(numbers: fraction of runs separated)")
         ax.legend(loc="upper left", fontsize=7)
-        fig.colorbar(image, ax=ax, fraction=0.04)
+        fig.colorbar(image, ax=ax, fraction=0.04, label="log10 final loss")
         ax = axes[row, 1]
         s = scan[scan["drift"] == drift]
         for noise, rows in s.groupby("noise"):
@@ -170,7 +170,7 @@ STABILITY_COLUMNS = ["dataset", "loss", "n_models", "m", "gap", "gap_se", "beta_
 
 def build_report(result: Result) -> Report:
     s = result.summary
-    page = Report("memlab le-sde: locally elastic dynamics and stability")
+    page = Report("memlab lesde: locally elastic dynamics and stability")
     figures = draw_figures(result)
     if "phase" in figures:
         page.heading("LE-SDE phase diagram")

@@ -505,7 +505,6 @@ def run(config: LESDEConfig, out: str | Path | None = None, progress: bool = Tru
         return saved
     from threadpoolctl import threadpool_limits  # a dependency of scikit-learn
 
-    import memlab.studies.lesde  # noqa: F401  (registers the figures and the report)
 
     # The simulations multiply small matrices many times: one BLAS thread is fastest, and
     # on shared cores a BLAS thread pool is several times slower.
