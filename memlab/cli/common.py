@@ -23,7 +23,8 @@ from typing import Any
 def add_study_arguments(parser: argparse.ArgumentParser, out: str | None,
                         seed: bool = True, workers: bool = True) -> None:
     """``--out``, ``--quick`` / ``--full`` (the config's presets), ``--seed``,
-    ``--workers`` and ``--quiet``, with the same meaning in every study command."""
+    ``--workers``, ``--figures DIR`` and ``--quiet``, with the same meaning in every study
+    command."""
     if out is not None:
         parser.add_argument("--out", default=out, help="output directory (default: %(default)s);"
                             " running the same command again resumes")
@@ -38,6 +39,8 @@ def add_study_arguments(parser: argparse.ArgumentParser, out: str | None,
     if workers:
         parser.add_argument("--workers", type=int, default=None,
                             help="worker processes for training (default: one per core)")
+    parser.add_argument("--figures", default=None, metavar="DIR",
+                        help="also write the figures as PNG files into DIR (e.g. docs/figures)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
@@ -48,6 +51,8 @@ def preset(config_class: type, args: argparse.Namespace) -> Any:
 
     config = (config_class.quick() if getattr(args, "quick", False)
               else config_class.full() if getattr(args, "full", False) else config_class())
+    if getattr(args, "figures", None) is not None:
+        validate.output_dir(args.figures, "--figures")  # before any work is done
     changes = {}
     if getattr(args, "seed", None) is not None:
         changes["seed"] = validate.seed(args.seed, "--seed")
@@ -57,10 +62,17 @@ def preset(config_class: type, args: argparse.Namespace) -> Any:
     return config.replace(**{k: v for k, v in changes.items() if k in fields})
 
 
-def finish(result: Any, headline: list[str] | None = None) -> int:
-    """Print the headline lines and where the results are; exit code 0."""
+def finish(result: Any, headline: list[str] | None = None,
+           args: argparse.Namespace | None = None, prefix: str | None = None) -> int:
+    """Print the headline lines and where the results are, write the figures if
+    ``--figures DIR`` was given (``<study>_<name>.png``, or ``<prefix><name>.png``);
+    exit code 0."""
     for line in headline or []:
         print(line)
     out = result.out
     print(f"summary: {out / 'summary.json'}\nreport:  {out / 'report.html'}")
+    directory = getattr(args, "figures", None)
+    if directory is not None:
+        paths = result.save_figures(directory, prefix=prefix)
+        print(f"figures: {len(paths)} PNG files in {directory}")
     return 0

@@ -55,4 +55,4 @@ def run(args: argparse.Namespace) -> int:
         print(f"stability/{key}: gap {r['gap']:.4f}, uniform bound {r['bound_uniform']:.3g}, "
               f"LE bound {r['bound_le']:.3g} (floor {r['bound_le_floor']:.3g})")
     print(json.dumps(s.get("timing_s", {})))
-    return finish(result)
+    return finish(result, args=args)
