@@ -13,7 +13,7 @@ import sys
 from memlab.errors import MemlabError
 
 COMMAND_MODULES = ["train", "info", "elasticity", "noise", "spectra", "plan", "memorize",
-                   "longtail", "lm_memorize", "attribute", "lesde", "audit"]
+                   "longtail", "lm_memorize", "attribute", "lesde", "audit", "verify"]
 
 
 def build_parser() -> argparse.ArgumentParser:

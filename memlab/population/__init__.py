@@ -1,6 +1,7 @@
 """The population engine: many models trained at once, each on its own random subset.
 
-    from memlab.data import load
+    from memlab import io
+from memlab.data import load
     from memlab.population import train_population
     run = train_population(load("mnist1d"), n_models=2000, subset_fraction=0.7, out="runs/pop")
     run.membership_mask          # (2000, 4000) bool
@@ -12,7 +13,10 @@ the rest are trained, and the result equals an uninterrupted run.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import errno
+import functools
 import hashlib
 import inspect
 import json
@@ -31,13 +35,13 @@ import numpy as np
 import pandas as pd
 import torch
 
-from memlab import __version__
+from memlab import __version__, io
 from memlab.data import load
 from memlab.errors import ConfigError, RunError
 from memlab.population import recipe, store
 from memlab.population.callbacks import describe_callback
 from memlab.population.config import PopulationConfig, membership_mask
-from memlab.population.executor import ChunkWork, run_local
+from memlab.population.executor import ChunkWork, Terminated, exit_on_signals, run_local
 from memlab.population.modelspec import ModelSpec, check_distinct_inits
 from memlab.population.ray_executor import run_ray
 from memlab.population.run import Run, open_run, upgrade_manifest
@@ -127,10 +131,35 @@ def train_population(
     work = ChunkWork(task.name, config, spec, callbacks, transforms)
 
     run_dir = Path(out) if out is not None else Path(tempfile.mkdtemp(prefix="memlab-run-"))
-    manifest = _open_or_create(run_dir, dataset, task, config, described, membership,
-                               callbacks)
+    verifier = store.Verifier()
+    # SIGTERM/SIGHUP become SystemExit, so the clean-up below (workers, Ray, the lock, the
+    # manifest's status) runs on every way out; a full or read-only disk is one line.
+    with exit_on_signals(), _disk_errors(run_dir):
+        lock, manifest = _open_or_create(run_dir, dataset, task, config, described,
+                                         membership, callbacks, verifier)
+        try:
+            _train_and_finalize(run_dir, manifest, dataset, task, config, work, device,
+                                n_workers, executor, ray_address, progress, verifier)
+        finally:
+            lock.release()
+        return _open_verified(run_dir, verifier)
+
+
+def _train_and_finalize(run_dir: Path, manifest: dict, dataset: Any, task: Any,
+                        config: PopulationConfig, work: ChunkWork, device: str,
+                        n_workers: int, executor: str, ray_address: str | None,
+                        progress: bool, verifier: store.Verifier) -> None:
+    """Train every chunk that is missing or damaged, then consolidate (again, when a
+    consolidated file is damaged or a chunk was retrained)."""
     chunks = store.chunk_plan_from_json(manifest["chunk_plan"])
-    todo = [c for c in chunks if not store.chunk_is_complete(run_dir, c.index)]
+    todo = []
+    for chunk in chunks:
+        problems = store.chunk_problems(run_dir, chunk.index, verifier)
+        if problems and manifest["chunks"].get(str(chunk.index)) == "done":
+            _say(f"repairing {run_dir}: chunks/{chunk.index:05d}/{problems[0][0]} is "
+                 f"damaged ({problems[0][1]}); retraining chunk {chunk.index}")
+        if problems:
+            todo.append(chunk)
     for chunk in chunks:
         manifest["chunks"][str(chunk.index)] = "pending" if chunk in todo else "done"
 
@@ -145,7 +174,7 @@ def train_population(
             store.write_manifest(run_dir, manifest)
             tracker.chunk_done(info)
 
-        mask = np.load(run_dir / "membership_mask.npy", mmap_mode="r")
+        mask = np.load(run_dir / store.MASK, mmap_mode="r")
         try:
             if executor == "ray":
                 run_ray(run_dir, dataset, work, todo, mask, device, ray_address,
@@ -153,15 +182,48 @@ def train_population(
             else:
                 run_local(run_dir, dataset, work, todo, mask, device, n_workers,
                           on_chunk, tracker.epoch_done)
-        except BaseException:
+        except BaseException as error:
+            if isinstance(error, Terminated):
+                _say(f"terminated by signal {error.code - 128}; run the same command again "
+                     "to resume")
             manifest["status"] = "interrupted"
-            store.write_manifest(run_dir, manifest)
+            try:
+                store.write_manifest(run_dir, manifest)
+            except OSError:
+                pass  # a full disk: the manifest keeps saying "running", just as resumable
             tracker.close()
             raise
         tracker.close()
-    if manifest["status"] != "complete" or not (run_dir / "records").exists():
+    damaged = [] if manifest["status"] != "complete" else [
+        d for d in store.verify_run(run_dir, verifier, chunks=False)
+        if d.repair == store.REPAIR_CONSOLIDATED]
+    if damaged:
+        _say(f"repairing {run_dir}: {damaged[0].path} is damaged ({damaged[0].problem}); "
+             "rebuilding the consolidated records from chunks/")
+    if manifest["status"] != "complete" or damaged:
         _finalize(run_dir, manifest, config, chunks, task)
-    return open_run(run_dir)
+
+
+def _open_verified(run_dir: Path, verifier: store.Verifier) -> Run:
+    run = Run(run_dir)
+    run.verify(verifier)
+    return run
+
+
+def _say(message: str) -> None:
+    print(f"memlab: {message}", file=sys.stderr)
+
+
+@contextlib.contextmanager
+def _disk_errors(run_dir: Path):
+    """A full or read-only disk (here or in a worker) as a one-line RunError."""
+    try:
+        yield
+    except OSError as error:
+        converted = store.disk_error(error, run_dir)
+        if converted is None:
+            raise
+        raise converted from None
 
 
 def _plain(settings: dict[str, Any]) -> dict[str, Any]:
@@ -270,14 +332,32 @@ def versions() -> dict[str, str]:
 
 def _open_or_create(run_dir: Path, dataset: Any, task: Any, config: PopulationConfig,
                     model: dict[str, Any], explicit_mask: np.ndarray | None,
-                    callbacks: list) -> dict:
-    """Return the manifest of a compatible existing run (grown if more models were asked
-    for), or create a new run directory atomically."""
+                    callbacks: list, verifier: store.Verifier) -> tuple[store.RunLock, dict]:
+    """Lock the run directory and return (lock, manifest) of a compatible existing run
+    (repaired and grown as needed), or create a new run directory atomically."""
     described = dataset.describe()
     n_train = task.n_examples(dataset, "train")
     mask = explicit_mask if explicit_mask is not None else membership_mask(config, n_train)
     callback_records = [describe_callback(cb) for cb in callbacks]
-    if (run_dir / store.MANIFEST).exists():
+    if not (run_dir / store.MANIFEST).exists():
+        if run_dir.exists() and (not run_dir.is_dir() or _has_files(run_dir)):
+            raise RunError(f"{run_dir} exists, is not empty and is not a memlab run; "
+                           "choose a new output directory")
+        manifest = {
+            "format": store.RUN_FORMAT, "kind": "population", "task": task.name,
+            "config": config.to_dict(), "model": model, "callbacks": callback_records,
+            "dataset": described, "versions": versions(),
+            "membership": {"kind": config.subsets, "sha256": _mask_digest(mask)},
+            "chunk_plan": store.chunk_plan_to_json(_plan(config, mask)),
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "status": "created",
+            "chunks": {},
+        }
+        lock = _create(run_dir, dataset, task, mask, manifest)
+        if lock is not None:
+            return lock, manifest
+        # Another process created it first: open it like any existing run (below).
+    lock = _lock_existing(run_dir)
+    try:
         manifest = store.read_manifest(run_dir)
         upgrade_manifest(manifest)
         stored = PopulationConfig.from_dict({**PopulationConfig().to_dict(),
@@ -290,49 +370,137 @@ def _open_or_create(run_dir: Path, dataset: Any, task: Any, config: PopulationCo
                 + "\n  ".join(differences)
                 + "\nuse another output directory, or delete this one to start over"
             )
-        stored_mask = store.load_npy(run_dir / "membership_mask.npy", mmap=False)
-        n_stored = stored_mask.shape[0]
-        if not np.array_equal(stored_mask, mask[:n_stored]):
-            raise RunError(f"{run_dir}/membership_mask.npy does not match the "
-                           f"{'given mask' if explicit_mask is not None else 'seed'}: "
-                           "the directory is corrupted or another mask was passed; use "
-                           "another output directory")
+        store.remove_stale_temporaries(run_dir)
+        checksums = manifest.setdefault("checksums", {})
+        _repair_dataset(run_dir, manifest, dataset, task, verifier)
+        n_stored = stored.n_total
+        _repair_mask(run_dir, manifest, mask[:n_stored], explicit_mask is not None, verifier)
         if n_stored < len(mask):  # growing: append rows, plan chunks after the old ones
-            store.atomic_save_npy(run_dir / "membership_mask.npy", mask)
+            checksums[store.MASK] = store.atomic_save_npy(run_dir / store.MASK, mask)
             manifest["chunk_plan"] = store.chunk_plan_to_json(_plan(
                 config, mask, store.chunk_plan_from_json(manifest["chunk_plan"])))
             manifest["config"] = config.to_dict()
             manifest["membership"]["sha256"] = _mask_digest(mask)
             manifest["status"] = "grown"
             store.write_manifest(run_dir, manifest)
-        for leftover in (run_dir / "chunks").glob(".*"):  # a chunk being written when killed
-            shutil.rmtree(leftover, ignore_errors=True)
-        return manifest
-    if run_dir.exists() and (not run_dir.is_dir() or any(run_dir.iterdir())):
-        raise RunError(f"{run_dir} exists, is not empty and is not a memlab run; "
-                       "choose a new output directory")
-    manifest = {
-        "format": store.RUN_FORMAT, "kind": "population", "task": task.name,
-        "config": config.to_dict(), "model": model, "callbacks": callback_records,
-        "dataset": described, "versions": versions(),
-        "membership": {"kind": config.subsets, "sha256": _mask_digest(mask)},
-        "chunk_plan": store.chunk_plan_to_json(_plan(config, mask)),
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "status": "created", "chunks": {},
-    }
-    # Build the run under a temporary name and rename it into place: a run directory is
-    # either absent or complete with data, mask and manifest.
+    except BaseException:
+        lock.release()
+        raise
+    return lock, manifest
+
+
+def _has_files(directory: Path) -> bool:
+    return any(path.name != store.LOCK for path in directory.iterdir())
+
+
+def _create(run_dir: Path, dataset: Any, task: Any, mask: np.ndarray,
+            manifest: dict) -> store.RunLock | None:
+    """Build the run under a temporary name and rename it into place, so a run directory
+    is either absent or complete with data, mask and manifest. Returns the lock (held), or
+    None when another process created the run first."""
     run_dir.parent.mkdir(parents=True, exist_ok=True)
+    store.remove_stale_staging(run_dir)
     staging = Path(tempfile.mkdtemp(prefix=f".{run_dir.name}.creating-", dir=run_dir.parent))
+    lock = None
     try:
+        lock = store.RunLock(staging / store.LOCK).acquire(staging)
         task.save(dataset, staging / "dataset.npz")
-        store.atomic_save_npy(staging / "membership_mask.npy", mask)
+        checksums = {str(path.relative_to(staging)): io.file_checksum(path)
+                     for path in sorted(staging.rglob("*"))
+                     if path.is_file() and path.name != store.LOCK}
+        checksums[store.MASK] = store.atomic_save_npy(staging / store.MASK, mask)
+        manifest["checksums"] = checksums
         store.write_manifest(staging, manifest)
-        if run_dir.exists():
-            run_dir.rmdir()  # empty (checked above)
-        os.replace(staging, run_dir)
+        try:
+            os.replace(staging, run_dir)  # also replaces an empty directory
+        except OSError as error:
+            if error.errno not in (errno.ENOTEMPTY, errno.EEXIST) \
+                    or not (run_dir / store.MANIFEST).exists():
+                raise
+            lock.release()
+            return None
+        lock.moved_to(run_dir / store.LOCK)
+        return lock
+    except BaseException:
+        if lock is not None:
+            lock.release()
+        raise
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    return manifest
+
+
+def _lock_existing(run_dir: Path) -> store.RunLock:
+    """Lock an existing run; on a read-only disk, a lock that cannot be taken is no lock
+    (nothing will be written unless the run needs work, which then fails in one line)."""
+    try:
+        return store.RunLock(run_dir / store.LOCK).acquire(run_dir)
+    except OSError as error:
+        if error.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+            return store.RunLock(run_dir / store.LOCK)  # holds nothing; release is a no-op
+        raise
+
+
+def _repair_dataset(run_dir: Path, manifest: dict, dataset: Any, task: Any,
+                    verifier: store.Verifier) -> None:
+    """Re-write a lost or damaged dataset file from the dataset this call was given (its
+    fingerprint equals the run's: _differences checked it)."""
+    checksums = manifest["checksums"]
+    names = store.dataset_files(checksums)
+    damaged = [(name, problem) for name in names
+               if (problem := verifier.problem(run_dir / name, checksums[name]))]
+    if not names and not (run_dir / "dataset.npz").exists() \
+            and not (run_dir / "dataset").is_dir():
+        damaged = [("dataset.npz", "missing")]
+    if not damaged:
+        return
+    _say(f"repairing {run_dir}: {damaged[0][0]} is damaged ({damaged[0][1]}); re-writing it "
+         f"from the given dataset ({manifest['dataset']['name']}, fingerprint checked)")
+    staging = Path(tempfile.mkdtemp(prefix=".dataset.", dir=run_dir))
+    try:
+        task.save(dataset, staging / "dataset.npz")
+        written = {str(path.relative_to(staging)): io.file_checksum(path)
+                   for path in sorted(staging.rglob("*")) if path.is_file()}
+        for name in written:
+            (run_dir / name).parent.mkdir(parents=True, exist_ok=True)
+            os.replace(staging / name, run_dir / name)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    for name in names:
+        checksums.pop(name, None)
+    checksums.update(written)
+    store.write_manifest(run_dir, manifest)
+
+
+def _repair_mask(run_dir: Path, manifest: dict, expected: np.ndarray, explicit: bool,
+                 verifier: store.Verifier) -> None:
+    """Check the stored mask against its checksum and the mask this call asks for; a
+    damaged one is re-written when the requested mask is the one the run was trained with."""
+    checksums = manifest["checksums"]
+    path = run_dir / store.MASK
+    problem = verifier.problem(path, checksums.get(store.MASK))
+    recorded = manifest.get("membership", {}).get("sha256")
+    what = "given mask" if explicit else "seed"
+    if problem is None:
+        try:
+            stored = np.load(path, allow_pickle=False)
+        except (OSError, ValueError, EOFError) as error:
+            problem = f"unreadable ({error})"
+        else:
+            if not np.array_equal(stored, expected):
+                raise RunError(f"{path} does not match the {what}: the directory is corrupted "
+                               "or another mask was passed; use another output directory")
+            if store.MASK not in checksums:  # a run from before checksums: record it now
+                checksums[store.MASK] = io.file_checksum(path)
+                store.write_manifest(run_dir, manifest)
+            return
+    if recorded is not None and _mask_digest(expected) != recorded:
+        raise RunError(f"{path} is {problem}, and the {what} differs from the mask the run "
+                       "was trained with; run the same train command with the original "
+                       "--membership mask")
+    _say(f"repairing {run_dir}: {store.MASK} is damaged ({problem}); re-writing it from "
+         f"the {what}")
+    checksums[store.MASK] = store.atomic_save_npy(path, expected)
+    store.write_manifest(run_dir, manifest)
 
 
 def _mask_digest(mask: np.ndarray) -> str:
@@ -417,17 +585,13 @@ def _finalize(run_dir: Path, manifest: dict, config: PopulationConfig,
              if name.endswith(".npy")]
     records_dir = run_dir / "records"
     records_dir.mkdir(exist_ok=True)
-    shapes = {}
+    shapes, checksums = {}, {}
     for name in names:
         first = store.read_chunk_array(run_dir, 0, name)
         shape = (n_total, *first.shape[1:])
-        tmp = records_dir / f".{name}.npy.{os.getpid()}.tmp"
-        merged = np.lib.format.open_memmap(tmp, mode="w+", dtype=first.dtype, shape=shape)
-        for chunk in chunks:
-            merged[chunk.start:chunk.stop] = store.read_chunk_array(run_dir, chunk.index, name)
-        merged.flush()
-        del merged
-        os.replace(tmp, records_dir / f"{name}.npy")
+        checksums[f"records/{name}.npy"] = io.write_file(
+            records_dir / f"{name}.npy",
+            functools.partial(_concatenate, run_dir, chunks, name, first.dtype, shape))
         shapes[name] = list(shape)
 
     # The models table, chunk by chunk: memory stays bounded by the chunk size.
@@ -462,13 +626,34 @@ def _finalize(run_dir: Path, manifest: dict, config: PopulationConfig,
         rows.append(frame)
     table = pd.concat(rows, ignore_index=True)
     (run_dir / "tables").mkdir(exist_ok=True)
-    store.atomic_save_table(run_dir / "tables" / "models.parquet", table)
+    checksums["tables/models.parquet"] = store.atomic_save_table(
+        run_dir / "tables" / "models.parquet", table)
     seconds = sum(store.read_chunk_info(run_dir, c.index)["seconds"] for c in chunks)
+    manifest["checksums"] = {**{k: v for k, v in manifest.get("checksums", {}).items()
+                                if not k.startswith(store.CONSOLIDATED)}, **checksums}
     manifest.update(status="complete", records=shapes,
                     summary={"test_acc_mean": float(table.test_acc.mean()),
                              "train_acc_in_mean": float(table.train_acc_in.mean()),
                              "chunk_seconds_total": round(seconds, 2)})
     store.write_manifest(run_dir, manifest)
+
+
+def _concatenate(run_dir: Path, chunks: list[store.ChunkPlan], name: str, dtype: np.dtype,
+                 shape: tuple[int, ...], handle) -> None:
+    """Write record ``name`` of every chunk, in model order, as one .npy file.
+
+    Plain writes, not a memory map of a sparse file: on a full disk a memory-mapped write
+    is a SIGBUS that kills the process, a plain one an OSError (ENOSPC) we report."""
+    np.lib.format.write_array_header_1_0(handle, {
+        "descr": np.lib.format.dtype_to_descr(np.dtype(dtype)), "fortran_order": False,
+        "shape": shape})
+    for chunk in chunks:
+        part = store.read_chunk_array(run_dir, chunk.index, name)
+        if part.dtype != dtype or part.shape != (chunk.size, *shape[1:]):
+            raise RunError(f"chunk {chunk.index}'s record {name} has {part.dtype} "
+                           f"{part.shape}, expected {np.dtype(dtype)} "
+                           f"{(chunk.size, *shape[1:])}; the run directory is damaged")
+        handle.write(np.ascontiguousarray(part).data)
 
 
 class _Progress:

@@ -13,6 +13,8 @@ import multiprocessing
 import os
 import queue
 import signal
+import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from contextlib import contextmanager, nullcontext
@@ -131,13 +133,73 @@ def run_local(run_dir: Path, dataset, work: ChunkWork, chunks: list[store.ChunkP
             for future in finished:
                 on_chunk(future.result())  # re-raises a worker's error here
         _drain(progress_queue, on_epoch)
+        pool.shutdown()
     except BaseException:
-        # Ctrl-C or a failed chunk: stop the other workers now; finished chunks are kept.
-        for process in list(getattr(pool, "_processes", {}).values()):
-            process.terminate()
-        pool.shutdown(wait=False, cancel_futures=True)
+        # Ctrl-C, SIGTERM or a failed chunk: stop the other workers now and wait until
+        # they are gone; finished chunks are kept.
+        _stop_pool(pool)
+        progress_queue.cancel_join_thread()
         raise
-    pool.shutdown()
+    progress_queue.close()
+
+
+def _stop_pool(pool: ProcessPoolExecutor, grace: float = 5.0) -> None:
+    """Terminate every worker of ``pool`` (SIGTERM, then SIGKILL after ``grace`` seconds)
+    and reap them, so none outlives the call."""
+    processes = list((getattr(pool, "_processes", None) or {}).values())
+    for process in processes:
+        if process.is_alive():
+            process.terminate()
+    pool.shutdown(wait=False, cancel_futures=True)
+    deadline = time.monotonic() + grace
+    for process in processes:
+        process.join(max(deadline - time.monotonic(), 0.0))
+        if process.is_alive():
+            process.kill()
+            process.join(1.0)
+
+
+class Terminated(SystemExit):
+    """Raised in the main thread on SIGTERM or SIGHUP while a population trains, so the
+    clean-up of every ``finally`` runs (workers, Ray, the run's lock) before exiting with
+    status 128 + the signal number."""
+
+
+@contextmanager
+def exit_on_signals(signals: tuple[int, ...] = (signal.SIGTERM, signal.SIGHUP)):
+    """While the block runs, turn ``signals`` into :class:`Terminated` (only where Python
+    would otherwise die at once: in the main thread, for signals with the default
+    handler; a handler someone else installed is left alone). Ctrl-C already raises
+    KeyboardInterrupt."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def terminate(signum, frame):
+        raise Terminated(128 + signum)
+
+    previous = {}
+    for signum in signals:
+        if signal.getsignal(signum) is signal.SIG_DFL:
+            previous[signum] = signal.signal(signum, terminate)
+    _ACTIVE_HANDLERS.update(dict.fromkeys(previous, terminate))
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            _ACTIVE_HANDLERS.pop(signum, None)
+            signal.signal(signum, handler)
+
+
+_ACTIVE_HANDLERS: dict = {}
+
+
+def reinstall_signal_handlers() -> None:
+    """Put back the handlers of :func:`exit_on_signals` after a library replaced them at
+    the C level (ray.init installs one that aborts on SIGTERM, skipping all clean-up)."""
+    if threading.current_thread() is threading.main_thread():
+        for signum, handler in _ACTIVE_HANDLERS.items():
+            signal.signal(signum, handler)
 
 
 def _drain(progress_queue, on_epoch: Callable[[int], None]) -> None:

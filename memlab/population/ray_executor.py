@@ -16,7 +16,7 @@ import numpy as np
 
 from memlab.errors import ConfigError
 from memlab.population import store
-from memlab.population.executor import ChunkWork, commit_chunk
+from memlab.population.executor import ChunkWork, commit_chunk, reinstall_signal_handlers
 
 TASK_RETRIES = 3
 
@@ -55,6 +55,7 @@ def run_ray(run_dir: Path, dataset, work: ChunkWork, chunks: list[store.ChunkPla
     started_here = not ray.is_initialized()
     if started_here:
         ray.init(address=address, log_to_driver=False, include_dashboard=False)
+        reinstall_signal_handlers()  # so SIGTERM still shuts this Ray instance down
     pending: dict = {}
     try:
         task = ray.remote(_train_chunk_task).options(

@@ -37,6 +37,7 @@ class Run:
             self.config = PopulationConfig.from_dict(self.manifest["config"])
             self.chunks = store.chunk_plan_from_json(self.manifest["chunk_plan"])
             self.task = TASKS[self.manifest["task"]]
+            self._checksums = dict(self.manifest.get("checksums") or {})
         except (KeyError, TypeError, ValueError) as error:
             raise RunError(f"{self.path / store.MANIFEST} is malformed ({type(error).__name__}: "
                            f"{error}); the run directory is damaged") from None
@@ -58,12 +59,15 @@ class Run:
     @functools.cached_property
     def dataset(self) -> Dataset:
         """The exact data the population was trained on (after any corruption)."""
+        for name in store.dataset_files(self._checksums):
+            self._check_file(name)
         return self.task.load(self.path / "dataset.npz")
 
     @functools.cached_property
     def membership_mask(self) -> np.ndarray:
         """(n_models, n_train) bool: M[k, i] is True iff example i is in model k's subset."""
-        mask = store.load_npy(self.path / "membership_mask.npy")
+        self._check_file(store.MASK)
+        mask = store.load_npy(self.path / store.MASK)
         expected = (self.n_models, self.manifest["dataset"]["n_train"])
         if mask.shape != expected or mask.dtype != bool:
             raise RunError(f"{self.path}/membership_mask.npy has shape {mask.shape} "
@@ -85,7 +89,7 @@ class Run:
         split = "test" if "test_" in name else "train"
         return store.decode_record(name, array, self.manifest["dataset"][f"n_{split}"])
 
-    def _stored_record(self, name: str) -> np.ndarray:
+    def _stored_record(self, name: str, check: bool = True) -> np.ndarray:
         """A record as stored on disk (memory-mapped, possibly encoded)."""
         self._require_complete()
         path = self.path / "records" / f"{name}.npy"
@@ -94,6 +98,8 @@ class Run:
                     if name.startswith("epoch_") else "")
             raise RunError(f"{self.path} has no record {name!r}{hint}; "
                            f"available: {', '.join(self.record_names)}")
+        if check:
+            self._check_file(f"records/{name}.npy")
         array = store.load_npy(path)
         if array.shape[0] != self.n_models:
             raise RunError(f"record {path} has {array.shape[0]} models, expected "
@@ -102,6 +108,7 @@ class Run:
 
     def models_table(self) -> pd.DataFrame:
         """One row per model: subset size and accuracies (IN = its own training subset)."""
+        self._check_file("tables/models.parquet")
         return pd.read_parquet(self.path / "tables" / "models.parquet")
 
     def weights(self, models: list[int] | range | None = None) -> dict[str, np.ndarray]:
@@ -126,6 +133,7 @@ class Run:
         order = []
         for chunk_index, rows in by_chunk.items():
             path = store.chunk_dir(self.path, chunk_index) / "weights.safetensors"
+            self._check_chunk_file(chunk_index, "weights.safetensors")
             try:
                 tensors = load_file(str(path))
             except Exception as error:  # safetensors raises its own error types
@@ -171,6 +179,59 @@ class Run:
                            f"({self.manifest['model'].get('class')}): {first}") from None
         return module.eval()
 
+    # Lazy verification (open_run(path, verify="lazy")): each file is checked against its
+    # checksum the first time this Run reads it.
+    _lazy = False
+    _verifier: store.Verifier | None = None
+
+    def _check_file(self, name: str, expected: str | None = None) -> None:
+        if not self._lazy:
+            return
+        checked = self.__dict__.setdefault("_checked", set())
+        if name in checked:
+            return
+        expected = expected or self._checksums.get(name)
+        problem = self._verifier.problem(self.path / name, expected) if expected else None
+        if problem:
+            raise self._damage_error([store.damage(self.manifest, name, problem)])
+        checked.add(name)
+
+    def _check_chunk_file(self, chunk_index: int, name: str) -> None:
+        if not self._lazy:
+            return
+        try:
+            info = store.read_chunk_info(self.path, chunk_index)
+            expected = info.get("checksums", {}).get(name)
+        except (RunError, AttributeError) as error:
+            raise self._damage_error([store.damage(
+                self.manifest, f"chunks/{chunk_index:05d}/done.json",
+                f"damaged ({error})")]) from None
+        self._check_file(f"chunks/{chunk_index:05d}/{name}", expected)
+
+    def _damage_error(self, damage: list[store.Damage]) -> RunError:
+        more = f" (and {len(damage) - 1} more)" if len(damage) > 1 else ""
+        return RunError(f"{self.path}/{damage[0].path} is unreadable ({damage[0].problem})"
+                        f"{more}; {damage[0].repair} (memlab verify {self.path} lists "
+                        "every damaged file)")
+
+    def verify(self, verifier: store.Verifier | None = None) -> None:
+        """Check that the run is complete and every file matches its checksum; raise a
+        one-line RunError naming the first damaged file and its repair otherwise."""
+        self._require_complete()
+        damage = store.verify_run(self.path, verifier)
+        if damage:
+            raise self._damage_error(damage)
+        self._check_shapes()
+
+    def _check_shapes(self) -> None:
+        self._require_complete()
+        for name, shape in self.manifest.get("records", {}).items():
+            array = self._stored_record(name, check=False)
+            if list(array.shape) != shape:
+                raise RunError(f"record {name} has shape {list(array.shape)}, the manifest "
+                               f"says {shape}; the run directory is corrupted: run the same "
+                               "train command again to rebuild it from chunks/")
+
     def _require_complete(self) -> None:
         if not self.complete:
             raise RunError(
@@ -202,13 +263,24 @@ def _reorder(stacked: np.ndarray, order: list[int], wanted: list[int]) -> np.nda
     return stacked[[position[k] for k in wanted]]
 
 
-def open_run(path: str | Path) -> Run:
-    """Open a finished run, checking that its manifest and records are intact."""
+def open_run(path: str | Path, verify: bool | str = True) -> Run:
+    """Open a finished run, checking that its manifest and records are intact.
+
+    verify: True: check every file of the run against its checksum now (the dataset, the
+        mask, each chunk's records and weights, the consolidated records and tables);
+        measured 1.3-2.3 s for the 400 MB of a 2000-model mnist1d run on a loaded
+        2-core AMD EPYC, against 0.003 s without. "lazy": check each file the first time
+        this Run reads it (a run whose records are read once costs about twice the
+        plain read). False: no checksums (shapes only). A damaged file is a one-line
+        RunError naming it and its repair; ``memlab verify RUN`` lists them all.
+    """
+    if verify not in (True, False, "lazy"):
+        raise RunError(f"verify must be True, False or 'lazy', got {verify!r}")
     run = Run(path)
-    run._require_complete()
-    for name, shape in run.manifest.get("records", {}).items():
-        array = run._stored_record(name)
-        if list(array.shape) != shape:
-            raise RunError(f"record {name} has shape {list(array.shape)}, the manifest says "
-                           f"{shape}; the run directory is corrupted: retrain it")
+    if verify == "lazy":
+        run._lazy, run._verifier = True, store.Verifier()
+    if verify is True:
+        run.verify()
+    else:
+        run._check_shapes()
     return run

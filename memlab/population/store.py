@@ -21,15 +21,21 @@ either wholly present or absent; a killed run resumes from the chunks it finishe
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import json
 import os
 import shutil
+import socket
+import sys
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from memlab import io
 from memlab.errors import RunError
 
 # Re-exported: older callers take the atomic writers from here (they live in memlab.io).
@@ -41,10 +47,15 @@ from memlab.io import (  # noqa: F401
 )
 
 MANIFEST = "manifest.json"
+LOCK = ".lock"
+MASK = "membership_mask.npy"
 RUN_FORMAT = "memlab-run/2"
 # Format 1 (no task, model or chunk-plan records) is read as: classification or language
 # model by dataset, chunks of config.chunk_size, the model by its name.
 READABLE_FORMATS = ("memlab-run/1", RUN_FORMAT)
+# The errors of a full or read-only disk: reported in one line, and the run stays resumable.
+DISK_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EIO,
+               errno.EFBIG)
 
 
 def read_json(path: Path, what: str) -> dict:
@@ -52,6 +63,9 @@ def read_json(path: Path, what: str) -> dict:
         return json.loads(path.read_text())
     except FileNotFoundError:
         raise RunError(f"{what} {path} is missing") from None
+    except IsADirectoryError:
+        raise RunError(f"{what} {path} is a directory, not a file; the run directory is "
+                       "damaged") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise RunError(
             f"{what} {path} is unreadable ({error}); the run directory is corrupted: "
@@ -64,11 +78,81 @@ def load_npy(path: Path, mmap: bool = True) -> np.ndarray:
     try:
         return np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
     except FileNotFoundError:
-        raise RunError(f"record {path} is missing; the run is incomplete or corrupted") from None
+        raise RunError(f"record {path} is missing; the run is incomplete or corrupted: run "
+                       "the same train command again to repair it") from None
     except (ValueError, OSError, EOFError) as error:
         raise RunError(
-            f"record {path} is unreadable ({error}); delete the run directory and train again"
+            f"record {path} is unreadable ({error}); run the same train command again to "
+            "repair it (memlab verify RUN lists what is damaged)"
         ) from None
+
+
+def disk_error(error: OSError, run_dir: Path) -> RunError | None:
+    """A one-line RunError for a full or read-only disk (None for other errors)."""
+    if error.errno not in DISK_ERRORS:
+        return None
+    name = errno.errorcode.get(error.errno, str(error.errno))
+    where = error.filename or run_dir
+    fix = ("free some space" if error.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+           else "make it writable")
+    return RunError(f"cannot write {where}: {error.strerror} ({name}); {fix} and run the "
+                    f"same command again to resume {run_dir} (finished chunks are kept)")
+
+
+# ---------------------------------------------------------------- checksums
+#
+# Every file of a run has a checksum: chunk files in their done.json, the dataset, the mask
+# and every consolidated file in the manifest (``checksums``: path relative to the run ->
+# "sha256:<hex>"), and done.json and the manifest carry a checksum of their own content.
+
+
+class Verifier:
+    """Checks files against their checksums, hashing each file at most once per instance
+    (a resume checks every chunk, then opens the run: the second look is free)."""
+
+    def __init__(self):
+        self._seen: dict[tuple, str] = {}
+
+    def problem(self, path: Path, expected: str | None, size: int | None = None) -> str | None:
+        """Why ``path`` is damaged ('missing', 'truncated ...', 'checksum mismatch'), or
+        None when intact (or when nothing was recorded to check it against)."""
+        try:
+            stat = os.stat(path)
+        except FileNotFoundError:
+            return "missing"
+        except OSError as error:
+            return f"unreadable ({error.strerror})"
+        if not os.path.isfile(path):
+            return "not a file"
+        if size is not None and stat.st_size != size:
+            return f"truncated or extended ({stat.st_size} bytes, {size} recorded)"
+        if expected is None:
+            return None
+        key = (str(path), stat.st_ino, stat.st_size, stat.st_mtime_ns)
+        if key not in self._seen:
+            algorithm = expected.partition(":")[0]
+            try:
+                self._seen[key] = io.file_checksum(path, algorithm)
+            except (OSError, ValueError) as error:
+                return f"unreadable ({error})"
+        return None if self._seen[key] == expected else "checksum mismatch"
+
+
+def _self_checksum(document: dict) -> str:
+    body = {k: v for k, v in document.items() if k != "checksum"}
+    return io.checksum_bytes(io.dumps_strict(body).encode("utf-8"))
+
+
+def self_check(document: dict) -> bool:
+    """Whether a JSON document's own ``checksum`` matches its content (True when absent:
+    written before checksums)."""
+    return "checksum" not in document or document["checksum"] == _self_checksum(document)
+
+
+def with_checksum(document: dict) -> dict:
+    # Through JSON first, so the checksum is of what a reader will load back.
+    plain = io.loads_strict(io.dumps_strict(document))
+    return {**plain, "checksum": _self_checksum(plain)}
 
 
 # ---------------------------------------------------------------- compact records
@@ -116,28 +200,30 @@ def chunk_dir(run_dir: Path, chunk_index: int) -> Path:
 
 def write_chunk(run_dir: Path, chunk_index: int, arrays: dict[str, np.ndarray],
                 weights: dict | None, info: dict) -> None:
-    """Commit one chunk's records: build it in a temporary directory, then rename it in."""
-    from safetensors.numpy import save_file
+    """Commit one chunk's records: build it in a temporary directory, then rename it in.
+    Its done.json, written last, lists every file's size and checksum."""
+    from safetensors.numpy import save as save_safetensors
 
     final = chunk_dir(run_dir, chunk_index)
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
     try:
-        files = {}
+        files, checksums = {}, {}
         for name, array in arrays.items():
-            array = np.ascontiguousarray(array)
-            np.save(tmp / f"{name}.npy", array, allow_pickle=False)
-            files[f"{name}.npy"] = (tmp / f"{name}.npy").stat().st_size
+            # Files inside the temporary directory need no rename of their own.
+            checksums[f"{name}.npy"] = io.atomic_save_npy(tmp / f"{name}.npy", array,
+                                                          atomic=False)
         if weights is not None:
-            save_file({k: np.ascontiguousarray(v) for k, v in weights.items()},
-                      str(tmp / "weights.safetensors"))
-            files["weights.safetensors"] = (tmp / "weights.safetensors").stat().st_size
-        # done.json lists every file with its size: a truncated file is caught on resume.
-        (tmp / "done.json").write_text(json.dumps({**info, "files": files}, indent=2))
-        for path in tmp.iterdir():
-            with open(path, "rb") as handle:
-                os.fsync(handle.fileno())
-        if final.exists():  # a stale, unverified copy (e.g. a damaged chunk being redone)
+            data = save_safetensors({k: np.ascontiguousarray(v) for k, v in weights.items()})
+            checksums["weights.safetensors"] = io.write_file(
+                tmp / "weights.safetensors", lambda handle: handle.write(data), atomic=False)
+        for name in checksums:
+            files[name] = (tmp / name).stat().st_size
+        marker = with_checksum({**info, "files": files, "checksums": checksums})
+        io.write_file(tmp / "done.json",
+                      lambda handle: handle.write(json.dumps(marker, indent=2).encode()),
+                      atomic=False)
+        if final.exists():  # a stale, damaged copy being redone
             shutil.rmtree(final)
         os.replace(tmp, final)
     finally:
@@ -145,15 +231,37 @@ def write_chunk(run_dir: Path, chunk_index: int, arrays: dict[str, np.ndarray],
             shutil.rmtree(tmp, ignore_errors=True)
 
 
-def chunk_is_complete(run_dir: Path, chunk_index: int) -> bool:
-    """True when the chunk's marker exists and every file it lists has its recorded size."""
+def chunk_problems(run_dir: Path, chunk_index: int,
+                   verifier: Verifier | None = None) -> list[tuple[str, str]]:
+    """(file, problem) for each damaged file of a chunk: its done.json missing or damaged,
+    or a file it lists missing, of the wrong size or with the wrong checksum."""
     directory = chunk_dir(run_dir, chunk_index)
+    marker = directory / "done.json"
     try:
-        info = json.loads((directory / "done.json").read_text())
-        return all((directory / name).stat().st_size == size
-                   for name, size in info["files"].items())
-    except (OSError, ValueError, KeyError, TypeError):
-        return False
+        info = json.loads(marker.read_text())
+        files = info["files"]
+        checksums = info.get("checksums", {})
+        if not isinstance(files, dict) or not isinstance(checksums, dict) \
+                or not self_check(info):
+            raise ValueError("its checksum does not match its content")
+    except FileNotFoundError:
+        return [("done.json", "missing (the chunk was never committed)")]
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
+        return [("done.json", f"damaged ({error})")]
+    verifier = verifier or Verifier()
+    found = []
+    for name, size in files.items():
+        problem = verifier.problem(directory / name, checksums.get(name), size)
+        if problem:
+            found.append((name, problem))
+    return found
+
+
+def chunk_is_complete(run_dir: Path, chunk_index: int, verifier: Verifier | None = None
+                      ) -> bool:
+    """True when the chunk's marker is intact and every file it lists has its recorded size
+    and checksum."""
+    return not chunk_problems(run_dir, chunk_index, verifier)
 
 
 def read_chunk_array(run_dir: Path, chunk_index: int, name: str) -> np.ndarray:
@@ -206,19 +314,248 @@ def chunk_plan_from_json(plan: list[list[int]]) -> list[ChunkPlan]:
 
 
 def write_manifest(run_dir: Path, manifest: dict) -> None:
-    atomic_write_json(run_dir / MANIFEST, manifest)
+    """Write the manifest atomically, with a checksum of its own content."""
+    stamped = with_checksum(manifest)
+    manifest["checksum"] = stamped["checksum"]
+    atomic_write_json(Path(run_dir) / MANIFEST, stamped)
+
+
+# What a manifest must hold, and the type of each entry.
+MANIFEST_KEYS = {"config": dict, "dataset": dict, "chunks": dict, "status": str}
 
 
 def read_manifest(run_dir: Path) -> dict:
+    """The run's manifest, checked: a readable JSON object of a known format with every
+    entry memlab needs and an intact checksum; otherwise a one-line RunError."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise RunError(f"{run_dir} is not a run directory (it does not exist)")
-    manifest = read_json(run_dir / MANIFEST, "manifest")
-    if not isinstance(manifest, dict) or manifest.get("format") not in READABLE_FORMATS:
-        manifest = manifest if isinstance(manifest, dict) else {}
+    path = run_dir / MANIFEST
+    manifest = read_json(path, "manifest")
+    if not isinstance(manifest, dict):
+        raise RunError(f"{path} holds a JSON {type(manifest).__name__}, not a manifest "
+                       "object; the run directory is damaged: " + _UNREPAIRABLE)
+    if manifest.get("format") not in READABLE_FORMATS:
+        versions = manifest.get("versions")
+        version = versions.get("memlab", "unknown") if isinstance(versions, dict) \
+            else "unknown"
         raise RunError(
-            f"{run_dir / MANIFEST} has format {manifest.get('format')!r}; this memlab reads "
+            f"{path} has format {manifest.get('format')!r}; this memlab reads "
             f"{RUN_FORMAT!r} runs. Retrain with this version or open it with the version "
-            f"that wrote it ({manifest.get('versions', {}).get('memlab', 'unknown')})"
+            f"that wrote it ({version})"
         )
+    for key, kind in MANIFEST_KEYS.items():
+        if not isinstance(manifest.get(key), kind):
+            what = "has no" if key not in manifest else "has a malformed"
+            raise RunError(f"{path} {what} {key!r} entry; the run directory is damaged: "
+                           + _UNREPAIRABLE)
+    if manifest["format"] == RUN_FORMAT and not isinstance(manifest.get("chunk_plan"), list):
+        raise RunError(f"{path} has no valid 'chunk_plan'; the run directory is damaged: "
+                       + _UNREPAIRABLE)
+    if not self_check(manifest):
+        raise RunError(f"{path} is damaged (its checksum does not match its content); "
+                       + _UNREPAIRABLE)
     return manifest
+
+
+_UNREPAIRABLE = ("without an intact manifest its chunks cannot be matched to settings; move "
+                 "the directory away and train again")
+
+
+# ---------------------------------------------------------------- lock
+
+
+class RunLock:
+    """An exclusive lock on a run directory: ``fcntl.flock`` on ``RUN/.lock``, which holds
+    the owner's pid, host, start time and command.
+
+    The kernel drops a flock when its holder dies (even by SIGKILL), so a lock left by a
+    dead process is taken over without any check; worker processes do not inherit it
+    (Python opens files non-inheritable). Readers (``open_run``) take no lock: every file
+    is replaced atomically.
+    """
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.fd: int | None = None
+
+    def acquire(self, run_dir: Path) -> RunLock:
+        """Take the lock or raise a one-line RunError naming the process that holds it."""
+        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = self.holder()
+            os.close(self.fd)
+            self.fd = None
+            raise RunError(f"{run_dir} is in use by {holder}; wait for it to finish (or stop "
+                           "it), or train into another directory") from None
+        try:  # who holds it: informational, so a full disk here is not an error
+            os.ftruncate(self.fd, 0)
+            os.write(self.fd, f"{os.getpid()} {socket.gethostname()} "
+                              f"{time.strftime('%Y-%m-%dT%H:%M:%S%z')} "
+                              f"{' '.join(sys.argv)[:200]}\n".encode())
+        except OSError:
+            pass
+        return self
+
+    def holder(self) -> str:
+        try:
+            text = self.path.read_text().split(maxsplit=3)
+            pid, host, since = text[:3]
+            command = text[3].strip() if len(text) > 3 else ""
+            return f"pid {pid} ({host}, since {since}{': ' + command if command else ''})"
+        except (OSError, ValueError):
+            return "another process (pid unknown)"
+
+    def moved_to(self, path: Path) -> None:
+        """The directory holding the lock file was renamed (the lock stays held)."""
+        self.path = Path(path)
+
+    def release(self) -> None:
+        # The file stays: deleting a lock file lets a third process lock a new inode while
+        # a second still waits on the old one.
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+
+def remove_stale_staging(run_dir: Path) -> None:
+    """Delete the ``.RUN.creating-*`` directories of run creations that died before their
+    rename (their lock is free); live creations keep theirs."""
+    for staging in run_dir.parent.glob(f".{run_dir.name}.creating-*"):
+        lock = staging / LOCK
+        try:
+            if not lock.exists():
+                # Killed between mkdtemp and taking its lock: stale once it is old.
+                if time.time() - staging.stat().st_mtime > 3600:
+                    shutil.rmtree(staging, ignore_errors=True)
+                continue
+            fd = os.open(lock, os.O_RDWR)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                continue  # a creation in progress
+            finally:
+                os.close(fd)
+            shutil.rmtree(staging, ignore_errors=True)
+        except OSError:
+            continue
+
+
+def remove_stale_temporaries(run_dir: Path) -> list[Path]:
+    """Delete what killed writers left in a run (temporary files and chunk directories);
+    call only while holding the run's lock."""
+    removed = []
+    for directory in (run_dir, run_dir / "records", run_dir / "tables"):
+        if directory.is_dir():
+            removed += io.remove_stale_temporaries(directory)
+    for leftover in (run_dir / "chunks").glob(".*"):  # a chunk being written when killed
+        shutil.rmtree(leftover, ignore_errors=True)
+        removed.append(leftover)
+    return removed
+
+
+# ---------------------------------------------------------------- verification
+
+
+@dataclass
+class Damage:
+    """One damaged file of a run: which, what is wrong with it, and how it is repaired
+    (``repairable``: by running the same train command again)."""
+
+    path: str
+    problem: str
+    repair: str
+    repairable: bool = True
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.problem} -> {self.repair}"
+
+
+CONSOLIDATED = ("records/", "tables/")
+REPAIR_CONSOLIDATED = "run the same train command: it rebuilds this from chunks/"
+
+
+def dataset_files(checksums: dict[str, str]) -> list[str]:
+    return [name for name in checksums if name != MASK and not name.startswith(CONSOLIDATED)]
+
+
+def dataset_repair(manifest: dict) -> tuple[str, bool]:
+    """How a lost dataset file comes back, and whether it can."""
+    provenance = manifest["dataset"].get("provenance") or {}
+    source = provenance.get("source") if isinstance(provenance, dict) else None
+    name = manifest["dataset"].get("name")
+    if name in ("mnist1d", "digits", "mnist") or source is None:
+        return (f"run the same train command: it re-writes this from the dataset it loads "
+                f"({name}; fingerprint checked)"), True
+    if Path(str(source)).exists():
+        return (f"run the same train command: it re-writes this from {source} "
+                "(fingerprint checked)"), True
+    return (f"cannot be recovered: it was made from {source}, which is gone; restore that "
+            "file and run the same train command"), False
+
+
+def mask_repair(manifest: dict) -> tuple[str, bool]:
+    if manifest.get("membership", {}).get("kind") == "explicit":
+        return ("cannot be regenerated (an explicit mask given by the user): run the same "
+                "train command with the original --membership mask"), False
+    return "run the same train command: it regenerates the mask from the seed", True
+
+
+def damage(manifest: dict, path: str, problem: str) -> Damage:
+    """The Damage record (with its repair) for file ``path`` (relative to the run)."""
+    if path == MASK:
+        return Damage(path, problem, *mask_repair(manifest))
+    if path.startswith(CONSOLIDATED):
+        return Damage(path, problem, REPAIR_CONSOLIDATED)
+    if path.startswith("chunks/"):
+        index = int(path.split("/")[1])
+        plan = manifest.get("chunk_plan") or []
+        models = (f" (models {plan[index][0]}..{plan[index][1] - 1})"
+                  if index < len(plan) else "")
+        return Damage(path, problem,
+                      f"run the same train command: it retrains chunk {index}{models}")
+    return Damage(path, problem, *dataset_repair(manifest))
+
+
+def verify_run(run_dir: Path, verifier: Verifier | None = None, chunks: bool = True,
+               consolidated: bool = True) -> list[Damage]:
+    """Every damaged file of a run (empty when intact): the dataset, the mask, each
+    committed chunk (``chunks``) and, for a complete run, every consolidated record and
+    table (``consolidated``). The manifest itself is checked by read_manifest."""
+    run_dir = Path(run_dir)
+    manifest = read_manifest(run_dir)
+    verifier = verifier or Verifier()
+    checksums = manifest.get("checksums") or {}
+    found = []
+    for name in dataset_files(checksums) or ["dataset.npz"]:
+        problem = verifier.problem(run_dir / name, checksums.get(name))
+        if problem and not (name == "dataset.npz" and not checksums
+                            and (run_dir / "dataset").is_dir()):
+            found.append(damage(manifest, name, problem))
+    problem = verifier.problem(run_dir / MASK, checksums.get(MASK))
+    if problem:
+        found.append(damage(manifest, MASK, problem))
+    if chunks:
+        for index in range(len(manifest.get("chunk_plan") or [])):
+            done = manifest["chunks"].get(str(index)) == "done"
+            if not done and not chunk_dir(run_dir, index).exists():
+                continue  # not trained yet: the run is incomplete, not damaged
+            for name, problem in chunk_problems(run_dir, index, verifier):
+                if not done and name == "done.json" and problem.startswith("missing"):
+                    continue
+                found.append(damage(manifest, f"chunks/{index:05d}/{name}", problem))
+    if consolidated and manifest["status"] == "complete":
+        for name, value in consolidated_checksums(manifest).items():
+            problem = verifier.problem(run_dir / name, value)
+            if problem:
+                found.append(damage(manifest, name, problem))
+    return found
+
+
+def consolidated_checksums(manifest: dict) -> dict[str, str | None]:
+    """records/ and tables/ files -> checksum (None for a run from before checksums)."""
+    recorded = {name: value for name, value in (manifest.get("checksums") or {}).items()
+                if name.startswith(CONSOLIDATED)}
+    return recorded or {f"records/{name}.npy": None for name in manifest.get("records", {})}

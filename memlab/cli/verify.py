@@ -1,0 +1,60 @@
+"""``memlab verify RUN``: check every file of a run against its checksum.
+
+Names each damaged file and how it is repaired (almost always: run the same train command
+again, which retrains a damaged chunk and rebuilds what was consolidated from chunks/).
+Exit status 0 when the run is intact, 2 when something is damaged or unreadable.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+from memlab import io
+from memlab.errors import RunError
+from memlab.population import store
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "verify", help="check a run directory's files against their checksums",
+        description="Check every file of a run (dataset, mask, chunks, consolidated records) "
+                    "against its checksum; name each damaged file and its repair. Exit 2 "
+                    "when something is damaged.")
+    parser.add_argument("run", help="run directory")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    path = Path(args.run)
+    if not path.is_dir() or not (path / store.MANIFEST).exists():
+        what = "does not exist" if not path.exists() else f"has no {store.MANIFEST}"
+        raise RunError(f"{path} is not a run directory ({what}); give the --out of a memlab "
+                       "train/memorize run")
+    started = time.perf_counter()
+    manifest = store.read_manifest(path)  # a damaged manifest: one line, exit 2
+    damage = store.verify_run(path)
+    seconds = time.perf_counter() - started
+    leftovers = [p for d in (path, path / "records", path / "tables") if d.is_dir()
+                 for p in d.glob(f".*{io.TEMP_SUFFIX}")]
+    leftovers += list((path / "chunks").glob(".*"))
+    for item in damage:
+        print(f"damaged: {item}")
+    for leftover in leftovers:
+        print(f"leftover: {leftover.relative_to(path)} (from a killed writer; the next train "
+              "command removes it)")
+    if not manifest.get("checksums"):
+        print("note: this run records no checksums (written by an older memlab): only sizes "
+              "and readability were checked")
+    chunks = manifest["chunks"]
+    done = sum(status == "done" for status in chunks.values())
+    status = f"status {manifest['status']}, {done}/{len(chunks)} chunks done"
+    if damage:
+        lost = [d.path for d in damage if not d.repairable]
+        print(f"{path}: {len(damage)} damaged file(s) ({status}); "
+              + (f"cannot be repaired by memlab: {', '.join(lost)}" if lost
+                 else "run the same train command to repair them"))
+        return 2
+    print(f"{path}: intact ({status}; checked in {seconds:.2f} s)")
+    return 0
