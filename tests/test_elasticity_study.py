@@ -1,6 +1,8 @@
 """The elasticity study and CLI: clustering helpers with known answers, a linear network
-whose ratios are known in closed form, the tables and report, resumption after SIGKILL to
-bit-identical results, the caller's RNG left alone, and one-line errors for bad options."""
+whose ratios are known in closed form (and whose ReLU and linear twins are one network, so
+the verdict is planted), the paired interval on planted differences, the tables, figures and
+report from a saved result, resuming without retraining and after SIGKILL to bit-identical
+results, the caller's RNG left alone, and one-line errors for bad options."""
 
 import os
 import signal
@@ -13,25 +15,33 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from scipy import stats
 
 from memlab.cli import main
 from memlab.errors import ConfigError
+from memlab.io import loads_strict
 from memlab.measures.elasticity import intra_inter_ratio, symmetrize
 from memlab.population import store
+from memlab.studies.base import Result
 from memlab.studies.elasticity import (
-    StudyConfig,
-    clustering_summary,
+    ElasticityConfig,
     kernel_kmeans,
+    matrices_of,
     multiclass_task,
     pair_task,
-    ratio_summary,
-    run_study,
+    paired_interval,
+    run,
     symmetric_accuracy,
-    write_report,
 )
 from tests.conftest import make_blobs
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+def saved(data, path: Path) -> str:
+    """The dataset as an .npz file the study loads by path."""
+    data.save(path)
+    return str(path)
 
 
 def test_symmetric_accuracy_ignores_cluster_names():
@@ -60,27 +70,36 @@ def linear_closed_form(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def test_a_linear_network_has_its_closed_form_ratios_at_every_checkpoint(tmp_path):
     # No hidden layer: the "ReLU" network and its twin are the same linear model, whose
-    # similarities depend on the probes' inputs only (SCIENCE.md §4), at every checkpoint.
+    # similarities depend on the probes' inputs only (docs/science.md §4), at every
+    # checkpoint; and the verdict "ReLU exceeds its twin" must be "no" (difference 0).
     data = make_blobs(n_train=150, n_classes=3, n_features=6, spread=0.3)
-    config = StudyConfig(hidden=(), checkpoints=(0, 1, 3), probe_per_class=5,
-                         pairs=((0, 1),), cluster_per_class=12, n_seeds=2)
-    result = run_study(data, config, out=tmp_path, progress=False)
+    config = ElasticityConfig(data=saved(data, tmp_path / "blobs.npz"), hidden=(),
+                              checkpoints=(0, 1, 3), probe_per_class=5, pairs=((0, 1),),
+                              cluster_per_class=12, n_seeds=2)
+    result = run(config, tmp_path / "study", progress=False)
     tasks = {t.name: t for t in (multiclass_task(data, config), pair_task(data, (0, 1), config))}
-    assert set(result.ratio["task"]) == set(tasks)
-    for row in result.ratio.itertuples():
+    ratio = result.tables["ratio"]
+    assert set(ratio["task"]) == set(tasks) and len(ratio) == 2 * 2 * 2 * 3
+    for row in ratio.itertuples():
         task = tasks[row.task]
         s_rel, s_ker = linear_closed_form(data.x_train[task.probes[row.seed]])
         hidden = task.hidden[row.seed]
         assert row.ratio_rel == pytest.approx(intra_inter_ratio(s_rel, hidden), rel=1e-6)
         assert row.ratio_ker == pytest.approx(intra_inter_ratio(np.abs(s_ker), hidden),
                                               rel=1e-6)
-    for activation in ("relu", "linear"):
-        entry = result.matrices[f"3-class/{activation}"]
-        s_rel, s_ker = linear_closed_form(data.x_train[tasks["3-class"].probes[0]])
-        np.testing.assert_allclose(entry["s_rel"], s_rel, rtol=1e-6)
-        np.testing.assert_allclose(entry["s_ker"], s_ker, rtol=1e-6, atol=1e-9)
+    for task in tasks.values():  # the two tabled tasks' matrices, seed 0
+        s_rel, s_ker = linear_closed_form(data.x_train[task.probes[0]])
+        for activation in ("relu", "linear"):
+            entry = matrices_of(result.tables["matrices"], task.name, activation)
+            np.testing.assert_allclose(entry["s_rel"], s_rel, rtol=1e-6)
+            np.testing.assert_allclose(entry["s_ker"], s_ker, rtol=1e-6, atol=1e-9)
+            np.testing.assert_array_equal(entry["classes"], task.hidden[0])
+    verdicts = result.tables["verdicts"].set_index("task")
+    np.testing.assert_allclose(verdicts["difference"], 0, atol=1e-12)
+    assert (verdicts["verdict"] == "no").all()
+    assert {v["verdict"] for v in result.summary["ratio"].values()} == {"no"}
     # Tight, well-separated blobs: the kernel xᵀx' + 1 separates the hidden pair exactly.
-    clustering = result.clustering.set_index(["seed", "features", "method"])
+    clustering = result.tables["clustering"].set_index(["seed", "features", "method"])
     for seed in range(2):
         assert clustering.loc[(seed, "relu", "kernel K-means on S_ker"),
                               "symmetric_accuracy"] == 1.0
@@ -88,33 +107,61 @@ def test_a_linear_network_has_its_closed_form_ratios_at_every_checkpoint(tmp_pat
                               "symmetric_accuracy"] == 1.0
 
 
-def test_study_tables_and_report(tmp_path):
+def test_paired_interval_on_planted_differences():
+    # mean 2, sd 1 over 3 seeds: t(0.975, 2) · 1/√3 either side, straddling 0.
+    half = stats.t.ppf(0.975, 2) / np.sqrt(3)
+    out = paired_interval(np.array([1.0, 2.0, 3.0]))
+    assert out["difference"] == pytest.approx(2.0)
+    assert (out["ci_low"], out["ci_high"]) == pytest.approx((2 - half, 2 + half))
+    assert out["verdict"] == "cannot decide"
+    assert paired_interval(np.array([1.0, 1.1, 0.9]))["verdict"] == "yes"
+    assert paired_interval(np.array([-1.0, -1.1, -0.9]))["verdict"] == "no"
+    assert paired_interval(np.zeros(4))["verdict"] == "no"  # equal: ReLU does not exceed
+    one = paired_interval(np.array([5.0]))
+    assert one["verdict"] == "cannot decide" and one["ci_low"] is None
+
+
+def test_study_tables_report_and_resume(tmp_path, monkeypatch):
     data = make_blobs(n_train=120, n_classes=3, n_features=8)
-    config = StudyConfig(hidden=(16,), checkpoints=(0, 4), probe_per_class=5, pairs=((0, 1),),
-                         cluster_per_class=10, n_seeds=1)
-    result = run_study(data, config, out=tmp_path / "study", progress=False)
-    # 2 tasks x 2 activations x 2 checkpoints
-    assert len(result.ratio) == 8
-    assert set(result.ratio["activation"]) == {"relu", "linear"}
+    config = ElasticityConfig(data=saved(data, tmp_path / "blobs.npz"), hidden=(16,),
+                              checkpoints=(0, 4), probe_per_class=5, pairs=((0, 1),),
+                              cluster_per_class=10, n_seeds=2)
+    out = tmp_path / "study"
+    result = run(config, out, progress=False)
     # Training learned the blobs (epoch 0 is the untrained network).
-    acc = result.ratio.pivot_table("train_acc", ["task", "activation"], "epoch")
+    acc = result.tables["ratio"].pivot_table("train_acc", ["task", "activation"], "epoch")
     assert (acc[4] > acc[0] + 0.15).all(), acc
-    # 3 similarity methods x 2 activations + 2 input baselines
-    assert len(result.clustering) == 8
-    assert "ratio_rel_relu" in ratio_summary(result.ratio)
-    assert "mean" in clustering_summary(result.clustering)
-    pngs = write_report(result, "blobs", tmp_path)
-    assert (tmp_path / "report.html").stat().st_size > 1000
-    assert all(p.endswith(".png") for p in pngs)
+    summary = loads_strict((out / "summary.json").read_text())  # strict JSON
+    assert set(summary["ratio"]) == {"3-class", "0+1 vs rest"}
+    # 3 similarity methods x 2 activations, each against raw-input K-means
+    assert len(result.tables["clustering_vs_inputs"]) == 7
+    html = (out / "report.html").read_text()
+    assert "the ReLU ratio exceeds its linear twin" in html
+    # A loaded result draws the same figures from its tables.
+    loaded = Result.load(out)
+    assert sorted(loaded.figures()) == ["heatmaps", "ratio"]
+    paths = loaded.save_figures(tmp_path / "figures", prefix="elasticity_blobs_")
+    assert sorted(p.name for p in paths) == ["elasticity_blobs_heatmaps.png",
+                                             "elasticity_blobs_ratio.png"]
+    # A second call returns the saved result without training anything.
+    import memlab.studies.elasticity.study as study
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("resumed study trained again")
+
+    monkeypatch.setattr(study, "train_task", no_training)
+    again = run(config, out, progress=False)
+    pd.testing.assert_frame_equal(again.tables["ratio"], result.tables["ratio"])
 
 
 def test_populations_pair_the_twins_and_balance_the_pair_task(tmp_path):
     from memlab.population import open_run
 
     data = make_blobs(n_train=150, n_classes=5, n_features=6)  # more negatives than positives
-    config = StudyConfig(hidden=(8,), checkpoints=(0, 1), probe_per_class=3, pairs=((0, 2),),
-                         cluster_per_class=5, n_seeds=2)
-    run_study(data, config, out=tmp_path, progress=False)
+    config = ElasticityConfig(data=saved(data, tmp_path / "blobs.npz"), hidden=(8,),
+                              checkpoints=(0, 1), probe_per_class=3, pairs=((0, 2),),
+                              cluster_per_class=5, n_seeds=2)
+    run(config, tmp_path, progress=False)
     pair = open_run(tmp_path / "populations" / "pair-0-2")
     assert pair.config.task == "binary" and pair.n_models == 4
     mask = pair.membership_mask
@@ -139,17 +186,19 @@ def test_populations_pair_the_twins_and_balance_the_pair_task(tmp_path):
 def test_bad_pairs_are_config_errors():
     data = make_blobs(n_classes=3)
     with pytest.raises(ConfigError, match="class pair"):
-        StudyConfig(pairs=((0, 7),)).validate(data)
+        ElasticityConfig(pairs=((0, 7),)).validate(data)
     with pytest.raises(ConfigError, match="checkpoints"):
-        StudyConfig(checkpoints=(5, 1)).validate(data)
+        ElasticityConfig(checkpoints=(5, 1)).validate(data)
     with pytest.raises(ConfigError, match="last checkpoint"):
-        StudyConfig(checkpoints=(0,)).validate(data)
+        ElasticityConfig(checkpoints=(0,)).validate(data)
 
 
 def test_cli_reports_bad_options_in_one_line(tmp_path, capsys):
     code = main(["elasticity", "--data", "digits", "--out", str(tmp_path), "--pairs", "5x8"])
     assert code == 2
     assert "--pairs takes class pairs" in capsys.readouterr().err
+    assert main(["elasticity", "--out", str(tmp_path), "--lr", "nan"]) == 2
+    assert "--lr" in capsys.readouterr().err
 
 
 def test_from_run_measures_a_population_member(tmp_path, blobs):
@@ -158,21 +207,26 @@ def test_from_run_measures_a_population_member(tmp_path, blobs):
     train_population(blobs, model="mlp", model_kwargs={"hidden": [16]}, n_models=2,
                      chunk_size=2, epochs=2, batch_size=32, out=tmp_path / "run",
                      progress=False, n_workers=1)
-    out = tmp_path / "member"
     code = main(["elasticity", "--from-run", str(tmp_path / "run"), "--model", "1",
-                 "--probe-per-class", "4", "--out", str(out)])
+                 "--probe-per-class", "4", "--quiet"])
     assert code == 0
-    assert np.load(out / "member_s_rel.npy").shape == (12, 12)
+    out = tmp_path / "run" / "elasticity"  # RUN/elasticity by default
+    result = Result.load(out)
+    entry = matrices_of(result.tables["matrices"], "model 1", result.summary["model"])
+    assert entry["s_rel"].shape == (12, 12)
+    assert result.summary["ratio_rel"] == pytest.approx(
+        intra_inter_ratio(entry["s_rel"], entry["classes"]))
     assert (out / "report.html").exists()
     assert main(["elasticity", "--from-run", str(tmp_path / "run"), "--model", "5",
-                 "--out", str(out)]) == 2
+                 "--out", str(tmp_path / "other")]) == 2
 
 
 # ------------------------------------------------------------------ resume, RNG
 
 
 def saved_outputs(out: Path) -> dict[str, object]:
-    """Every table and array the CLI saved (not the run directories' bookkeeping)."""
+    """Every table the study saved and every record of its populations (not the run
+    directories' bookkeeping)."""
     found = {}
     for path in sorted(out.rglob("*")):
         relative = path.relative_to(out).as_posix()
@@ -199,7 +253,7 @@ def test_quick_preset_resumes_after_sigkill_bit_identically_and_leaves_the_rng(t
     process.send_signal(signal.SIGKILL)
     process.wait()
     assert store.chunk_is_complete(first_chunk, 0)
-    assert not (killed / "ratio.parquet").exists(), "killed after it finished: no test"
+    assert not (killed / "tables" / "ratio.parquet").exists(), "killed after it finished"
 
     torch.manual_seed(123)
     before = torch.get_rng_state()
@@ -213,8 +267,8 @@ def test_quick_preset_resumes_after_sigkill_bit_identically_and_leaves_the_rng(t
     subprocess.run([sys.executable, "-m", "memlab.cli", *command, "--out", str(killed)],
                    env=env, cwd=REPO, check=True, capture_output=True)
     resumed, straight = saved_outputs(killed), saved_outputs(tmp_path / "straight")
-    assert "ratio.parquet" in straight and "clustering.parquet" in straight
-    assert any(name.startswith("matrices/") for name in straight)
+    for table in ("ratio", "clustering", "verdicts", "matrices"):
+        assert f"tables/{table}.parquet" in straight
     assert any("/records/elasticity_ratio_rel" in name for name in straight)
     assert sorted(resumed) == sorted(straight)
     for name, expected in straight.items():

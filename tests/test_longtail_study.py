@@ -1,12 +1,19 @@
-"""The long-tail study (memlab.studies.longtail) and its command, on a tiny configuration."""
+"""The long-tail study (memlab.studies.longtail) and its command, on a tiny configuration:
+answers known by construction (chance accuracy on never-seen subpopulations, 1 − 1/C
+memorization of fitted singletons, the planted frequencies and the singletons they imply),
+the saved result, resuming without retraining, and one-line errors."""
 
 import numpy as np
 import pandas as pd
 import pytest
+from scipy import stats
 
 from memlab.cli import main
+from memlab.data.longtail import expected_singletons, make_longtail
 from memlab.errors import ConfigError
-from memlab.studies.longtail import LongTailStudyConfig, model_counts, run_longtail_study
+from memlab.io import loads_strict
+from memlab.studies.base import Result
+from memlab.studies.longtail import LongtailConfig, model_counts, run
 
 
 def test_model_counts_count_each_models_subset():
@@ -17,39 +24,84 @@ def test_model_counts_count_each_models_subset():
 
 
 def test_knobs_merge_into_the_baseline():
-    config = LongTailStudyConfig.quick()
+    config = LongtailConfig.quick()
     assert config.train_arguments("baseline")["model_kwargs"] == {"hidden": [64, 64]}
     assert config.train_arguments("dropout")["model_kwargs"] == {"hidden": [64, 64],
                                                                  "dropout": 0.5}
     assert config.train_arguments("early_stopping")["epochs"] == 6
     with pytest.raises(ConfigError, match="knob"):
-        LongTailStudyConfig(knobs={"wd": {"momentum": 0.5}})
+        LongtailConfig(knobs={"wd": {"momentum": 0.5}})
+    assert LongtailConfig.from_dict(LongtailConfig.full().to_dict()) == LongtailConfig.full()
 
 
-def test_tiny_study_measures_the_long_tail(tmp_path):
-    config = LongTailStudyConfig.quick(
+def test_tiny_study_recovers_what_the_generator_planted(tmp_path, monkeypatch):
+    n_classes = 4
+    config = LongtailConfig.quick(
         exponents=(1.0,), n_subpopulations=150, control_subpopulations=10, n_train=300,
-        n_test=600, hidden=(32,), epochs=25, n_models=16, workers=1,
+        n_test=600, n_classes=n_classes, hidden=(32,), epochs=25, n_models=16, n_workers=1,
         knobs={"weight_decay": {"weight_decay": 3e-2}})
-    result = run_longtail_study(config, tmp_path / "run", progress=False,
-                                figures_dir=tmp_path / "figures")
+    out = tmp_path / "run"
+    result = run(config, out, progress=False)
     tables = result.tables
-    for name in ("populations", "memorization", "accuracy", "cost", "theory", "findings"):
-        assert (tmp_path / "run" / "tables" / f"{name}.parquet").exists()
-    assert pd.read_parquet(tmp_path / "run" / "tables" / "cost.parquet").shape[0] == 2
-    assert (tmp_path / "run" / "report.html").stat().st_size > 10_000
-    assert len(list((tmp_path / "figures").glob("longtail_*.png"))) == 4
+    assert loads_strict((out / "summary.json").read_text())["subset_size"] == 150
+    m, chance = config.subset_size, 1 / n_classes
 
-    mem = tables["memorization"].set_index(["prior", "knob", "bucket"]).mem
-    assert mem["zipf1", "baseline", "1"] > 0.5 > mem["zipf1", "baseline", "4+"]
+    # The planted frequencies, and the counts they produced, are in the tables.
+    tails = tables["subpopulations"].set_index(["prior", "subpopulation"]).sort_index()
+    for prior, spec in config.priors().items():
+        mixture = make_longtail(spec)
+        rows = tails.loc[prior]
+        np.testing.assert_array_equal(rows.frequency, mixture.frequencies)
+        np.testing.assert_array_equal(rows.train_count, mixture.train_counts)
+        assert rows.mean_model_count.sum() == pytest.approx(m)  # every model sees m examples
     theory = tables["theory"].set_index("prior")
+    p = tails.loc["zipf1"].frequency.to_numpy()
+    assert theory.loc["zipf1", "expected_singletons"] == pytest.approx(
+        expected_singletons(p, m))
+    # Singletons per model: a subset of m of the n training draws holds subpopulation j
+    # once with the hypergeometric probability of 1 of its c_j; summed, the exact mean
+    # (16 models: its standard error is about 1).
+    counts = tails.loc["zipf1"].train_count.to_numpy()
+    exact = stats.hypergeom(config.n_train, counts, m).pmf(1).sum()
+    assert theory.loc["zipf1", "observed_singletons"] == pytest.approx(exact, abs=4)
     assert theory.loc["uniform", "expected_singletons"] < 0.01
     assert theory.loc["zipf1", "tau1"] == pytest.approx(theory.loc["zipf1", "tau1_monte_carlo"],
                                                         rel=0.05)
+
+    # Labels are independent of the clusters: on never-seen subpopulations, chance (1/C).
+    acc = tables["accuracy"].set_index(["prior", "knob", "bucket"])
+    for knob in ("baseline", "weight_decay"):
+        assert acc.loc[("zipf1", knob, "0"), "accuracy"] == pytest.approx(chance, abs=0.12)
+        assert acc.loc[("zipf1", knob, "4+"), "accuracy"] > 0.9
+    # A singleton's OUT models never saw its subpopulation: mem = fit rate − 1/C.
+    populations = tables["populations"].set_index(["prior", "knob"])
+    fit = populations.loc[("zipf1", "baseline"), "fit_singletons"]
+    assert fit > 0.9
+    mem = tables["memorization"].set_index(["prior", "knob", "bucket"]).mem
+    assert mem["zipf1", "baseline", "1"] == pytest.approx(fit - chance, abs=0.12)
+    assert mem["zipf1", "baseline", "4+"] < 0.2
     cost = tables["cost"].set_index("prior")
     # The knob leaves singletons unfitted on the Zipf mixture; the control has none to lose.
     assert cost.loc["zipf1", "extra_unfit"] > 5
     assert cost.loc["zipf1", "extra_error_1"] > abs(cost.loc["uniform", "extra_error_1"])
+    findings = tables["findings"].set_index("finding")
+    assert findings.loc["zipf1: singletons have the highest memorization scores",
+                        "verdict"] == "yes"
+    assert set(findings.verdict) <= {"yes", "no", "cannot decide"}
+
+    # The report, and the figures of a loaded result, from the tables alone.
+    assert "1/4" in (out / "report.html").read_text()
+    loaded = Result.load(out)
+    assert sorted(loaded.figures()) == ["accuracy", "cost", "memorization", "tail", "theory"]
+    # A second call returns the saved result without training.
+    import memlab.population
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("resumed study trained again")
+
+    monkeypatch.setattr(memlab.population, "train_population", no_training)
+    again = run(config, out, progress=False)
+    pd.testing.assert_frame_equal(again.tables["cost"], tables["cost"])
 
 
 def test_cli_rejects_bad_arguments(tmp_path, capsys):

@@ -2,7 +2,7 @@
 
 From weights w, one SGD step on the labeled example (x_i, y_i) gives
 w⁺_i = w − η ∇_w L(f(x_i, w), y_i). For every probe x'_j we record the change of a scalar
-output f and form (SCIENCE.md §4)
+output f and form (docs/science.md §4)
 
     S_rel(x_i, x'_j) = |f(x'_j, w⁺_i) − f(x'_j, w)| / |f(x_i, w⁺_i) − f(x_i, w)|
     S_ker(x_i, x'_j) =  (f(x'_j, w⁺_i) − f(x'_j, w)) / (−η ∂L/∂f at (x_i, y_i))
@@ -187,6 +187,50 @@ def intra_inter_ratio(s: np.ndarray, classes: np.ndarray) -> float:
     if intra.size == 0 or inter.size == 0:
         raise ConfigError("the intra/inter ratio needs two classes with two examples in one")
     return float(intra.mean() / inter.mean())
+
+
+def symmetric_accuracy(clusters: np.ndarray, classes: np.ndarray) -> float:
+    """Accuracy under the best one-to-one matching of cluster ids to classes (clusters are
+    unlabeled), (n,) and (n,) -> a fraction. For two clusters: max(acc, 1 − acc), the
+    paper's symmetric accuracy."""
+    from scipy.optimize import linear_sum_assignment
+
+    cluster_ids, cluster_index = np.unique(clusters, return_inverse=True)
+    class_ids, class_index = np.unique(classes, return_inverse=True)
+    counts = np.zeros((len(cluster_ids), len(class_ids)))
+    np.add.at(counts, (cluster_index, class_index), 1)
+    rows, cols = linear_sum_assignment(-counts)
+    return float(counts[rows, cols].sum() / len(clusters))
+
+
+def kernel_kmeans(kernel: np.ndarray, n_clusters: int, n_init: int = 10, max_iter: int = 100,
+                  seed: int = 0) -> np.ndarray:
+    """K-means in the feature space of a (symmetric) kernel matrix (n, n) → labels (n,).
+
+    Squared distance of point i to the mean of cluster c:
+    K_ii − 2·mean_{j∈c} K_ij + mean_{j,l∈c} K_jl. Best of ``n_init`` random starts (a
+    generator seeded by ``seed``; no global RNG is touched).
+    """
+    n = len(kernel)
+    rng = np.random.default_rng(seed)
+    best_labels, best_objective = None, np.inf
+    for _ in range(n_init):
+        labels = rng.integers(0, n_clusters, n)
+        for _ in range(max_iter):
+            one_hot = np.eye(n_clusters)[labels]  # (n, k)
+            sizes = np.maximum(one_hot.sum(0), 1)
+            to_mean = kernel @ one_hot / sizes  # (n, k) mean similarity to each cluster
+            within = np.einsum("jc,jl,lc->c", one_hot, kernel, one_hot) / sizes**2
+            distance = np.diag(kernel)[:, None] - 2 * to_mean + within[None]
+            distance[:, one_hot.sum(0) == 0] = np.inf  # an emptied cluster stays empty
+            new_labels = distance.argmin(1)
+            if np.array_equal(new_labels, labels):
+                break
+            labels = new_labels
+        objective = distance[np.arange(n), labels].sum()
+        if objective < best_objective:
+            best_labels, best_objective = labels, objective
+    return best_labels
 
 
 # ---------------------------------------------------------------- helpers

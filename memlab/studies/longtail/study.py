@@ -1,4 +1,8 @@
-"""Why memorization pays (Feldman 2020): the long-tail laboratory.
+"""Why memorization pays (Feldman 2020; docs/science.md §1): the long-tail laboratory.
+
+    from memlab.studies.longtail import LongtailConfig, run
+    result = run(LongtailConfig.quick(), out="runs/longtail")
+    result.tables["findings"]        # the four claims, each with its numbers and a verdict
 
 For each frequency prior (Zipf exponents s, plus a uniform no-tail control with few,
 frequent subpopulations) the study draws a long-tailed mixture (:mod:`memlab.data.longtail`)
@@ -27,17 +31,22 @@ from the paired per-model differences:
 - the theory: τ₁ (:func:`memlab.data.longtail.singleton_cost`, for training sets of m) times the
   number of training singletons the knob leaves unfitted (beyond the baseline's).
 
-Everything lands in ``RUN/``: ``populations/<prior>-<knob>/`` (engine runs, resumable),
+Known by construction (and tested): a subpopulation's label is drawn independently of
+everything else, so on test examples from subpopulations a model never saw its accuracy is
+1/C in expectation, and a model that fits its training set has memorization ≈ 1 − 1/C on
+singletons; the planted frequencies are tabled in ``subpopulations`` beside the training
+counts they produced.
+
+Everything lands in ``out/``: ``populations/<prior>-<knob>/`` (engine runs, resumable),
 ``tables/*.parquet``, ``summary.json`` and ``report.html``.
 """
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -58,12 +67,13 @@ from memlab.data.longtail import (
     singleton_mass,
 )
 from memlab.errors import ConfigError
-from memlab.population import train_population
-from memlab.population.run import Run
-from memlab.population.store import atomic_save_table, atomic_write_json
+from memlab.measures.memorization import MEMORIZED
+from memlab.studies.base import Result, StudyConfig, saved_result
 
+STUDY = "longtail"
 BASELINE = "baseline"
 CONTROL = "uniform"
+Z95 = 1.959964  # two-sided 95% normal quantile, for the verdicts' intervals
 
 
 def default_knobs() -> dict[str, dict[str, Any]]:
@@ -96,7 +106,7 @@ def strength_grid() -> dict[str, dict[str, Any]]:
 
 
 @dataclass(frozen=True)
-class LongTailStudyConfig:
+class LongtailConfig(StudyConfig):
     """Everything that sets the study's results; ``quick()`` and ``full()`` are the presets.
 
     exponents: Zipf exponents s of the long-tailed priors (k = n_subpopulations each).
@@ -105,7 +115,7 @@ class LongTailStudyConfig:
     hidden, epochs, batch_size, lr: the baseline MLP and its SGD (momentum 0.9).
     n_models: models per population, each on a random subset_fraction of n_train.
     knobs: name -> changes to the baseline (see :func:`default_knobs`).
-    workers: CPU worker processes for the populations (None: one per core).
+    n_workers: CPU worker processes for the populations (None: one per core).
     """
 
     exponents: tuple[float, ...] = (0.5, 1.0, 1.5)
@@ -124,18 +134,23 @@ class LongTailStudyConfig:
     subset_fraction: float = 0.5
     knobs: dict[str, dict[str, Any]] = field(default_factory=default_knobs)
     seed: int = 0
-    workers: int | None = None
+    n_workers: int | None = None
 
     @classmethod
-    def quick(cls, **changes: Any) -> LongTailStudyConfig:
-        return replace(cls(), **changes)
+    def quick(cls, **changes: Any) -> LongtailConfig:
+        """The README's preset (the defaults): Zipf 0.5, 1, 1.5 and the control, one strength
+        per knob, 96 models per population (about 2 minutes on 2 free cores)."""
+        return cls(**changes)
 
     @classmethod
-    def full(cls, **changes: Any) -> LongTailStudyConfig:
-        return replace(cls(exponents=(0.5, 0.75, 1.0, 1.25, 1.5, 2.0), n_models=512,
-                           knobs=strength_grid()), **changes)
+    def full(cls, **changes: Any) -> LongtailConfig:
+        """Six exponents, 512 models per population, every knob at several strengths."""
+        return cls(**{**dict(exponents=(0.5, 0.75, 1.0, 1.25, 1.5, 2.0), n_models=512,
+                             knobs=strength_grid()), **changes})
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "exponents", tuple(float(s) for s in self.exponents))
+        object.__setattr__(self, "hidden", tuple(int(h) for h in self.hidden))
         if not self.exponents:
             raise ConfigError("give at least one Zipf exponent")
         for s in self.exponents:
@@ -227,7 +242,7 @@ def model_counts(mask: np.ndarray, subpopulation: np.ndarray, n_subpopulations: 
     return np.rint(np.asarray(mask, np.float32) @ onehot).astype(np.int64)
 
 
-def measure_population(run: Run, data: LongTailData) -> PopulationMeasures:
+def measure_population(run, data: LongTailData) -> PopulationMeasures:
     """Everything the study needs from one finished population (see PopulationMeasures)."""
     from memlab.measures.memorization import memorization
 
@@ -281,7 +296,7 @@ def memorization_rows(prior: str, knob: str, measures: PopulationMeasures) -> li
         mean, se = _mean_se(scores)
         rows.append({"prior": prior, "knob": knob, "bucket": bucket, "n_examples": len(scores),
                      "mem": mean, "mem_se": se,
-                     "memorized": float(np.mean(scores >= 0.25)) if len(scores) else np.nan})
+                     "memorized": float(np.mean(scores >= MEMORIZED)) if len(scores) else np.nan})
     return rows
 
 
@@ -329,7 +344,7 @@ def _divide(numerator: float, denominator: float) -> float:
     return numerator / denominator if denominator and np.isfinite(denominator) else float("nan")
 
 
-def theory_rows(config: LongTailStudyConfig, data: dict[str, LongTailData],
+def theory_rows(config: LongtailConfig, data: dict[str, LongTailData],
                 baselines: dict[str, PopulationMeasures]) -> pd.DataFrame:
     """Per prior: τ₁ for training sets of m, against a Monte-Carlo estimate on the same
     frequencies, and the expected vs observed number of singletons and their test mass."""
@@ -352,45 +367,64 @@ def theory_rows(config: LongTailStudyConfig, data: dict[str, LongTailData],
     return pd.DataFrame(rows)
 
 
+def subpopulation_rows(prior: str, mixture: LongTailData, counts: np.ndarray) -> pd.DataFrame:
+    """The planted tail of one mixture: one row per subpopulation with its frequency p_j
+    (rank 1 = most frequent), its count in the training set, the expected count n·p_j, and
+    its mean count over the models' subsets (counts: (t, k) per-model counts)."""
+    p = mixture.frequencies
+    order = np.argsort(-p, kind="stable")
+    rank = np.empty(len(p), np.int64)
+    rank[order] = np.arange(1, len(p) + 1)
+    return pd.DataFrame({"prior": prior, "subpopulation": np.arange(len(p)), "rank": rank,
+                         "frequency": p, "expected_train_count": p * mixture.spec.n_train,
+                         "train_count": mixture.train_counts,
+                         "mean_model_count": counts.mean(0)}).sort_values(
+        "rank", ignore_index=True)
+
+
 # ---------------------------------------------------------------- the study
 
 
-@dataclass
-class LongTailStudyResult:
-    tables: dict[str, pd.DataFrame]
-    summary: dict
-    out: Path
-
-
-def run_longtail_study(config: LongTailStudyConfig, out: str | Path, progress: bool = True,
-                       figures_dir: str | Path | None = None) -> LongTailStudyResult:
+def run(config: LongtailConfig, out: str | Path | None = None,
+        progress: bool = True) -> Result:
     """Train every (prior, knob) population (resuming finished ones), measure, and write
-    tables, summary.json and report.html (and figures as longtail_*.png in figures_dir)."""
+    tables/, summary.json and report.html into ``out``. Resumable: a second call with the
+    same ``out`` and config returns the saved result without training."""
+    if out is None:
+        raise ConfigError("give an output directory (out=...) for the study's populations")
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {out} is a file; give a directory")
-    out.mkdir(parents=True, exist_ok=True)
+    saved = saved_result(out, STUDY, config)
+    if saved is not None:
+        return saved
+    import memlab.studies.longtail  # noqa: F401  (registers the figures and the report)
+    from memlab.population import train_population
+
     started = time.perf_counter()
-    workers = config.workers or os.cpu_count() or 1
+    workers = config.n_workers or os.cpu_count() or 1
     data = {prior: make_longtail(spec) for prior, spec in config.priors().items()}
     knobs = (BASELINE, *config.knobs)
     bar = tqdm(total=len(data) * len(knobs), desc="longtail study", unit="population",
                disable=not progress)
 
-    mem_rows, acc_rows, cost_rows, population_rows = [], [], [], []
+    mem_rows, acc_rows, cost_rows, population_rows, tails = [], [], [], [], []
     baselines: dict[str, PopulationMeasures] = {}
     for prior, mixture in data.items():
         tau1 = singleton_cost(mixture.frequencies, config.subset_size)
         for knob in knobs:
             bar.set_postfix_str(f"{prior} {knob}")
-            run = train_population(
+            population = train_population(
                 mixture.dataset, **config.train_arguments(knob),
                 chunk_size=max(1, math.ceil(config.n_models / workers)),
                 out=out / "populations" / f"{prior}-{knob}", n_workers=workers,
                 progress=False)
-            measures = measure_population(run, mixture)
+            measures = measure_population(population, mixture)
             if knob == BASELINE:
                 baselines[prior] = measures
+                tails.append(subpopulation_rows(prior, mixture, model_counts(
+                    population.membership_mask, mixture.train_tags["subpopulation"].to_numpy(),
+                    mixture.spec.n_subpopulations)))
             baseline = baselines[prior]
             mem_rows += memorization_rows(prior, knob, measures)
             acc_rows += accuracy_rows(prior, knob, measures, baseline)
@@ -412,234 +446,106 @@ def run_longtail_study(config: LongTailStudyConfig, out: str | Path, progress: b
         "accuracy": pd.DataFrame(acc_rows),
         "cost": pd.DataFrame(cost_rows),
         "theory": theory_rows(config, data, baselines),
+        "subpopulations": pd.concat(tails, ignore_index=True),
     }
     tables["findings"] = findings(tables)
-    (out / "tables").mkdir(exist_ok=True)
-    for name, table in tables.items():
-        atomic_save_table(out / "tables" / f"{name}.parquet", table)
+    datasets = {}
+    for prior, mixture in data.items():
+        described = mixture.dataset.describe()
+        described.pop("class_names", None)
+        datasets[prior] = described
     summary = {
-        "config": asdict(config), "subset_size": config.subset_size,
-        "datasets": {prior: mixture.dataset.describe() for prior, mixture in data.items()},
-        "seconds": round(time.perf_counter() - started, 1),
+        "subset_size": config.subset_size, "n_classes": config.n_classes,
+        "datasets": datasets, "seconds": round(time.perf_counter() - started, 1),
         "findings": tables["findings"].to_dict(orient="records"),
     }
-    for described in summary["datasets"].values():
-        described.pop("class_names", None)
-    atomic_write_json(out / "summary.json", json.loads(json.dumps(summary, default=str)))
-    write_report(tables, summary, out / "report.html",
-                 Path(figures_dir) if figures_dir is not None else None)
-    return LongTailStudyResult(tables, summary, out)
+    result = Result(STUDY, config.to_dict(), tables, summary)
+    result.save(out)
+    return result
+
+
+def verdict(difference: float, se: float) -> str:
+    """"yes" when the 95% interval difference ± 1.96 se lies above 0, "no" when below,
+    "cannot decide" when it contains 0 (or the se is undefined)."""
+    if not (np.isfinite(difference) and np.isfinite(se)):
+        return "cannot decide"
+    if difference - Z95 * se > 0:
+        return "yes"
+    if difference + Z95 * se < 0:
+        return "no"
+    return "cannot decide"
 
 
 def findings(tables: dict[str, pd.DataFrame]) -> pd.DataFrame:
-    """The issue's four claims, each with the measured numbers and whether they hold."""
+    """The issue's four claims, each with the measured numbers and a verdict computed from
+    the intervals ("yes", "no", "cannot decide"; 95%, normal approximation; the standard
+    errors of two buckets are combined as if independent, which is conservative for the
+    positively correlated paired drops)."""
     mem, cost, acc = tables["memorization"], tables["cost"], tables["accuracy"]
     rows = []
 
-    def add(finding: str, measured: str, holds: bool) -> None:
-        rows.append({"finding": finding, "measured": measured, "holds": bool(holds)})
+    def add(finding: str, measured: str, answer: str) -> None:
+        rows.append({"finding": finding, "measured": measured, "verdict": answer,
+                     "holds": answer == "yes"})
 
     base = mem[(mem.knob == BASELINE) & (mem.prior != CONTROL)]
     for prior, group in base.groupby("prior", sort=False):
-        by = dict(zip(group.bucket, group.mem))
-        present = [by[b] for b in TRAIN_BUCKETS if np.isfinite(by.get(b, np.nan))]
+        by = group.set_index("bucket")
+        others = [b for b in TRAIN_BUCKETS[1:] if np.isfinite(by.mem.get(b, np.nan))]
+        if "1" not in by.index or not np.isfinite(by.mem["1"]) or not others:
+            answer = "cannot decide"
+        else:  # singletons above the highest other bucket, by more than the noise
+            top = max(others, key=lambda b: by.mem[b])
+            answer = verdict(by.mem["1"] - by.mem[top],
+                             math.hypot(by.mem_se["1"], by.mem_se[top]))
         add(f"{prior}: singletons have the highest memorization scores",
-            ", ".join(f"mem[{b}] = {by[b]:.3f}" for b in TRAIN_BUCKETS),
-            len(present) > 1 and by["1"] == max(present))
+            ", ".join(f"mem[{b}] = {by.mem[b]:.3f} ± {by.mem_se[b]:.3f}"
+                      for b in TRAIN_BUCKETS if b in by.index), answer)
 
-    drops = acc[(acc.knob != BASELINE)].pivot_table(index=["prior", "knob"], columns="bucket",
-                                                     values="drop", sort=False)
-    for prior in drops.index.get_level_values(0).unique():
+    limiting_all = cost[(cost.prior != CONTROL) & (cost.fit_singletons < 0.9)]
+    for prior, group in acc[acc.knob != BASELINE].groupby("prior", sort=False):
         if prior == CONTROL:
             continue
-        group = drops.loc[prior]
-        limiting = cost[(cost.prior == prior) & (cost.fit_singletons < 0.9)].knob
-        group = group.loc[group.index.isin(limiting)]
-        if group.empty:
+        knobs = set(limiting_all[limiting_all.prior == prior].knob)
+        wide = group[group.knob.isin(knobs)].set_index(["knob", "bucket"])
+        if not knobs or wide.empty:
             continue
-        mostly = (group["1"] > group["4+"]).mean()
+        answers, parts = [], []
+        for knob in dict.fromkeys(group.knob):
+            if knob not in knobs:
+                continue
+            once, frequent = wide.loc[(knob, "1")], wide.loc[(knob, "4+")]
+            answers.append(verdict(once["drop"] - frequent["drop"],
+                                   math.hypot(once["drop_se"], frequent["drop_se"])))
+            parts.append(f"{knob}: −{once['drop']:.3f} (seen once) vs −{frequent['drop']:.3f} "
+                         "(4+)")
+        answer = ("yes" if answers.count("yes") > len(answers) / 2
+                  else "no" if answers.count("no") > len(answers) / 2 else "cannot decide")
         add(f"{prior}: knobs that stop fitting singletons lose accuracy mostly on "
             "subpopulations seen once",
-            "; ".join(f"{knob}: −{row['1']:.3f} (seen once) vs −{row['4+']:.3f} (4+)"
-                      for knob, row in group.iterrows()),
-            mostly >= 0.5)
+            "; ".join(parts) + f" ({answers.count('yes')} of {len(answers)} knobs by more "
+            "than the noise)", answer)
 
     if not cost.empty:
-        total = cost.groupby("prior", sort=False)["extra_error_1"].mean()
+        by_prior = cost.groupby("prior", sort=False)
+        total = by_prior["extra_error_1"].mean()
+        se = by_prior["extra_error_1_se"].apply(lambda s: math.sqrt((s**2).sum()) / len(s))
         tail = total.drop(CONTROL, errors="ignore")
         if CONTROL in total.index and len(tail):
+            smallest = tail.idxmin()
             add("the singleton cost shrinks on the no-tail control",
                 f"mean extra test error on singleton subpopulations: control "
-                f"{total[CONTROL]:.4f} vs Zipf {tail.min():.4f}–{tail.max():.4f}",
-                abs(total[CONTROL]) < tail.min())
-        limiting = cost[(cost.prior != CONTROL) & (cost.fit_singletons < 0.9)]
-        if len(limiting):
-            ratio = limiting.measured_over_theory
-            add("measured singleton cost vs Feldman's τ₁ × extra unfitted singletons",
+                f"{total[CONTROL]:.4f} ± {se[CONTROL]:.4f} vs Zipf "
+                f"{tail.min():.4f}–{tail.max():.4f}",
+                verdict(tail[smallest] - abs(total[CONTROL]),
+                        math.hypot(se[smallest], se[CONTROL])))
+        if len(limiting_all):
+            ratio = limiting_all.measured_over_theory
+            within = bool(0.5 <= ratio.median() <= 2)
+            add("measured singleton cost vs Feldman's τ₁ × extra unfitted singletons "
+                "(within a factor of 2)",
                 f"measured / theory: median {ratio.median():.2f} "
                 f"(range {ratio.min():.2f}–{ratio.max():.2f}; carry-over of fitting to the "
-                f"subpopulation's test draws {limiting.carry_over.median():.2f})",
-                0.5 <= ratio.median() <= 2)
-    return pd.DataFrame(rows)
-
-
-# ---------------------------------------------------------------- report
-
-
-def _knob_colors(knobs: list[str]) -> dict[str, Any]:
-    import matplotlib.pyplot as plt
-
-    palette = plt.get_cmap("tab10" if len(knobs) <= 10 else "tab20")
-    return {knob: ("black" if knob == BASELINE else palette(i % palette.N))
-            for i, knob in enumerate(knobs)}
-
-
-def plot_memorization(mem: pd.DataFrame):
-    """Mean memorization score by training-frequency bucket, one panel per prior."""
-    import matplotlib.pyplot as plt
-
-    priors = list(dict.fromkeys(mem.prior))
-    knobs = list(dict.fromkeys(mem.knob))
-    colors = _knob_colors(knobs)
-    fig, axes = plt.subplots(1, len(priors), figsize=(3.4 * len(priors), 3), sharey=True,
-                             squeeze=False)
-    width = 0.8 / len(knobs)
-    for ax, prior in zip(axes[0], priors):
-        for i, knob in enumerate(knobs):
-            rows = mem[(mem.prior == prior) & (mem.knob == knob)]
-            x = np.arange(len(rows)) + (i - (len(knobs) - 1) / 2) * width
-            ax.bar(x, rows.mem, width, yerr=rows.mem_se, color=colors[knob], label=knob)
-        ax.set_xticks(range(len(TRAIN_BUCKETS)), TRAIN_BUCKETS)
-        ax.set_title(prior)
-    fig.supxlabel("how often the subpopulation occurs in the whole training set", fontsize=9)
-    axes[0][0].set_ylabel("mean memorization score")
-    axes[0][-1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1))
-    fig.tight_layout()
-    return fig
-
-
-def plot_accuracy(acc: pd.DataFrame):
-    """Test accuracy by the test example's training frequency, one line per knob."""
-    import matplotlib.pyplot as plt
-
-    priors = list(dict.fromkeys(acc.prior))
-    knobs = list(dict.fromkeys(acc.knob))
-    colors = _knob_colors(knobs)
-    fig, axes = plt.subplots(1, len(priors), figsize=(3.4 * len(priors), 3), sharey=True,
-                             squeeze=False)
-    for ax, prior in zip(axes[0], priors):
-        for knob in knobs:
-            rows = acc[(acc.prior == prior) & (acc.knob == knob)]
-            # A bucket that few models have (e.g. "seen once" on the control) is noise.
-            shown = rows.accuracy.where(rows.models_with_bucket >= 0.5)
-            ax.errorbar(range(len(rows)), shown, yerr=rows.accuracy_se, marker="o",
-                        color=colors[knob], label=knob, lw=2 if knob == BASELINE else 1)
-        ax.set_xticks(range(len(TEST_BUCKETS)), TEST_BUCKETS)
-        ax.set_title(prior)
-    fig.supxlabel("how often the model saw the test example's subpopulation", fontsize=9)
-    axes[0][0].set_ylabel("test accuracy")
-    axes[0][-1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1))
-    fig.tight_layout()
-    return fig
-
-
-def plot_cost(cost: pd.DataFrame):
-    """Extra test error (share of all test draws) by bucket, per knob, one panel per prior."""
-    import matplotlib.pyplot as plt
-
-    priors = list(dict.fromkeys(cost.prior))
-    knobs = list(dict.fromkeys(cost.knob))
-    colors = _knob_colors([BASELINE, *knobs])
-    fig, axes = plt.subplots(1, len(priors), figsize=(3.4 * len(priors), 3), sharey=True,
-                             squeeze=False)
-    width = 0.8 / len(knobs)
-    for ax, prior in zip(axes[0], priors):
-        for i, knob in enumerate(knobs):
-            row = cost[(cost.prior == prior) & (cost.knob == knob)].iloc[0]
-            x = np.arange(len(TEST_BUCKETS)) + (i - (len(knobs) - 1) / 2) * width
-            ax.bar(x, [row[f"extra_error_{b}"] for b in TEST_BUCKETS], width,
-                   yerr=[row[f"extra_error_{b}_se"] for b in TEST_BUCKETS],
-                   color=colors[knob], label=knob)
-        ax.axhline(0, color="grey", lw=0.5)
-        ax.set_xticks(range(len(TEST_BUCKETS)), TEST_BUCKETS)
-        ax.set_title(prior)
-    fig.supxlabel("how often the model saw the test example's subpopulation", fontsize=9)
-    axes[0][0].set_ylabel("extra test error vs baseline\n(share of all test draws)")
-    axes[0][-1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1))
-    fig.tight_layout()
-    return fig
-
-
-def plot_theory(cost: pd.DataFrame):
-    """Measured extra error on singleton subpopulations against τ₁ × extra unfit singletons."""
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(4.2, 4))
-    markers = dict(zip(dict.fromkeys(cost.prior), "osD^vP*X"))
-    colors = _knob_colors([BASELINE, *dict.fromkeys(cost.knob)])
-    for _, row in cost.iterrows():
-        ax.errorbar(row.theory, row.extra_error_1, yerr=row.extra_error_1_se,
-                    marker=markers[row.prior], color=colors[row.knob], ls="none")
-    top = max(cost.theory.max(), cost.extra_error_1.max(), 1e-3) * 1.1
-    ax.plot([0, top], [0, top], color="grey", lw=0.8, label="measured = theory")
-    for prior, marker in markers.items():
-        ax.plot([], [], marker=marker, color="grey", ls="none", label=prior)
-    for knob, color in colors.items():
-        if knob != BASELINE:
-            ax.plot([], [], marker="s", color=color, ls="none", label=knob)
-    ax.set_xlabel("theory: τ₁ × extra unfitted singletons")
-    ax.set_ylabel("measured extra test error\non singleton subpopulations")
-    ax.legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.02, 1))
-    fig.tight_layout()
-    return fig
-
-
-def write_report(tables: dict[str, pd.DataFrame], summary: dict, path: Path,
-                 figures_dir: Path | None = None) -> Path:
-    """The study's report.html; with ``figures_dir`` also each figure as longtail_*.png."""
-    from memlab.report import Report
-
-    config = summary["config"]
-    report = Report("Why memorization pays: the long-tail laboratory (Feldman 2020)")
-    report.text(
-        f"Mixtures of {config['n_subpopulations']} subpopulations (Zipf exponents "
-        f"{', '.join(f'{s:g}' for s in config['exponents'])}) and a uniform control of "
-        f"{config['control_subpopulations']}; {config['n_train']} training / "
-        f"{config['n_test']} test draws, {config['n_features']} features, "
-        f"{config['n_classes']} classes, cluster spread {config['spread']}. Each population: "
-        f"{config['n_models']} MLPs {list(config['hidden'])}, each on a random "
-        f"{summary['subset_size']} training examples, SGD lr {config['lr']}, batch "
-        f"{config['batch_size']}, {config['epochs']} epochs. {summary['seconds']:.0f} s in all.")
-    report.heading("Findings")
-    report.table(tables["findings"], caption="The issue's claims, measured")
-    figures = [
-        ("memorization", plot_memorization(tables["memorization"]),
-         "Mean memorization score (± s.e.) by how often the example's subpopulation occurs "
-         "in the training set."),
-        ("accuracy", plot_accuracy(tables["accuracy"]),
-         "Test accuracy by how many times the model saw the test example's subpopulation "
-         "(buckets that fewer than half of the models have are not drawn)."),
-        ("cost", plot_cost(tables["cost"]),
-         "Extra test error of each knob over the baseline, by bucket (paired over models)."),
-        ("theory", plot_theory(tables["cost"]),
-         "Measured extra error on subpopulations seen once vs Feldman's τ₁ × the extra "
-         "training singletons the knob leaves unfitted."),
-    ]
-    for name, fig, caption in figures:
-        report.heading(name.capitalize())
-        if figures_dir is not None:
-            figures_dir.mkdir(parents=True, exist_ok=True)
-            fig.savefig(figures_dir / f"longtail_{name}.png", dpi=80, bbox_inches="tight")
-        report.figure(fig, caption=caption, fmt="png")
-        if name == "memorization":
-            report.table(tables["memorization"], caption="Memorization by bucket")
-        if name == "accuracy":
-            report.table(tables["accuracy"], caption="Test accuracy by bucket; drop = "
-                         "baseline − knob (paired)")
-        if name == "theory":
-            report.table(tables["theory"], caption="τ₁ per prior, with its Monte-Carlo "
-                         "check and the singleton counts")
-            report.table(tables["cost"], caption="Cost of each knob against the theory")
-    report.heading("Populations")
-    report.table(tables["populations"], caption="Every population trained")
-    return report.save(path)
+                f"subpopulation's test draws {limiting_all.carry_over.median():.2f})",
+                "yes" if within else "no")
+    return pd.DataFrame(rows, columns=["finding", "measured", "verdict", "holds"])
