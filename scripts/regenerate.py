@@ -1,0 +1,101 @@
+"""Regenerate every figure in docs/figures and every number the README and docs/ state.
+
+    python scripts/regenerate.py --list            # what would run, and how long it took here
+    python scripts/regenerate.py --quick           # the quick entries (CI runs these)
+    python scripts/regenerate.py                   # everything (about 1.5 hours on 2 cores)
+    python scripts/regenerate.py memorize noise    # selected entries
+
+Each entry is one memlab command: its outputs go to ``--runs`` (default ``runs/``, which
+resumes), its figures to ``--figures`` (default ``docs/figures``). The README and docs name
+the same command next to each figure and number; ``tests/test_regenerate.py`` checks that
+every PNG in docs/figures is produced by an entry here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@dataclass(frozen=True)
+class Entry:
+    name: str
+    command: str  # memlab arguments; {runs} and {figures} are filled in
+    figures: tuple[str, ...]  # file-name prefixes of the PNGs it writes into {figures}
+    minutes: float  # wall time measured on the 2-core development machine (README)
+    quick: bool = False  # part of the CI set
+
+
+ENTRIES = (
+    Entry("memorize", "memorize --out {runs}/memorize --removal --figures {figures}",
+          ("memorization_",), 6.0),
+    Entry("noise-mnist1d", "noise --data mnist1d --out {runs}/noise-mnist1d --figures {figures}",
+          ("noise_",), 15.0),
+    Entry("noise-digits", "noise --data digits --out {runs}/noise-digits", (), 15.0),
+    Entry("elasticity-mnist1d",
+          "elasticity --data mnist1d --out {runs}/elasticity-mnist1d --figures {figures}",
+          ("elasticity_mnist1d_",), 2.6),
+    Entry("elasticity-digits",
+          "elasticity --data digits --out {runs}/elasticity-digits --figures {figures}",
+          ("elasticity_digits_",), 2.5),
+    Entry("lm-synthetic", "lm-memorize --out {runs}/lm-synthetic --figures {figures}",
+          ("lm_synthetic_",), 20.0),
+    Entry("lm-shakespeare",
+          "lm-memorize --text shakespeare --out {runs}/lm-shakespeare --figures {figures}",
+          ("lm_shakespeare_",), 15.0),
+    Entry("longtail", "longtail --quick --out {runs}/longtail --figures {figures}",
+          ("longtail_",), 2.0),
+    Entry("lesde", "lesde --full --out {runs}/lesde --figures {figures}", ("lesde_",), 8.0),
+    Entry("lesde-quick", "lesde --quick --out {runs}/lesde-quick", (), 0.6, quick=True),
+    Entry("spectra-study", "spectra-study --out {runs}/spectra-study --figures {figures}",
+          ("spectra_study",), 6.0),
+    Entry("spectra-minilm", "spectra minilm --out {runs}/spectra-minilm --figures {figures}",
+          ("spectra_minilm_",), 0.5, quick=True),
+    Entry("audit", "audit --data mnist1d --out {runs}/audit-population", (), 12.0),
+    Entry("attribute", "attribute --out {runs}/attribute", (), 10.0),
+)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("names", nargs="*", help="entries to run (default: all)")
+    parser.add_argument("--quick", action="store_true", help="only the quick entries")
+    parser.add_argument("--list", action="store_true", help="list the entries and exit")
+    parser.add_argument("--runs", default="runs", help="where the runs go (default: runs/)")
+    parser.add_argument("--figures", default=str(ROOT / "docs" / "figures"),
+                        help="where the figures go (default: docs/figures)")
+    args = parser.parse_args(argv)
+    known = {entry.name: entry for entry in ENTRIES}
+    unknown = [name for name in args.names if name not in known]
+    if unknown:
+        print(f"regenerate: unknown entries {unknown}; see --list", file=sys.stderr)
+        return 2
+    chosen = [known[name] for name in args.names] if args.names else [
+        entry for entry in ENTRIES if entry.quick or not args.quick]
+    for entry in chosen:
+        command = ["memlab", *shlex.split(entry.command.format(runs=args.runs,
+                                                               figures=args.figures))]
+        if args.list:
+            print(f"{entry.name:20s} {entry.minutes:5.1f} min{'  (quick)' if entry.quick else ''}"
+                  f"  {shlex.join(command)}")
+            continue
+        print(f"== {entry.name}: {shlex.join(command)}", flush=True)
+        started = time.perf_counter()
+        executable = Path(sys.executable).parent / "memlab"
+        result = subprocess.run([str(executable), *command[1:]], cwd=ROOT)
+        print(f"== {entry.name}: exit {result.returncode} after "
+              f"{time.perf_counter() - started:.0f} s", flush=True)
+        if result.returncode != 0:
+            return result.returncode
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
