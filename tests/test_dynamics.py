@@ -6,6 +6,7 @@ import pytest
 from memlab.measures.dynamics import (
     accuracy_curve,
     binomial_reference,
+    dispersion_interval,
     dispersion_test,
     epochs_to_reach,
     first_learned,
@@ -101,3 +102,25 @@ def test_dispersion_within_groups_removes_a_group_effect():
     within = dispersion_test(errors, trials, groups=labels)
     assert within.dispersion_index == pytest.approx(1.0, abs=0.1)
     assert not within.over_dispersed and within.dof == 1998
+
+
+def test_dispersion_interval_covers_one_for_equal_examples_and_not_for_a_mix():
+    rng = np.random.default_rng(1)
+    trials = np.full(1000, 100)
+    covered = 0
+    for repeat in range(20):  # a 95% interval: covers the true index 1 about 19 times in 20
+        errors = rng.binomial(trials, 0.3)
+        low, high = dispersion_interval(errors, trials, n_bootstrap=200, seed=repeat)
+        covered += low <= 1 <= high
+        assert high - low < 0.4  # sd of the index ~ sqrt(2 / 1000) per term: narrow
+    assert covered >= 16
+    mixed = np.concatenate([np.zeros(500, int), rng.binomial(trials[:500], 0.6)])
+    low, high = dispersion_interval(mixed, trials, n_bootstrap=200)
+    index = dispersion_test(mixed, trials).dispersion_index
+    assert 1 < low < index < high
+    # A pure class effect: over-dispersed as one population, covers 1 within class.
+    labels = np.repeat([0, 1], 500)
+    errors = rng.binomial(trials, np.where(labels == 0, 0.1, 0.6))
+    assert dispersion_interval(errors, trials, n_bootstrap=200)[0] > 1
+    low, high = dispersion_interval(errors, trials, labels, n_bootstrap=200)
+    assert low <= 1 <= high

@@ -1,21 +1,32 @@
-"""The noise study: exact corruption, planted late learners, sweeps whose models do not
-depend on the other strengths, the caller's RNG, and a tiny end-to-end run."""
+"""The noise study: exact corruption, planted late learners, verdicts on planted tables,
+sweeps whose models do not depend on the other strengths, the caller's RNG, resume, and a
+tiny end-to-end run."""
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
 from memlab.cli import main
+from memlab.errors import ConfigError
+from memlab.io import loads_strict
 from memlab.population import open_run
+from memlab.studies.base import Result
 from memlab.studies.noise import (
-    NoiseStudyConfig,
+    NOT_REPRODUCED,
+    REPRODUCED,
+    UNDECIDED,
+    NoiseConfig,
     corrupted_examples,
+    directions,
     learning_dynamics,
     make_conditions,
-    run_noise_study,
+    parts,
+    run,
     sweep_populations,
-    take_subset,
 )
+from memlab.studies.noise.parts import take_subset
+from memlab.studies.noise.verdicts import t_interval
 from tests.conftest import make_blobs
 
 
@@ -45,27 +56,153 @@ def test_conditions():
     assert take_subset(dataset, 50, seed=0).n_train == 50
 
 
+def test_presets_are_the_papers_settings_and_round_trip():
+    quick, full = NoiseConfig.quick(), NoiseConfig.full()
+    assert (quick.n_train, quick.seeds, quick.epochs, quick.noise_fractions) == \
+        (1000, 16, 60, (0.2, 0.5))
+    assert (full.n_train, full.seeds, full.epochs) == (None, 32, 150) and full == NoiseConfig()
+    assert NoiseConfig.from_dict(quick.to_dict()) == quick  # JSON lists become tuples again
+    with pytest.raises(ConfigError, match="at least 2 seeds"):
+        NoiseConfig.quick(seeds=1)
+
+
 def test_planted_noisy_labels_are_exactly_the_late_learners(tmp_path):
     # Well-separated blobs: every clean example is right after one epoch; the 12 planted
     # wrong labels can only be memorized, later. The dynamics must single out exactly them.
     data = make_blobs(n_train=120, n_test=30, spread=0.3).with_label_noise(0.1, seed=2)
     planted = corrupted_examples(data)
-    config = NoiseStudyConfig.quick("blobs", hidden=(64,), seeds=2, epochs=80, batch_size=16,
-                                    workers=1)
+    config = NoiseConfig.quick(data="blobs", hidden=(64,), seeds=2, epochs=80, batch_size=16,
+                               n_workers=1)
     tables = learning_dynamics({"planted": data}, config, tmp_path, quiet)
     first = tables["examples"].first_learned.fillna(config.epochs + 1).to_numpy()
     np.testing.assert_array_equal(first > 1, planted)
     assert first[planted].min() > 10
     curves = tables["curves"]
     assert curves.train_acc_clean.iloc[0] == 1.0 and curves.train_acc_corrupted.iloc[0] == 0.0
+    # The per-seed curves average to the mean curve.
+    mean = tables["seed_curves"].groupby("epoch").train_acc.mean().to_numpy()
+    np.testing.assert_allclose(mean, curves.train_acc)
     # Full-data models (an all-ones mask): every seed trains on all 120 examples.
     assert open_run(tmp_path / "populations" / "dynamics-planted").membership_mask.all()
 
 
+# ------------------------------------------------------------------ verdicts, planted
+
+
+def planted_tables(randy_slower: bool = True, seeds: int = 8, epochs: int = 30) -> dict:
+    """Study tables with known answers: real reaches 100% training accuracy at epoch 10 on
+    every seed, randY at 20-21 (or the other way round); real's one-epoch errors mix easy
+    and hard examples, randX's are one Binomial; CSR equal for real and randX (noise only);
+    Gini real > randY > randX; noise50's validation accuracy peaks at epoch 5 and falls
+    by 0.2; dropout removes randY fitting and keeps real validation accuracy."""
+    rng = np.random.default_rng(0)
+    epoch = np.arange(1, epochs + 1)
+    fast = np.minimum(1.0, epoch / 10)
+    rows, dyn = [], []
+    for name in ("real", "randY", "randX", "noise50"):
+        for seed in range(seeds):
+            slow = np.minimum(1.0, epoch / (20 + seed % 2))
+            train = {"real": fast if randy_slower else slow,
+                     "randY": slow if randy_slower else fast}.get(name, fast)
+            val = 0.8 - 0.2 * np.clip((epoch - 5) / 20, 0, 1) - 0.1 * (epoch < 5)
+            val = val + rng.normal(0, 0.005, epochs) if name == "noise50" else 0.5 + 0 * epoch
+            rows.append(pd.DataFrame({"condition": name, "seed": seed, "epoch": epoch,
+                                      "train_acc": train, "val_acc": val, "n_val": 500}))
+    seed_curves = pd.concat(rows, ignore_index=True)
+    for name, frame in seed_curves.groupby("condition", sort=False):
+        mean = frame.groupby("epoch")[["train_acc", "val_acc"]].mean()
+        best = int(mean.val_acc.idxmax())
+        dyn.append({"condition": name, "best_val_epoch": best,
+                    "best_val_acc": mean.val_acc.max(), "final_val_acc": mean.val_acc.iloc[-1],
+                    "train_acc_at_best_val": mean.train_acc.loc[best],
+                    **{f"epochs_to_{t:g}": float(np.argmax(mean.train_acc.to_numpy() >= t) + 1)
+                       for t in (0.9, 0.99, 1.0)}})
+    n, trials = 2000, np.full(2000, 100)
+    labels = np.repeat([0, 1], n // 2)
+    hard = rng.binomial(trials, np.where(np.arange(n) % 2, 0.05, 0.6))
+    equal = rng.binomial(trials, 0.5)
+    difficulty = pd.concat([pd.DataFrame({"condition": c, "label": labels, "errors": e,
+                                          "trials": trials})
+                            for c, e in (("real", hard), ("randX", equal))])
+    capacity = pd.DataFrame([{"axis": "size", "value": 100, "condition": c, "seed": s,
+                              "epochs_to_100": 10.0 + s if c == "real" else np.nan}
+                             for c in ("real", "randY") for s in range(3)])
+    csr = pd.DataFrame([{"condition": c, "seed": s, "epoch": e,
+                         "csr": {"real": 0.1, "randY": 0.3, "randX": 0.1}[c]
+                         + rng.normal(0, 0.01),
+                         "sensitivity_gini": {"real": 0.6, "randY": 0.4, "randX": 0.3}[c]
+                         + rng.normal(0, 0.01)}
+                        for c in ("real", "randY", "randX") for s in range(3)
+                        for e in (0, 10, 30)])
+    sweep = pd.DataFrame([
+        {"regularizer": "none", "strength": 0.0, "seed": 0, "randY_train_acc": 1.0,
+         "real_best_val_acc": 0.5, "n_train": 1000, "n_val": 1000},
+        {"regularizer": "dropout", "strength": 0.8, "seed": 0, "randY_train_acc": 0.2,
+         "real_best_val_acc": 0.48, "n_train": 1000, "n_val": 1000}])
+    return {"seed_curves": seed_curves, "dynamics": pd.DataFrame(dyn),
+            "difficulty": difficulty, "capacity": capacity, "csr": csr, "sweep": sweep}
+
+
+CONFIG = {"epochs": 30, "capacity_epochs": 100, "seed": 0}
+
+
+def verdicts(table: pd.DataFrame) -> dict[str, str]:
+    return dict(zip(table.finding, table.verdict))
+
+
+def test_verdicts_on_planted_tables():
+    found = verdicts(directions(planted_tables(), CONFIG))
+    assert found == {
+        "real data reaches 90% training accuracy in fewer epochs than randY": REPRODUCED,
+        "real data reaches 99% training accuracy in fewer epochs than randY": REPRODUCED,
+        "one-epoch difficulty of real data is over-dispersed vs one Binomial": REPRODUCED,
+        "randX's one-epoch difficulty matches the Binomial": REPRODUCED,
+        "randX's one-epoch difficulty matches the Binomial within each class": REPRODUCED,
+        "noise needs more epochs to fit 100% at the largest size (100 examples)": REPRODUCED,
+        # randX's CSR equals real's up to noise: the interval of the difference covers 0.
+        "CSR is higher for networks fit to noise (final epoch)": UNDECIDED,
+        "loss-sensitivity Gini is higher for real data than for noise (mean over training)":
+            REPRODUCED,
+        "noise50: validation accuracy peaks before training accuracy reaches 100%, then falls":
+            REPRODUCED,
+        "dropout 0.8 lowers randY training accuracy more than real validation accuracy":
+            REPRODUCED,
+    }
+
+
+def test_verdicts_turn_when_the_planted_answer_is_reversed():
+    tables = planted_tables(randy_slower=False)
+    # randX's errors: easy and hard examples now, real's one Binomial.
+    difficulty = tables["difficulty"]
+    difficulty["condition"] = difficulty.condition.map({"real": "randX", "randX": "real"})
+    # noise50 flat: no fall after the peak.
+    curves = tables["seed_curves"]
+    curves.loc[curves.condition == "noise50", "val_acc"] = 0.5
+    found = directions(tables, CONFIG).set_index("finding")
+    speed = found.loc["real data reaches 99% training accuracy in fewer epochs than randY"]
+    assert speed.verdict == NOT_REPRODUCED and speed.estimate == pytest.approx(-10.5)
+    assert found.loc["one-epoch difficulty of real data is over-dispersed vs one Binomial",
+                     "verdict"] == UNDECIDED  # a Binomial: the interval covers 1
+    assert found.loc["randX's one-epoch difficulty matches the Binomial",
+                     "verdict"] == NOT_REPRODUCED
+    assert found.loc["noise50: validation accuracy peaks before training accuracy reaches "
+                     "100%, then falls", "verdict"] == NOT_REPRODUCED
+
+
+def test_t_interval_known_values():
+    mean, low, high = t_interval(np.array([1.0, 2.0, 3.0]))
+    # mean 2, sd 1, t(0.975, 2) = 4.3027: half-width 4.3027 / sqrt(3) = 2.4841
+    assert (mean, low, high) == pytest.approx((2.0, 2 - 2.4841, 2 + 2.4841), abs=1e-4)
+    assert np.isnan(t_interval(np.array([5.0]))[1])
+
+
+# ------------------------------------------------------------------ engine behaviour
+
+
 def test_a_sweep_model_is_the_same_bits_with_three_or_four_strengths(tmp_path):
     data = make_blobs(n_train=96, n_test=30, spread=1.5)
-    config = NoiseStudyConfig.quick("blobs", hidden=(16,), sweep_epochs=3, sweep_seeds=2,
-                                    batch_size=32, workers=1)
+    config = NoiseConfig.quick(data="blobs", hidden=(16,), sweep_epochs=3, sweep_seeds=2,
+                               batch_size=32, n_workers=1)
     strengths = {"dropout": (0.2, 0.4, 0.6, 0.8), "input_noise": (0.1, 0.3, 0.6, 1.0),
                  "weight_decay": (1e-3, 1e-2, 3e-2, 1e-1)}
     three = sweep_populations(data, "real", config, tmp_path / "three",
@@ -82,32 +219,31 @@ def test_a_sweep_model_is_the_same_bits_with_three_or_four_strengths(tmp_path):
                                       run4.records("test_margin")[:2])
 
 
-def test_end_to_end_tiny_study_leaves_the_callers_rng_alone(tmp_path):
-    path = tmp_path / "blobs.npz"
-    make_blobs(n_train=150, n_test=60, n_classes=3, spread=1.5).save(path)
-    config = NoiseStudyConfig.quick(
-        str(path), n_train=None, hidden=(16,), noise_fractions=(0.3,), seeds=2, epochs=4,
+def tiny_config(path) -> NoiseConfig:
+    """The quick preset on tiny data: a few seconds."""
+    return NoiseConfig.quick(
+        data=str(path), n_train=None, hidden=(16,), noise_fractions=(0.3,), seeds=2, epochs=4,
         difficulty_seeds=4, capacity_sizes=(50, 10_000), capacity_widths=(8,), capacity_seeds=2,
         capacity_epochs=3, csr_every=2, csr_examples=20, lass_iter=3, sweep_epochs=2,
-        regularizers={"dropout": (0.5,), "adversarial": (2.0,)}, workers=1)
+        regularizers={"dropout": (0.5,), "adversarial": (2.0,)}, n_workers=1)
+
+
+def test_end_to_end_tiny_study_rng_resume_and_saved_result(tmp_path, monkeypatch):
+    path = tmp_path / "blobs.npz"
+    make_blobs(n_train=150, n_test=60, n_classes=3, spread=1.5).save(path)
+    config = tiny_config(path)
     torch.manual_seed(1234)
     before = torch.get_rng_state()
-    result = run_noise_study(config, tmp_path / "study", progress=False)
+    result = run(config, tmp_path / "study", progress=False)
     assert torch.equal(torch.get_rng_state(), before)  # nothing drew from or reseeded it
-    tables = tmp_path / "study" / "tables"
-    for name in ("curves", "examples", "dynamics", "difficulty", "dispersion", "capacity",
-                 "csr", "sweep", "directions"):
-        assert (tables / f"{name}.parquet").exists(), name
-    assert (tmp_path / "study" / "report.html").stat().st_size > 10_000
     curves = result.tables["curves"]
     assert set(curves.condition) == {"real", "randY", "randX", "noise30"}
     assert curves.loc[curves.condition == "noise30", "train_acc_corrupted"].notna().all()
-    sweep = result.tables["sweep"]
-    assert list(sweep.regularizer) == ["none", "dropout", "adversarial"]
+    assert list(result.tables["sweep"].regularizer) == ["none", "dropout", "adversarial"]
 
     # Seeds follow the engine's rules: replicate r of every condition starts from the same
-    # weights, so at epoch 0 every condition's CSR, sensitivity and validation accuracy are
-    # the same numbers (the training-set accuracy is not: the labels differ).
+    # weights, so at epoch 0 every condition's CSR and validation accuracy are the same
+    # numbers (the training-set accuracy is not: the labels differ).
     csr = result.tables["csr"]
     start = csr[csr.epoch == 0].set_index(["condition", "seed"])
     for name in ("randY", "randX", "noise30"):
@@ -115,20 +251,34 @@ def test_end_to_end_tiny_study_leaves_the_callers_rng_alone(tmp_path):
             np.testing.assert_array_equal(start.loc[name, column], start.loc["real", column])
     assert sorted(csr.epoch.unique()) == [0, 2, 4]
     # The last checkpoint is the trained model the engine evaluates at the end.
-    run = open_run(tmp_path / "study" / "populations" / "csr-randY")
+    population = open_run(tmp_path / "study" / "populations" / "csr-randY")
     final = csr[(csr.condition == "randY") & (csr.epoch == 4)].sort_values("seed")
-    np.testing.assert_allclose(final.train_acc, run.records("train_correct").mean(1))
-    assert run.membership_mask.all()
+    np.testing.assert_allclose(final.train_acc, population.records("train_correct").mean(1))
+    assert population.membership_mask.all()
 
-    directions = result.tables["directions"]
-    assert len(directions) == 10  # 2 speed, 3 dispersion, capacity, 2 CSR, noise30, dropout
-    speed = directions.finding.str.contains("reaches 90% training accuracy")
-    assert directions[speed].reproduced.all()  # blobs: real reaches 90%, randY cannot
+    # Blobs are learned in an epoch or two; random labels cannot reach 90% in 4 epochs.
+    found = result.tables["directions"].set_index("finding")
+    assert found.loc["real data reaches 90% training accuracy in fewer epochs than randY",
+                     "verdict"] == REPRODUCED
     assert set(result.tables["capacity"].value[result.tables["capacity"].axis == "size"]) == {50}
     assert "[10000] exceed the 150 training examples" in result.summary["notes"][0]
+    loads_strict((tmp_path / "study" / "summary.json").read_text())  # no NaN / Infinity
+
+    # A second call with the same out trains nothing and returns the saved result.
+    def no_training(*args, **kwargs):
+        raise AssertionError("resumed study trained a population")
+
+    monkeypatch.setattr(parts, "train_population", no_training)
+    again = run(config, tmp_path / "study", progress=False)
+    pd.testing.assert_frame_equal(again.tables["directions"], result.tables["directions"])
+    loaded = Result.load(tmp_path / "study")
+    assert set(loaded.figures()) == {"curves", "partial", "difficulty", "first_learned",
+                                     "capacity", "csr", "sweep"}
+    assert "Verdict:" in loaded.report().html()
 
 
-def test_cli_reports_bad_input_in_one_line(capsys):
-    assert main(["noise-study", "--data", "no-such-data", "--quick"]) == 2
+def test_cli_reports_bad_input_in_one_line(capsys, tmp_path):
+    assert main(["noise", "--data", "no-such-data", "--quick", "--out", str(tmp_path)]) == 2
     assert "unknown dataset" in capsys.readouterr().err
-    assert main(["noise-study", "--quick", "--seeds", "0"]) == 2
+    assert main(["noise", "--quick", "--seeds", "0", "--out", str(tmp_path)]) == 2
+    assert "--seeds must be a positive integer" in capsys.readouterr().err

@@ -1,4 +1,4 @@
-"""Critical samples and loss sensitivity (Arpit et al. 2017, section 4).
+"""Critical samples and loss sensitivity (Arpit et al. 2017, section 4; docs/science.md §3).
 
 An input x is *critical* for a classifier if some x̂ with ||x̂ − x||_∞ ≤ r gets a different
 predicted class: a decision boundary passes within r of x. The critical sample ratio (CSR)

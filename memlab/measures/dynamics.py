@@ -1,4 +1,5 @@
-"""Per-example learning dynamics from per-epoch correctness records (Arpit et al. 2017).
+"""Per-example learning dynamics from per-epoch correctness records (Arpit et al. 2017;
+docs/science.md §3).
 
 Input is a *correctness history*: ``history[..., e, i]`` is True iff example i was classified
 correctly after epoch e + 1. The population engine records it as ``epoch_train_correct``,
@@ -12,6 +13,7 @@ epoch); NaN means "never" (or "not a member", see ``mask``).
 - :func:`misclassification_rates` + :func:`dispersion_test`: across seeds, is the spread of
   per-example error rates wider than a Binomial with one common rate (all examples equally
   hard) would give? Real data: yes (over-dispersed); random inputs: no.
+  :func:`dispersion_interval`: a bootstrap interval (over examples) for the index.
 - :func:`order_consistency`: do different seeds learn the examples in the same order?
 """
 
@@ -116,6 +118,28 @@ def dispersion_test(errors: np.ndarray, trials: np.ndarray, groups: np.ndarray |
                               len(errors))
     return DispersionTest(float(mean_rate), statistic / dof, statistic, dof,
                           float(stats.chi2.sf(statistic, dof)), len(errors))
+
+
+def dispersion_interval(errors: np.ndarray, trials: np.ndarray,
+                        groups: np.ndarray | None = None, n_bootstrap: int = 1000,
+                        level: float = 0.95, seed: int = 0) -> tuple[float, float]:
+    """A percentile bootstrap interval for the dispersion index of :func:`dispersion_test`,
+    resampling *examples* (the rates are re-estimated in every resample). Under "equally
+    hard" each example's standardized squared residual has mean ~1, so the interval covers 1;
+    examples that differ in difficulty push it above 1. (Resampling seeds instead would
+    duplicate trials and fake over-dispersion.) Returns (low, high); NaN if undefined."""
+    errors, trials = np.asarray(errors, float), np.asarray(trials, float)
+    groups = np.zeros(len(errors), int) if groups is None else np.asarray(groups)
+    rng = np.random.default_rng(seed)
+    indices = rng.integers(0, len(errors), size=(n_bootstrap, len(errors)))
+    values = np.array([dispersion_test(errors[i], trials[i], groups[i]).dispersion_index
+                       for i in indices])
+    values = values[np.isfinite(values)]
+    if len(values) < n_bootstrap / 2:
+        return float("nan"), float("nan")
+    tail = 50 * (1 - level)
+    low, high = np.percentile(values, [tail, 100 - tail])
+    return float(low), float(high)
 
 
 def binomial_reference(trials: np.ndarray, p: float, seed: int = 0) -> np.ndarray:

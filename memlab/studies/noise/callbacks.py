@@ -1,0 +1,97 @@
+"""The engine callbacks of the noise study (docs/science.md §3): checkpoint measurements of
+critical samples, validation accuracy after every epoch, adversarial training with LASS.
+
+A callback sees the engine's :class:`memlab.population.callbacks.TrainState` (K models at
+once) and returns ``name -> (K, ...)`` arrays, which the engine stores as records
+``{callback.name}_{key}`` of shape (n_models, len(callback.epochs), ...).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict
+
+import numpy as np
+import torch
+
+from memlab.measures.critical import LassSettings, gini, lass, loss_sensitivity
+
+# This study's own random stream (LASS noise), beside the engine's streams 0-4 of
+# memlab.population.config: seeds are SeedSequence([seed, replicate, STREAM_LASS, t]).
+STREAM_LASS = 16
+
+
+def lass_seeds(seed: int, replicates: Sequence[int], counter: int) -> list[int]:
+    """One LASS seed per model from its replicate's own stream (so a model's search noise
+    does not depend on the models trained beside it); ``counter``: epoch or step."""
+    return [int(np.random.SeedSequence([seed, r, STREAM_LASS, counter]).generate_state(1)[0])
+            for r in replicates]
+
+
+class CriticalSamples:
+    """Part 4's checkpoint measurements, at ``epochs`` (0 = initial weights).
+
+    Records ``csr_{key}`` (n_models, len(epochs)): ``csr`` (critical sample ratio of the
+    validation inputs ``probe``, indices into the test split), ``sensitivity_gini`` and
+    ``sensitivity_mean`` (of ||dL/dx||_1 over the training examples, nats per input unit),
+    ``train_acc`` and ``val_acc``. The study's networks have no dropout, so the engine's
+    differentiable train-mode forward is the evaluation forward.
+    """
+
+    name = "csr"
+
+    def __init__(self, epochs: Sequence[int], probe: np.ndarray, settings: LassSettings):
+        self.epochs = tuple(int(e) for e in epochs)
+        self.probe = torch.as_tensor(np.asarray(probe, dtype=np.int64))
+        self.settings = settings
+
+    def describe(self) -> dict:
+        return {"epochs": list(self.epochs), "probe": self.probe.tolist(),
+                "lass": asdict(self.settings)}
+
+    def __call__(self, state) -> dict[str, np.ndarray]:
+        x_train, y_train = state.tensors["train"]
+        x_val = state.tensors["test"][0].index_select(0, self.probe)
+        seeds = lass_seeds(state.config.seed, state.replicates, state.epoch)
+        found = lass(state.train_forward, x_val, self.settings, state.n_models, seed=seeds)
+        sensitivity = loss_sensitivity(state.train_forward, x_train, y_train, state.n_models)
+        return {"csr": found.ratio, "sensitivity_gini": gini(sensitivity),
+                "sensitivity_mean": sensitivity.mean(1),
+                "train_acc": state.evaluate("train")["correct"].float().mean(1),
+                "val_acc": state.evaluate("test")["correct"].float().mean(1)}
+
+
+class ValidationAccuracy:
+    """Validation accuracy after every epoch: record ``val_acc`` (n_models, epochs)."""
+
+    name = "val"
+    epochs = None
+
+    def __call__(self, state) -> dict[str, torch.Tensor]:
+        return {"acc": state.evaluate("test")["correct"].float().mean(1)}
+
+
+class AdversarialTraining:
+    """Arpit et al.'s adversarial training: every batch gets the LASS samples found from its
+    inputs (radius ``scale`` x the settings' radius), so the step's mean loss is the average
+    of the clean and the adversarial loss. The search's noise comes from each model's own
+    stream (seeded by replicate and step)."""
+
+    name = "adversarial"
+    epochs = ()
+
+    def __init__(self, scale: float, settings: LassSettings):
+        self.scale, self.settings = float(scale), settings
+
+    def describe(self) -> dict:
+        return {"scale": self.scale, "lass": asdict(self.settings)}
+
+    def __call__(self, state) -> dict:
+        return {}
+
+    def before_step(self, state, x: torch.Tensor, y: torch.Tensor
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
+        seeds = lass_seeds(state.config.seed, state.replicates, state.step)
+        found = lass(state.train_forward, x, self.settings, state.n_models, seed=seeds,
+                     per_model=True, model_scale=torch.full((state.n_models,), self.scale))
+        return torch.cat([x, found.x_adv.to(x.dtype)], 1), torch.cat([y, y], 1)
