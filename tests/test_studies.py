@@ -50,6 +50,15 @@ def _tiny(name: str, tmp):
             exponents=(1.0,), n_subpopulations=60, control_subpopulations=5, n_train=120,
             n_test=200, hidden=(16,), epochs=5, n_models=8, n_workers=1,
             knobs={"weight_decay": {"weight_decay": 3e-2}})
+    if name == "noise":
+        from memlab.studies.noise import NoiseConfig
+
+        return NoiseConfig.quick().replace(
+            data="digits", n_train=150, hidden=(16,), noise_fractions=(), seeds=2, epochs=3,
+            difficulty_seeds=2, difficulty_n_train=150, capacity_sizes=(150,),
+            capacity_widths=(), capacity_seeds=2, capacity_epochs=3, csr_every=3,
+            csr_examples=20, lass_iter=2, sweep_epochs=2, regularizers={"dropout": (0.5,)},
+            n_workers=1)
     if name == "audit":
         from memlab.studies.audit import AuditConfig
 
@@ -79,7 +88,7 @@ def _tiny(name: str, tmp):
     raise KeyError(name)
 
 
-STUDIES = ["audit", "attribute", "elasticity", "lesde", "longtail", "spectra"]
+STUDIES = ["audit", "attribute", "elasticity", "lesde", "longtail", "noise", "spectra"]
 
 
 @pytest.fixture(scope="module", params=STUDIES)
