@@ -5,7 +5,6 @@ import math
 import warnings
 
 import numpy as np
-import pandas as pd
 import pytest
 from scipy import stats
 from sklearn.metrics import roc_auc_score
@@ -15,7 +14,7 @@ from memlab.errors import ConfigError
 from memlab.measures import cscores as cs
 from memlab.measures import memorization as mz
 from memlab.population import train_population
-from memlab.studies.memorize import t_interval
+from memlab.studies.memorize.removal import t_interval
 from tests.conftest import make_blobs
 
 
@@ -212,8 +211,18 @@ def test_memorization_of_a_run(blob_run):
     assert scores["corrupted"].sum() == len(noise["indices"])
     np.testing.assert_array_equal(scores.loc[noise["indices"], "original_label"],
                                   noise["original_labels"])
+    # Split-half reliability against a hand computation of the documented splits.
     reliability = mz.run_reliability(blob_run, n_splits=3)
-    assert reliability.n_models == 24 and -1 <= reliability.spearman <= 1
+    expected = []
+    for split in range(3):
+        order = np.random.default_rng([blob_run.config.seed, split, 24]).permutation(24)
+        a, b = order[:12], order[12:24]
+        halves = [brute_force_memorization(mask[h], correct[h])[:, 0] for h in (a, b)]
+        both = np.isfinite(halves[0]) & np.isfinite(halves[1])
+        expected.append(stats.spearmanr(halves[0][both], halves[1][both]).statistic)
+    assert reliability.n_models == 24
+    assert reliability.spearman == pytest.approx(np.mean(expected), abs=1e-12)
+    assert reliability.spearman_sd == pytest.approx(np.std(expected, ddof=1), abs=1e-12)
     # pred_out: majority vote of the OUT models' predictions.
     pred = blob_run.records("train_pred")
     for i in (0, 5, 17):
@@ -241,7 +250,10 @@ def test_high_influence_pairs_are_exactly_the_thresholded_pairs(blob_run):
     assert len(pairs) > 0
     loose = mz.high_influence_pairs(blob_run, 0.25, 0.15, same_label=False, scores=scores,
                                     infl=infl)
-    assert len(loose) >= len(pairs)
+    expected = np.argwhere((mem[:, None] >= 0.25) & (infl.values >= 0.15))
+    assert sorted(map(tuple, loose[["train", "test"]].to_numpy())) == sorted(
+        map(tuple, expected))
+    assert (loose.train_label != loose.test_label).any()  # the label condition bites here
 
 
 def test_near_duplicates_are_flagged():
@@ -312,8 +324,10 @@ def test_warns_when_examples_lack_in_or_out_models(tmp_path, blobs):
         warnings.simplefilter("always")
         scores = mz.memorization(run)
     assert any("no IN or no OUT" in str(w.message) for w in caught)
-    assert scores["mem"].isna().sum() > 0
-    assert isinstance(scores, pd.DataFrame)
+    mask = run.membership_mask
+    lacking = (mask.sum(0) == 0) | (mask.sum(0) == 2)  # with 2 models: in both or neither
+    assert lacking.any()
+    np.testing.assert_array_equal(scores["mem"].isna().to_numpy(), lacking)
 
 
 # ------------------------------------------------------------------ real-valued scores
@@ -372,3 +386,88 @@ def test_real_valued_estimator_rejects_bad_shapes_and_nan():
         mz.in_out_pairs(np.ones((3, 2), bool), np.ones((4, 2)))
     with pytest.raises(ConfigError, match="NaN"):
         mz.in_out(np.ones((3, 2), bool), np.full((3, 2), np.nan))
+
+
+# ------------------------------------------------------------------ planted answers
+
+
+@pytest.fixture(scope="module")
+def planted_run(tmp_path_factory):
+    """Well-separated blobs with 8 flipped training labels, and test example 7 an exact copy
+    of the first flipped example carrying its (flipped) label: models that trained on it
+    answer the copy with that label, models that did not answer the cluster's class."""
+    import dataclasses
+
+    data = make_blobs(n_train=200, n_test=50, spread=0.6).with_label_noise(0.04, seed=0)
+    flipped = np.sort(np.asarray(data.corruption["label_noise"]["indices"]))
+    x_test, y_test = data.x_test.copy(), data.y_test.copy()
+    x_test[7], y_test[7] = data.x_train[flipped[0]], data.y_train[flipped[0]]
+    data = dataclasses.replace(data, x_test=x_test, y_test=y_test)
+    run = train_population(data, model_kwargs={"hidden": [128]}, n_models=32,
+                           subset_fraction=0.5, epochs=80, batch_size=16, optimizer="adam",
+                           lr=0.01, out=tmp_path_factory.mktemp("planted") / "run",
+                           progress=False, n_workers=1)
+    return run, flipped
+
+
+def test_planted_mislabeled_examples_get_the_highest_memorization(planted_run):
+    run, flipped = planted_run
+    scores = mz.memorization(run)
+    top = scores.sort_values("mem", ascending=False)["index"].to_numpy()[:len(flipped)]
+    assert sorted(top) == flipped.tolist()
+    # The models fit the flipped labels (IN) and the held-out models answer the cluster.
+    assert scores.mem[flipped].min() > 0.8
+    assert (scores.acc_out[flipped] < 0.2).all()
+
+
+def test_planted_duplicate_is_the_top_influence_pair(planted_run):
+    run, flipped = planted_run
+    scores = mz.memorization(run)
+    infl = mz.influence(run)
+    pairs = mz.high_influence_pairs(run, scores=scores, infl=infl)
+    top = pairs.iloc[0]
+    assert (top.train, top.test) == (flipped[0], 7)
+    assert top.near_duplicate and top.cosine == pytest.approx(1.0, abs=1e-6)
+    assert top.nn_rank == 1
+    assert top.infl > 0.8
+    # Its only strong pair: no other test example depends on it that much.
+    row = np.asarray(infl.values[flipped[0]])
+    assert np.sort(row)[-2] < 0.5 * row[7]
+
+
+def test_cscore_standard_errors_are_never_zero_unless_no_model_held_it_out():
+    """The Wilson-based se of a C-score is positive at held-out accuracy 0 and 1, equals
+    the closed form there, and is NaN only where a ratio has no held-out model."""
+    from types import SimpleNamespace
+
+    class FakeRun(SimpleNamespace):
+        def records(self, name):
+            return self.correct
+
+    n = 6
+    dataset = Dataset("toy", np.zeros((n, 2), np.float32), np.zeros(n, np.int64),
+                      np.zeros((1, 2), np.float32), np.zeros(1, np.int64), ["a", "b"])
+    runs = []
+    for ratio, t in ((0.3, 10), (0.7, 20)):
+        mask = np.zeros((t, n), bool)
+        mask[: t // 2] = True  # half the models train on every example
+        correct = np.zeros((t, n), bool)
+        correct[:, 0] = True  # example 0: every model right (acc_out = 1)
+        correct[:, 2] = np.arange(t) % 2 == 0  # example 2: half right
+        if ratio == 0.7:
+            mask[:, 5] = True  # example 5: no held-out model at this ratio
+        runs.append(FakeRun(membership_mask=mask, correct=correct, dataset=dataset,
+                            manifest={"dataset": {"fingerprint": "x"}},
+                            config=SimpleNamespace(subset_fraction=ratio)))
+    frame = cs.cscores(runs)
+    se = frame["se"].to_numpy()
+    assert np.isnan(se[5]) and not np.isnan(se[:5]).any()
+    assert (se[:5] > 0).all()
+    # Closed form at acc = 1 and acc = 0 with m held-out models: the Wilson interval is
+    # [m / (m + z²), 1] and [0, z² / (m + z²)]; each ratio's se is its width / (2 z).
+    z2 = mz.Z95**2
+    per_ratio = [(z2 / (m + z2)) / (2 * mz.Z95) for m in (5, 10)]
+    expected = math.sqrt(sum(v * v for v in per_ratio)) / 2
+    assert se[0] == pytest.approx(expected, rel=1e-12)  # all right
+    assert se[1] == pytest.approx(expected, rel=1e-12)  # all wrong: the mirror image
+    assert frame["cscore"][0] == 1 and frame["cscore"][1] == 0

@@ -26,7 +26,7 @@ import pandas as pd
 
 from memlab.errors import ConfigError
 from memlab.measures.dynamics import first_learned
-from memlab.measures.memorization import _row_blocks, in_out, spearman
+from memlab.measures.memorization import Z95, _row_blocks, in_out, spearman, wilson_interval
 from memlab.population.run import Run
 
 RATIOS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
@@ -66,7 +66,9 @@ def holdout_accuracy(run: Run) -> tuple[np.ndarray, np.ndarray]:
 def cscores(runs: Sequence[Run]) -> pd.DataFrame:
     """Per-example C-scores from populations trained at different subset ratios on the same
     data. Columns: index, label, cscore (mean over ratios of the held-out accuracy), se
-    (binomial, propagated through the mean), and ``acc_r`` / ``n_out_r`` per ratio r."""
+    (per ratio the 95% Wilson interval's half-width / 1.96, propagated through the mean:
+    sqrt(Σ_r se_r²) / R; NaN only where some ratio has no held-out model), and ``acc_r`` /
+    ``n_out_r`` per ratio r."""
     if not runs:
         raise ConfigError("cscores needs at least one run")
     fingerprints = {run.manifest["dataset"]["fingerprint"] for run in runs}
@@ -84,8 +86,10 @@ def cscores(runs: Sequence[Run]) -> pd.DataFrame:
         frame[f"acc_{ratio:.2f}"] = acc
         frame[f"n_out_{ratio:.2f}"] = n_out
         accs.append(acc)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            variances.append(acc * (1 - acc) / n_out)
+        # The Wilson interval's half-width / 1.96, as for mem's se: positive even where
+        # every held-out model is right (or wrong), unlike the plug-in acc (1 - acc) / n.
+        low, high = wilson_interval(acc, n_out)
+        variances.append(((high - low) / (2 * Z95)) ** 2)
     accs = np.array(accs)
     frame["cscore"] = accs.mean(0)
     frame["se"] = np.sqrt(np.array(variances).sum(0)) / len(accs)

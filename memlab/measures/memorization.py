@@ -32,7 +32,7 @@ into a number of models (:func:`models_needed`, :func:`precision_advice`).
 
     from memlab.population import open_run
     from memlab.measures.memorization import memorization, influence, high_influence_pairs
-    run = open_run("runs/memorize")
+    run = open_run("runs/memorize/population")   # the population of `memlab memorize`
     scores = memorization(run)            # one row per training example
     infl = influence(run)                 # (n_train, n_test) float32 + standard errors
     pairs = high_influence_pairs(run, scores=scores, infl=infl)
