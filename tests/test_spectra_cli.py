@@ -59,7 +59,7 @@ def test_cli_writes_tables_and_report_with_plots(small_safetensors: Path, tmp_pa
     assert "2 matrices in" in result.stdout
     table = pd.read_parquet(out / "spectra.parquet")
     assert list(table["name"]) == ["fc1", "fc2"]
-    assert list(table["precision"]) == ["float32", "float32"]
+    assert list(table["eig_dtype"]) == ["float32", "float32"]
     assert np.isfinite(table.loc[0, "alpha"]) and table.loc[0, "num_evals"] == 50
     summary = pd.read_parquet(out / "summary.parquet")
     assert summary.loc[0, "layers"] == 2 and summary.loc[0, "ignored_1d_tensors"] == 1
@@ -180,14 +180,14 @@ def test_float32_path_matches_float64():
     weights = power_law_weights(3.0, 384, seed=5)
     fast = analyze({"w": torch.from_numpy(weights).float()}, device="cpu").iloc[0]
     exact = analyze({"w": torch.from_numpy(weights).float()}, device="cpu",
-                    precision="float64").iloc[0]
-    assert fast["precision"] == "float32" and exact["precision"] == "float64"
+                    eig_dtype="float64").iloc[0]
+    assert fast["eig_dtype"] == "float32" and exact["eig_dtype"] == "float64"
     assert fast["n_tail"] == exact["n_tail"]
     assert fast["alpha"] == pytest.approx(exact["alpha"], abs=1e-4)
     assert fast["xmin"] == pytest.approx(exact["xmin"], rel=1e-4)
     assert fast["log_norm"] == pytest.approx(exact["log_norm"], abs=1e-6)
     # float64 weights keep float64 arithmetic under "auto".
-    assert analyze({"w": weights}, device="cpu").iloc[0]["precision"] == "float64"
+    assert analyze({"w": weights}, device="cpu").iloc[0]["eig_dtype"] == "float64"
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
@@ -200,11 +200,11 @@ def test_rank_collapse_is_found_in_either_precision(dtype):
     row = analyze({"w": torch.from_numpy(low_rank).to(dtype)}, device="cpu").iloc[0]
     assert row["rank_fraction"] == pytest.approx(0.2)
     assert row["phase"] == "rank-collapse"
-    assert row["precision"] == "float64"
+    assert row["eig_dtype"] == "float64"
 
 
-def test_bad_precision_is_a_config_error():
+def test_bad_eig_dtype_is_a_config_error():
     from memlab.errors import ConfigError
 
-    with pytest.raises(ConfigError, match="precision"):
-        analyze({"w": np.eye(20)}, precision="float16")
+    with pytest.raises(ConfigError, match="eig_dtype"):
+        analyze({"w": np.eye(20)}, eig_dtype="float16")

@@ -7,8 +7,6 @@ from pathlib import Path
 
 import pandas as pd
 
-from memlab.errors import ConfigError
-
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
@@ -43,9 +41,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--seed", type=int, default=0,
                         help="seed of the shuffles and bootstraps (default 0)")
     parser.add_argument("--device", default="auto", help="auto (GPU if any), cpu or cuda")
-    parser.add_argument("--precision", choices=["auto", "float32", "float64"], default="auto",
-                        help="arithmetic of the eigensolves: auto (float32 for ≤32-bit weights, "
-                             "float64 where float32 cannot resolve the result), or forced")
+    parser.add_argument("--eig-dtype", choices=["auto", "float32", "float64"], default="auto",
+                        help="dtype of the Gram matrices and eigensolves: auto (float32 for "
+                             "≤32-bit weights, float64 where float32 cannot resolve the "
+                             "result), or forced")
     parser.set_defaults(func=run_spectra)
 
     compare = subparsers.add_parser(
@@ -90,16 +89,20 @@ def _print(frame: pd.DataFrame) -> None:
 def run_spectra(args: argparse.Namespace) -> int:
     import numpy as np
 
+    from memlab import validate
     from memlab.io import atomic_save_table
     from memlab.measures.spectra import TABLE_COLUMNS, analyze_full
     from memlab.studies.spectra.figures import write_report
 
-    if args.out is not None and args.out.exists() and not args.out.is_dir():
-        raise ConfigError(f"--out {args.out} is a file; give a directory")
+    validate.seed(args.seed, "--seed")
+    validate.integer(args.bootstrap, "--bootstrap", minimum=20, maximum=100_000,
+                     fix="a 95% interval needs at least 20 resamples; 200 is the default")
+    if args.out is not None:
+        validate.output_dir(args.out)
     result = analyze_full(
         args.source, layers=args.layers, mp_fit=not args.no_mp_fit,
         randomize=not args.no_randomize, seed=args.seed, device=args.device,
-        reference=args.reference, fit=args.fit, precision=args.precision,
+        reference=args.reference, fit=args.fit, eig_dtype=args.eig_dtype,
         alternatives=not args.no_tests, uncertainty=args.uncertainty,
         n_bootstrap=args.bootstrap,
     )
@@ -153,13 +156,17 @@ def run_compare(args: argparse.Namespace) -> int:
 
 
 def run_study(args: argparse.Namespace) -> int:
+    from memlab import validate
     from memlab.studies.spectra import SpectraStudyConfig, run
     from memlab.studies.spectra.figures import plot_study
 
     config = SpectraStudyConfig.quick() if args.quick else SpectraStudyConfig.full()
-    changes = {"seed": args.seed}
+    changes = {"seed": validate.seed(args.seed, "--seed")}
     if args.models_per_config is not None:
-        changes["models_per_config"] = args.models_per_config
+        changes["models_per_config"] = validate.integer(
+            args.models_per_config, "--models-per-config", minimum=3, maximum=10_000,
+            fix="a Spearman interval needs at least 3 models per configuration")
+    validate.output_dir(args.out)
     config = config.replace(**changes)
     result = run(config, args.out)
     _print(result.tables["configurations"])

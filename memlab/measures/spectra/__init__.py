@@ -30,6 +30,7 @@ from memlab.measures.spectra.bootstrap import (
     TailUncertainty,
     batched_fit,
     fixed_xmin_uncertainty,
+    goodness_of_fit,
     tail_uncertainty,
 )
 from memlab.measures.spectra.compare import compare
@@ -67,7 +68,8 @@ __all__ = [
     "MarchenkoPasturFit", "PowerLawFit", "SpectraResult", "TailUncertainty", "analyze",
     "analyze_full", "batched_fit", "candidate_scan", "compare", "efficientnet_lite0_path",
     "fit_marchenko_pastur", "fit_power_law", "fit_truncated_power_law",
-    "fixed_xmin_uncertainty", "likelihood_ratio_tests", "load_weights", "matrix_eigenvalues",
+    "fixed_xmin_uncertainty", "goodness_of_fit", "likelihood_ratio_tests", "load_weights",
+    "matrix_eigenvalues",
     "minilm_path", "mp_edge", "natural_key", "population_layers", "population_spread",
     "resolve_device", "spearman_interval", "summarize", "svd_smooth", "tail_candidates",
     "tail_uncertainty", "verdict",

@@ -28,7 +28,7 @@ from memlab.errors import CheckpointError, ConfigError
 from memlab.measures.spectra.alternatives import likelihood_ratio_tests
 from memlab.measures.spectra.bootstrap import DEFAULT_BOOTSTRAP, DEFAULT_LEVEL, tail_uncertainty
 from memlab.measures.spectra.eigen import (
-    PRECISIONS,
+    EIG_DTYPES,
     compute_dtype,
     eigenvalue_resolution,
     ks_two_sample,
@@ -156,7 +156,7 @@ class Options:
     reference: bool = False
     fit: str = "power_law"
     max_eigenvalues: int = DEFAULT_MAX_EIGENVALUES_PER_MATRIX
-    precision: str = "auto"
+    eig_dtype: str = "auto"
     alternatives: bool = True
     uncertainty: bool = False
     n_bootstrap: int = DEFAULT_BOOTSTRAP
@@ -189,7 +189,7 @@ def analyze_layer(layer: LayerMatrix, device: torch.device, options: Options
     # Reference mode fits whatever WeightWatcher fits (≥ 8 eigenvalues); the default mode
     # does not fit below the minimum at which an interval can decide a phase.
     fit_tail = options.reference or num_evals >= MIN_EIGENVALUES_TO_FIT
-    dtype = compute_dtype(layer.weight.dtype, options.precision)
+    dtype = compute_dtype(layer.weight.dtype, options.eig_dtype)
     eigenvalues, rank_fraction, power_law = _spectrum_and_fit(
         slices, layer, device, dtype, options.reference, fit_tail)
     if dtype == torch.float32 and not _float32_is_enough(eigenvalues, rank_fraction,
@@ -197,7 +197,7 @@ def analyze_layer(layer: LayerMatrix, device: torch.device, options: Options
         dtype = torch.float64
         eigenvalues, rank_fraction, power_law = _spectrum_and_fit(
             slices, layer, device, dtype, options.reference, fit_tail)
-    row["precision"] = str(dtype).removeprefix("torch.")
+    row["eig_dtype"] = str(dtype).removeprefix("torch.")
     if power_law is None:  # NaN/inf weights make the Gram matrix non-finite
         row["reason"] = "weights contain NaN or inf; the checkpoint is corrupted or diverged"
         return row, None, None
@@ -377,7 +377,7 @@ def analyze_full(
     population: bool = False,
     max_eigenvalues: int = DEFAULT_MAX_EIGENVALUES_PER_MATRIX,
     keep_eigenvalues: bool = True,
-    precision: str = "auto",
+    eig_dtype: str = "auto",
     alternatives: bool = True,
     uncertainty: bool = False,
     n_bootstrap: int = DEFAULT_BOOTSTRAP,
@@ -389,12 +389,12 @@ def analyze_full(
     """
     if fit not in ("power_law", "truncated_power_law"):
         raise ConfigError(f"fit must be 'power_law' or 'truncated_power_law', got {fit!r}")
-    if precision not in PRECISIONS:
-        raise ConfigError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    if eig_dtype not in EIG_DTYPES:
+        raise ConfigError(f"eig_dtype must be one of {EIG_DTYPES}, got {eig_dtype!r}")
     if n_bootstrap < 20:
         raise ConfigError(f"n_bootstrap={n_bootstrap} is too few for a 95% interval; use ≥ 20")
     options = Options(mp_fit=mp_fit, randomize=randomize, seed=seed, reference=reference,
-                      fit=fit, max_eigenvalues=max_eigenvalues, precision=precision,
+                      fit=fit, max_eigenvalues=max_eigenvalues, eig_dtype=eig_dtype,
                       alternatives=alternatives, uncertainty=uncertainty,
                       n_bootstrap=n_bootstrap)
     start = time.perf_counter()
@@ -434,7 +434,7 @@ def analyze(
     fit: str = "power_law",
     population: bool = False,
     max_eigenvalues: int = DEFAULT_MAX_EIGENVALUES_PER_MATRIX,
-    precision: str = "auto",
+    eig_dtype: str = "auto",
     alternatives: bool = True,
     uncertainty: bool = False,
     n_bootstrap: int = DEFAULT_BOOTSTRAP,
@@ -449,7 +449,7 @@ def analyze(
     ``seed``). device: "auto" (GPU if any), "cpu" or "cuda". reference: WeightWatcher
     0.7.7's estimator and conv conventions. fit: "power_law" or "truncated_power_law"
     (adds tpl_alpha, tpl_lambda_cut). population: a mapping whose tensors have a leading
-    model axis. precision: "auto" (float32 arithmetic for ≤ 32-bit weights with a per-layer
+    model axis. eig_dtype: "auto" (float32 arithmetic for ≤ 32-bit weights with a per-layer
     float64 recomputation where float32 cannot resolve the result), "float32" or
     "float64". alternatives: likelihood-ratio tests against exponential, log-normal and
     truncated power law (cheap). uncertainty: bootstrap interval of α and x_min and the
@@ -460,7 +460,7 @@ def analyze(
     return analyze_full(model_or_path, layers=layers, mp_fit=mp_fit, randomize=randomize,
                         seed=seed, device=device, reference=reference, fit=fit,
                         population=population, max_eigenvalues=max_eigenvalues,
-                        keep_eigenvalues=False, precision=precision,
+                        keep_eigenvalues=False, eig_dtype=eig_dtype,
                         alternatives=alternatives, uncertainty=uncertainty,
                         n_bootstrap=n_bootstrap).table
 

@@ -35,7 +35,7 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
 # 32 bits or fewer (MKL/OpenBLAS float32 kernels are about twice as fast), float64 for
 # float64 weights. Layers whose results hinge on eigenvalues float32 cannot resolve are
 # recomputed in float64 (see _analyze_layer).
-PRECISIONS = ("auto", "float32", "float64")
+EIG_DTYPES = ("auto", "float32", "float64")
 # float32 eigenvalues of the Gram matrix carry an absolute error of a few eps32 · λ_max
 # (measured on all-MiniLM-L6-v2: at most 22 eps32 · λ_max for M = 384). memlab takes
 # M · eps · λ_max as the resolution: a conservative bound (17× the largest error measured).
@@ -44,11 +44,11 @@ PRECISIONS = ("auto", "float32", "float64")
 FLOAT32_XMIN_MARGIN = 100.0
 
 
-def compute_dtype(weight_dtype: torch.dtype, precision: str) -> torch.dtype:
+def compute_dtype(weight_dtype: torch.dtype, eig_dtype: str) -> torch.dtype:
     """The dtype the Gram matrix and its eigenvalues are computed in."""
-    if precision not in PRECISIONS:
-        raise ConfigError(f"precision must be one of {PRECISIONS}, got {precision!r}")
-    if precision == "float64" or (precision == "auto" and weight_dtype == torch.float64):
+    if eig_dtype not in EIG_DTYPES:
+        raise ConfigError(f"eig_dtype must be one of {EIG_DTYPES}, got {eig_dtype!r}")
+    if eig_dtype == "float64" or (eig_dtype == "auto" and weight_dtype == torch.float64):
         return torch.float64
     return torch.float32
 

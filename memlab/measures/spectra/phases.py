@@ -114,7 +114,7 @@ def verdict(*, num_evals: int, alpha: float, sigma: float, fit_reason: str,
         text = f"{_BAND_WORDS[phase]}, α = {alpha:.2f} [{low:.2f}, {high:.2f}] ({how})"
     # Which alternatives the tail tests leave standing: "power law" alone only if the GOF
     # test (when run) keeps it and each alternative tested fits significantly worse.
-    standing = []
+    standing, undecided = [], []
     for name, words in (("lognormal", "a log-normal"), ("exponential", "an exponential")):
         result = tests.get(name)
         if result is None:
@@ -124,7 +124,10 @@ def verdict(*, num_evals: int, alpha: float, sigma: float, fit_reason: str,
             text += f"; {words} fits the tail better (p = {result[1]:.2g})"
         elif result[1] >= SIGNIFICANCE:
             standing.append(name)
-            text += f"; not distinguishable from {words} (p = {result[1]:.2f})"
+            undecided.append(f"{words} (p = {result[1]:.2f})")
+    if undecided:  # neither test rejects: say so, not "power law" by default
+        text += ("; the data cannot decide between a power law and "
+                 f"{' or '.join(undecided)}: neither is rejected")
     evidence = " or ".join(["power law", *[n.replace("lognormal", "log-normal")
                                            for n in standing]])
     if tests.get("lognormal") and tests["lognormal"][0] < 0 \

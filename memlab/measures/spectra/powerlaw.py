@@ -33,6 +33,7 @@ a sentinel such as −1.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -52,8 +53,10 @@ DEFAULT_MIN_TAIL_FRACTION = 0.02
 # a few percent wide and got α ≈ 77. e^(1/5) ≈ 1.22 is the span at which that floor reaches
 # 6, the random-like threshold (memlab.measures.spectra.phases.ALPHA_RANDOM_LIKE).
 DEFAULT_MIN_TAIL_SPAN = math.exp(1 / 5)
-# Elements per block of the (candidates × tail points) KS matrix: bounds memory to ~100 MB.
-_BLOCK_ELEMENTS = 1 << 22
+# Elements per block of the (candidates × tail points) KS matrix: ~1 MB of float64, so a
+# block's passes run in cache. Spectra up to _MAX_CACHED_N keep their KS targets cached.
+_CACHE_ELEMENTS = 1 << 17
+_MAX_CACHED_N = 1024
 
 
 @dataclass(frozen=True)
@@ -117,33 +120,49 @@ def candidate_scan(
     # Torch rather than NumPy: its exp is about twice as fast on one CPU thread, and the
     # same code runs on a GPU. float64 throughout, so results match the loop to ~1e-15.
     log_x_t = torch.as_tensor(log_x, device=device)
-    alphas_t = torch.as_tensor(alphas, device=device)
-    n_tail_t = torch.as_tensor(n_tail, device=device)
-    # Each block computes columns j ≥ its first candidate only; ~8 blocks at least, so
-    # that little of the (mostly empty) lower triangle j < i is computed.
-    block = max(16, min(_BLOCK_ELEMENTS // max(n, 1), math.ceil(n / 8)))
+    exponent = torch.as_tensor(1.0 - alphas, device=device)
+    # Blocks of candidates small enough to stay in cache (~1 MB); each block computes
+    # columns j ≥ its first candidate only, so little of the empty triangle j < i is done.
+    block = max(16, _CACHE_ELEMENTS // max(n, 1))
     for start in range(0, rows_all.size, block):
         rows = torch.as_tensor(rows_all[start : start + block], device=device)
         first = int(rows[0])  # only columns j ≥ the smallest candidate can be in a tail
-        cols = torch.arange(first, n, device=device, dtype=torch.float64)
-        # Columns j < i are not in candidate i's tail. Rather than mask them (masked_fill
-        # costs ten elementwise passes on one CPU thread), give them k = 0 and
-        # ln(λ_j/x_min) = 0: their gap then equals the one at j = i (0 one-sided, 1/n
-        # two-sided), which is in the maximum anyway.
-        rank_in_tail = (cols[None, :] - rows[:, None].to(torch.float64)).clamp_min_(0.0)
-        log_ratio = (log_x_t[None, first:] - log_x_t[rows][:, None]).clamp_min_(0.0)
-        # Fitted CDF 1 − (λ_j/x_min)^(1−α), in place: (candidates, columns) float64.
-        fitted_cdf = torch.exp(log_ratio.mul_((1.0 - alphas_t[rows])[:, None])).neg_().add_(1.0)
-        inverse_tail = 1.0 / n_tail_t[rows]
+        targets = _cdf_targets(n, rows, first, two_sided_ks, device)
+        # (λ_j/x_min)^(1−α) = 1 − F_fit(λ_j). Columns j < i get ln(λ_j/x_min) = 0 (clamp),
+        # hence 1 − F = 1, and a target that makes their gap the one at j = i, already in
+        # the maximum: no mask needed (masked_fill costs ten passes on one CPU thread).
+        survival = (log_x_t[None, first:] - log_x_t[rows][:, None]).clamp_min_(0.0)
+        survival = survival.mul_(exponent[rows][:, None]).exp_()
+        worst = survival.sub_(targets).abs_().amax(dim=1)
         if two_sided_ks:
-            # max(|F − k/n|, |F − (k+1)/n|) = |F − (k + ½)/n| + ½/n: one pass, not two.
-            steps = rank_in_tail.add_(0.5).mul_(inverse_tail[:, None])
-            worst = fitted_cdf.sub_(steps).abs_().amax(dim=1) + 0.5 * inverse_tail
-        else:
-            steps = rank_in_tail.mul_(inverse_tail[:, None])
-            worst = fitted_cdf.sub_(steps).abs_().amax(dim=1)
+            worst += 0.5 / torch.as_tensor(n_tail, device=device)[rows]
         distances[rows.cpu().numpy()] = worst.cpu().numpy()
     return alphas, distances
+
+
+def _cdf_targets(n: int, rows: torch.Tensor, first: int, two_sided: bool,
+                 device: str | torch.device) -> torch.Tensor:
+    """(len(rows), n − first) float64: for candidate x_min = λ_i (i in ``rows``) and column
+    j ≥ ``first``, 1 − (k + c)/n_tail with k = max(j − i, 0) the rank of λ_j in the tail,
+    n_tail = n − i, and c = ½ for the two-sided KS distance (max(|F − k/n|, |F − (k+1)/n|)
+    = |F − (k + ½)/n| + ½/n: one pass, not two) or 0 for WeightWatcher's one-sided one.
+    It depends on n only: small spectra reuse one cached (n − 1, n) matrix."""
+    if n <= _MAX_CACHED_N:  # ≤ 8 MB each
+        return _cdf_target_matrix(n, two_sided, str(device))[rows, first:]
+    return _targets(rows.to(torch.float64), first, n, two_sided, device)
+
+
+def _targets(i: torch.Tensor, first: int, n: int, two_sided: bool,
+             device: str | torch.device) -> torch.Tensor:
+    j = torch.arange(first, n, device=device, dtype=torch.float64)
+    k = (j[None, :] - i[:, None]).clamp_min_(0.0)
+    return k.add_(0.5 if two_sided else 0.0).div_((n - i)[:, None]).neg_().add_(1.0)
+
+
+@functools.lru_cache(maxsize=4)
+def _cdf_target_matrix(n: int, two_sided: bool, device: str) -> torch.Tensor:
+    rows = torch.arange(n - 1, device=device, dtype=torch.float64)
+    return _targets(rows, 0, n, two_sided, device)
 
 
 def _reference_small_n(x: np.ndarray) -> PowerLawFit:

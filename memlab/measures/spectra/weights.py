@@ -52,6 +52,16 @@ class LayerMatrix:
     groups: int = 1
     model: int | None = None
 
+    def __post_init__(self) -> None:
+        if self.weight.layout != torch.strided:
+            raise CheckpointError(
+                f"{self.name} is a sparse tensor ({self.weight.layout}); memlab analyzes dense "
+                "weights: save it with tensor.to_dense()")
+        if self.weight.numel() == 0:
+            raise CheckpointError(
+                f"{self.name} has zero size (shape {tuple(self.weight.shape)}): no weights to "
+                "analyze; the checkpoint is empty or was saved before the model was built")
+
     @property
     def shape(self) -> tuple[int, ...]:
         return tuple(self.weight.shape)
@@ -232,6 +242,7 @@ def _read_checkpoint(path: Path) -> dict[str, torch.Tensor]:
         from safetensors import SafetensorError
         from safetensors.torch import load_file
 
+        check_safetensors_header(path)
         try:
             return load_file(str(path), device="cpu")
         except (SafetensorError, OSError, ValueError) as error:
@@ -253,6 +264,61 @@ def _read_checkpoint(path: Path) -> dict[str, torch.Tensor]:
         raise CheckpointError(f"{path} holds a {type(loaded).__name__}, not a state dict; "
                               "save model.state_dict() instead of the model object")
     return {k: v for k, v in loaded.items() if isinstance(v, torch.Tensor)}
+
+
+# Bytes per element of the safetensors dtypes memlab can analyze (others are refused).
+_SAFETENSORS_BYTES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "F8_E4M3": 1, "F8_E5M2": 1,
+                      "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1, "BOOL": 1}
+_MAX_HEADER_BYTES = 100 * 2**20  # safetensors' own limit
+
+
+def check_safetensors_header(path: Path) -> None:
+    """Check a .safetensors header against the file before anything is loaded: every
+    declared tensor must fit in the file and its byte range must match dtype × shape. A
+    6.4 GB tensor declared in a 1 kB file is refused from the header (a few kB read), not
+    after an allocation."""
+    import json
+    import struct
+
+    size = path.stat().st_size
+    with path.open("rb") as handle:
+        first = handle.read(8)
+        if len(first) < 8:
+            raise CheckpointError(f"{path} is {size} bytes, too short for a safetensors file; "
+                                  "it is truncated or not a safetensors file")
+        (length,) = struct.unpack("<Q", first)
+        if length > min(_MAX_HEADER_BYTES, size - 8):
+            raise CheckpointError(f"{path} declares a {length}-byte header in a {size}-byte "
+                                  "file; it is truncated or not a safetensors file")
+        try:
+            header = json.loads(handle.read(length))
+        except (UnicodeDecodeError, ValueError) as error:
+            raise CheckpointError(f"{path} has an unreadable safetensors header ({error}); "
+                                  "re-export it with safetensors.torch.save_file") from error
+    if not isinstance(header, dict):
+        raise CheckpointError(f"{path}: its safetensors header is not a JSON object")
+    data_bytes = size - 8 - length
+    for name, entry in header.items():
+        if name == "__metadata__":
+            continue
+        try:
+            dtype, shape = entry["dtype"], [int(d) for d in entry["shape"]]
+            start, end = (int(o) for o in entry["data_offsets"])
+        except (KeyError, TypeError, ValueError) as error:
+            raise CheckpointError(f"{path}: tensor {name!r} has a malformed header entry "
+                                  f"({error!r}); re-export the file") from error
+        if end > data_bytes or not 0 <= start <= end:
+            raise CheckpointError(
+                f"{path}: tensor {name!r} declares bytes {start}–{end} ({end - start:,} bytes) "
+                f"but the file holds only {data_bytes:,} bytes of data: the file is truncated "
+                "or its header is corrupt")
+        if dtype in _SAFETENSORS_BYTES and min(shape, default=1) >= 0:
+            expected = _SAFETENSORS_BYTES[dtype] * int(np.prod(shape, dtype=np.float64))
+            if expected != end - start:
+                raise CheckpointError(
+                    f"{path}: tensor {name!r} declares shape {shape} of {dtype} "
+                    f"({expected:,} bytes) in a {end - start:,}-byte range; the header is "
+                    "corrupt; re-export the file")
 
 
 def minilm_path() -> Path:
