@@ -4,7 +4,8 @@
       trained one after another (what a user writes by hand);
   (b) engine, chunk of 1: memlab's LM chunk trainer (vmap over functional_call) one model at
       a time: the cost of the machinery alone;
-  (c) engine, chunk of K: the K models trained together as one stacked model.
+  (c) engine, chunk of K: the K models trained together as one stacked model, in float32
+      and with ``compute_dtype="bfloat16"`` (autocast: bfloat16 products, float32 masters).
 
 All train the same models (synthetic corpus, 25% subsets, batch 32 documents, Adam) on one
 thread, training only (no evaluation). Rounds are interleaved (a, b, c, a, b, c, ...) so a
@@ -18,6 +19,7 @@ busy machine slows all three alike; the median of each is reported, in tokens pe
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import statistics
@@ -26,6 +28,7 @@ import time
 import numpy as np
 import torch
 
+from memlab.data.text import synthetic_corpus
 from memlab.models.lm import build_lm
 from memlab.population.config import (
     STREAM_SHUFFLE,
@@ -33,10 +36,9 @@ from memlab.population.config import (
     membership_mask,
     model_rng,
 )
-from memlab.population.engine import train_chunk
+from memlab.population.engine import cpu_flags, native_bfloat16, train_chunk
 from memlab.population.modelspec import ModelSpec
 from memlab.population.task import TASKS, token_loss
-from memlab.data.text import synthetic_corpus
 
 
 def loop_train(documents, config: PopulationConfig, models: range) -> None:
@@ -75,6 +77,16 @@ def engine_train(documents, config: PopulationConfig, models: range, chunk: int)
                     membership_mask(config, documents.n_train, block))
 
 
+def cpu_model() -> str:
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return "unknown CPU"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--models", type=int, default=16)
@@ -87,18 +99,25 @@ def main() -> None:
     models = range(args.models)
     results = {"models": args.models, "epochs": args.epochs, "rounds": args.rounds,
                "batch_size": args.batch_size,
-               "load_average_before": os.getloadavg()[0], "cpu_count": os.cpu_count()}
+               "load_average_before": os.getloadavg()[0], "cpu_count": os.cpu_count(),
+               "torch": torch.__version__, "threads": torch.get_num_threads(),
+               "isa": sorted(cpu_flags() & {"avx2", "avx512f", "avx512_bf16", "amx_bf16"}),
+               "native_bfloat16": native_bfloat16("cpu"), "cpu": cpu_model()}
+    print(json.dumps(results), flush=True)
     for name, kwargs in (("transformer", {}), ("mlp", {})):
         config = PopulationConfig(model=name, model_kwargs=kwargs, n_models=args.models,
                                   subset_fraction=0.25, epochs=args.epochs,
                                   batch_size=args.batch_size,
                                   optimizer="adam", lr=3e-3, momentum=0.0)
+        bf16_config = dataclasses.replace(config, compute_dtype="bfloat16")
         mask = membership_mask(config, documents.n_train)
         tokens = int((mask * documents.lengths_train).sum()) * args.epochs
         ways = {"loop": lambda c=config: loop_train(documents, c, models),
                 "engine_chunk_1": lambda c=config: engine_train(documents, c, models, 1),
                 f"engine_chunk_{args.models}":
-                    lambda c=config: engine_train(documents, c, models, args.models)}
+                    lambda c=config: engine_train(documents, c, models, args.models),
+                f"engine_chunk_{args.models}_bf16":
+                    lambda c=bf16_config: engine_train(documents, c, models, args.models)}
         times: dict[str, list[float]] = {way: [] for way in ways}
         for _ in range(args.rounds):
             for way, train in ways.items():
@@ -113,6 +132,8 @@ def main() -> None:
                                      2),
             "speedup_vs_chunk_1": round(medians["engine_chunk_1"]
                                         / medians[f"engine_chunk_{args.models}"], 2),
+            "bf16_speedup_vs_loop": round(medians["loop"]
+                                          / medians[f"engine_chunk_{args.models}_bf16"], 2),
         }
         print(name, json.dumps(results[name]), flush=True)
     results["load_average_after"] = os.getloadavg()[0]

@@ -5,15 +5,18 @@
   (b) the same loop tuned: one thread per process, batches by index (no DataLoader),
       the models split over one process per core;
   (c) memlab's engine: chunks of models trained as one stacked model, one single-thread
-      worker per core, every record written to a run directory.
+      worker per core, every record written to a run directory; in float32 and (c-bf16)
+      with ``compute_dtype="bfloat16"`` (bfloat16 products, float32 master weights).
 
 All three train MNIST-1D models on 50% subsets with batch 128 and SGD+momentum. Rounds are
 interleaved (a, b, c, a, b, c, ...) so that a busy machine slows all three alike; the
-median of each is reported, with the fp32 GEMM peak of both cores measured in the same run.
+median of each is reported, with the fp32 and bf16 GEMM peaks of all cores measured in the
+same run.
 
     python benchmarks/population.py              # MLP 40-100-100-10 and the 1-D CNN
     python benchmarks/population.py --full       # plus 2,000 MLPs x 30 epochs, timed
     python benchmarks/population.py --memory     # peak memory against the number of models
+    python benchmarks/population.py --agreement  # bfloat16 vs float32 memorization scores
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ from memlab.data import load
 from memlab.models import MODELS, build_model
 from memlab.population import train_population
 from memlab.population.config import PopulationConfig, membership_mask
+from memlab.population.engine import resolve_compute_dtype
 from memlab.population.plan import flops_per_example_step
 
 SUBSET, BATCH, LR = 0.5, 128, 0.05
@@ -123,9 +127,9 @@ def loop_tuned(dataset, config: PopulationConfig, n_processes: int) -> None:
 # ------------------------------------------------------------------ GEMM peak
 
 
-def _gemm_worker(seconds: float) -> float:
+def _gemm_worker(seconds: float, dtype: torch.dtype = torch.float32) -> float:
     torch.set_num_threads(1)
-    a, b = torch.randn(2048, 2048), torch.randn(2048, 2048)
+    a, b = torch.randn(2048, 2048, dtype=dtype), torch.randn(2048, 2048, dtype=dtype)
     a @ b
     count, started = 0, time.perf_counter()
     while time.perf_counter() - started < seconds:
@@ -134,10 +138,11 @@ def _gemm_worker(seconds: float) -> float:
     return 2 * 2048**3 * count / (time.perf_counter() - started) / 1e9
 
 
-def gemm_peak(n_processes: int, seconds: float = 3.0) -> float:
-    """Aggregate fp32 GEMM GFLOP/s of n single-thread processes running at once."""
+def gemm_peak(n_processes: int, seconds: float = 3.0, dtype: torch.dtype = torch.float32
+              ) -> float:
+    """Aggregate 2048^2 GEMM GFLOP/s of n single-thread processes running at once."""
     with multiprocessing.get_context("spawn").Pool(n_processes) as pool:
-        return sum(pool.map(_gemm_worker, [seconds] * n_processes))
+        return sum(pool.starmap(_gemm_worker, [(seconds, dtype)] * n_processes))
 
 
 # ------------------------------------------------------------------ driver
@@ -186,12 +191,13 @@ def compare(dataset, model: str, model_kwargs: dict, epochs: int, n_engine: int,
         return PopulationConfig(model=model, model_kwargs=model_kwargs, n_models=n_models,
                                 subset_fraction=SUBSET, epochs=epochs, batch_size=BATCH, lr=LR)
 
-    def engine():
+    def engine(compute_dtype: str = "float32"):
         with tempfile.TemporaryDirectory() as out:
             train_population(dataset, model=model, model_kwargs=model_kwargs, n_models=n_engine,
                              subset_fraction=SUBSET, epochs=epochs, batch_size=BATCH, lr=LR,
                              chunk_size=chunk_size, out=os.path.join(out, "run"),
-                             n_workers=workers, progress=False, save_weights=False)
+                             n_workers=workers, progress=False, save_weights=False,
+                             compute_dtype=compute_dtype)
 
     runs = {
         "(a) per-model loop, DataLoader, default threads":
@@ -199,21 +205,26 @@ def compare(dataset, model: str, model_kwargs: dict, epochs: int, n_engine: int,
         "(b) tuned loop, 1 thread x 1 process per core":
             (n_tuned, lambda: loop_tuned(dataset, config(n_tuned), workers)),
         "(c) memlab engine": (n_engine, engine),
+        "(c-bf16) memlab engine, compute_dtype=bfloat16":
+            (n_engine, lambda: engine("bfloat16")),
     }
     if baseline and not model.startswith("bench_"):
         runs["(c0) memlab engine of " + os.path.basename(baseline.rstrip("/"))] = (
             n_engine, lambda: baseline_engine(baseline, model, n_engine, epochs, chunk_size,
                                               workers))
     rates: dict[str, list[float]] = {name: [] for name in runs}
-    peaks = []
+    peaks, peaks_bf16, loads = [], [], []
     for _ in range(rounds):
+        loads.append(os.getloadavg()[0])
         peaks.append(gemm_peak(workers))  # in every round: the machine's load drifts
+        peaks_bf16.append(gemm_peak(workers, dtype=torch.bfloat16))
         for name, (n_models, fn) in runs.items():
             seconds = fn() if name.startswith("(c0)") else timed(fn)
             rates[name].append(n_models * epochs * subset / seconds)
     median = {name: statistics.median(values) for name, values in rates.items()}
     return {"flops_per_example_step": flops, "rates": median,
-            "gemm_peak": statistics.median(peaks)}
+            "gemm_peak": statistics.median(peaks), "gemm_peak_bf16": statistics.median(peaks_bf16),
+            "load_averages": loads}
 
 
 def memory_probe(n_models: int, chunk_size: int) -> None:
@@ -241,6 +252,49 @@ def memory_table(chunk_sizes: list[int], model_counts: list[int]) -> None:
                   f"{peak['worker_mb']:>11.0f}")
 
 
+# ------------------------------------------------------------------ precision agreement
+
+
+AGREEMENT = {  # dataset -> settings long enough for the planted noisy labels to be memorized
+    "mnist1d": dict(model_kwargs={"hidden": [100, 100]}, epochs=30, batch_size=64, lr=0.05),
+    "digits": dict(model_kwargs={"hidden": [128]}, epochs=30, batch_size=32, lr=0.1),
+}
+
+
+def precision_agreement(name: str, n_models: int, workers: int) -> dict:
+    """Memorization scores of a bfloat16 and a float32 population with the same seeds, and
+    of a float32 population with another seed (the yardstick: two independent estimates),
+    on the dataset with 10% planted label noise."""
+    from memlab.measures.memorization import detection_auroc, memorization, spearman
+
+    dataset = load(name).with_label_noise(0.1, seed=0)
+    noisy = np.zeros(dataset.n_train, bool)
+    noisy[dataset.corruption["label_noise"]["indices"]] = True
+    frames, seconds = {}, {}
+    with tempfile.TemporaryDirectory() as out:
+        for key, extra in (("fp32", {}), ("bf16", {"compute_dtype": "bfloat16"}),
+                           ("fp32_seed1", {"seed": 1})):
+            started = time.perf_counter()
+            run = train_population(dataset, model="mlp", n_models=n_models, subset_fraction=0.5,
+                                   out=os.path.join(out, key), n_workers=workers,
+                                   progress=False, save_weights=False,
+                                   **AGREEMENT[name], **extra)
+            seconds[key] = time.perf_counter() - started
+            frames[key] = memorization(run)
+
+    def compare(a, b):
+        mem_a, mem_b = frames[a]["mem"].to_numpy(), frames[b]["mem"].to_numpy()
+        se = np.median(np.r_[frames[a]["se"].to_numpy(), frames[b]["se"].to_numpy()])
+        return {"mean_abs_delta_over_median_se": float(np.nanmean(np.abs(mem_a - mem_b)) / se),
+                "spearman": spearman(mem_a, mem_b), "median_se": float(se)}
+
+    return {"dataset": name, "n_models": n_models, **AGREEMENT[name],
+            "bf16_vs_fp32": compare("fp32", "bf16"), "seed_vs_seed": compare("fp32", "fp32_seed1"),
+            "auroc": {key: detection_auroc(frame["mem"].to_numpy(), noisy)
+                      for key, frame in frames.items()},
+            "seconds": seconds, "load_average": os.getloadavg()[0]}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rounds", type=int, default=3)
@@ -251,6 +305,9 @@ def main() -> None:
     parser.add_argument("--memory", action="store_true",
                         help="only measure peak memory against chunk size and model count")
     parser.add_argument("--memory-probe", nargs=2, type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--agreement", action="store_true",
+                        help="only measure bfloat16 vs float32 memorization agreement")
+    parser.add_argument("--agreement-models", type=int, default=128)
     parser.add_argument("--only", default=None, help="only the settings whose title has this")
     parser.add_argument("--baseline", default=None, metavar="CHECKOUT",
                         help="also time the engine of another checkout (e.g. a git worktree "
@@ -260,12 +317,19 @@ def main() -> None:
         return memory_probe(*args.memory_probe)
     if args.memory:
         return memory_table([16, 64], [128, 2048])
+    if args.agreement:
+        print(f"CPU: {cpu_description()}; torch {torch.__version__}")
+        for name in AGREEMENT:
+            print(json.dumps(precision_agreement(name, args.agreement_models,
+                                                 os.cpu_count() or 1)), flush=True)
+        return None
     workers = os.cpu_count() or 1
     torch.set_num_threads(workers)  # (a) uses torch's default: all cores
     dataset = load("mnist1d")
     print(f"CPU: {cpu_description()}")
     print(f"load average before: {os.getloadavg()[0]:.2f}")
     print(f"machine: {workers} cores, torch {torch.__version__}, "
+          f"compute_dtype='auto' here: {resolve_compute_dtype('auto', 'cpu')}, "
           f"{torch.backends.cpu.get_cpu_capability()}; threads: (a) {workers}, (b)/(c) 1 per "
           f"process x {workers} processes")
     print()
@@ -280,6 +344,7 @@ def main() -> None:
     }
     if args.only:
         settings = {k: v for k, v in settings.items() if args.only.lower() in k.lower()}
+    tuned_mlp = None
     for title, setting in settings.items():
         result = compare(dataset, epochs=args.epochs, rounds=args.rounds,
                          chunk_size=args.chunk_size, workers=workers, baseline=args.baseline,
@@ -288,25 +353,39 @@ def main() -> None:
         engine_rate = rates["(c) memlab engine"]
         print(f"{title}: 50% subsets ({dataset.n_train // 2} examples), batch {BATCH}, "
               f"{args.epochs} epochs, median of {args.rounds} interleaved rounds")
+        bf16_rate = rates["(c-bf16) memlab engine, compute_dtype=bfloat16"]
+        if title.startswith("MLP"):
+            tuned_mlp = rates["(b) tuned loop, 1 thread x 1 process per core"]
+        print(f"  load average at each round: {result['load_averages']}")
         for name, rate in rates.items():
             print(f"  {name:50s} {rate / 1e6:8.3f} M model-example-steps/s"
-                  f"   engine is {engine_rate / rate:5.2f}x")
+                  f"   engine is {engine_rate / rate:5.2f}x, bf16 engine {bf16_rate / rate:5.2f}x")
         gflops = engine_rate * result["flops_per_example_step"] / 1e9
-        peak = result["gemm_peak"]
-        print(f"  fp32 GEMM peak, {workers} single-thread processes at once: {peak:.1f} GFLOP/s")
-        print(f"  engine: {gflops:.1f} GFLOP/s = {100 * gflops / peak:.0f}% of the GEMM peak "
-              f"({result['flops_per_example_step'] / 1e3:.0f} kFLOP per example-step, "
-              "process start-up and record writing included)\n")
+        gflops_bf16 = bf16_rate * result["flops_per_example_step"] / 1e9
+        peak, peak_bf16 = result["gemm_peak"], result["gemm_peak_bf16"]
+        print(f"  2048^2 GEMM peak, {workers} single-thread processes at once: fp32 {peak:.1f}, "
+              f"bf16 {peak_bf16:.1f} GFLOP/s")
+        print(f"  engine fp32: {gflops:.1f} GFLOP/s = {100 * gflops / peak:.0f}% of the fp32 peak; "
+              f"bf16: {gflops_bf16:.1f} GFLOP/s = {100 * gflops_bf16 / peak_bf16:.0f}% of the "
+              f"bf16 peak ({result['flops_per_example_step'] / 1e3:.0f} kFLOP per "
+              "example-step, process start-up and record writing included)\n")
 
     if args.full:
-        with tempfile.TemporaryDirectory() as out:
-            started = time.perf_counter()
-            train_population(dataset, n_models=2000, subset_fraction=SUBSET, epochs=30,
-                             batch_size=BATCH, lr=LR, chunk_size=args.chunk_size,
-                             out=os.path.join(out, "run"), n_workers=workers, progress=False)
-            seconds = time.perf_counter() - started
-        print(f"2,000 MLPs x 30 epochs (records and weights written): {seconds:.0f} s "
-              f"({seconds / 60:.2f} min)")
+        subset = PopulationConfig(subset_fraction=SUBSET).subset_size(dataset.n_train)
+        for compute_dtype in ("float32", "bfloat16"):
+            with tempfile.TemporaryDirectory() as out:
+                started = time.perf_counter()
+                train_population(dataset, n_models=2000, subset_fraction=SUBSET, epochs=30,
+                                 batch_size=BATCH, lr=LR, chunk_size=args.chunk_size,
+                                 out=os.path.join(out, "run"), n_workers=workers,
+                                 progress=False, compute_dtype=compute_dtype)
+                seconds = time.perf_counter() - started
+            rate = 2000 * 30 * subset / seconds
+            versus = (f", {rate / tuned_mlp:.2f}x the tuned loop (b) of this run"
+                      if tuned_mlp else "")
+            print(f"2,000 MLPs x 30 epochs, {compute_dtype} (records and weights written): "
+                  f"{seconds:.0f} s ({seconds / 60:.2f} min), {rate / 1e6:.3f} M "
+                  f"model-example-steps/s{versus}; load average {os.getloadavg()[0]:.2f}")
     print(f"load average after: {os.getloadavg()[0]:.2f}")
     sys.stdout.flush()
 

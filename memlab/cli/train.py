@@ -8,7 +8,7 @@ import json
 
 from memlab.data import load
 from memlab.errors import ConfigError
-from memlab.population.config import SCHEDULES, PopulationConfig
+from memlab.population.config import COMPUTE_DTYPES, SCHEDULES, PopulationConfig
 
 
 def add_population_arguments(parser: argparse.ArgumentParser, **defaults) -> None:
@@ -73,6 +73,11 @@ def add_population_arguments(parser: argparse.ArgumentParser, **defaults) -> Non
                        help="models trained together (memory grows with it), or 'auto': "
                             "32 on a CPU, as many as fit in a GPU's free memory")
     group.add_argument("--device", default="cpu", help="cpu | cuda")
+    group.add_argument("--compute-dtype", default="float32", metavar="DTYPE",
+                       help="precision of the training step's matrix products: float32 | "
+                            "bfloat16 (float32 master weights; fast with AVX512-BF16/AMX or a "
+                            "GPU) | float16 (GPUs without bfloat16, loss scaling) | auto (from "
+                            "the device's capabilities) (default: %(default)s)")
     group.add_argument("--workers", type=int, default=None,
                        help="CPU worker processes (default: one per core)")
     group.add_argument("--executor", default="local", choices=["local", "ray"],
@@ -100,6 +105,8 @@ def config_from_args(args: argparse.Namespace, dataset,
     from memlab.population.plan import suggest_chunk_size
 
     validate.population_options(args, device_available=device_available)
+    compute_dtype = validate.choice(getattr(args, "compute_dtype", "float32"),
+                                    "--compute-dtype", COMPUTE_DTYPES)
     model_kwargs = {}
     if args.hidden:
         try:
@@ -127,7 +134,8 @@ def config_from_args(args: argparse.Namespace, dataset,
         input_dropout=args.input_dropout, sweep=sweep, task=args.task,
         subsets="explicit" if args.membership else "random", seed=args.seed,
         record_epochs=args.record_epochs, save_weights=not args.no_weights,
-        chunk_size=32 if auto else args.chunk_size, compact_records=args.compact_records)
+        chunk_size=32 if auto else args.chunk_size, compact_records=args.compact_records,
+        compute_dtype=compute_dtype)
     if auto:
         config = dataclasses.replace(
             config, chunk_size=suggest_chunk_size(dataset, config, args.device))

@@ -21,6 +21,7 @@ OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("constant", "step", "cosine", "warmup_cosine", "warmup_linear", "onecycle")
 TASKS = ("classification", "binary", "language_model")
 INITS = ("seed", "pretrained")
+COMPUTE_DTYPES = ("float32", "bfloat16", "float16", "auto")
 
 # Stream identifiers: never reuse one for another purpose, or old runs stop resuming.
 STREAM_SUBSET, STREAM_INIT, STREAM_SHUFFLE, STREAM_DROPOUT, STREAM_AUGMENT = 0, 1, 2, 3, 4
@@ -76,6 +77,14 @@ class PopulationConfig:
         storage and resumption. Memory grows with it, not with n_models.
     compact_records: store correctness as bits and margins/losses as float16 (about 6
         instead of 11 bytes per model and example), for large runs.
+    compute_dtype: precision of the training step's matrix products and activations:
+        ``float32``; ``bfloat16`` (float32 master weights, optimizer state, loss and
+        softmax; fast on CPUs with AVX512-BF16 or AMX and on GPUs); ``float16`` (GPUs
+        without bfloat16, with loss scaling); ``auto`` (bfloat16 where the device has it
+        natively, else float32 on a CPU and float16 on a GPU; decided from the device's
+        reported capabilities, never from a timing; the run's manifest records the
+        resolved precision). Evaluation and records always use the float32 weights.
+        Changes results, so it is part of the recipe; the default keeps float32 bits.
     """
 
     model: str = "mlp"
@@ -109,6 +118,7 @@ class PopulationConfig:
     save_weights: bool = True
     chunk_size: int = 32
     compact_records: bool = False
+    compute_dtype: str = "float32"
 
     def __post_init__(self) -> None:
         for name in ("augment", "reinit"):
@@ -138,6 +148,9 @@ class PopulationConfig:
                               f"{', '.join(SCHEDULES)}")
         if self.task not in TASKS:
             raise ConfigError(f"unknown task {self.task!r}: choose one of {', '.join(TASKS)}")
+        if self.compute_dtype not in COMPUTE_DTYPES:
+            raise ConfigError(f"compute_dtype must be one of {', '.join(COMPUTE_DTYPES)}, got "
+                              f"{self.compute_dtype!r}")
         if self.init not in INITS:
             raise ConfigError(f"init must be one of {INITS}, got {self.init!r}")
         check_recipe_values(dataclasses.asdict(self))

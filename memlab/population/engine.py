@@ -24,8 +24,10 @@ k is the same bits in a chunk of 1 or 64, on any worker, after a resume.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -41,7 +43,7 @@ from memlab.population import recipe
 from memlab.population.callbacks import EpochRecords, TrainState, callback_epochs
 from memlab.population.config import STREAM_SHUFFLE, PopulationConfig, model_rng
 from memlab.population.modelspec import ModelSpec
-from memlab.population.stackable import use_stackable_convolutions
+from memlab.population.stackable import use_float32_norms, use_stackable_convolutions
 from memlab.population.task import ClassificationTask
 
 
@@ -53,11 +55,88 @@ class ChunkResult:
     weights: dict[str, np.ndarray] | None
     seconds: float
     model_example_steps: int
+    compute_dtype: str = "float32"  # the precision the step ran in ("auto" resolved)
 
 
-def uses_fast_path(template: torch.nn.Module, task: Any) -> bool:
+def uses_fast_path(template: torch.nn.Module, task: Any,
+                   dtype: torch.dtype = torch.float32) -> bool:
+    # float16 needs loss scaling, which the generic path's autograd step has
     return (type(task) is ClassificationTask and type(template) is MLP
-            and template.activation in ("relu", "linear") and template.dropout == 0)
+            and template.activation in ("relu", "linear") and template.dropout == 0
+            and dtype != torch.float16)
+
+
+# ------------------------------------------------------------------ precision
+
+
+def cpu_flags() -> set[str]:
+    """The ISA flags /proc/cpuinfo reports (empty where there is none, e.g. macOS)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+def native_bfloat16(device: str | torch.device = "cpu") -> bool:
+    """Whether the device multiplies bfloat16 matrices natively (so faster than float32):
+    a CUDA GPU that reports bfloat16 support (compute capability >= 8.0), a CPU with
+    AVX512-BF16 or AMX-BF16 (from /proc/cpuinfo, else torch's reported ISA level)."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported(including_emulation=False)
+    if device.type != "cpu":
+        return False
+    flags = cpu_flags()
+    if flags:
+        return bool(flags & {"avx512_bf16", "amx_bf16"})
+    return torch.backends.cpu.get_cpu_capability() == "AMX"
+
+
+def resolve_compute_dtype(name: str, device: str | torch.device = "cpu") -> torch.dtype:
+    """The torch dtype of ``PopulationConfig.compute_dtype`` on ``device``.
+
+    ``auto`` is decided from the device's reported capabilities only (never a timing, which
+    would make a run's results depend on the machine's load): bfloat16 where it is native,
+    else float16 on a GPU and float32 on a CPU. Warns when the requested precision will be
+    slower than float32 (bfloat16 or float16 on a CPU without native support)."""
+    device = torch.device(device)
+    if name == "auto":
+        if native_bfloat16(device):
+            return torch.bfloat16
+        return torch.float16 if device.type == "cuda" else torch.float32
+    dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16,
+             "float16": torch.float16}.get(name)
+    if dtype is None:
+        raise ConfigError(f"compute_dtype must be float32, bfloat16, float16 or auto, got "
+                          f"{name!r}")
+    if dtype == torch.bfloat16 and not native_bfloat16(device):
+        if device.type == "cuda":
+            raise ConfigError("this GPU has no native bfloat16 (compute capability < 8.0); "
+                              "use compute_dtype='float16' or 'auto'")
+        warnings.warn(f"compute_dtype='bfloat16' on a {device.type} without native bfloat16 "
+                      "(no AVX512-BF16 or AMX): it is emulated and slower than float32; "
+                      "use 'float32' or 'auto'", RuntimeWarning, stacklevel=2)
+    if dtype == torch.float16 and device.type == "cpu":
+        warnings.warn("compute_dtype='float16' on a CPU is emulated and slower than float32 "
+                      "(it is meant for GPUs without bfloat16); use 'float32' or 'auto'",
+                      RuntimeWarning, stacklevel=2)
+    return dtype
+
+
+def dtype_name(dtype: torch.dtype) -> str:
+    return str(dtype).removeprefix("torch.")
+
+
+def autocast(device: torch.device, dtype: torch.dtype):
+    """The mixed-precision context of a training step (a no-op in float32): matrix
+    products in ``dtype``, softmax, losses and reductions in float32 (autocast's lists)."""
+    if dtype == torch.float32:
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=dtype)
 
 
 ROW_ALIGN = 128  # floats per model row of a stacked parameter: a multiple of every SIMD width
@@ -104,9 +183,16 @@ class StackedParameters:
 
 
 class _MLPStep:
-    """One SGD step of K ReLU MLPs, forward and backward by hand (no autograd graph)."""
+    """One SGD step of K ReLU MLPs, forward and backward by hand (no autograd graph).
 
-    def __init__(self, stacked: StackedParameters, template: MLP, label_smoothing: float):
+    In bfloat16 the matrix products, hidden activations and their gradients are bfloat16
+    (each GEMM accumulates in float32 inside oneDNN / cuBLAS); the weights are rounded
+    from the float32 masters every step; logits, softmax, loss and every gradient handed
+    to the optimizer are float32.
+    """
+
+    def __init__(self, stacked: StackedParameters, template: MLP, label_smoothing: float,
+                 dtype: torch.dtype = torch.float32):
         # (the MLP fast path is used for built-in ReLU/linear MLPs without dropout only)
         n_layers = len(template.layers)
         params, grads = stacked.values, stacked.grads
@@ -116,15 +202,20 @@ class _MLPStep:
         self.bias_grads = [grads[f"layers.{i}.bias"] for i in range(n_layers)]
         self.relu = template.activation == "relu"
         self.label_smoothing = label_smoothing
+        self.dtype = dtype
 
     def __call__(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """x: (K, b, d) inputs, y: (K, b) labels. Writes every parameter's gradient and
         returns the (K,) mean training loss of the batch."""
-        activations = [x.transpose(1, 2)]  # (K, d, b): features first, batch contiguous
-        for weight, bias in zip(self.weights[:-1], self.biases[:-1]):
+        low = self.dtype != torch.float32
+        weights = [w.to(self.dtype) for w in self.weights] if low else self.weights
+        biases = [b.to(self.dtype) for b in self.biases] if low else self.biases
+        activations = [x.transpose(1, 2).to(self.dtype)]  # (K, d, b): batch contiguous
+        for weight, bias in zip(weights[:-1], biases[:-1]):
             hidden = torch.baddbmm(bias.unsqueeze(2), weight, activations[-1])
             activations.append(hidden.relu_() if self.relu else hidden)
-        logits = torch.baddbmm(self.biases[-1].unsqueeze(2), self.weights[-1], activations[-1])
+        logits = torch.baddbmm(biases[-1].unsqueeze(2), weights[-1], activations[-1])
+        logits = logits.float()  # (K, C, b): softmax and loss in float32
 
         batch = y.shape[1]
         log_probs = torch.log_softmax(logits, dim=1)  # (K, C, b); softmax over classes
@@ -140,32 +231,49 @@ class _MLPStep:
         grad.scatter_add_(1, y.unsqueeze(1), torch.full_like(true_log_prob, eps - 1).unsqueeze(1))
         grad.div_(batch)
 
-        for layer in range(len(self.weights) - 1, -1, -1):
+        for layer in range(len(weights) - 1, -1, -1):
             inputs = activations[layer]
-            self.weight_grads[layer].copy_(torch.bmm(grad, inputs.transpose(1, 2)))
-            self.bias_grads[layer].copy_(grad.sum(2))
+            # Bias gradients summed in float32; in float32 the products are written straight
+            # into the padded gradient rows (out=, no copy pass).
+            torch.sum(grad, 2, dtype=torch.float32, out=self.bias_grads[layer])
+            if low:
+                grad = grad.to(self.dtype)
+                self.weight_grads[layer].copy_(torch.bmm(grad, inputs.transpose(1, 2)))
+            else:
+                torch.bmm(grad, inputs.transpose(1, 2), out=self.weight_grads[layer])
             if layer > 0:
-                grad = torch.bmm(self.weights[layer].transpose(1, 2), grad)
+                grad = torch.bmm(weights[layer].transpose(1, 2), grad)
                 if self.relu:
                     grad = torch.ops.aten.threshold_backward(grad, inputs, 0.0)
         return loss
 
 
 class _GenericStep:
-    """One step of K copies of any nn.Module through ``stacked_forward``, autograd backward."""
+    """One step of K copies of any nn.Module through ``stacked_forward``, autograd backward.
+
+    In bfloat16/float16 the forward runs under autocast (matrix products and convolutions
+    in low precision, softmax and losses in float32; the gradients reach the float32
+    leaves in float32). float16 scales the loss (``scaler``) so small gradients survive.
+    """
 
     def __init__(self, stacked: StackedParameters, buffers: dict[str, torch.Tensor],
-                 template: torch.nn.Module, task: Any, label_smoothing: float):
+                 template: torch.nn.Module, task: Any, label_smoothing: float,
+                 device: torch.device | None = None, dtype: torch.dtype = torch.float32,
+                 scaler: Any = None):
         self.stacked, self.buffers = stacked, buffers
         self.forward = stacked_forward(template, train=True)
         self.task, self.label_smoothing = task, label_smoothing
+        self.device = device if device is not None else torch.device("cpu")
+        self.dtype, self.scaler = dtype, scaler
 
     def __call__(self, x: torch.Tensor, y: Any) -> torch.Tensor:
-        out = self.forward(self.stacked.tracked(), self.buffers, x)  # (K, b, ...)
-        losses = self.task.loss(out, y, self.label_smoothing)  # (K,)
+        with autocast(self.device, self.dtype):
+            out = self.forward(self.stacked.tracked(), self.buffers, x)  # (K, b, ...)
+            losses = self.task.loss(out.float(), y, self.label_smoothing)  # (K,)
         self.stacked.zero_grad()
         # Each model's mean loss; summing over models keeps their gradients separate.
-        losses.sum().backward()
+        total = losses.sum()
+        (self.scaler.scale(total) if self.scaler is not None else total).backward()
         return losses.detach()
 
 
@@ -192,6 +300,36 @@ def stacked_forward(template: torch.nn.Module, train: bool, shared_input: bool =
     return vmap(one_model, in_dims=in_dims, randomness="error")
 
 
+class _Im2col(torch.autograd.Function):
+    """Patches of K channel-major signals for a strided 1-D convolution, with a backward
+    of ``kernel`` strided additions (torch's unfold backward was a fifth of a CNN1d step).
+
+    x: (K, C, b, L) -> columns (K, C * kernel, b * L_out), rows ordered (channel, tap).
+    Each input gradient element sums its taps in the fixed order 0..kernel-1, whatever K.
+    """
+
+    @staticmethod
+    def forward(ctx, x, kernel: int, stride: int, padding: int):
+        n_models, channels, batch, length = x.shape
+        patches = F.pad(x, (padding, padding)).unfold(3, kernel, stride)  # (K, C, b, Lo, k)
+        ctx.shape, ctx.kernel, ctx.stride, ctx.padding = x.shape, kernel, stride, padding
+        ctx.out_length = patches.shape[3]
+        return patches.permute(0, 1, 4, 2, 3).reshape(n_models, channels * kernel,
+                                                      batch * patches.shape[3])
+
+    @staticmethod
+    def backward(ctx, grad):
+        n_models, channels, batch, length = ctx.shape
+        kernel, stride, padding, out_length = (ctx.kernel, ctx.stride, ctx.padding,
+                                               ctx.out_length)
+        grad = grad.view(n_models, channels, kernel, batch, out_length)
+        padded = grad.new_zeros(n_models, channels, batch, length + 2 * padding)
+        span = stride * (out_length - 1) + 1
+        for tap in range(kernel):
+            padded[..., tap:tap + span:stride] += grad[:, :, tap]
+        return padded[..., padding:padding + length], None, None, None
+
+
 def _stacked_conv1d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,
                     conv: torch.nn.Conv1d) -> torch.Tensor:
     """K convolutions at once as one batched matmul over im2col patches.
@@ -199,13 +337,10 @@ def _stacked_conv1d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,
     x: (K, C, b, L) channel-major; weight: (K, O, C, k); bias: (K, O) -> (K, O, b, L_out).
     """
     (kernel,), (stride,), (padding,) = conv.kernel_size, conv.stride, conv.padding
-    n_models, channels, batch, _ = x.shape
-    patches = F.pad(x, (padding, padding)).unfold(3, kernel, stride)  # (K, C, b, L_out, k)
-    length = patches.shape[3]
-    columns = patches.permute(0, 1, 4, 2, 3).reshape(n_models, channels * kernel,
-                                                     batch * length)
-    out = torch.baddbmm(bias.unsqueeze(2), weight.flatten(2), columns)  # (K, O, b * L_out)
-    return out.view(n_models, -1, batch, length)
+    n_models, _, batch, _ = x.shape
+    columns = _Im2col.apply(x, kernel, stride, padding)  # (K, C * k, b * L_out)
+    out = torch.baddbmm(bias.unsqueeze(2), weight.flatten(2), columns)  # (autocast: bf16)
+    return out.view(n_models, -1, batch, columns.shape[2] // batch)
 
 
 def _stacked_cnn1d(template: CNN1d, params: dict[str, torch.Tensor],
@@ -266,6 +401,8 @@ def train_chunk(task: Any, data: Any, config: PopulationConfig, spec: ModelSpec,
     state = initial_weights(spec, recipe_config, replicates, input_shape, n_outputs, device)
     dropout_keys = recipe.use_stream_dropout(template)
     use_stackable_convolutions(template)  # each model its own GEMMs: chunk-size invariant
+    if recipe_config.compute_dtype != "float32":
+        use_float32_norms(template)  # batch statistics in float32 under autocast
     buffer_names = {name for name, _ in template.named_buffers()}
     stacked = StackedParameters({n: t for n, t in state.items() if n not in buffer_names})
     params = stacked.values
@@ -276,9 +413,14 @@ def train_chunk(task: Any, data: Any, config: PopulationConfig, spec: ModelSpec,
     saved_buffers = [n for n in buffers if n not in dropout_keys]
 
     tensors = task.tensors(data, device)  # moved to the device once, for training and records
-    fast = uses_fast_path(template, task)
-    step = (_MLPStep(stacked, template, recipe_config.label_smoothing) if fast
-            else _GenericStep(stacked, buffers, template, task, recipe_config.label_smoothing))
+    dtype = resolve_compute_dtype(recipe_config.compute_dtype, device)
+    fast = uses_fast_path(template, task, dtype)
+    # float16 only: a dynamic loss scale (one per chunk; a step with an overflow in any
+    # model is skipped for the chunk, so float16 chunks are not chunk-size invariant).
+    scaler = torch.amp.GradScaler(device.type) if dtype == torch.float16 else None
+    step = (_MLPStep(stacked, template, recipe_config.label_smoothing, dtype) if fast
+            else _GenericStep(stacked, buffers, template, task, recipe_config.label_smoothing,
+                              device, dtype, scaler))
     optimizer = recipe.make_optimizer(stacked.leaves, recipe_config,
                                       model_dims={n: len(s) for n, s in stacked.shapes.items()})
     values_per_example = _values_per_example(template, task, data, input_shape)
@@ -327,10 +469,16 @@ def train_chunk(task: Any, data: Any, config: PopulationConfig, spec: ModelSpec,
             recipe.set_lr(optimizer, recipe_config, global_step, steps_per_epoch)
             recipe.set_dropout_step(template, global_step)
             batch_loss = step(x.flatten(2) if fast else x, y)
+            if scaler is not None:
+                scaler.unscale_(optimizer)  # clipping sees the true gradients
             if recipe_config.clip_grad_norm > 0:
                 recipe.clip_stacked_gradients(list(stacked.leaves.values()),
                                               recipe_config.clip_grad_norm)
-            optimizer.step()
+            if scaler is not None:
+                scaler.step(optimizer)
+                scaler.update()
+            else:
+                optimizer.step()
             global_step += 1
             loss_sum += batch_loss * index.shape[1]
         epoch_loss = (loss_sum / n_members).cpu()
@@ -360,7 +508,7 @@ def train_chunk(task: Any, data: Any, config: PopulationConfig, spec: ModelSpec,
         weights = {name: t.detach().cpu().numpy()
                    for name, t in {**params, **{n: buffers[n] for n in saved_buffers}}.items()}
     return ChunkResult(arrays, weights, time.perf_counter() - started,
-                       n_models * n_members * recipe_config.epochs)
+                       n_models * n_members * recipe_config.epochs, dtype_name(dtype))
 
 
 def _to_numpy(value: Any) -> np.ndarray:

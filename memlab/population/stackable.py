@@ -62,3 +62,38 @@ def use_stackable_convolutions(module: nn.Module) -> int:
         setattr(parent, attr, replacement)
         swapped += 1
     return swapped
+
+
+class _Float32Norm:
+    """Mixin: normalize in float32 when autocast hands the layer a low-precision input
+    (batch statistics in bfloat16 lose most of their digits, and CPU batch_norm refuses
+    bfloat16 inputs with float32 weights); the next layer casts back."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dtype in (torch.bfloat16, torch.float16):
+            with torch.autocast(x.device.type, enabled=False):
+                return super().forward(x.float())
+        return super().forward(x)
+
+
+_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.GroupNorm, nn.LayerNorm,
+          nn.InstanceNorm1d, nn.InstanceNorm2d)
+_FLOAT32_NORMS = {kind: type(f"Float32{kind.__name__}", (_Float32Norm, kind), {})
+                  for kind in _NORMS}
+
+
+def use_float32_norms(module: nn.Module) -> int:
+    """Swap (in place) every normalization layer for one that computes in float32 under
+    mixed precision (identical in float32); returns how many were swapped."""
+    swapped = 0
+    for name, child in list(module.named_modules()):
+        kind = _FLOAT32_NORMS.get(type(child))
+        if kind is None:
+            continue
+        replacement = kind.__new__(kind)
+        replacement.__dict__ = child.__dict__
+        parent_name, _, attr = name.rpartition(".")
+        parent = module.get_submodule(parent_name) if parent_name else module
+        setattr(parent, attr, replacement)
+        swapped += 1
+    return swapped
