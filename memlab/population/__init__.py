@@ -38,7 +38,7 @@ import torch
 from memlab import __version__, io
 from memlab.data import load
 from memlab.errors import ConfigError, RunError
-from memlab.population import recipe, store
+from memlab.population import engine, recipe, store
 from memlab.population.callbacks import describe_callback
 from memlab.population.config import PopulationConfig, membership_mask
 from memlab.population.executor import ChunkWork, Terminated, exit_on_signals, run_local
@@ -120,6 +120,9 @@ def train_population(
     if membership is None:
         config.subset_size(task.n_examples(dataset, "train"))
     _check_device(device)
+    # Resolved once, here: "auto" becomes what this device supports (from its flags, never
+    # a timing) and the slower-than-float32 warning is given once, not once per worker.
+    compute_dtype = engine.dtype_name(engine.resolve_compute_dtype(config.compute_dtype, device))
     if executor not in ("local", "ray"):
         raise ConfigError(f"executor must be 'local' or 'ray', got {executor!r}")
     n_workers = _check_workers(n_workers)
@@ -138,11 +141,27 @@ def train_population(
         lock, manifest = _open_or_create(run_dir, dataset, task, config, described,
                                          membership, callbacks, verifier)
         try:
+            _record_compute_dtype(run_dir, manifest, config, compute_dtype)
             _train_and_finalize(run_dir, manifest, dataset, task, config, work, device,
                                 n_workers, executor, ray_address, progress, verifier)
         finally:
             lock.release()
         return _open_verified(run_dir, verifier)
+
+
+def _record_compute_dtype(run_dir: Path, manifest: dict, config: PopulationConfig,
+                          resolved: str) -> None:
+    """The precision the run trains in, in the manifest; a run whose ``auto`` resolved to
+    another precision on another machine is not mixed with this one's chunks."""
+    before = manifest.get("compute_dtype_resolved")
+    pending = any(state != "done" for state in manifest["chunks"].values())
+    if before is not None and before != resolved and pending:
+        raise RunError(f"{run_dir} was trained with compute_dtype={config.compute_dtype!r} "
+                       f"resolved to {before} and this device resolves it to {resolved}; "
+                       f"resume on the same kind of device, or give compute_dtype={before!r}")
+    if before != resolved and (before is None or pending):
+        manifest["compute_dtype_resolved"] = resolved
+        store.write_manifest(run_dir, manifest)
 
 
 def _train_and_finalize(run_dir: Path, manifest: dict, dataset: Any, task: Any,
@@ -167,7 +186,8 @@ def _train_and_finalize(run_dir: Path, manifest: dict, dataset: Any, task: Any,
         manifest["status"] = "running"
         store.write_manifest(run_dir, manifest)
         tracker = _Progress(config, chunks, todo, enabled=progress,
-                            n_train=task.n_examples(dataset, "train"))
+                            n_train=task.n_examples(dataset, "train"),
+                            compute_dtype=manifest.get("compute_dtype_resolved", "float32"))
 
         def on_chunk(info: dict) -> None:
             manifest["chunks"][str(info["chunk"])] = "done"
@@ -659,7 +679,8 @@ def _concatenate(run_dir: Path, chunks: list[store.ChunkPlan], name: str, dtype:
 class _Progress:
     """A tqdm bar over model-epochs, with models done, examples/s and ETA."""
 
-    def __init__(self, config: PopulationConfig, chunks, todo, n_train: int, enabled: bool):
+    def __init__(self, config: PopulationConfig, chunks, todo, n_train: int, enabled: bool,
+                 compute_dtype: str = "float32"):
         from tqdm.auto import tqdm
 
         total = config.n_total * config.epochs
@@ -669,8 +690,10 @@ class _Progress:
                                          if config.subsets == "random" else n_train)
         self.started = time.perf_counter()
         self.model_epochs_trained = 0
+        chosen = " (auto)" if config.compute_dtype == "auto" else ""
         self.bar = tqdm(total=total, initial=done * config.epochs, unit="model-epoch",
-                        disable=not enabled, dynamic_ncols=True, desc="training")
+                        disable=not enabled, dynamic_ncols=True,
+                        desc=f"training in {compute_dtype}{chosen}")
         self.bar.set_postfix_str(f"models {done}/{config.n_models}")
 
     def epoch_done(self, n_models: int) -> None:
