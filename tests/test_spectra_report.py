@@ -18,7 +18,7 @@ import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
 from memlab.measures.spectra import analyze_full, population_layers  # noqa: E402
-from memlab.studies.spectra.figures import (  # noqa: E402
+from memlab.studies.spectra_study.figures import (  # noqa: E402
     layer_group,
     plot_alpha_by_depth,
     plot_alpha_vs_accuracy,
@@ -126,7 +126,7 @@ def test_population_report_renders_in_headless_chromium(population, tmp_path):
 
 @pytest.mark.slow
 def test_spectra_study_quick_is_resumable_with_intervals(tmp_path):
-    from memlab.studies.spectra import SpectraStudyConfig, run
+    from memlab.studies.spectra_study import SpectraStudyConfig, run
 
     config = SpectraStudyConfig.quick(knobs={"label_noise": [0.0, 1.0]},
                                       models_per_config=3, n_bootstrap=200,

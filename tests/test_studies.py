@@ -50,6 +50,14 @@ def _tiny(name: str, tmp):
             exponents=(1.0,), n_subpopulations=60, control_subpopulations=5, n_train=120,
             n_test=200, hidden=(16,), epochs=5, n_models=8, n_workers=1,
             knobs={"weight_decay": {"weight_decay": 3e-2}})
+    if name == "memorize":
+        import dataclasses
+
+        from memlab.studies.memorize import MemorizeConfig
+
+        quick = MemorizeConfig.quick()
+        return quick.replace(n_train=200, n_workers=1, population=dataclasses.replace(
+            quick.population, n_models=8, epochs=3))
     if name == "noise":
         from memlab.studies.noise import NoiseConfig
 
@@ -79,8 +87,8 @@ def _tiny(name: str, tmp):
             fit_datasets=("digits",), fit_n_train=100, fit_models=2, fit_epochs=2, fit_runs=2,
             stab_datasets=("digits",), stab_n_train=100, stab_models=16, stab_epochs=2,
             n_permutations=1, n_workers=1)
-    if name == "spectra":
-        from memlab.studies.spectra import SpectraStudyConfig
+    if name == "spectra_study":
+        from memlab.studies.spectra_study import SpectraStudyConfig
 
         return SpectraStudyConfig.quick(knobs={"label_noise": [0.0, 1.0]}, models_per_config=2,
                                         n_bootstrap=50, base={"hidden": 32, "batch_size": 64,
@@ -88,7 +96,8 @@ def _tiny(name: str, tmp):
     raise KeyError(name)
 
 
-STUDIES = ["audit", "attribute", "elasticity", "lesde", "longtail", "noise", "spectra"]
+STUDIES = ["audit", "attribute", "elasticity", "lesde", "longtail", "memorize", "noise",
+           "spectra_study"]
 
 
 @pytest.fixture(scope="module", params=STUDIES)

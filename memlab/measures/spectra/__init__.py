@@ -9,7 +9,7 @@ Modules, by concern: :mod:`.weights` (inputs → matrices, layer order, conv con
 goodness of fit), :mod:`.alternatives` (likelihood-ratio tests), :mod:`.mp`
 (Marchenko–Pastur), :mod:`.phases` (verdicts), :mod:`.analyze` (the per-layer table),
 :mod:`.compare` (base vs fine-tuned), :mod:`.smoothing` (SVD smoothing). Plots and reports
-are in :mod:`memlab.studies.spectra.figures`.
+are in :mod:`memlab.studies.spectra_study.figures`.
 """
 
 from memlab.measures.spectra.alternatives import LikelihoodRatio, likelihood_ratio_tests

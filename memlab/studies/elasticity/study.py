@@ -462,7 +462,6 @@ def run(config: ElasticityConfig, out: str | Path | None = None,
     saved = saved_result(out, STUDY, config)
     if saved is not None:
         return saved
-    import memlab.studies.elasticity  # noqa: F401  (registers the figures and the report)
 
     if config.run_dir is not None:
         result = _member_result(config)

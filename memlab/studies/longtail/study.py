@@ -398,7 +398,6 @@ def run(config: LongtailConfig, out: str | Path | None = None,
     saved = saved_result(out, STUDY, config)
     if saved is not None:
         return saved
-    import memlab.studies.longtail  # noqa: F401  (registers the figures and the report)
     from memlab.population import train_population
 
     started = time.perf_counter()

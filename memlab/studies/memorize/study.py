@@ -327,7 +327,6 @@ def run(config: MemorizeConfig, out: str | Path | None = None, progress: bool = 
     if saved is not None and (dataset is None or saved.summary.get("fingerprint")
                               == dataset.fingerprint()):
         return saved
-    import memlab.studies.memorize  # noqa: F401  (registers the figures and the report)
 
     p = config.population
     advice = mz.precision_advice(p.n_models, p.subset_fraction, config.target_se)

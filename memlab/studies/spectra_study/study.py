@@ -25,7 +25,7 @@ import pandas as pd
 from memlab.errors import ConfigError
 from memlab.studies.base import Result, StudyConfig, saved_result
 
-STUDY = "spectra-study"
+STUDY = "spectra_study"
 METRICS = ("alpha", "alpha_weighted", "log_norm", "log_spectral_norm", "stable_rank")
 
 
@@ -105,7 +105,6 @@ def run(config: SpectraStudyConfig, out: str | Path | None = None,
     saved = saved_result(out, STUDY, config)
     if saved is not None:
         return saved
-    import memlab.studies.spectra  # noqa: F401  (registers the figures and the report)
     from memlab.data import load
     from memlab.measures.spectra import analyze_full
     from memlab.population import train_population
