@@ -45,7 +45,7 @@ from memlab.measures.spectra import (  # noqa: E402
     tail_uncertainty,
     verdict,
 )
-from memlab.studies.spectra.figures import plot_layer_groups  # noqa: E402
+from memlab.studies.spectra_study.figures import plot_layer_groups  # noqa: E402
 
 torch.set_num_threads(1)
 FIGURES = Path(__file__).resolve().parents[1] / "docs" / "figures"

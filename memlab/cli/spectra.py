@@ -92,7 +92,7 @@ def run_spectra(args: argparse.Namespace) -> int:
     from memlab import validate
     from memlab.io import atomic_save_table
     from memlab.measures.spectra import TABLE_COLUMNS, analyze_full
-    from memlab.studies.spectra.figures import write_report
+    from memlab.studies.spectra_study.figures import write_report
 
     validate.seed(args.seed, "--seed")
     validate.integer(args.bootstrap, "--bootstrap", minimum=20, maximum=100_000,
@@ -157,8 +157,8 @@ def run_compare(args: argparse.Namespace) -> int:
 
 def run_study(args: argparse.Namespace) -> int:
     from memlab import validate
-    from memlab.studies.spectra import SpectraStudyConfig, run
-    from memlab.studies.spectra.figures import plot_study
+    from memlab.studies.spectra_study import SpectraStudyConfig, run
+    from memlab.studies.spectra_study.figures import plot_study
 
     config = SpectraStudyConfig.quick() if args.quick else SpectraStudyConfig.full()
     changes = {"seed": validate.seed(args.seed, "--seed")}
