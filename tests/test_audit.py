@@ -130,7 +130,7 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
 
 def test_language_model_run_is_audited_from_document_losses(tmp_path):
     from memlab.data.text import synthetic_corpus
-    from memlab.lm import train_lm_population
+    from memlab.studies.lm_memorize import train_lm_population
 
     documents = synthetic_corpus(n_template=16, n_unique=10, duplicates={3: 2},
                                  n_test_template=4, n_test_unique=3, n_test_near=3,

@@ -1,12 +1,12 @@
-"""Language-model populations: estimator, stacked training, resumption (memlab.lm)."""
+"""Language-model populations and the lm_memorize study: stacked training, resumption, the
+planted answers of the estimator and of the simplicity-shape test."""
 
 import numpy as np
 import pytest
 import torch
 
 from memlab.data.text import synthetic_corpus
-from memlab.lm import lm_documents, open_lm_run, train_lm_population
-from memlab.lm.models import build_lm
+from memlab.models.lm import build_lm
 from memlab.population import executor
 from memlab.population.config import (
     STREAM_SHUFFLE,
@@ -15,6 +15,15 @@ from memlab.population.config import (
     model_rng,
 )
 from memlab.population.task import token_loss
+from memlab.studies.lm_memorize import (
+    LMMemorizeConfig,
+    lm_documents,
+    open_lm_run,
+    simplicity_shape,
+    train_lm_population,
+)
+from memlab.studies.lm_memorize import run as lm_study
+from memlab.studies.lm_memorize import study as lm_module
 from tests.conftest import chunk_of, initial_state
 
 TINY_TRANSFORMER = dict(model="transformer", model_kwargs={"d_model": 16, "n_layers": 1,
@@ -152,8 +161,13 @@ def test_interrupted_run_resumes_to_identical_records(tmp_path, monkeypatch):
         np.testing.assert_array_equal(resumed.weights()[name], array)
     run, docs = open_lm_run(tmp_path / "resumed")
     assert docs.fingerprint() == documents.fingerprint() == lm_documents(run).fingerprint()
-    table = run.models_table()
-    assert table.train_acc_in.between(0, 1).all() and table.test_acc.between(0, 1).all()
+    # The models table is the records summarized: each model's mean accuracy on its own
+    # documents, on the others and on the validation set, recomputed here by hand.
+    table, acc, mask = run.models_table(), run.records("train_acc"), run.membership_mask
+    for k in range(run.n_models):
+        assert table.train_acc_in[k] == pytest.approx(acc[k, mask[k]].mean(), abs=1e-6)
+        assert table.train_acc_out[k] == pytest.approx(acc[k, ~mask[k]].mean(), abs=1e-6)
+        assert table.test_acc[k] == pytest.approx(run.records("test_acc")[k].mean(), abs=1e-6)
 
 
 def test_run_with_other_documents_is_refused(tmp_path):
@@ -183,8 +197,8 @@ def test_bad_model_settings_are_refused_before_training(tmp_path):
 STUDY_SCRIPT = """
 import sys, warnings
 warnings.simplefilter("ignore", UserWarning)  # the quick preset leaves a few NaN documents
-from memlab.studies.lm_memorize import LMStudyConfig, run_lm_memorize
-run_lm_memorize(LMStudyConfig.quick(), out=sys.argv[1], workers=1, progress=False)
+from memlab.studies.lm_memorize import LMMemorizeConfig, run
+run(LMMemorizeConfig.quick().replace(n_workers=1), out=sys.argv[1], progress=False)
 """
 
 
@@ -217,7 +231,6 @@ def test_lm_study_resumes_after_sigkill_bit_identically_and_leaves_the_rng(tmp_p
     import pandas as pd
 
     from memlab.population import store
-    from memlab.studies.lm_memorize import LMStudyConfig, run_lm_memorize
 
     repo = Path(__file__).resolve().parents[1]
     env = {**os.environ, "PYTHONPATH": str(repo)}
@@ -234,18 +247,19 @@ def test_lm_study_resumes_after_sigkill_bit_identically_and_leaves_the_rng(tmp_p
 
     torch.manual_seed(321)
     before = torch.get_rng_state()
-    reference = run_lm_memorize(LMStudyConfig.quick(), out=tmp_path / "straight", workers=1,
-                                progress=False)
+    reference = lm_study(LMMemorizeConfig.quick().replace(n_workers=1), out=tmp_path / "straight",
+                         progress=False)
     assert torch.equal(before, torch.get_rng_state()), "the study moved torch's global RNG"
     assert reference.summary["n_models"] == 8
     # The models learned something: templated text is predictable, random words are not.
-    by_kind = reference.by_kind.set_index("group")
+    by_kind = reference.tables["lm_by_kind"].set_index("group")
     assert by_kind.acc_in["template"] > 2 * by_kind.acc_in["unique"]
 
     subprocess.run([sys.executable, "-c", STUDY_SCRIPT, str(killed)], env=env, cwd=repo,
                    check=True)
     resumed, straight = study_outputs(killed), study_outputs(tmp_path / "straight")
     assert "tables/lm_memorization.parquet" in straight and "influence.npy" in straight
+    assert "tables/lm_top_documents.parquet" in straight
     assert "population/records/train_acc.npy" in straight
     assert sorted(resumed) == sorted(straight)
     for name, expected in straight.items():
@@ -253,3 +267,130 @@ def test_lm_study_resumes_after_sigkill_bit_identically_and_leaves_the_rng(tmp_p
             pd.testing.assert_frame_equal(resumed[name], expected, check_exact=True)
         else:
             np.testing.assert_array_equal(resumed[name], expected, err_msg=name)
+
+
+# ------------------------------------------------------------------ planted answers
+
+
+def planted_shape(kind: str, n: int = 400, noise: float = 0.05, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    x = rng.uniform(0.05, 0.95, n)
+    y = {"peak": 0.6 - 2.4 * (x - 0.5) ** 2, "rise": 0.1 + 0.5 * x, "fall": 0.7 - 0.5 * x,
+         "flat": np.full(n, 0.3)}[kind]
+    return x, y + rng.normal(0, noise, n)
+
+
+@pytest.mark.parametrize("kind, verdict", [
+    ("peak", lm_module.PEAKS), ("rise", lm_module.RISES), ("fall", lm_module.FALLS),
+    ("flat", lm_module.UNDECIDED)])
+def test_simplicity_shape_finds_the_planted_shape(kind, verdict):
+    shape = simplicity_shape(*planted_shape(kind))
+    assert shape["verdict"] == verdict
+    if kind == "peak":  # the break lies at the planted maximum, slopes +-2.4 * 0.45 / 2 ...
+        assert abs(shape["breakpoint"] - 0.5) < 0.1
+        assert shape["left"]["slope"] > 0.5 and shape["right"]["slope"] < -0.5
+    if kind == "rise":  # ... and the planted slope is inside the overall 95% interval
+        assert shape["overall"]["ci_low"] < 0.5 < shape["overall"]["ci_high"]
+
+
+def test_simplicity_shape_cannot_decide_from_too_few_documents():
+    x, y = planted_shape("peak", n=12)
+    shape = simplicity_shape(x, y)
+    assert shape["verdict"] == lm_module.UNDECIDED and "fewer than 3" in shape["reason"]
+    # NaN scores (documents without IN or OUT models) are left out, not counted.
+    x, y = planted_shape("rise")
+    y[:50] = np.nan
+    assert simplicity_shape(x, y)["n_documents"] == 350
+
+
+class PlantedRun:
+    """A duck-typed run whose records are built so that every score is known: unique
+    documents 0.25 OUT -> 0.75 IN (mem 0.5), templates 0.625 whether IN or not (mem 0), and
+    validation document 0 scores 0.875 for models that trained on training document 3 and
+    0.375 otherwise (influence 0.5). Dyadic values: every mean is exact, ties are ties."""
+
+    def __init__(self, documents, n_models=16, seed=0):
+        self.mask = np.random.default_rng(seed).random((n_models, documents.n_train)) < 0.5
+        self.mask[0], self.mask[1] = True, False  # every document has IN and OUT models
+        unique = np.array([kind != "template" for kind in documents.kind_train])
+        self.acc = np.where(unique, np.where(self.mask, 0.75, 0.25), 0.625)
+        self.test = np.full((n_models, documents.n_test), 0.5)
+        self.test[:, 0] = np.where(self.mask[:, 3], 0.875, 0.375)
+        self.n_models, self.documents = n_models, documents
+        self.manifest = {"dataset": {"task": "lm"}, "summary": {"chunk_seconds_total": 0.0}}
+
+    membership_mask = property(lambda self: self.mask)
+
+    def records(self, name):
+        context = self.documents.context
+        return {"train_acc": self.acc, "train_loss": 1 - self.acc, "test_acc": self.test,
+                "train_token_correct": np.repeat(self.mask[:, :, None], context, 2)}[name]
+
+    def models_table(self):
+        import pandas as pd
+
+        return pd.DataFrame({"train_acc_in": [0.5], "train_acc_out": [0.4], "test_acc": [0.3]})
+
+
+def test_the_study_recovers_planted_memorization_and_influence():
+    documents = tiny_corpus()
+    planted = PlantedRun(documents)
+    tables, summary, influence = lm_module.analyze(planted, documents, LMMemorizeConfig())
+    frame = tables["lm_memorization"]
+    unique = frame.kind != "template"
+    np.testing.assert_allclose(frame.mem[unique], 0.5, atol=1e-12)
+    np.testing.assert_allclose(frame.mem[~unique], 0.0, atol=1e-12)
+    np.testing.assert_allclose(frame.se, 0.0, atol=1e-12)  # no spread on either side
+    np.testing.assert_allclose(frame.mem_loss, frame.mem, atol=1e-12)  # loss = 1 - acc
+    by_kind = tables["lm_by_kind"].set_index("group")
+    assert by_kind.mem_mean["template"] == pytest.approx(0.0, abs=1e-12)
+    assert by_kind.mem_mean["unique"] == pytest.approx(0.5)
+    assert summary["fraction_memorized"] == pytest.approx(unique.mean())
+    best = tables["lm_influence_pairs"].iloc[0]
+    assert (best.train, best.validation) == (3, 0) and best.infl == pytest.approx(0.5)
+    assert influence.score[3, 0] == pytest.approx(0.5)
+    assert np.abs(np.delete(influence.score[:, 0], 3)).max() < 0.5  # others: chance overlap
+    # Per-token marks: IN models get every token right, OUT models none ('#' everywhere).
+    top = tables["lm_top_documents"].iloc[0]
+    assert set(top.marks) == {"#"} and len(top.marks) == len(top.shown)
+    assert summary["reliability_all_models"] == pytest.approx(1.0)  # noise-free scores
+
+
+# ------------------------------------------------------------------ the study: config, resume
+
+
+def test_config_round_trips_and_refuses_what_it_cannot_estimate():
+    config = LMMemorizeConfig.quick()
+    assert LMMemorizeConfig.from_dict(config.to_dict()) == config
+    assert config.population_config().seed == 0 and config.population.model == "mlp"
+    from memlab.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="at least 4 models"):
+        lm_study(config.replace(population=PopulationConfig(n_models=2)), out=None)
+    with pytest.raises(ConfigError, match="not population.seed"):
+        lm_study(config.replace(population=PopulationConfig(seed=3)), out=None)
+    with pytest.raises(ConfigError, match="planted sizes"):
+        lm_study(config.replace(n_train=10), out=None)
+
+
+@pytest.mark.filterwarnings("ignore:.*no IN or no OUT model")
+def test_second_run_trains_nothing_and_the_rng_is_untouched(tmp_path, monkeypatch):
+    config = LMMemorizeConfig.quick().replace(n_workers=1)
+    torch.manual_seed(5)
+    state = torch.get_rng_state()
+    first = lm_study(config, out=tmp_path, progress=False)
+    assert torch.equal(state, torch.get_rng_state())
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("resuming must not train")
+
+    monkeypatch.setattr(lm_module, "train_population", refuse)
+    again = lm_study(config.replace(n_workers=2), out=tmp_path, progress=False)  # workers: same
+    assert again.summary == first.summary
+    import pandas as pd
+
+    for name, table in first.tables.items():
+        pd.testing.assert_frame_equal(again.tables[name], table, check_exact=True)
+    # The figures and report come from the saved tables alone.
+    assert set(again.figures()) == {"distribution", "simplicity", "duplicates", "reliability"}
+    assert again.summary["simplicity"]["verdict"] in again.report().html()

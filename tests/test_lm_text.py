@@ -131,13 +131,29 @@ def test_cli_lm_memorize_end_to_end(tmp_path, capsys):
                  "--quiet", "--figures", str(tmp_path / "figs")])
     assert code == 0
     printed = capsys.readouterr().out
-    assert '"n_models": 12' in printed and "report:" in printed
-    assert (out / "report.html").stat().st_size > 10_000
+    assert "12 models on 24 documents" in printed and "report:" in printed
     import pandas as pd
 
+    from memlab.io import loads_strict
+    from memlab.population import open_run
+
+    # The options reached the population, and the table is the estimator applied to the
+    # run's records: each document's IN mean minus OUT mean, recomputed here by hand.
+    population = open_run(out / "population")
+    assert (population.n_models, population.config.model, population.config.epochs,
+            population.config.model_kwargs) == (12, "mlp", 2, {"hidden": 16})
+    acc = population.records("train_acc").astype(np.float64)
+    mask = population.membership_mask
     table = pd.read_parquet(out / "tables" / "lm_memorization.parquet")
-    assert len(table) == 24 and table["mem"].notna().all()
-    assert len(list((tmp_path / "figs").glob("lm_text_*.png"))) == 4
+    assert len(table) == 24
+    expected = [acc[mask[:, i], i].mean() - acc[~mask[:, i], i].mean() for i in range(24)]
+    np.testing.assert_allclose(table["mem"], expected, rtol=1e-9, atol=1e-12)
+    summary = loads_strict((out / "summary.json").read_text())  # strict JSON: no NaN
+    assert summary["n_models"] == 12 and summary["simplicity"]["verdict"] in (out / "report.html"
+                                                                             ).read_text()
+    assert sorted(p.name for p in (tmp_path / "figs").glob("lm_text_*.png")) == [
+        "lm_text_distribution.png", "lm_text_duplicates.png", "lm_text_reliability.png",
+        "lm_text_simplicity.png"]
 
 
 def test_cli_bad_input_is_one_line(tmp_path, capsys):

@@ -2,7 +2,8 @@
 
 Text lives here rather than in :mod:`memlab.data`, whose ``load`` stays for classification.
 A :class:`Documents` set is what ``train_population`` trains a population of language models
-on (see :mod:`memlab.lm`): every document is cut to a fixed length and stored as token ids
+on (the ``language_model`` task; :mod:`memlab.studies.lm_memorize` is the study that does):
+every document is cut to a fixed length and stored as token ids
 
     tokens[i] = [BOS, t_1, ..., t_L, PAD, ..., PAD]    shape (context + 1,)
 
