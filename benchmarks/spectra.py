@@ -45,6 +45,7 @@ from memlab.measures.spectra import (  # noqa: E402
     tail_uncertainty,
     verdict,
 )
+from memlab.report import save_figure, style  # noqa: E402
 from memlab.studies.spectra_study.figures import plot_layer_groups  # noqa: E402
 
 torch.set_num_threads(1)
@@ -411,7 +412,8 @@ def main() -> None:
     figures = args.figures
     figures.mkdir(parents=True, exist_ok=True)
     ours = analyze_full(model, device="cpu", randomize=False)
-    fig, ax = plt.subplots(figsize=(9, 3.2))
+    with style():
+        fig, ax = plt.subplots(figsize=(9, 3.2))
     alpha = ours.table.set_index("name")["alpha"]
     ax.plot(range(len(alpha)), alpha.values, "o-", ms=3, label="memlab (robust default)")
     ww_alpha = ww_default.set_index("longname")["alpha"].reindex(alpha.index)
@@ -422,9 +424,9 @@ def main() -> None:
     ax.set_title("all-MiniLM-L6-v2: power-law exponent by layer")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(figures / "spectra_minilm_alpha.png", dpi=110)
+    save_figure(fig, figures / "spectra_minilm_alpha.png")
     first = analyze_full(model, device="cpu", layers=r"word_emb|layer\.0\.")
-    plot_layer_groups(first)[-1][1].savefig(figures / "spectra_minilm_esd.png", dpi=110)
+    save_figure(plot_layer_groups(first)[-1][1], figures / "spectra_minilm_esd.png")
     print(f"figures in {figures}")
 
 

@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 @dataclass(frozen=True)
 class Entry:
     name: str
-    command: str  # memlab arguments; {runs} and {figures} are filled in
+    command: str  # memlab arguments (or "python SCRIPT ..."); {runs}, {figures} filled in
     figures: tuple[str, ...]  # file-name prefixes of the PNGs it writes into {figures}
     minutes: float  # wall time measured on the 2-core development machine (README)
     quick: bool = False  # part of the CI set
@@ -55,11 +55,17 @@ ENTRIES = (
     Entry("lesde", "lesde --full --out {runs}/lesde --figures {figures}", ("lesde_",), 8.0),
     Entry("lesde-quick", "lesde --quick --out {runs}/lesde-quick", (), 0.6, quick=True),
     Entry("spectra-study", "spectra-study --out {runs}/spectra-study --figures {figures}",
-          ("spectra_study",), 6.0),
-    Entry("spectra-minilm", "spectra minilm --out {runs}/spectra-minilm --figures {figures}",
-          ("spectra_minilm_",), 0.5, quick=True),
-    Entry("audit", "audit --data mnist1d --out {runs}/audit-population", (), 12.0),
-    Entry("attribute", "attribute --out {runs}/attribute", (), 10.0),
+          ("spectra_study_",), 6.0),
+    Entry("spectra-minilm", "spectra minilm --out {runs}/spectra-minilm", (), 0.5, quick=True),
+    Entry("spectra-benchmark",
+          "python benchmarks/spectra.py --quick --repeats 1 --figures {figures}",
+          ("spectra_minilm_",), 2.0),
+    Entry("lm-quick", "lm-memorize --quick --out {runs}/lm-quick", (), 0.3, quick=True),
+    Entry("audit", "audit {runs}/memorize/population --workers 1", (), 3.0),
+    Entry("attribute-population",
+          "train --data mnist1d --models 1000 --subset 0.5 --out {runs}/pop-mnist1d-50", (), 5.0),
+    Entry("attribute", "attribute {runs}/pop-mnist1d-50 --targets 100 --trak-models 10 "
+          "--removal", (), 10.0),
 )
 
 
@@ -80,16 +86,17 @@ def main(argv: list[str] | None = None) -> int:
     chosen = [known[name] for name in args.names] if args.names else [
         entry for entry in ENTRIES if entry.quick or not args.quick]
     for entry in chosen:
-        command = ["memlab", *shlex.split(entry.command.format(runs=args.runs,
-                                                               figures=args.figures))]
+        words = shlex.split(entry.command.format(runs=args.runs, figures=args.figures))
+        command = words if words[0] == "python" else ["memlab", *words]
         if args.list:
             print(f"{entry.name:20s} {entry.minutes:5.1f} min{'  (quick)' if entry.quick else ''}"
                   f"  {shlex.join(command)}")
             continue
         print(f"== {entry.name}: {shlex.join(command)}", flush=True)
         started = time.perf_counter()
-        executable = Path(sys.executable).parent / "memlab"
-        result = subprocess.run([str(executable), *command[1:]], cwd=ROOT)
+        program = sys.executable if command[0] == "python" else str(
+            Path(sys.executable).parent / "memlab")
+        result = subprocess.run([program, *command[1:]], cwd=ROOT)
         print(f"== {entry.name}: exit {result.returncode} after "
               f"{time.perf_counter() - started:.0f} s", flush=True)
         if result.returncode != 0:

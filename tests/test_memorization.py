@@ -135,7 +135,7 @@ def test_influence_on_the_training_set_has_memorization_on_its_diagonal():
 
 
 def test_error_bound_and_models_needed():
-    # SCIENCE.md §1: 1000-4000 models give standard errors of about 0.07-0.035 at r = 0.7.
+    # docs/science.md §1: 1000-4000 models give standard errors of about 0.07-0.035 at r = 0.7.
     assert mz.error_bound(1000, 0.7) == pytest.approx(0.069, abs=0.001)
     assert mz.error_bound(4000, 0.7) == pytest.approx(0.0345, abs=0.0005)
     assert mz.error_bound(1000, 0.3) == pytest.approx(mz.error_bound(1000, 0.7))

@@ -4,6 +4,7 @@ command is one the CLI accepts, and the quick entries run (CI)."""
 import importlib.util
 import re
 import shlex
+import sys
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,7 @@ def regenerate():
     spec = importlib.util.spec_from_file_location("regenerate", ROOT / "scripts" /
                                                   "regenerate.py")
     module = importlib.util.module_from_spec(spec)
+    sys.modules["regenerate"] = module  # dataclasses look their module up there
     spec.loader.exec_module(module)
     return module
 
@@ -41,6 +43,9 @@ def test_every_entry_is_a_command_the_cli_accepts():
     parser = build_parser()
     for entry in regenerate().ENTRIES:
         argv = shlex.split(entry.command.format(runs="/tmp/r", figures="/tmp/f"))
+        if argv[0] == "python":
+            assert (ROOT / argv[1]).is_file(), f"{entry.name}: {argv[1]} does not exist"
+            continue
         try:
             parser.parse_args(argv)
         except SystemExit:

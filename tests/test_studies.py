@@ -50,6 +50,14 @@ def _tiny(name: str, tmp):
             exponents=(1.0,), n_subpopulations=60, control_subpopulations=5, n_train=120,
             n_test=200, hidden=(16,), epochs=5, n_models=8, n_workers=1,
             knobs={"weight_decay": {"weight_decay": 3e-2}})
+    if name == "lm_memorize":
+        import dataclasses
+
+        from memlab.studies.lm_memorize import LMMemorizeConfig
+
+        quick = LMMemorizeConfig.quick()
+        return quick.replace(n_workers=1, population=dataclasses.replace(quick.population,
+                                                                        epochs=1))
     if name == "memorize":
         import dataclasses
 
@@ -96,8 +104,8 @@ def _tiny(name: str, tmp):
     raise KeyError(name)
 
 
-STUDIES = ["audit", "attribute", "elasticity", "lesde", "longtail", "memorize", "noise",
-           "spectra_study"]
+STUDIES = ["audit", "attribute", "elasticity", "lesde", "lm_memorize", "longtail", "memorize",
+           "noise", "spectra_study"]
 
 
 @pytest.fixture(scope="module", params=STUDIES)

@@ -69,13 +69,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "and test accuracy per knob."
         ),
     )
-    study.add_argument("--out", type=Path, required=True,
-                       help="directory for the runs, tables and report (resumable)")
-    study.add_argument("--quick", action="store_true", help="the quick preset (~1 min)")
-    study.add_argument("--models-per-config", type=int, default=None)
-    study.add_argument("--seed", type=int, default=0)
-    study.add_argument("--figure", type=Path, default=None,
-                       help="also save the study plot as a PNG here")
+    from memlab.cli.common import add_study_arguments
+
+    add_study_arguments(study, out="runs/spectra-study", workers=False)
+    study.add_argument("--models-per-config", type=int, default=None,
+                       help="models trained per knob value (default: the preset's)")
     study.set_defaults(func=run_study)
 
 
@@ -157,28 +155,17 @@ def run_compare(args: argparse.Namespace) -> int:
 
 def run_study(args: argparse.Namespace) -> int:
     from memlab import validate
+    from memlab.cli.common import finish, preset
     from memlab.studies.spectra_study import SpectraStudyConfig, run
-    from memlab.studies.spectra_study.figures import plot_study
 
-    config = SpectraStudyConfig.quick() if args.quick else SpectraStudyConfig.full()
-    changes = {"seed": validate.seed(args.seed, "--seed")}
-    if args.models_per_config is not None:
-        changes["models_per_config"] = validate.integer(
-            args.models_per_config, "--models-per-config", minimum=3, maximum=10_000,
-            fix="a Spearman interval needs at least 3 models per configuration")
     validate.output_dir(args.out)
-    config = config.replace(**changes)
-    result = run(config, args.out)
+    config = preset(SpectraStudyConfig, args)
+    if args.models_per_config is not None:
+        config = config.replace(models_per_config=validate.integer(
+            args.models_per_config, "--models-per-config", minimum=3, maximum=10_000,
+            fix="a Spearman interval needs at least 3 models per configuration"))
+    result = run(config, Path(args.out))
     _print(result.tables["configurations"])
     print()
     _print(result.tables["correlations"])
-    print(f"study took {result.summary['seconds'] / 60:.1f} min; wrote {args.out / 'report.html'}")
-    if args.figure is not None:
-        import io
-
-        from memlab.io import atomic_write_bytes
-
-        buffer = io.BytesIO()
-        plot_study(result.tables["models"]).savefig(buffer, format="png", dpi=110)
-        atomic_write_bytes(args.figure, buffer.getvalue())
-    return 0
+    return finish(result, [f"study took {result.summary['seconds'] / 60:.1f} min"], args)

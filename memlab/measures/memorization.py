@@ -27,7 +27,7 @@ is defined (it is NaN for an example without IN or without OUT models). Coverage
 where both accuracies exceed 0.97 with under 100 models per side it errs wide (up to 99%),
 never narrow (the plug-in interval's coverage falls to 60% there).
 
-The a-priori bound of SCIENCE.md §1 (:func:`error_bound`) turns a requested precision
+The a-priori bound of docs/science.md §1 (:func:`error_bound`) turns a requested precision
 into a number of models (:func:`models_needed`, :func:`precision_advice`).
 
     from memlab.population import open_run
@@ -451,7 +451,7 @@ class Similarity:
 def near_duplicates(dataset, threshold: float = NEAR_DUPLICATE) -> pd.DataFrame:
     """Test examples whose nearest training input has cosine similarity ≥ ``threshold``
     (inputs centred on the training mean): the train/test near-duplicates that inflate
-    influence (SCIENCE.md §1). Columns: test, train, cosine, same_label."""
+    influence (docs/science.md §1). Columns: test, train, cosine, same_label."""
     index, best = Similarity.of(dataset).nearest_train()
     found = np.flatnonzero(best >= threshold)
     return pd.DataFrame({
@@ -504,7 +504,7 @@ def high_influence_pairs(run: Run, mem_min: float = MEMORIZED, infl_min: float =
 
 
 def error_bound(n_models: int, subset_fraction: float) -> float:
-    """Root of the MSE bound of SCIENCE.md §1 for every mem/infl estimate from ``n_models``
+    """Root of the MSE bound of docs/science.md §1 for every mem/infl estimate from ``n_models``
     models: sqrt(1/(p t) + 1/((1 − p) t) + exp(−p t / 16) / 2), p = min(r, 1 − r)."""
     if n_models < 1 or not 0 < subset_fraction < 1:
         raise ConfigError("error_bound needs n_models >= 1 and 0 < subset_fraction < 1")

@@ -1,4 +1,4 @@
-"""Membership-inference attacks scored from a population (SCIENCE.md §7).
+"""Membership-inference attacks scored from a population (docs/science.md §7).
 
 A population of t models, model k trained on subset I_k (membership mask M, t × n), is a
 ready-made audit: every (model k, example i) is a trial whose answer M[k, i] is known, and

@@ -9,7 +9,7 @@
   so model k's masks are the same in a chunk of 1 or of 64 (vmap's own randomness is not).
 
 A plain one-model PyTorch loop reproduces an engine model exactly by calling the same
-functions (tests/test_engine_recipe.py does).
+functions (tests/test_engine.py does, against torch.optim and torch.optim.lr_scheduler).
 """
 
 from __future__ import annotations

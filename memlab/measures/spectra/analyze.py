@@ -1,6 +1,6 @@
 """Per-layer analysis: eigenvalues, tail fit and its tests, norm metrics, MP fit, phase.
 
-Metrics per layer (SCIENCE.md §5): alpha, xmin, D, n_tail, sigma (Clauset power-law fit,
+Metrics per layer (docs/science.md §5): alpha, xmin, D, n_tail, sigma (Clauset power-law fit,
 :mod:`.powerlaw`); with ``uncertainty=True`` alpha_lo/alpha_hi, xmin_lo/xmin_hi (bootstrap
 interval) and gof_p (:mod:`.bootstrap`); with ``alternatives=True`` (default) the
 likelihood-ratio tests lr_{exponential,lognormal,tpl}_{R,p} (:mod:`.alternatives`);

@@ -40,7 +40,7 @@ def _mp_quantile_table(ratio: float) -> tuple[np.ndarray, np.ndarray]:
 class MarchenkoPasturFit:
     """MP fit of the bulk. sigma: entry standard deviation of the equivalent random matrix;
     bulk_min/bulk_max: edges λ∓ = N σ² (1 ∓ √(M/N))², in raw eigenvalue units (the
-    normalized edge σ²(1 + 1/√Q)² of SCIENCE.md §5 times N); num_spikes: eigenvalues
+    normalized edge σ²(1 + 1/√Q)² of docs/science.md §5 times N); num_spikes: eigenvalues
     beyond the edge (+ margin); softrank: λ⁺/λ_max."""
 
     sigma: float
