@@ -103,9 +103,14 @@ class Result:
     REPORTS: ClassVar[dict[str, Callable[[Result], Any]]] = {}
 
     def figures(self) -> dict:
-        """name -> matplotlib Figure."""
+        """name -> matplotlib Figure, drawn in memlab's one figure style."""
         draw = self.FIGURES.get(self.study)
-        return draw(self) if draw is not None else {}
+        if draw is None:
+            return {}
+        from memlab.report import style
+
+        with style():
+            return draw(self)
 
     def save_figures(self, directory: str | Path, prefix: str | None = None) -> list[Path]:
         """Write every figure as ``<directory>/<prefix><name>.png`` (prefix: the study's name
@@ -119,15 +124,18 @@ class Result:
     def report(self):
         """The study's :class:`memlab.report.Report` (call ``.save(path)`` or ``.html()``)."""
         write = self.REPORTS.get(self.study)
-        if write is None:
-            from memlab.report import Report
+        if write is not None:
+            from memlab.report import style
 
-            page = Report(f"memlab {self.study}")
-            page.code(json.dumps(self.summary, indent=2))
-            for name, table in self.tables.items():
-                page.table(table.head(30), caption=name)
-            return page
-        return write(self)
+            with style():
+                return write(self)
+        from memlab.report import Report
+
+        page = Report(f"memlab {self.study}")
+        page.code(json.dumps(self.summary, indent=2))
+        for name, table in self.tables.items():
+            page.table(table.head(30), caption=name)
+        return page
 
     def save(self, out: str | Path | None = None, report: bool = True) -> Path:
         """Write tables, summary.json, config.json (and report.html) under ``out``."""
