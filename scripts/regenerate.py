@@ -66,9 +66,14 @@ ENTRIES = (
     Entry("lm-quick", "lm-memorize --quick --out {runs}/lm-quick", (), 0.3, quick=True),
     Entry("audit", "audit {runs}/memorize/population --workers 1", (), 3.0),
     Entry("attribute-population",
-          "train --data mnist1d --models 1000 --subset 0.5 --out {runs}/pop-mnist1d-50", (), 5.0),
+          "train --data mnist1d --models 1000 --subset 0.5 --epochs 30 --batch-size 64 "
+          "--optimizer adam --lr 0.005 --out {runs}/pop-mnist1d-50", (), 5.0),
     Entry("attribute", "attribute {runs}/pop-mnist1d-50 --targets 100 --trak-models 10 "
           "--removal", (), 10.0),
+    Entry("attribute-mnist-lr",
+          "python scripts/attribution_mnist.py lr --out {runs}/attribution-mnist-lr", (), 15.0),
+    Entry("attribute-mnist-mlp",
+          "python scripts/attribution_mnist.py mlp --out {runs}/attribution-mnist-mlp", (), 15.0),
 )
 
 
