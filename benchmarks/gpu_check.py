@@ -29,7 +29,6 @@ import argparse
 import dataclasses
 import json
 import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -43,6 +42,7 @@ from memlab.io import atomic_write_bytes, atomic_write_json
 from memlab.population.config import PopulationConfig, membership_mask
 from memlab.population.engine import (
     cpu_flags,
+    cpu_model,
     native_bfloat16,
     resolve_compute_dtype,
     train_chunk,
@@ -97,16 +97,6 @@ def table(header: list[str], rows: list[list]) -> list[str]:
         return f"{value:.4g}" if isinstance(value, float) else str(value)
     return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header),
             *["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]]
-
-
-def cpu_model() -> str:
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def synchronize(device: torch.device) -> None:

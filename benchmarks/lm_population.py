@@ -36,7 +36,7 @@ from memlab.population.config import (
     membership_mask,
     model_rng,
 )
-from memlab.population.engine import cpu_flags, native_bfloat16, train_chunk
+from memlab.population.engine import cpu_flags, cpu_model, native_bfloat16, train_chunk
 from memlab.population.modelspec import ModelSpec
 from memlab.population.task import TASKS, token_loss
 
@@ -75,16 +75,6 @@ def engine_train(documents, config: PopulationConfig, models: range, chunk: int)
         block = range(start_model, min(start_model + chunk, models.stop))
         train_chunk(task, documents, config, spec, block,
                     membership_mask(config, documents.n_train, block))
-
-
-def cpu_model() -> str:
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return "unknown CPU"
 
 
 def main() -> None:

@@ -41,7 +41,7 @@ from memlab.data import load
 from memlab.models import MODELS, build_model
 from memlab.population import train_population
 from memlab.population.config import PopulationConfig, membership_mask
-from memlab.population.engine import resolve_compute_dtype
+from memlab.population.engine import cpu_flags, cpu_model, resolve_compute_dtype
 from memlab.population.plan import flops_per_example_step
 
 SUBSET, BATCH, LR = 0.5, 128, 0.05
@@ -69,15 +69,7 @@ MODELS.setdefault("bench_user_cnn", UserCNN)  # the per-model loops build it by 
 
 def cpu_description() -> str:
     """CPU model and the ISA flags that decide GEMM and bfloat16 speed."""
-    model, flags = "unknown CPU", set()
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name") and model == "unknown CPU":
-                model = line.split(":", 1)[1].strip()
-            elif line.startswith("flags"):
-                flags = set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
+    model, flags = cpu_model(), cpu_flags()
     wanted = ("avx2", "fma", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile")
     return f"{model}; ISA: {' '.join(f for f in wanted if f in flags) or 'none of ' + str(wanted)}"
 

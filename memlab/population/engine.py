@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import platform
 import time
 import warnings
 from collections.abc import Callable, Sequence
@@ -69,16 +70,26 @@ def uses_fast_path(template: torch.nn.Module, task: Any,
 # ------------------------------------------------------------------ precision
 
 
-def cpu_flags() -> set[str]:
-    """The ISA flags /proc/cpuinfo reports (empty where there is none, e.g. macOS)."""
+def _cpuinfo(field: str) -> str | None:
+    """The first ``field`` line of /proc/cpuinfo (None where there is none, e.g. macOS)."""
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
-                if line.startswith("flags"):
-                    return set(line.split(":", 1)[1].split())
+                if line.startswith(field):
+                    return line.split(":", 1)[1].strip()
     except OSError:
         pass
-    return set()
+    return None
+
+
+def cpu_flags() -> set[str]:
+    """The ISA flags /proc/cpuinfo reports (empty where there is none, e.g. macOS)."""
+    return set((_cpuinfo("flags") or "").split())
+
+
+def cpu_model() -> str:
+    """The CPU's model name, for benchmarks and result records."""
+    return _cpuinfo("model name") or platform.processor() or "unknown CPU"
 
 
 def native_bfloat16(device: str | torch.device = "cpu") -> bool:

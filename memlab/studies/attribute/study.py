@@ -39,6 +39,7 @@ from memlab.measures.attribution import datamodels as dm
 from memlab.measures.attribution import methods as am
 from memlab.measures.attribution.gradients import params_from_weights
 from memlab.measures.attribution.lds import lds
+from memlab.population.engine import cpu_model
 from memlab.studies.base import Result, StudyConfig, saved_result
 
 STUDY = "attribute"
@@ -541,7 +542,7 @@ def run(config: AttributeConfig, out: str | Path | None = None, progress: bool =
                        "train_flops": training_flops(population_run)},
         "self_influence": self_summary, "removal": removal_summary,
         "seconds_total": time.perf_counter() - started,
-        "cpu": _cpu_name(), "torch_threads": torch.get_num_threads(),
+        "cpu": cpu_model(), "torch_threads": torch.get_num_threads(),
     }
     result = Result(STUDY, config.to_dict(), tables, json.loads(json.dumps(
         summary, default=float)))
@@ -549,13 +550,3 @@ def run(config: AttributeConfig, out: str | Path | None = None, progress: bool =
     return result
 
 
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    import platform
-
-    return platform.processor() or "unknown"

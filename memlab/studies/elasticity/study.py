@@ -51,7 +51,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-from scipy import stats
 from tqdm.auto import tqdm
 
 from memlab import validate
@@ -64,6 +63,7 @@ from memlab.measures.elasticity import (
     symmetric_accuracy,
     symmetrize,
 )
+from memlab.measures.intervals import t_interval
 from memlab.studies.base import Result, StudyConfig, saved_result
 
 STUDY = "elasticity"
@@ -370,15 +370,11 @@ def paired_interval(differences: np.ndarray, level: float = 0.95) -> dict[str, A
     verdict: "yes" (interval above 0), "no" (interval at or below 0: the first is not
     larger), or "cannot decide" (the interval straddles 0, or one pair gives no interval).
     """
-    d = np.asarray(differences, np.float64)
-    d = d[np.isfinite(d)]
-    n = len(d)
-    mean = float(d.mean()) if n else float("nan")
+    n = int(np.isfinite(np.asarray(differences, np.float64)).sum())
+    mean, low, high = t_interval(differences, level)
     if n < 2:
         return {"difference": mean, "ci_low": None, "ci_high": None, "n": n,
                 "verdict": "cannot decide"}
-    half = float(stats.t.ppf(0.5 + level / 2, n - 1) * d.std(ddof=1) / math.sqrt(n))
-    low, high = mean - half, mean + half
     verdict = "yes" if low > 0 else "no" if high <= 0 else "cannot decide"
     return {"difference": mean, "ci_low": low, "ci_high": high, "n": n, "verdict": verdict}
 

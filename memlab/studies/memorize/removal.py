@@ -12,34 +12,18 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import math
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
 from memlab.errors import ConfigError
+from memlab.measures.intervals import t_interval
 from memlab.population import Run, train_population
 
 ARMS = ("full", "memorized", "random")
 METRICS = ("test_acc", "high_influence_acc", "train_acc")
 STREAM_RANDOM_REMOVAL = 8  # numpy stream [seed, 8, s]: the random set removed for seed s
-
-
-def t_interval(values: np.ndarray, confidence: float = 0.95) -> tuple[float, float, float]:
-    """(mean, low, high): the Student-t confidence interval of the mean of the finite
-    ``values`` (low = high = NaN with fewer than two)."""
-    values = np.asarray(values, np.float64)
-    values = values[np.isfinite(values)]
-    if len(values) == 0:
-        return float("nan"), float("nan"), float("nan")
-    mean = float(values.mean())
-    if len(values) < 2:
-        return mean, float("nan"), float("nan")
-    half = stats.t.ppf(0.5 + confidence / 2, len(values) - 1) * values.std(ddof=1) / math.sqrt(
-        len(values))
-    return mean, mean - float(half), mean + float(half)
 
 
 def removal_sets(n_train: int, removed: np.ndarray, seeds: int, seed: int) -> dict[str, np.ndarray]:

@@ -26,6 +26,7 @@ import pandas as pd
 from scipy import stats
 
 from memlab.measures import dynamics
+from memlab.measures.intervals import t_interval
 
 REPRODUCED, NOT_REPRODUCED, UNDECIDED = "reproduced", "not reproduced", "cannot decide"
 LEVEL = 0.95
@@ -34,20 +35,6 @@ LEVEL = 0.95
 EQUAL_MARGIN = 0.25
 # A fall of validation accuracy after its peak smaller than one point counts as flat.
 FLAT_MARGIN = 0.01
-
-
-def t_interval(values: np.ndarray, level: float = LEVEL) -> tuple[float, float, float]:
-    """(mean, low, high) of the mean of ``values`` (n,); NaN bounds for fewer than 2."""
-    values = np.asarray(values, float)
-    values = values[np.isfinite(values)]
-    if len(values) == 0:
-        return float("nan"), float("nan"), float("nan")
-    mean = float(values.mean())
-    if len(values) < 2:
-        return mean, float("nan"), float("nan")
-    half = float(stats.t.ppf(0.5 + level / 2, len(values) - 1) * values.std(ddof=1)
-                 / math.sqrt(len(values)))
-    return mean, mean - half, mean + half
 
 
 def sign_verdict(low: float, high: float) -> str:
