@@ -32,7 +32,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 import torch
 
 from memlab import __version__, io
@@ -617,6 +616,8 @@ def _finalize(run_dir: Path, manifest: dict, config: PopulationConfig,
     # The models table, chunk by chunk: memory stays bounded by the chunk size.
     mask = np.load(run_dir / "membership_mask.npy", mmap_mode="r")
     sweep = config.sweep_values()
+    import pandas as pd  # here, not at the top: worker processes never need it (0.25 s)
+
     rows = []
     for chunk in chunks:
         in_subset = np.asarray(mask[chunk.start:chunk.stop])

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import functools
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
 import torch
 
 from memlab.data import Dataset
@@ -16,6 +15,9 @@ from memlab.population import store
 from memlab.population.config import PopulationConfig
 from memlab.population.modelspec import ModelSpec
 from memlab.population.task import TASKS
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 class Run:
@@ -109,6 +111,8 @@ class Run:
     def models_table(self) -> pd.DataFrame:
         """One row per model: subset size and accuracies (IN = its own training subset)."""
         self._check_file("tables/models.parquet")
+        import pandas as pd
+
         return pd.read_parquet(self.path / "tables" / "models.parquet")
 
     def weights(self, models: list[int] | range | None = None) -> dict[str, np.ndarray]:
