@@ -156,18 +156,20 @@ with tempfile.TemporaryDirectory() as out:
     train_population(dataset, model=sys.argv[1], n_models=int(sys.argv[2]),
                      subset_fraction={subset}, epochs=int(sys.argv[3]), batch_size={batch},
                      lr={lr}, chunk_size=int(sys.argv[4]), out=os.path.join(out, "run"),
-                     n_workers=int(sys.argv[5]), progress=False, save_weights=False)
+                     n_workers=int(sys.argv[5]), progress=False,
+                     save_weights=sys.argv[6] == "1")
     print(time.perf_counter() - started)
 """
 
 
 def baseline_engine(tree: str, model: str, n_models: int, epochs: int, chunk_size: int,
-                    workers: int) -> float:
+                    workers: int, save_weights: bool = False) -> float:
     """Seconds of the engine of another checkout (``tree``), timed inside its process."""
     script = BASELINE_SCRIPT.format(subset=SUBSET, batch=BATCH, lr=LR)
     result = subprocess.run(
         [sys.executable, "-c", script, model, str(n_models), str(epochs), str(chunk_size),
-         str(workers)], capture_output=True, text=True, check=True, cwd=tree,
+         str(workers), "1" if save_weights else "0"], capture_output=True, text=True,
+        check=True, cwd=tree,
         env={**os.environ, "PYTHONPATH": tree})
     return float(result.stdout.strip().splitlines()[-1])
 
@@ -364,20 +366,30 @@ def main() -> None:
 
     if args.full:
         subset = PopulationConfig(subset_fraction=SUBSET).subset_size(dataset.n_train)
-        for compute_dtype in ("float32", "bfloat16"):
+
+        def full_run(compute_dtype: str) -> float:
             with tempfile.TemporaryDirectory() as out:
                 started = time.perf_counter()
                 train_population(dataset, n_models=2000, subset_fraction=SUBSET, epochs=30,
                                  batch_size=BATCH, lr=LR, chunk_size=args.chunk_size,
                                  out=os.path.join(out, "run"), n_workers=workers,
                                  progress=False, compute_dtype=compute_dtype)
-                seconds = time.perf_counter() - started
+                return time.perf_counter() - started
+
+        runs = {"float32": lambda: full_run("float32"), "bfloat16": lambda: full_run("bfloat16")}
+        if args.baseline:  # before and after in the same run
+            runs["float32, engine of " + os.path.basename(args.baseline.rstrip("/"))] = (
+                lambda: baseline_engine(args.baseline, "mlp", 2000, 30, args.chunk_size,
+                                        workers, save_weights=True))
+        for label, run in runs.items():
+            seconds = run()
             rate = 2000 * 30 * subset / seconds
             versus = (f", {rate / tuned_mlp:.2f}x the tuned loop (b) of this run"
                       if tuned_mlp else "")
-            print(f"2,000 MLPs x 30 epochs, {compute_dtype} (records and weights written): "
+            print(f"2,000 MLPs x 30 epochs, {label} (records and weights written): "
                   f"{seconds:.0f} s ({seconds / 60:.2f} min), {rate / 1e6:.3f} M "
-                  f"model-example-steps/s{versus}; load average {os.getloadavg()[0]:.2f}")
+                  f"model-example-steps/s{versus}; load average {os.getloadavg()[0]:.2f}",
+                  flush=True)
     print(f"load average after: {os.getloadavg()[0]:.2f}")
     sys.stdout.flush()
 

@@ -498,3 +498,35 @@ def test_fused_optimizer_matches_torch_optim_bit_for_bit(kind, extra):
     for name in start:
         assert torch.equal(ours[name], theirs[name]), name
     assert not torch.equal(ours["w"], start["w"])
+
+
+@pytest.mark.parametrize("length, kernel, stride, padding",
+                         [(40, 5, 2, 1), (19, 3, 2, 1), (10, 3, 2, 1), (7, 2, 3, 2),
+                          (6, 1, 1, 0), (5, 5, 1, 2)])
+def test_im2col_backward_matches_unfold_and_is_contiguous(length, kernel, stride, padding):
+    """The CNN1d path's hand-written im2col backward: the gradient torch's own unfold
+    backward gives, in a contiguous tensor (the ReLU backward reading it is 3x slower on a
+    strided one), each element summing its taps in the order 0..kernel-1."""
+    from memlab.population.engine import _Im2col
+
+    generator = torch.Generator().manual_seed(length + kernel)
+    x = torch.randn(3, 2, 4, length, generator=generator, requires_grad=True)
+    columns = _Im2col.apply(x, kernel, stride, padding)
+    out_length = (length + 2 * padding - kernel) // stride + 1
+    grad = torch.randn(columns.shape, generator=generator)
+    (ours,) = torch.autograd.grad(columns, x, grad)
+    unfolded = F.pad(x, (padding, padding)).unfold(3, kernel, stride)
+    reference_columns = unfolded.permute(0, 1, 4, 2, 3).reshape(3, 2 * kernel, 4 * out_length)
+    torch.testing.assert_close(columns, reference_columns, rtol=0, atol=0)
+    (reference,) = torch.autograd.grad(reference_columns, x, grad)
+    assert ours.is_contiguous()
+    torch.testing.assert_close(ours, reference, rtol=1e-6, atol=1e-6)
+    # Exact: a loop adding each tap's contribution in tap order.
+    expected = torch.zeros(3, 2, 4, length)
+    taps = grad.view(3, 2, kernel, 4, out_length)
+    for tap in range(kernel):
+        for j in range(out_length):
+            position = stride * j + tap - padding
+            if 0 <= position < length:
+                expected[..., position] += taps[:, :, tap, :, j]
+    assert torch.equal(ours, expected)

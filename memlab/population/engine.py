@@ -334,11 +334,18 @@ class _Im2col(torch.autograd.Function):
         kernel, stride, padding, out_length = (ctx.kernel, ctx.stride, ctx.padding,
                                                ctx.out_length)
         grad = grad.view(n_models, channels, kernel, batch, out_length)
-        padded = grad.new_zeros(n_models, channels, batch, length + 2 * padding)
-        span = stride * (out_length - 1) + 1
+        # Written straight into a contiguous input-sized gradient (not a padded buffer cut
+        # afterwards): the ReLU backward that reads it was 3x slower on the strided slice.
+        out = grad.new_zeros(n_models, channels, batch, length)
         for tap in range(kernel):
-            padded[..., tap:tap + span:stride] += grad[:, :, tap]
-        return padded[..., padding:padding + length], None, None, None
+            # output position j reads input position stride * j + tap - padding
+            first = max(0, -(-(padding - tap) // stride))  # first j inside the input
+            last = min(out_length, (length - 1 - tap + padding) // stride + 1)
+            if last > first:
+                start = stride * first + tap - padding
+                out[..., start:start + stride * (last - first - 1) + 1:stride] += \
+                    grad[:, :, tap, :, first:last]
+        return out, None, None, None
 
 
 def _stacked_conv1d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,
