@@ -35,7 +35,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch.func import functional_call, vmap
 
 from memlab.errors import ConfigError
@@ -322,11 +321,20 @@ class _Im2col(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, kernel: int, stride: int, padding: int):
         n_models, channels, batch, length = x.shape
-        patches = F.pad(x, (padding, padding)).unfold(3, kernel, stride)  # (K, C, b, Lo, k)
+        out_length = (length + 2 * padding - kernel) // stride + 1
         ctx.shape, ctx.kernel, ctx.stride, ctx.padding = x.shape, kernel, stride, padding
-        ctx.out_length = patches.shape[3]
-        return patches.permute(0, 1, 4, 2, 3).reshape(n_models, channels * kernel,
-                                                      batch * patches.shape[3])
+        ctx.out_length = out_length
+        # One strided copy per tap into the (K, C, k, b, Lo) columns; zeros where a tap
+        # falls in the padding (a permuted copy of unfold's windows ran at ~1.5 GB/s).
+        columns = x.new_empty(n_models, channels, kernel, batch, out_length)
+        for tap, (first, last, start) in enumerate(_tap_ranges(length, kernel, stride,
+                                                                padding, out_length)):
+            columns[:, :, tap, :, :first].zero_()  # (zero_: assigning 0 was a slow copy)
+            columns[:, :, tap, :, last:].zero_()
+            if last > first:
+                columns[:, :, tap, :, first:last] = \
+                    x[..., start:start + stride * (last - first - 1) + 1:stride]
+        return columns.view(n_models, channels * kernel, batch * out_length)
 
     @staticmethod
     def backward(ctx, grad):
@@ -337,15 +345,22 @@ class _Im2col(torch.autograd.Function):
         # Written straight into a contiguous input-sized gradient (not a padded buffer cut
         # afterwards): the ReLU backward that reads it was 3x slower on the strided slice.
         out = grad.new_zeros(n_models, channels, batch, length)
-        for tap in range(kernel):
-            # output position j reads input position stride * j + tap - padding
-            first = max(0, -(-(padding - tap) // stride))  # first j inside the input
-            last = min(out_length, (length - 1 - tap + padding) // stride + 1)
+        for tap, (first, last, start) in enumerate(_tap_ranges(length, kernel, stride,
+                                                                padding, out_length)):
             if last > first:
-                start = stride * first + tap - padding
                 out[..., start:start + stride * (last - first - 1) + 1:stride] += \
                     grad[:, :, tap, :, first:last]
         return out, None, None, None
+
+
+def _tap_ranges(length: int, kernel: int, stride: int, padding: int, out_length: int):
+    """For each tap of a strided 1-D convolution: the output positions [first, last) whose
+    input position stride * j + tap - padding lies inside the signal, and that position for
+    j = first."""
+    for tap in range(kernel):
+        first = min(out_length, max(0, -(-(padding - tap) // stride)))
+        last = max(first, min(out_length, (length - 1 - tap + padding) // stride + 1))
+        yield first, last, stride * first + tap - padding
 
 
 def _stacked_conv1d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,
