@@ -73,3 +73,25 @@ def test_cli_attribute_on_an_existing_run(study, tmp_path, capsys):
     assert set(rows) == {"grad_dot", "random", "datamodels", "diff_in_means"}
     assert rows["grad_dot"]["lds"] > rows["random"]["lds"]
     assert main(["attribute", str(out / "population"), "--methods", "nope"]) == 2
+
+
+def test_if_exact_on_a_model_too_large_for_the_hessian_fails_at_once(tmp_path):
+    """if_exact needs the full Hessian: on a 5,110-parameter MLP the study says so before
+    the ground truth and the other methods run (it used to fail when if_exact's turn came)."""
+    import time
+
+    from memlab.data import load
+    from memlab.errors import ConfigError
+    from memlab.population import train_population
+
+    population = train_population(load("mnist1d"), model="mlp", model_kwargs={"hidden": [100]},
+                                  n_models=20, subset_fraction=0.5, epochs=1, n_workers=1,
+                                  out=tmp_path / "population", progress=False)
+    config = AttributeConfig(run_dir=str(population.path), data=None,
+                             methods=("grad_dot", "if_exact"), n_targets=5, n_heldout=3,
+                             n_validation=3, method_models=2, trak_models=2)
+    started = time.perf_counter()
+    with pytest.raises(ConfigError, match="if_exact needs the exact Hessian.*5110 param"):
+        run(config, tmp_path / "attribute", progress=False)
+    assert time.perf_counter() - started < 5
+    assert not (tmp_path / "attribute" / "summary.json").exists()

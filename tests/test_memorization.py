@@ -125,6 +125,14 @@ def test_influence_larger_than_memory_streams_to_disk():
         streamed = mz.estimate_influence(mask, test_correct, max_memory=1000)
     assert streamed.paths is not None and streamed.paths[0].exists()
     np.testing.assert_allclose(streamed.values, dense_influence(mask, test_correct), atol=1e-6)
+    # The scratch directory goes with the result (its arrays stay readable on Linux).
+    import gc
+
+    scratch, values = streamed.paths[0].parent, streamed.values
+    del streamed
+    gc.collect()
+    assert not scratch.exists()
+    np.testing.assert_allclose(values, dense_influence(mask, test_correct), atol=1e-6)
 
 
 def test_influence_on_the_training_set_has_memorization_on_its_diagonal():

@@ -290,3 +290,23 @@ def test_compact_records_decode_to_the_same_arrays(tmp_path, blobs):
         "train_margin").nbytes
     pd_plain, pd_compact = plain.models_table(), compact.models_table()
     np.testing.assert_allclose(pd_compact.train_acc_in, pd_plain.train_acc_in)
+
+
+def test_a_temporary_run_directory_goes_with_its_run():
+    """out=None trains in a temporary directory: there while the Run is alive (its arrays
+    are memory-mapped from it), removed once the Run is garbage-collected."""
+    import gc
+
+    from memlab.data import load
+    from memlab.population import train_population
+
+    data = load("digits")
+    run = train_population(data, n_models=2, subset_fraction=0.5, epochs=1, batch_size=64,
+                           n_workers=1, progress=False, save_weights=False)
+    path = run.path
+    assert path.is_dir() and path.name.startswith("memlab-run-")
+    margins = np.array(run.records("test_margin"))
+    del run
+    gc.collect()
+    assert not path.exists()
+    assert margins.shape == (2, data.n_test)

@@ -65,7 +65,10 @@ def run(args: argparse.Namespace) -> int:
         params = {n: p.unsqueeze(0) for n, p in template.named_parameters()}
         small = single_linear(template) or n_params(params) <= 4000
         methods = tuple(m for m in DEFAULT_METHODS if small or m != "if_exact")
+    self_methods = tuple(m for m in AttributeConfig.self_influence_methods
+                         if m != "if_exact" or "if_exact" in methods)
     config = AttributeConfig(run_dir=str(population.path), data=None, methods=methods,
+                             self_influence_methods=self_methods,
                              n_targets=args.targets, n_heldout=args.heldout,
                              n_validation=args.validation, method_models=args.models,
                              trak_models=args.trak_models, proj_dim=args.proj_dim,

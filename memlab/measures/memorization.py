@@ -42,8 +42,10 @@ from __future__ import annotations
 
 import math
 import os
+import shutil
 import tempfile
 import warnings
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -342,8 +344,10 @@ def estimate_influence(mask: np.ndarray, correct_test: np.ndarray, out: str | Pa
     m = correct_test.shape[1]
     max_memory = available_memory() // 2 if max_memory is None else max_memory
     need = 2 * 4 * n * m
+    scratch = None
     if out is None and need > max_memory:
-        out = Path(tempfile.mkdtemp(prefix="memlab-influence-")) / "influence.npy"
+        scratch = Path(tempfile.mkdtemp(prefix="memlab-influence-"))
+        out = scratch / "influence.npy"
         warnings.warn(f"the influence matrix ({n} x {m}, {need / 2**30:.1f} GiB with standard "
                       f"errors) exceeds {max_memory / 2**30:.1f} GiB of memory: streaming it "
                       f"to {out}", stacklevel=2)
@@ -388,11 +392,18 @@ def estimate_influence(mask: np.ndarray, correct_test: np.ndarray, out: str | Pa
                 array.flush()
                 os.replace(temp, target)
             values, se = (np.load(p, mmap_mode="r") for p in targets)
+    except BaseException:
+        if scratch is not None:
+            shutil.rmtree(scratch, ignore_errors=True)
+        raise
     finally:
         if targets is not None:
             for temp in temps:
                 temp.unlink(missing_ok=True)
-    return Influence(values, se, n_in, n_out, targets)
+    result = Influence(values, se, n_in, n_out, targets)
+    if scratch is not None:  # our own scratch directory: removed with the result
+        weakref.finalize(result, shutil.rmtree, str(scratch), True)
+    return result
 
 
 def influence(run: Run, out: str | Path | None = None, models: Sequence[int] | None = None,

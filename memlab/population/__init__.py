@@ -27,6 +27,7 @@ import shutil
 import sys
 import tempfile
 import time
+import weakref
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -80,7 +81,8 @@ def train_population(
     callbacks: measurements during training, stored as records (see callbacks.py).
     transforms: your own augmentation functions, by the name used in ``augment``.
     out: run directory: created, resumed if it holds this run, or grown if it holds the
-        same run with fewer models; a fresh temporary directory when None.
+        same run with fewer models; when None, a fresh temporary directory, removed when
+        the returned Run is garbage-collected (or at exit) or if training fails.
     n_workers: CPU worker processes, one single-threaded chunk each (default: one per core).
 
     Settings that change results are in the config (and the model, mask and callbacks,
@@ -132,7 +134,24 @@ def train_population(
     transforms = recipe.resolve_transforms(config, transforms)
     work = ChunkWork(task.name, config, spec, callbacks, transforms)
 
-    run_dir = Path(out) if out is not None else Path(tempfile.mkdtemp(prefix="memlab-run-"))
+    temporary = out is None
+    run_dir = Path(tempfile.mkdtemp(prefix="memlab-run-")) if temporary else Path(out)
+    try:
+        run = _train_in(run_dir, dataset, task, config, described, membership, callbacks,
+                        work, device, n_workers, executor, ray_address, progress,
+                        compute_dtype)
+    except BaseException:
+        if temporary:  # nobody can resume a run in a directory they were never told about
+            shutil.rmtree(run_dir, ignore_errors=True)
+        raise
+    if temporary:  # removed with the Run (or at exit); mapped arrays stay valid on Linux
+        weakref.finalize(run, shutil.rmtree, str(run_dir), True)
+    return run
+
+
+def _train_in(run_dir: Path, dataset, task, config: PopulationConfig, described, membership,
+              callbacks, work: ChunkWork, device: str, n_workers: int, executor: str,
+              ray_address, progress: bool, compute_dtype: str) -> Run:
     verifier = store.Verifier()
     # SIGTERM/SIGHUP become SystemExit, so the clean-up below (workers, Ray, the lock, the
     # manifest's status) runs on every way out; a full or read-only disk is one line.

@@ -482,6 +482,21 @@ def training_flops(run) -> float:
     return 6.0 * sum(macs) * steps
 
 
+def _check_exact_hessian(population_run, config: AttributeConfig) -> None:
+    """if_exact needs the full Hessian (linear models, or at most 4,000 parameters): say so
+    before hours of other methods, not when its turn comes."""
+    wanted = [field for field in ("methods", "self_influence_methods")
+              if "if_exact" in getattr(config, field)]
+    if not wanted:
+        return
+    template = _template(population_run)
+    n = sum(p.numel() for p in template.parameters())
+    if not am.single_linear(template) and n > 4000:
+        raise ConfigError(f"if_exact needs the exact Hessian, and this model has {n} "
+                          f"parameters (at most 4,000, or a linear model); drop if_exact from "
+                          f"{' and '.join(wanted)} (if_cg, if_ekfac approximate it)")
+
+
 def run(config: AttributeConfig, out: str | Path | None = None, progress: bool = True) -> Result:
     """Score every method (training the population first if needed) and write tables/,
     scores/, summary.json and report.html into ``out`` (default: RUN/attribute)."""
@@ -504,6 +519,7 @@ def run(config: AttributeConfig, out: str | Path | None = None, progress: bool =
     n_test = population_run.manifest["dataset"]["n_test"]
     if config.n_targets > n_test:
         raise ConfigError(f"--targets {config.n_targets} exceeds the {n_test} test examples")
+    _check_exact_hessian(population_run, config)
     outputs = np.asarray(population_run.records("test_logodds")[:, :config.n_targets],
                          np.float64)
     started = time.perf_counter()
