@@ -19,8 +19,9 @@ busy machine slows all three alike; the median of each is reported, in tokens pe
 ``--roofline`` profiles one model's training step (the loop's), splits it into matrix
 products (their FLOPs), the other kernels (the bytes their tensors span: a lower bound on
 their traffic) and the time outside any kernel (Python, dispatch), and measures on one
-thread in the same run the GEMM rate (at the model's own shape and at 2048², the better
-one counts) and the memory bandwidth at the size of one activation (in cache). The fastest
+thread in the same run the GEMM rate (at the model's own shape and at 2048²) and the
+memory bandwidth at the size of one activation (in cache); the best rates seen, the loop's
+own kernels included, count. The fastest
 a stacked step could be per model is FLOPs / GEMM rate + bytes / bandwidth: stacking
 removes dispatch and can feed larger GEMMs, but every model's arithmetic and elementwise
 traffic stay. The loop's step time divided by that bounds what any stacking can gain; the
