@@ -45,7 +45,6 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from memlab.errors import ConfigError
-    from memlab.measures.attribution.gradients import n_params
     from memlab.population import open_run
     from memlab.studies.attribute import AttributeConfig
     from memlab.studies.attribute import run as run_study
@@ -58,12 +57,10 @@ def run(args: argparse.Namespace) -> int:
         if unknown:
             raise ConfigError(f"unknown --methods {unknown}; choose from {', '.join(METHODS)}")
     else:
-        from memlab.measures.attribution.methods import single_linear
+        from memlab.measures.attribution.methods import exact_hessian_applies
         from memlab.studies.attribute.study import DEFAULT_METHODS
 
-        template = _template(population)
-        params = {n: p.unsqueeze(0) for n, p in template.named_parameters()}
-        small = single_linear(template) or n_params(params) <= 4000
+        small = exact_hessian_applies(_template(population))
         methods = tuple(m for m in DEFAULT_METHODS if small or m != "if_exact")
     self_methods = tuple(m for m in AttributeConfig.self_influence_methods
                          if m != "if_exact" or "if_exact" in methods)

@@ -71,13 +71,12 @@ class FusedOptimizer:
     def _buffers(self, param: torch.Tensor) -> dict[str, torch.Tensor]:
         state = self.state.get(id(param))
         if state is None:
-            state = {"momentum": torch.empty_like(param), "exp_avg": torch.zeros_like(param),
-                     "exp_avg_sq": torch.zeros_like(param),
-                     "step": torch.zeros((), dtype=torch.float32, device=param.device)}
-            if self.kind == "sgd":  # only what the kind uses
-                state = {"momentum": state["momentum"]}
+            if self.kind == "sgd":  # the momentum buffer: the first step copies the gradient
+                state = {"momentum": torch.empty_like(param)}
             else:
-                del state["momentum"]
+                state = {"exp_avg": torch.zeros_like(param),
+                         "exp_avg_sq": torch.zeros_like(param),
+                         "step": torch.zeros((), dtype=torch.float32, device=param.device)}
             self.state[id(param)] = state
         return state
 

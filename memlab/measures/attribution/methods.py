@@ -248,6 +248,16 @@ def single_linear(template: nn.Module) -> bool:
     return len(params) == 2 and params[0][1].dim() == 2 and params[1][1].dim() == 1
 
 
+EXACT_HESSIAN_MAX_PARAMS = 4000  # a p x p float64 Hessian by torch.func: 128 MB, minutes
+
+
+def exact_hessian_applies(template: nn.Module) -> bool:
+    """Whether ``solver="exact"`` works for this model: logistic regression (closed form)
+    or at most EXACT_HESSIAN_MAX_PARAMS parameters."""
+    n = sum(p.numel() for p in template.parameters())
+    return single_linear(template) or n <= EXACT_HESSIAN_MAX_PARAMS
+
+
 def linear_hessian(x: np.ndarray, probs: torch.Tensor) -> torch.Tensor:
     """The exact Hessian (p x p, float64) of the mean cross-entropy of a linear softmax model
     logits = W x + b at softmax outputs ``probs`` (n, C), parameters flattened as
@@ -374,7 +384,7 @@ def influence(task: Task, solver: str = "auto", damping: float | Sequence[float]
     """
     p = n_params(task.params)
     if solver == "auto":
-        solver = "exact" if single_linear(task.template) or p <= 4000 else "cg"
+        solver = "exact" if exact_hessian_applies(task.template) else "cg"
     if solver == "ekfac":
         return ekfac_influence(task, damping=damping, hessian_examples=hessian_examples,
                                seed=seed)
@@ -394,7 +404,7 @@ def influence(task: Task, solver: str = "auto", damping: float | Sequence[float]
             if single_linear(task.template):
                 probs = torch.softmax(logits_of(task.template, pk, task.x_train[members])[0], 1)
                 hessian = linear_hessian(task.x_train[members], probs)
-            elif p <= 4000:
+            elif p <= EXACT_HESSIAN_MAX_PARAMS:
                 hessian = exact_hessian(_mean_loss_fn(task.template, task.x_train[members],
                                                       task.y_train[members]),
                                         {n: t.double() for n, t in one.items()})

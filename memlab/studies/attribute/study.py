@@ -490,11 +490,12 @@ def _check_exact_hessian(population_run, config: AttributeConfig) -> None:
     if not wanted:
         return
     template = _template(population_run)
-    n = sum(p.numel() for p in template.parameters())
-    if not am.single_linear(template) and n > 4000:
+    if not am.exact_hessian_applies(template):
+        n = sum(p.numel() for p in template.parameters())
         raise ConfigError(f"if_exact needs the exact Hessian, and this model has {n} "
-                          f"parameters (at most 4,000, or a linear model); drop if_exact from "
-                          f"{' and '.join(wanted)} (if_cg, if_ekfac approximate it)")
+                          f"parameters (at most {am.EXACT_HESSIAN_MAX_PARAMS}, or a linear "
+                          f"model); drop if_exact from {' and '.join(wanted)} (if_cg and "
+                          "if_ekfac approximate it)")
 
 
 def run(config: AttributeConfig, out: str | Path | None = None, progress: bool = True) -> Result:
