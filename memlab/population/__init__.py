@@ -136,10 +136,20 @@ def train_population(
 
     temporary = out is None
     run_dir = Path(tempfile.mkdtemp(prefix="memlab-run-")) if temporary else Path(out)
+    verifier = store.Verifier()
     try:
-        run = _train_in(run_dir, dataset, task, config, described, membership, callbacks,
-                        work, device, n_workers, executor, ray_address, progress,
-                        compute_dtype)
+        # SIGTERM/SIGHUP become SystemExit, so the clean-up below (workers, Ray, the lock,
+        # the manifest's status) runs on every way out; a full or read-only disk is one line.
+        with exit_on_signals(), _disk_errors(run_dir):
+            lock, manifest = _open_or_create(run_dir, dataset, task, config, described,
+                                             membership, callbacks, verifier)
+            try:
+                _record_compute_dtype(run_dir, manifest, config, compute_dtype)
+                _train_and_finalize(run_dir, manifest, dataset, task, config, work, device,
+                                    n_workers, executor, ray_address, progress, verifier)
+            finally:
+                lock.release()
+            run = _open_verified(run_dir, verifier)
     except BaseException:
         if temporary:  # nobody can resume a run in a directory they were never told about
             shutil.rmtree(run_dir, ignore_errors=True)
@@ -147,24 +157,6 @@ def train_population(
     if temporary:  # removed with the Run (or at exit); mapped arrays stay valid on Linux
         weakref.finalize(run, shutil.rmtree, str(run_dir), True)
     return run
-
-
-def _train_in(run_dir: Path, dataset, task, config: PopulationConfig, described, membership,
-              callbacks, work: ChunkWork, device: str, n_workers: int, executor: str,
-              ray_address, progress: bool, compute_dtype: str) -> Run:
-    verifier = store.Verifier()
-    # SIGTERM/SIGHUP become SystemExit, so the clean-up below (workers, Ray, the lock, the
-    # manifest's status) runs on every way out; a full or read-only disk is one line.
-    with exit_on_signals(), _disk_errors(run_dir):
-        lock, manifest = _open_or_create(run_dir, dataset, task, config, described,
-                                         membership, callbacks, verifier)
-        try:
-            _record_compute_dtype(run_dir, manifest, config, compute_dtype)
-            _train_and_finalize(run_dir, manifest, dataset, task, config, work, device,
-                                n_workers, executor, ray_address, progress, verifier)
-        finally:
-            lock.release()
-        return _open_verified(run_dir, verifier)
 
 
 def _record_compute_dtype(run_dir: Path, manifest: dict, config: PopulationConfig,

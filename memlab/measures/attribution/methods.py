@@ -404,7 +404,7 @@ def influence(task: Task, solver: str = "auto", damping: float | Sequence[float]
             if single_linear(task.template):
                 probs = torch.softmax(logits_of(task.template, pk, task.x_train[members])[0], 1)
                 hessian = linear_hessian(task.x_train[members], probs)
-            elif p <= EXACT_HESSIAN_MAX_PARAMS:
+            elif exact_hessian_applies(task.template):
                 hessian = exact_hessian(_mean_loss_fn(task.template, task.x_train[members],
                                                       task.y_train[members]),
                                         {n: t.double() for n, t in one.items()})
