@@ -184,6 +184,20 @@ def atomic_save_table(path: str | Path, frame) -> str:
     return atomic_write_bytes(path, buffer.getvalue())
 
 
+def atomic_save_columns(path: str | Path, columns: dict[str, Any]) -> str:
+    """Save columns (name -> 1-D NumPy array or list, all of one length) as a Parquet table,
+    atomically, without pandas; ``pandas.read_parquet`` reads it back as a DataFrame."""
+    import io
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    buffer = io.BytesIO()
+    pq.write_table(pa.table({name: pa.array(values) for name, values in columns.items()}),
+                   buffer)
+    return atomic_write_bytes(path, buffer.getvalue())
+
+
 def remove_stale_temporaries(directory: str | Path) -> list[Path]:
     """Delete the ``.NAME.*.tmp`` files a killed writer left in ``directory`` (not
     recursive); returns what was removed. Call it only while no one else writes there."""

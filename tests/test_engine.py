@@ -269,9 +269,10 @@ def _children(pid: int) -> list[int]:
 
     deadline = time.time() + 30
     while time.time() < deadline:
+        # the workers: forked (the parent's command line) or spawned (spawn_main); not
+        # multiprocessing's resource tracker
         found = [c.pid for c in psutil.Process(pid).children()
-                 if "spawn_main" in " ".join(c.cmdline()) and "tracker" not in " ".join(
-                     c.cmdline()[-1:])]
+                 if "resource_tracker" not in " ".join(c.cmdline())]
         if len(found) >= 2:
             return found
         time.sleep(0.05)

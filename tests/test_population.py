@@ -310,3 +310,32 @@ def test_a_temporary_run_directory_goes_with_its_run():
     gc.collect()
     assert not path.exists()
     assert margins.shape == (2, data.n_test)
+
+
+def test_forked_and_spawned_workers_train_the_same_bits(tmp_path, blobs, monkeypatch):
+    """Workers start by fork on Linux (torch already imported) and by spawn elsewhere: the
+    start method must not change a single bit. The main process first runs a two-thread
+    product, so the forked workers inherit a live OpenMP pool (and must not hang in it)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        torch.randn(512, 512) @ torch.randn(512, 512)
+        runs = {}
+        for method in ("fork", "spawn"):
+            monkeypatch.setenv("MEMLAB_START_METHOD", method)
+            runs[method] = train_population(blobs, **FAST, n_models=6, chunk_size=2, epochs=2,
+                                            out=tmp_path / method, n_workers=2, progress=False)
+    finally:
+        torch.set_num_threads(threads)
+    assert runs["fork"].record_names == runs["spawn"].record_names
+    for name in runs["fork"].record_names:
+        np.testing.assert_array_equal(runs["fork"].records(name), runs["spawn"].records(name))
+    for name, weights in runs["fork"].weights().items():
+        np.testing.assert_array_equal(weights, runs["spawn"].weights()[name])
+
+
+def test_an_unknown_start_method_is_one_line(tmp_path, blobs, monkeypatch):
+    monkeypatch.setenv("MEMLAB_START_METHOD", "teleport")
+    with pytest.raises(ConfigError, match="MEMLAB_START_METHOD='teleport'"):
+        train_population(blobs, **FAST, n_models=4, chunk_size=2, epochs=1,
+                         out=tmp_path / "run", n_workers=2, progress=False)

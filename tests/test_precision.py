@@ -15,6 +15,7 @@ import torch
 from memlab.data import load
 from memlab.errors import ConfigError
 from memlab.measures.memorization import detection_auroc, memorization, spearman
+from memlab.models import build_model
 from memlab.population import train_population
 from memlab.population.config import PopulationConfig
 from memlab.population.engine import native_bfloat16, resolve_compute_dtype
@@ -49,7 +50,7 @@ def test_bfloat16_memorization_agrees_with_float32_within_its_standard_error(tmp
     yardstick = agreement(fp32, other_seed)
     print(same, yardstick)
     # Stated bound: bf16 moves a score by less than half its standard error on average,
-    # and by less than 0.8x what a new seed moves it (see /work/notes/readme-precision.md).
+    # and by less than 0.8x what a new seed moves it (the README's precision table).
     assert same["ratio"] < 0.5, same
     assert same["ratio"] < 0.8 * yardstick["ratio"], (same, yardstick)
     assert same["spearman"] > 0.8, same
@@ -95,3 +96,40 @@ def test_float16_loss_scaling_path_trains_like_float32(tmp_path):
     acc_full = full.records("test_correct").mean()
     assert acc_full > 0.85
     assert abs(acc_half - acc_full) < 0.03, (acc_half, acc_full)
+
+
+@pytest.mark.filterwarnings("ignore:compute_dtype='bfloat16'")
+@pytest.mark.parametrize("model_kwargs", [{"hidden": [32]}, {"hidden": [32], "activation": "tanh"}],
+                         ids=["fast path", "generic path"])
+def test_bfloat16_records_come_from_the_bfloat16_forward(tmp_path, model_kwargs):
+    """A bfloat16 population's records are those of the forward it trains with: its logits
+    are bfloat16 numbers (then float32), close to the float32 forward of its own trained
+    weights; a float32 population's are not bfloat16 numbers (so the check can fail)."""
+    from tests.user_models import ProbeLogits
+
+    dataset = load("digits")
+    probes = {}
+    for dtype in ("bfloat16", "float32"):
+        run = train_population(dataset, model="mlp", model_kwargs=model_kwargs, n_models=3,
+                               epochs=2, batch_size=64, chunk_size=3, compute_dtype=dtype,
+                               callbacks=[ProbeLogits(last=2)], out=tmp_path / dtype,
+                               n_workers=1, progress=False)
+        probes[dtype] = (run, run.records("probe_logits")[:, -1])  # (K, 5, C), last epoch
+    run, logits = probes["bfloat16"]
+    as_bf16 = torch.from_numpy(np.array(logits)).bfloat16().float().numpy()
+    np.testing.assert_array_equal(logits, as_bf16)
+    fp32_logits = probes["float32"][1]
+    assert not np.array_equal(
+        fp32_logits, torch.from_numpy(np.array(fp32_logits)).bfloat16().float().numpy())
+
+    weights = run.weights()
+    x = torch.from_numpy(dataset.x_test[:5])
+    for k in range(3):
+        model = build_model("mlp", dataset.input_shape, dataset.n_classes, **model_kwargs)
+        model.load_state_dict({name: torch.from_numpy(w[k]) for name, w in weights.items()})
+        with torch.no_grad():
+            reference = model.eval()(x).numpy()
+        scale = np.abs(reference).max()
+        assert np.abs(logits[k] - reference).max() < 0.05 * scale
+        correct = logits[k].argmax(1) == dataset.y_test[:5]
+        np.testing.assert_array_equal(run.records("test_correct")[k, :5], correct)

@@ -43,7 +43,11 @@ from memlab.population import recipe
 from memlab.population.callbacks import EpochRecords, TrainState, callback_epochs
 from memlab.population.config import STREAM_SHUFFLE, PopulationConfig, model_rng
 from memlab.population.modelspec import ModelSpec
-from memlab.population.stackable import use_float32_norms, use_stackable_convolutions
+from memlab.population.stackable import (
+    use_float32_norms,
+    use_low_precision_linears,
+    use_stackable_convolutions,
+)
 from memlab.population.task import ClassificationTask
 
 
@@ -243,9 +247,14 @@ class _MLPStep:
 
         for layer in range(len(weights) - 1, -1, -1):
             inputs = activations[layer]
-            # Bias gradients summed in float32; in float32 the products are written straight
-            # into the padded gradient rows (out=, no copy pass).
-            torch.sum(grad, 2, dtype=torch.float32, out=self.bias_grads[layer])
+            # In float32 the products are written straight into the padded gradient rows
+            # (out=, no copy pass). A bfloat16 gradient's bias sum is taken in bfloat16
+            # (float32 accumulation, one rounding, like its weight gradient): summing it
+            # with dtype=float32 first made a float32 copy of the whole gradient.
+            if grad.dtype == torch.float32:
+                torch.sum(grad, 2, dtype=torch.float32, out=self.bias_grads[layer])
+            else:
+                self.bias_grads[layer].copy_(grad.sum(2))
             if low:
                 grad = grad.to(self.dtype)
                 self.weight_grads[layer].copy_(torch.bmm(grad, inputs.transpose(1, 2)))
@@ -434,8 +443,10 @@ def train_chunk(task: Any, data: Any, config: PopulationConfig, spec: ModelSpec,
     state = initial_weights(spec, recipe_config, replicates, input_shape, n_outputs, device)
     dropout_keys = recipe.use_stream_dropout(template)
     use_stackable_convolutions(template)  # each model its own GEMMs: chunk-size invariant
-    if recipe_config.compute_dtype != "float32":
+    dtype = resolve_compute_dtype(recipe_config.compute_dtype, device)
+    if dtype != torch.float32:
         use_float32_norms(template)  # batch statistics in float32 under autocast
+        use_low_precision_linears(template)  # (vmap + autocast left them in float32)
     buffer_names = {name for name, _ in template.named_buffers()}
     stacked = StackedParameters({n: t for n, t in state.items() if n not in buffer_names})
     params = stacked.values
@@ -446,7 +457,6 @@ def train_chunk(task: Any, data: Any, config: PopulationConfig, spec: ModelSpec,
     saved_buffers = [n for n in buffers if n not in dropout_keys]
 
     tensors = task.tensors(data, device)  # moved to the device once, for training and records
-    dtype = resolve_compute_dtype(recipe_config.compute_dtype, device)
     fast = uses_fast_path(template, task, dtype)
     # float16 only: a dynamic loss scale (one per chunk; a step with an overflow in any
     # model is skipped for the chunk, so float16 chunks are not chunk-size invariant).
@@ -457,7 +467,7 @@ def train_chunk(task: Any, data: Any, config: PopulationConfig, spec: ModelSpec,
     optimizer = recipe.make_optimizer(stacked.leaves, recipe_config,
                                       model_dims={n: len(s) for n, s in stacked.shapes.items()})
     values_per_example = _values_per_example(template, task, data, input_shape)
-    eval_forward = _eval_forward(template, task, params, buffers, fast)
+    eval_forward = _eval_forward(template, task, params, buffers, fast, device, dtype)
 
     callbacks = list(callbacks)
     if config.record_epochs:
@@ -475,6 +485,13 @@ def train_chunk(task: Any, data: Any, config: PopulationConfig, spec: ModelSpec,
     batch_size = recipe_config.batch_size
     steps_per_epoch = -(-n_members // batch_size)
     augment = recipe.has_augmentation(recipe_config)
+    batches_from = tensors["train"]
+    if (fast and dtype != torch.float32 and not augment and not before_step
+            and not isinstance(getattr(data, "x_train", None), np.memmap)):
+        # The bfloat16 step's first product rounds its inputs anyway: gathering batches from
+        # a bfloat16 copy (in memory: not for a memory-mapped dataset) moves half the bytes
+        # and skips a conversion per step; the same bits.
+        batches_from = (batches_from[0].to(dtype), *batches_from[1:])
     epoch_losses = []
     global_step = 0
 
@@ -493,7 +510,7 @@ def train_chunk(task: Any, data: Any, config: PopulationConfig, spec: ModelSpec,
         loss_sum = torch.zeros(n_models, device=device)
         for start in range(0, n_members, batch_size):
             index = order[:, start:start + batch_size]  # (K, b)
-            x, y = task.batch(tensors["train"], index)
+            x, y = task.batch(batches_from, index)
             if augment:
                 x = recipe.augment_batch(x, rngs, recipe_config, transforms)
             train_state.step = global_step
@@ -562,15 +579,22 @@ def _values_per_example(template: torch.nn.Module, task: Any, data: Any,
 
 
 def _eval_forward(template: torch.nn.Module, task: Any, params: dict[str, torch.Tensor],
-                  buffers: dict[str, torch.Tensor], fast: bool) -> Callable:
-    """f(x shared (b, ...)) -> (K, b, ...) eval-mode outputs of the live weights."""
+                  buffers: dict[str, torch.Tensor], fast: bool,
+                  device: torch.device | None = None, dtype: torch.dtype = torch.float32
+                  ) -> Callable:
+    """f(x shared (b, ...)) -> (K, b, ...) eval-mode float32 outputs of the live weights,
+    computed in the precision the models train in (``dtype``): a bfloat16 population's
+    records are those of its bfloat16 forward, and cost a quarter of float32's products."""
     if fast:
-        return _mlp_shared_forward(template, params)
+        return _mlp_shared_forward(template, params, dtype)
     vmapped = stacked_forward(template, train=False, shared_input=True)
+    device = device if device is not None else torch.device("cpu")
 
     def forward(x: torch.Tensor) -> torch.Tensor:
         plain = {name: tensor.detach() for name, tensor in params.items()}
-        return vmapped(plain, buffers, x)
+        with autocast(device, dtype):
+            out = vmapped(plain, buffers, x)
+        return out.float() if out.is_floating_point() else out
     return forward
 
 
@@ -585,7 +609,8 @@ def _train_forward(template: torch.nn.Module, params: dict[str, torch.Tensor],
     return forward
 
 
-def _mlp_shared_forward(template: MLP, params: dict[str, torch.Tensor]):
+def _mlp_shared_forward(template: MLP, params: dict[str, torch.Tensor],
+                        dtype: torch.dtype = torch.float32):
     n_layers = len(template.layers)
     relu = template.activation == "relu"
 
@@ -593,12 +618,12 @@ def _mlp_shared_forward(template: MLP, params: dict[str, torch.Tensor]):
         n_models = params["layers.0.weight"].shape[0]
         # (K, d, b): the shared inputs as a batch, so that every model's products are its
         # own GEMMs (one GEMM over all models' rows rounds differently with K).
-        hidden = x.flatten(1).T.unsqueeze(0).expand(n_models, -1, -1)
+        hidden = x.flatten(1).T.to(dtype).unsqueeze(0).expand(n_models, -1, -1)
         for i in range(n_layers):
             weight, bias = params[f"layers.{i}.weight"], params[f"layers.{i}.bias"]
-            hidden = torch.baddbmm(bias.unsqueeze(2), weight, hidden)
+            hidden = torch.baddbmm(bias.to(dtype).unsqueeze(2), weight.to(dtype), hidden)
             if relu and i < n_layers - 1:
                 hidden.relu_()
-        return hidden.transpose(1, 2)  # (K, b, C)
+        return hidden.transpose(1, 2).float()  # (K, b, C)
 
     return forward

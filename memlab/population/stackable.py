@@ -28,8 +28,8 @@ def _conv2d_as_matmul(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor 
     w = weight.view(groups, out_channels // groups, -1)  # (g, O/g, C/g * kh * kw)
     out = torch.matmul(w, columns)  # (b, g, O/g, L)
     out = out.reshape(batch, out_channels, out_h, out_w)
-    if bias is not None:
-        out = out + bias.view(1, -1, 1, 1)
+    if bias is not None:  # (in the product's precision: bfloat16 under autocast)
+        out = out + bias.view(1, -1, 1, 1).to(out.dtype)
     return out
 
 
@@ -57,6 +57,34 @@ def use_stackable_convolutions(module: nn.Module) -> int:
             continue
         replacement = kind.__new__(kind)
         replacement.__dict__ = child.__dict__  # same parameters, buffers, settings
+        parent_name, _, attr = name.rpartition(".")
+        parent = module.get_submodule(parent_name) if parent_name else module
+        setattr(parent, attr, replacement)
+        swapped += 1
+    return swapped
+
+
+class BiasAfterLinear(nn.Linear):
+    """nn.Linear whose bias is added after the product, in the product's precision.
+
+    Why: under ``vmap``, autocast leaves ``F.linear`` *with* a bias in float32 (torch 2.13;
+    without one it runs in bfloat16), so a vmapped model's linear layers silently trained
+    in float32 under ``compute_dtype="bfloat16"``. Swapped in for low precision only: in
+    float32, adding the bias after the product could round differently."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = F.linear(x, self.weight)
+        return out if self.bias is None else out + self.bias.to(out.dtype)
+
+
+def use_low_precision_linears(module: nn.Module) -> int:
+    """Swap (in place) every nn.Linear for :class:`BiasAfterLinear`; returns how many."""
+    swapped = 0
+    for name, child in list(module.named_modules()):
+        if type(child) is not nn.Linear:
+            continue
+        replacement = BiasAfterLinear.__new__(BiasAfterLinear)
+        replacement.__dict__ = child.__dict__
         parent_name, _, attr = name.rpartition(".")
         parent = module.get_submodule(parent_name) if parent_name else module
         setattr(parent, attr, replacement)

@@ -391,17 +391,23 @@ class RunLock:
             raise RunError(f"{run_dir} is in use by {holder}; wait for it to finish (or stop "
                            "it), or train into another directory") from None
         try:  # who holds it: informational, so a full disk here is not an error
-            os.ftruncate(self.fd, 0)
-            os.write(self.fd, f"{os.getpid()} {socket.gethostname()} "
-                              f"{time.strftime('%Y-%m-%dT%H:%M:%S%z')} "
-                              f"{' '.join(sys.argv)[:200]}\n".encode())
+            # Written over the old text, then cut to length: a reader never finds the file
+            # empty (truncating first made a second caller report "pid unknown").
+            text = (f"{os.getpid()} {socket.gethostname()} "
+                    f"{time.strftime('%Y-%m-%dT%H:%M:%S%z')} {' '.join(sys.argv)[:200]}\n")
+            os.ftruncate(self.fd, os.pwrite(self.fd, text.encode(), 0))
         except OSError:
             pass
         return self
 
     def holder(self) -> str:
         try:
-            text = self.path.read_text().split(maxsplit=3)
+            text = []
+            for _ in range(20):  # the holder may have locked but not yet written its name
+                text = self.path.read_text().split(maxsplit=3)
+                if len(text) >= 3:
+                    break
+                time.sleep(0.005)
             pid, host, since = text[:3]
             command = text[3].strip() if len(text) > 3 else ""
             return f"pid {pid} ({host}, since {since}{': ' + command if command else ''})"
