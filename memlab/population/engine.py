@@ -579,16 +579,14 @@ def _values_per_example(template: torch.nn.Module, task: Any, data: Any,
 
 
 def _eval_forward(template: torch.nn.Module, task: Any, params: dict[str, torch.Tensor],
-                  buffers: dict[str, torch.Tensor], fast: bool,
-                  device: torch.device | None = None, dtype: torch.dtype = torch.float32
-                  ) -> Callable:
+                  buffers: dict[str, torch.Tensor], fast: bool, device: torch.device,
+                  dtype: torch.dtype) -> Callable:
     """f(x shared (b, ...)) -> (K, b, ...) eval-mode float32 outputs of the live weights,
     computed in the precision the models train in (``dtype``): a bfloat16 population's
     records are those of its bfloat16 forward, and cost a quarter of float32's products."""
     if fast:
         return _mlp_shared_forward(template, params, dtype)
     vmapped = stacked_forward(template, train=False, shared_input=True)
-    device = device if device is not None else torch.device("cpu")
 
     def forward(x: torch.Tensor) -> torch.Tensor:
         plain = {name: tensor.detach() for name, tensor in params.items()}

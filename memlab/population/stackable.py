@@ -47,13 +47,14 @@ class MatmulConv1d(nn.Conv1d):
         return out.squeeze(2)
 
 
-def use_stackable_convolutions(module: nn.Module) -> int:
-    """Swap (in place) every zero-padded Conv1d/Conv2d with numeric padding for its
-    matmul form; returns how many were swapped. Others keep torch's kernels."""
+def _swap_classes(module: nn.Module, replacement_for) -> int:
+    """Give (in place) every submodule the class ``replacement_for(child)`` returns (None:
+    keep it), sharing its parameters, buffers and settings, so names, shapes and state
+    dicts are unchanged; returns how many were swapped."""
     swapped = 0
     for name, child in list(module.named_modules()):
-        kind = {nn.Conv2d: MatmulConv2d, nn.Conv1d: MatmulConv1d}.get(type(child))
-        if kind is None or child.padding_mode != "zeros" or isinstance(child.padding, str):
+        kind = replacement_for(child)
+        if kind is None:
             continue
         replacement = kind.__new__(kind)
         replacement.__dict__ = child.__dict__  # same parameters, buffers, settings
@@ -62,6 +63,18 @@ def use_stackable_convolutions(module: nn.Module) -> int:
         setattr(parent, attr, replacement)
         swapped += 1
     return swapped
+
+
+def use_stackable_convolutions(module: nn.Module) -> int:
+    """Swap (in place) every zero-padded Conv1d/Conv2d with numeric padding for its
+    matmul form; returns how many were swapped. Others keep torch's kernels."""
+    def replacement_for(child: nn.Module):
+        kind = {nn.Conv2d: MatmulConv2d, nn.Conv1d: MatmulConv1d}.get(type(child))
+        if kind is None or child.padding_mode != "zeros" or isinstance(child.padding, str):
+            return None
+        return kind
+
+    return _swap_classes(module, replacement_for)
 
 
 class BiasAfterLinear(nn.Linear):
@@ -79,17 +92,8 @@ class BiasAfterLinear(nn.Linear):
 
 def use_low_precision_linears(module: nn.Module) -> int:
     """Swap (in place) every nn.Linear for :class:`BiasAfterLinear`; returns how many."""
-    swapped = 0
-    for name, child in list(module.named_modules()):
-        if type(child) is not nn.Linear:
-            continue
-        replacement = BiasAfterLinear.__new__(BiasAfterLinear)
-        replacement.__dict__ = child.__dict__
-        parent_name, _, attr = name.rpartition(".")
-        parent = module.get_submodule(parent_name) if parent_name else module
-        setattr(parent, attr, replacement)
-        swapped += 1
-    return swapped
+    return _swap_classes(module, lambda child: BiasAfterLinear
+                         if type(child) is nn.Linear else None)
 
 
 class _Float32Norm:
@@ -113,15 +117,4 @@ _FLOAT32_NORMS = {kind: type(f"Float32{kind.__name__}", (_Float32Norm, kind), {}
 def use_float32_norms(module: nn.Module) -> int:
     """Swap (in place) every normalization layer for one that computes in float32 under
     mixed precision (identical in float32); returns how many were swapped."""
-    swapped = 0
-    for name, child in list(module.named_modules()):
-        kind = _FLOAT32_NORMS.get(type(child))
-        if kind is None:
-            continue
-        replacement = kind.__new__(kind)
-        replacement.__dict__ = child.__dict__
-        parent_name, _, attr = name.rpartition(".")
-        parent = module.get_submodule(parent_name) if parent_name else module
-        setattr(parent, attr, replacement)
-        swapped += 1
-    return swapped
+    return _swap_classes(module, lambda child: _FLOAT32_NORMS.get(type(child)))
