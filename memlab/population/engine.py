@@ -263,7 +263,9 @@ class _MLPStep:
             if layer > 0:
                 grad = torch.bmm(weights[layer].transpose(1, 2), grad)
                 if self.relu:
-                    grad = torch.ops.aten.threshold_backward(grad, inputs, 0.0)
+                    # in place (the product above is a fresh tensor): no allocation
+                    torch.ops.aten.threshold_backward.grad_input(grad, inputs, 0.0,
+                                                                 grad_input=grad)
         return loss
 
 
@@ -442,6 +444,7 @@ def train_chunk(task: Any, data: Any, config: PopulationConfig, spec: ModelSpec,
     template = spec.build(input_shape, n_outputs)
     state = initial_weights(spec, recipe_config, replicates, input_shape, n_outputs, device)
     dropout_keys = recipe.use_stream_dropout(template)
+    dropping = any(isinstance(m, recipe.StreamDropout) and m.p > 0 for m in template.modules())
     use_stackable_convolutions(template)  # each model its own GEMMs: chunk-size invariant
     dtype = resolve_compute_dtype(recipe_config.compute_dtype, device)
     if dtype != torch.float32:
@@ -517,7 +520,8 @@ def train_chunk(task: Any, data: Any, config: PopulationConfig, spec: ModelSpec,
             for cb in before_step:
                 x, y = cb.before_step(train_state, x, y)
             recipe.set_lr(optimizer, recipe_config, global_step, steps_per_epoch)
-            recipe.set_dropout_step(template, global_step)
+            if dropping:  # (a walk over the modules: not for models without dropout)
+                recipe.set_dropout_step(template, global_step)
             batch_loss = step(x.flatten(2) if fast else x, y)
             if scaler is not None:
                 scaler.unscale_(optimizer)  # clipping sees the true gradients

@@ -84,7 +84,9 @@ class ModelSpec:
         """Model (replicate)'s initial state dict (parameters and buffers)."""
         seed = model_seed(config.seed, replicate, STREAM_INIT)
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
+            # The CPU generator only: torch.manual_seed also queues a seeding of every
+            # accelerator, capturing a traceback each time (a millisecond per model).
+            torch.default_generator.manual_seed(seed)
             if config.init == "pretrained":
                 if self.template is None:
                     raise ConfigError("init='pretrained' needs a model object whose weights "

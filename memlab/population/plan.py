@@ -26,6 +26,7 @@ from memlab.data import Dataset
 from memlab.errors import ConfigError
 from memlab.models import build_model
 from memlab.population.config import PopulationConfig
+from memlab.population.task import eval_batch_size  # the engine's own
 from memlab.validate import available_memory, fits_in_memory
 
 # Bytes per (model, example) of the final records: correct (bool), margin and loss
@@ -41,10 +42,6 @@ COMPACT_EPOCH_RECORD_BYTES = 1 / 8 + 2
 # engine's MLP figure on this project's machine (91.9 GFLOP/s from 2 workers on an Intel
 # Xeon with AVX-512, README "Performance"). An assumption, and said so in the plan.
 ASSUMED_GFLOPS = 45.0
-
-# Evaluation batches: as in the engine, at most this many examples and this much memory.
-EVAL_BATCH = 1024
-EVAL_MEMORY_BYTES = 256 * 2**20
 
 # Random data for a calibration run may use at most this much memory.
 CALIBRATION_BYTES = 512 * 2**20
@@ -77,12 +74,6 @@ class DataShape:
     def data_bytes(self) -> int:
         """Bytes of both splits' inputs as float32."""
         return (self.n_train + self.n_test) * self.example_bytes
-
-
-def eval_batch_size(n_models: int, activation_values: int) -> int:
-    """Examples per evaluation pass so that K models' activations stay within budget."""
-    per_example = 2 * 4 * n_models * max(activation_values, 1)  # float32, with temporaries
-    return int(min(EVAL_BATCH, max(1, EVAL_MEMORY_BYTES // per_example)))
 
 
 @dataclass(frozen=True)
