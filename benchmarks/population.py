@@ -16,7 +16,9 @@ were then most of its time, and the engine's ratios to (b) came out about 3x too
 All three train MNIST-1D models on 50% subsets with batch 128 and SGD+momentum. Rounds are
 interleaved (a, b, c, a, b, c, ...) so that a busy machine slows all three alike; the
 median of each is reported, with the fp32 and bf16 GEMM peaks of all cores measured in the
-same run.
+same run, and the engine's ceiling: the rate at which it would train if its batched matrix
+products were all it did (``gemm_ceiling``; every other pass and all dispatch free), which
+bounds any speed-up over loop (b) that stacking alone can give.
 
     python benchmarks/population.py              # MLP 40-100-100-10 and the 1-D CNN
     python benchmarks/population.py --full       # plus 2,000 MLPs x 30 epochs, timed
@@ -143,6 +145,58 @@ def gemm_peak(n_processes: int, seconds: float = 3.0, dtype: torch.dtype = torch
         return sum(pool.starmap(_gemm_worker, [(seconds, dtype)] * n_processes))
 
 
+# ------------------------------------------------------------------ GEMM-only ceiling
+
+
+def product_shapes(template: nn.Module, input_shape: tuple[int, ...], batch: int
+                   ) -> list[tuple[int, int, int]]:
+    """(M, K, N) of every matrix product in one training step of one model as the engine
+    forms them: per linear / 1-D convolution layer the forward, the weight gradient and
+    (not for the first layer) the input gradient; convolutions as im2col products."""
+    shapes, length, first = [], input_shape[-1], True
+    for layer in template.modules():
+        if isinstance(layer, nn.Linear):
+            rows, inner, cols = layer.out_features, layer.in_features, batch
+        elif isinstance(layer, nn.Conv1d):
+            (kernel,), (stride,), (padding,) = layer.kernel_size, layer.stride, layer.padding
+            length = (length + 2 * padding - kernel) // stride + 1
+            rows, inner, cols = layer.out_channels, layer.in_channels * kernel, batch * length
+        else:
+            continue
+        shapes += [(rows, inner, cols), (rows, cols, inner)]  # forward, weight gradient
+        if not first:
+            shapes.append((inner, rows, cols))  # input gradient
+        first = False
+    return shapes
+
+
+def _ceiling_worker(shapes, n_models: int, batch: int, dtype: torch.dtype,
+                    seconds: float) -> float:
+    """Model-example-steps/s of one single-thread process doing nothing but the step's
+    batched products (each of ``n_models`` models its own GEMMs, as in the engine)."""
+    torch.set_num_threads(1)
+    operands = [(torch.randn(n_models, m, k).to(dtype), torch.randn(n_models, k, n).to(dtype))
+                for m, k, n in shapes]
+    for a, b in operands:
+        torch.bmm(a, b)
+    steps, started = 0, time.perf_counter()
+    while time.perf_counter() - started < seconds:
+        for a, b in operands:
+            torch.bmm(a, b)
+        steps += 1
+    return steps * n_models * batch / (time.perf_counter() - started)
+
+
+def gemm_ceiling(template: nn.Module, input_shape: tuple[int, ...], n_models: int,
+                 n_processes: int, dtype: torch.dtype, seconds: float = 3.0) -> float:
+    """The fastest the engine could train: its products alone, every other pass (ReLU,
+    loss, optimizer, batching, records) and all dispatch taken as free, on all cores."""
+    shapes = product_shapes(template, input_shape, BATCH)
+    with multiprocessing.get_context("spawn").Pool(n_processes) as pool:
+        return sum(pool.starmap(_ceiling_worker,
+                                [(shapes, n_models, BATCH, dtype, seconds)] * n_processes))
+
+
 # ------------------------------------------------------------------ driver
 
 
@@ -222,7 +276,9 @@ def compare(dataset, model: str, model_kwargs: dict, epochs: int, n_engine: int,
             seconds = fn() if name.startswith("(c0)") else timed(fn)
             rates[name].append(n_models * epochs * subset / seconds)
     median = {name: statistics.median(values) for name, values in rates.items()}
-    return {"flops_per_example_step": flops, "rates": median,
+    ceilings = {dtype: gemm_ceiling(template, dataset.input_shape, chunk_size, workers, dtype)
+                for dtype in (torch.float32, torch.bfloat16)}
+    return {"flops_per_example_step": flops, "rates": median, "ceilings": ceilings,
             "models": {name: n_models for name, (n_models, _) in runs.items()},
             "gemm_peak": statistics.median(peaks), "gemm_peak_bf16": statistics.median(peaks_bf16),
             "load_averages": loads}
@@ -370,7 +426,15 @@ def main() -> None:
         print(f"  engine fp32: {gflops:.1f} GFLOP/s = {100 * gflops / peak:.0f}% of the fp32 peak; "
               f"bf16: {gflops_bf16:.1f} GFLOP/s = {100 * gflops_bf16 / peak_bf16:.0f}% of the "
               f"bf16 peak ({result['flops_per_example_step'] / 1e3:.0f} kFLOP per "
-              "example-step, process start-up and record writing included)\n")
+              "example-step, process start-up and record writing included)")
+        tuned = rates["(b) tuned loop, 1 thread x 1 process per core"]
+        for dtype, ceiling in result["ceilings"].items():
+            engine = engine_rate if dtype == torch.float32 else bf16_rate
+            print(f"  ceiling, {str(dtype)[6:]}: the step's batched products alone (chunks of "
+                  f"{args.chunk_size}, nothing else, no dispatch) {ceiling / 1e6:.3f} M "
+                  f"model-example-steps/s = {ceiling / tuned:.2f}x loop (b); the engine "
+                  f"reaches {100 * engine / ceiling:.0f}% of it")
+        print()
 
     if args.full:
         subset = PopulationConfig(subset_fraction=SUBSET).subset_size(dataset.n_train)

@@ -58,5 +58,6 @@ def test_user_cnn_on_real_mnist_memorizes_the_planted_mislabeled_examples(tmp_pa
     flipped[data.corruption["label_noise"]["indices"]] = True
     scores = memorization(run)
     auroc = roc_auc_score(flipped, scores["mem"])
+    print(f"AUROC {auroc:.3f}")
     assert auroc >= 0.9, auroc
     assert run.models_table().test_acc.mean() > 0.8  # and the models do learn the digits

@@ -2,8 +2,9 @@
 
 Under ``vmap``, K convolutions become one grouped convolution whose algorithm (and so its
 rounding) depends on K: measured, a model's gradient differed by up to 3e-3 between a
-chunk of 1 and of 4. Written as im2col (``F.unfold``) and a matrix product, the stacked
-convolution becomes a batched GEMM, which computes every model's product on its own.
+chunk of 1 and of 4. Written as im2col (``F.unfold`` in 2-D, strided slices in 1-D) and
+one matrix product per model over the whole batch, the stacked convolution becomes a
+batched GEMM, which computes every model's product on its own.
 ``use_stackable_convolutions`` swaps them into the engine's working copy of a model; the
 parameters keep their names and shapes, so state dicts are unchanged.
 """
@@ -23,11 +24,15 @@ def _conv2d_as_matmul(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor 
     columns = F.unfold(x, (kh, kw), dilation=dilation, padding=padding, stride=stride)
     out_h = (height + 2 * padding[0] - dilation[0] * (kh - 1) - 1) // stride[0] + 1
     out_w = (width + 2 * padding[1] - dilation[1] * (kw - 1) - 1) // stride[1] + 1
-    # columns: (b, C * kh * kw, L) -> per group (b, g, C/g * kh * kw, L)
-    columns = columns.view(batch, groups, -1, out_h * out_w)
+    # One product per group over the whole batch, (O/g, C/g * kh * kw) x (.., b * L): a
+    # product per example (b tiny GEMMs, ~10 output positions each) ran at a tenth of it.
+    # columns: (b, C * kh * kw, L) -> (g, C/g * kh * kw, b * L)
+    length = out_h * out_w
+    columns = columns.view(batch, groups, -1, length).permute(1, 2, 0, 3)
+    columns = columns.reshape(groups, -1, batch * length)
     w = weight.view(groups, out_channels // groups, -1)  # (g, O/g, C/g * kh * kw)
-    out = torch.matmul(w, columns)  # (b, g, O/g, L)
-    out = out.reshape(batch, out_channels, out_h, out_w)
+    out = torch.matmul(w, columns)  # (g, O/g, b * L)
+    out = out.view(out_channels, batch, out_h, out_w).transpose(0, 1)
     if bias is not None:  # (in the product's precision: bfloat16 under autocast)
         out = out + bias.view(1, -1, 1, 1).to(out.dtype)
     return out
@@ -39,8 +44,32 @@ class MatmulConv2d(nn.Conv2d):
                                  self.dilation, self.groups)
 
 
+def _conv1d_as_matmul(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
+                      stride: int, padding: int, groups: int) -> torch.Tensor:
+    """F.conv1d(x, weight, bias, ...) for x (b, C, L), no dilation, as k strided slices
+    + matmul. Why not F.unfold: under vmap its im2col and col2im kernels loop over the
+    K * b signals one at a time (a CNN step spent most of its time there)."""
+    batch = x.shape[0]
+    out_channels, _, kernel = weight.shape
+    padded = F.pad(x, (padding, padding)).transpose(0, 1)  # (C, b, L + 2 * padding)
+    length = (padded.shape[2] - kernel) // stride + 1
+    # One strided slice per tap, stacked as (C, k, b, L_out): rows ordered (channel, tap)
+    # like weight.view(O, -1). (Tensor.unfold's backward was a third of the step.)
+    columns = torch.stack([padded[..., tap:tap + stride * (length - 1) + 1:stride]
+                           for tap in range(kernel)], dim=1)
+    columns = columns.view(groups, -1, batch * length)  # (g, C/g * k, b * L_out)
+    out = torch.matmul(weight.view(groups, out_channels // groups, -1), columns)
+    out = out.view(out_channels, batch, length).transpose(0, 1)
+    if bias is not None:  # (in the product's precision: bfloat16 under autocast)
+        out = out + bias.view(1, -1, 1).to(out.dtype)
+    return out
+
+
 class MatmulConv1d(nn.Conv1d):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.dilation[0] == 1:
+            return _conv1d_as_matmul(x, self.weight, self.bias, self.stride[0],
+                                     self.padding[0], self.groups)
         out = _conv2d_as_matmul(x.unsqueeze(2), self.weight.unsqueeze(2), self.bias,
                                 (1, self.stride[0]), (0, self.padding[0]),
                                 (1, self.dilation[0]), self.groups)
