@@ -127,15 +127,24 @@ def loop_tuned(dataset, config: PopulationConfig, n_processes: int) -> None:
 # ------------------------------------------------------------------ GEMM peak
 
 
+def _rounds_per_second(products: list[tuple[torch.Tensor, torch.Tensor]],
+                       seconds: float) -> float:
+    """Rounds per second of computing every product ``a @ b`` of ``products`` (after one
+    warm-up round), in this process's threads, for about ``seconds``."""
+    for a, b in products:
+        a @ b
+    rounds, started = 0, time.perf_counter()
+    while time.perf_counter() - started < seconds:
+        for a, b in products:
+            a @ b
+        rounds += 1
+    return rounds / (time.perf_counter() - started)
+
+
 def _gemm_worker(seconds: float, dtype: torch.dtype = torch.float32) -> float:
     torch.set_num_threads(1)
     a, b = torch.randn(2048, 2048, dtype=dtype), torch.randn(2048, 2048, dtype=dtype)
-    a @ b
-    count, started = 0, time.perf_counter()
-    while time.perf_counter() - started < seconds:
-        a @ b
-        count += 1
-    return 2 * 2048**3 * count / (time.perf_counter() - started) / 1e9
+    return 2 * 2048**3 * _rounds_per_second([(a, b)], seconds) / 1e9
 
 
 def gemm_peak(n_processes: int, seconds: float = 3.0, dtype: torch.dtype = torch.float32
@@ -176,15 +185,8 @@ def _ceiling_worker(shapes, n_models: int, batch: int, dtype: torch.dtype,
     batched products (each of ``n_models`` models its own GEMMs, as in the engine)."""
     torch.set_num_threads(1)
     operands = [(torch.randn(n_models, m, k).to(dtype), torch.randn(n_models, k, n).to(dtype))
-                for m, k, n in shapes]
-    for a, b in operands:
-        torch.bmm(a, b)
-    steps, started = 0, time.perf_counter()
-    while time.perf_counter() - started < seconds:
-        for a, b in operands:
-            torch.bmm(a, b)
-        steps += 1
-    return steps * n_models * batch / (time.perf_counter() - started)
+                for m, k, n in shapes]  # (K, m, k) @ (K, k, n): a batched product, as bmm
+    return n_models * batch * _rounds_per_second(operands, seconds)
 
 
 def gemm_ceiling(template: nn.Module, input_shape: tuple[int, ...], n_models: int,

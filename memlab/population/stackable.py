@@ -30,11 +30,19 @@ def _conv2d_as_matmul(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor 
     length = out_h * out_w
     columns = columns.view(batch, groups, -1, length).permute(1, 2, 0, 3)
     columns = columns.reshape(groups, -1, batch * length)
-    w = weight.view(groups, out_channels // groups, -1)  # (g, O/g, C/g * kh * kw)
+    return _grouped_product(columns, weight, bias, batch, (out_h, out_w))
+
+
+def _grouped_product(columns: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
+                     batch: int, spatial: tuple[int, ...]) -> torch.Tensor:
+    """columns (g, C/g * taps, b * L), rows ordered like weight.view(O, -1) -> the
+    convolution's output (b, O, *spatial), bias added in the product's precision."""
+    groups, out_channels = columns.shape[0], weight.shape[0]
+    w = weight.view(groups, out_channels // groups, -1)  # (g, O/g, C/g * taps)
     out = torch.matmul(w, columns)  # (g, O/g, b * L)
-    out = out.view(out_channels, batch, out_h, out_w).transpose(0, 1)
+    out = out.view(out_channels, batch, *spatial).transpose(0, 1)
     if bias is not None:  # (in the product's precision: bfloat16 under autocast)
-        out = out + bias.view(1, -1, 1, 1).to(out.dtype)
+        out = out + bias.view(1, -1, *[1] * len(spatial)).to(out.dtype)
     return out
 
 
@@ -49,8 +57,7 @@ def _conv1d_as_matmul(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor 
     """F.conv1d(x, weight, bias, ...) for x (b, C, L), no dilation, as k strided slices
     + matmul. Why not F.unfold: under vmap its im2col and col2im kernels loop over the
     K * b signals one at a time (a CNN step spent most of its time there)."""
-    batch = x.shape[0]
-    out_channels, _, kernel = weight.shape
+    batch, kernel = x.shape[0], weight.shape[2]
     padded = F.pad(x, (padding, padding)).transpose(0, 1)  # (C, b, L + 2 * padding)
     length = (padded.shape[2] - kernel) // stride + 1
     # One strided slice per tap, stacked as (C, k, b, L_out): rows ordered (channel, tap)
@@ -58,11 +65,7 @@ def _conv1d_as_matmul(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor 
     columns = torch.stack([padded[..., tap:tap + stride * (length - 1) + 1:stride]
                            for tap in range(kernel)], dim=1)
     columns = columns.view(groups, -1, batch * length)  # (g, C/g * k, b * L_out)
-    out = torch.matmul(weight.view(groups, out_channels // groups, -1), columns)
-    out = out.view(out_channels, batch, length).transpose(0, 1)
-    if bias is not None:  # (in the product's precision: bfloat16 under autocast)
-        out = out + bias.view(1, -1, 1).to(out.dtype)
-    return out
+    return _grouped_product(columns, weight, bias, batch, (length,))
 
 
 class MatmulConv1d(nn.Conv1d):
