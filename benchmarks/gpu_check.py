@@ -38,18 +38,13 @@ import torch
 from torch import nn
 
 from memlab.data import load
+from memlab.engine.config import PopulationConfig, membership_mask
+from memlab.engine.loop import train_chunk
+from memlab.engine.modelspec import ModelSpec
+from memlab.engine.precision import cpu_flags, cpu_model, native_bfloat16, resolve_compute_dtype
+from memlab.engine.task import task_for
 from memlab.io import atomic_write_bytes, atomic_write_json
-from memlab.population.config import PopulationConfig, membership_mask
-from memlab.population.engine import (
-    cpu_flags,
-    cpu_model,
-    native_bfloat16,
-    resolve_compute_dtype,
-    train_chunk,
-)
-from memlab.population.modelspec import ModelSpec
 from memlab.population.plan import flops_per_example_step, suggest_chunk_size
-from memlab.population.task import task_for
 
 FZ_MODELS = 2000  # the models of the script's full run (the paper used 4,000)
 

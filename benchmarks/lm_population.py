@@ -42,16 +42,17 @@ import numpy as np
 import torch
 
 from memlab.data.text import synthetic_corpus
-from memlab.models.lm import build_lm
-from memlab.population.config import (
+from memlab.engine.config import (
     STREAM_SHUFFLE,
     PopulationConfig,
     membership_mask,
     model_rng,
 )
-from memlab.population.engine import cpu_flags, cpu_model, native_bfloat16, train_chunk
-from memlab.population.modelspec import ModelSpec
-from memlab.population.task import TASKS, token_loss
+from memlab.engine.loop import train_chunk
+from memlab.engine.modelspec import ModelSpec
+from memlab.engine.precision import cpu_flags, cpu_model, native_bfloat16
+from memlab.engine.task import TASKS, token_loss
+from memlab.models.lm import build_lm
 
 
 def loop_train(documents, config: PopulationConfig, models: range) -> None:
@@ -80,7 +81,7 @@ def loop_train(documents, config: PopulationConfig, models: range) -> None:
 
 
 def engine_train(documents, config: PopulationConfig, models: range, chunk: int) -> None:
-    """(b)/(c): memlab's one training loop (``engine.train_chunk``, the language-model
+    """(b)/(c): memlab's one training loop (``loop.train_chunk``, the language-model
     task), chunk by chunk; its end-of-training evaluation is included."""
     task = TASKS["language_model"]
     spec = ModelSpec.resolve(config.model, config.model_kwargs, task)
@@ -159,8 +160,8 @@ def _bandwidth(n_floats: int, seconds: float = 1.0) -> float:
 def roofline(documents, name: str, n_models: int, batch_size: int) -> dict:
     """The loop's and the stacked engine's step of the ``name`` LM, split as in the module
     docstring, and the bound on what stacking can gain (see there)."""
-    from memlab.population import recipe
-    from memlab.population.engine import StackedParameters, _GenericStep
+    from memlab.engine import recipe
+    from memlab.engine.loop import StackedParameters, _GenericStep
 
     config = PopulationConfig(model=name, n_models=n_models, subset_fraction=0.25, epochs=1,
                               batch_size=batch_size, optimizer="adam", lr=3e-3, momentum=0.0)

@@ -45,10 +45,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from memlab.data import load
+from memlab.engine.config import PopulationConfig, membership_mask
+from memlab.engine.precision import cpu_flags, cpu_model, resolve_compute_dtype
 from memlab.models import MODELS, build_model
 from memlab.population import train_population
-from memlab.population.config import PopulationConfig, membership_mask
-from memlab.population.engine import cpu_flags, cpu_model, resolve_compute_dtype
 from memlab.population.executor import worker_start_method
 from memlab.population.plan import flops_per_example_step
 

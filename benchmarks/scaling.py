@@ -19,9 +19,9 @@ import time
 import torch
 
 from memlab.data import load
+from memlab.engine.config import PopulationConfig, membership_mask
+from memlab.engine.loop import train_chunk
 from memlab.population import train_population
-from memlab.population.config import PopulationConfig, membership_mask
-from memlab.population.engine import train_chunk
 from memlab.population.executor import single_thread
 
 SUBSET, BATCH, LR = 0.5, 128, 0.05

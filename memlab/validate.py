@@ -190,13 +190,22 @@ def device(text: Any, name: str = "--device", *, available: bool = True) -> str:
 # ---------------------------------------------------------------- sizes before allocation
 
 
-def available_memory() -> int:
+def total_memory() -> int:
     """Bytes of physical memory this machine has (total, not free: the limit a request can
-    never fit under; 2**40 where the system does not say)."""
+    never fit under; 2**40 where the system does not say). See :func:`free_memory`."""
     try:
         return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
     except (ValueError, OSError, AttributeError):
         return 2**40
+
+
+def free_memory() -> int:
+    """Bytes of physical memory free right now (what a computation may use without
+    swapping; a conservative 2 GiB where the system does not say). See :func:`total_memory`."""
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return 2 * 2**30
 
 
 def size_text(n_bytes: float) -> str:
@@ -212,7 +221,7 @@ def fits_in_memory(n_bytes: float, what: str, fix: str, limit: float | None = No
     """Refuse, before allocating it, a request of ``n_bytes`` bytes larger than this
     machine's physical memory (or ``limit``): a one-line error instead of an out-of-memory
     kill minutes later. ``what`` names the allocation, ``fix`` the option to change."""
-    limit = available_memory() if limit is None else limit
+    limit = total_memory() if limit is None else limit
     if n_bytes > limit:
         raise ConfigError(f"{what} would need {size_text(n_bytes)}, more than the "
                           f"{size_text(limit)} of memory here; {fix}")
@@ -262,28 +271,3 @@ def _writable(directory: Path) -> bool:
             return True
     except OSError:
         return False
-
-
-# ---------------------------------------------------------------- shared option groups
-
-
-def population_options(args: Any, *, device_available: bool = True) -> None:
-    """Check the options of ``memlab.cli.train.add_population_arguments`` (train,
-    memorize, plan) before anything is built: every one finite, in range and of the right
-    type. Sizes are not capped here (``memlab plan`` must plan any size); whoever
-    allocates checks with :func:`fits_in_memory`."""
-    integer(args.models, "--models", minimum=1)
-    fraction(args.subset, "--subset", fix="each model needs examples in and out of its "
-             "subset (the papers use 0.7)")
-    integer(args.epochs, "--epochs", minimum=1)
-    integer(args.batch_size, "--batch-size", minimum=1)
-    real(args.lr, "--lr", minimum=0, open_low=True)
-    real(args.weight_decay, "--weight-decay", minimum=0)
-    fraction(args.label_noise, "--label-noise", allow_zero=True, allow_one=True)
-    seed(args.seed, "--seed")
-    if args.hidden is not None:
-        integer_list(args.hidden, "--hidden")
-    if args.chunk_size != "auto":
-        integer(args.chunk_size, "--chunk-size", minimum=1, fix="or 'auto'")
-    device(args.device, "--device", available=device_available)
-    workers(args.workers, "--workers")

@@ -20,15 +20,22 @@ from pathlib import Path
 import numpy as np
 
 from memlab.data import Dataset, load
+from memlab.engine.config import PopulationConfig
 from memlab.studies.attribute import AttributeConfig, run
 
 METHODS = ("trak", "if_exact", "if_cg", "if_ekfac", "tracin", "grad_dot", "grad_cos",
            "representer", "knn", "random")
+# The populations: 50% subsets, SGD, 20 epochs; the settings below differ per model.
+RECIPES = {
+    "lr": PopulationConfig(model_kwargs={"hidden": []}, n_models=4000, subset_fraction=0.5,
+                           epochs=20, batch_size=32, optimizer="sgd", lr=0.01, momentum=0.0),
+    "mlp": PopulationConfig(model_kwargs={"hidden": [128, 64]}, n_models=512,
+                            subset_fraction=0.5, epochs=20, batch_size=64, optimizer="sgd",
+                            lr=0.01, momentum=0.9),
+}
 SETTINGS = {
-    "lr": dict(hidden=(), n_models=4000, batch_size=32, lr=0.01, momentum=0.0,
-               n_targets=200, n_heldout=200, trak_models=50, methods=METHODS),
-    "mlp": dict(hidden=(128, 64), n_models=512, batch_size=64, lr=0.01, momentum=0.9,
-                n_targets=100, n_heldout=100, trak_models=10,
+    "lr": dict(n_targets=200, n_heldout=200, trak_models=50, methods=METHODS),
+    "mlp": dict(n_targets=100, n_heldout=100, trak_models=10,
                 methods=tuple(m for m in METHODS if m != "if_exact"),
                 # the exact Hessian of 109k parameters does not fit: no exact self-influence
                 self_influence_methods=("grad_dot", "trak", "if_ekfac")),
@@ -58,10 +65,9 @@ def main(argv: list[str] | None = None) -> int:
     data = args.out / "mnist-5000.npz"
     if not data.exists():
         mnist_5000().save(data)
-    config = AttributeConfig(data=str(data), model="mlp", subset_fraction=0.5, epochs=20,
-                             optimizer="sgd", n_workers=args.workers,
+    config = AttributeConfig(data=str(data), population=RECIPES[args.model],
                              **SETTINGS[args.model])
-    result = run(config, args.out)
+    result = run(config, args.out, n_workers=args.workers)
     for name, row in result.summary["methods"].items():
         print(f"{name:12s} LDS {row['lds']:.3f} ± {row['lds_se']:.3f}")
     for name in ("datamodels", "diff_in_means"):

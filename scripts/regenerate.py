@@ -4,6 +4,7 @@
     python scripts/regenerate.py --quick           # the quick entries (CI runs these)
     python scripts/regenerate.py                   # everything (about 1.5 hours on 2 cores)
     python scripts/regenerate.py memorize noise    # selected entries
+    python scripts/regenerate.py --readme-table    # the README's study table, from the registry
 
 Each entry is one memlab command: its outputs go to ``--runs`` (default ``runs/``, which
 resumes), its figures to ``--figures`` (default ``docs/figures``). The README and docs name
@@ -64,12 +65,12 @@ ENTRIES = (
           "python benchmarks/spectra.py --quick --repeats 1 --figures {figures}",
           ("spectra_minilm_",), 2.0),
     Entry("lm-quick", "lm-memorize --quick --out {runs}/lm-quick", (), 0.3, quick=True),
-    Entry("audit", "audit {runs}/memorize/population --workers 1", (), 3.0),
+    Entry("audit", "audit {runs}/memorize/population --workers 1 --out {runs}/audit", (), 3.0),
     Entry("attribute-population",
           "train --data mnist1d --models 1000 --subset 0.5 --epochs 30 --batch-size 64 "
           "--optimizer adam --lr 0.005 --out {runs}/pop-mnist1d-50", (), 5.0),
     Entry("attribute", "attribute {runs}/pop-mnist1d-50 --targets 100 --trak-models 10 "
-          "--removal", (), 10.0),
+          "--removal --out {runs}/attribute", (), 10.0),
     Entry("attribute-mnist-lr",
           "python scripts/attribution_mnist.py lr --out {runs}/attribution-mnist-lr", (), 15.0),
     Entry("attribute-mnist-mlp",
@@ -82,6 +83,19 @@ ENTRIES = (
 )
 
 
+def write_readme_table() -> int:
+    """The README's study table between its markers, generated from the registry."""
+    from memlab.studies.base import study_table
+
+    path = ROOT / "README.md"
+    text = path.read_text()
+    begin, end = "<!-- studies:begin -->\n", "<!-- studies:end -->"
+    head, rest = text.split(begin, 1)
+    path.write_text(head + begin + study_table() + end + rest.split(end, 1)[1])
+    print(f"wrote the study table of {path}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("names", nargs="*", help="entries to run (default: all)")
@@ -90,7 +104,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", default="runs", help="where the runs go (default: runs/)")
     parser.add_argument("--figures", default=str(ROOT / "docs" / "figures"),
                         help="where the figures go (default: docs/figures)")
+    parser.add_argument("--readme-table", action="store_true",
+                        help="rewrite the README's table of studies from the study registry")
     args = parser.parse_args(argv)
+    if args.readme_table:
+        return write_readme_table()
     known = {entry.name: entry for entry in ENTRIES}
     unknown = [name for name in args.names if name not in known]
     if unknown:

@@ -80,3 +80,19 @@ def test_no_import_cycle_in_memlab():
     modules = set(graph.modules)
     edges = {m: set(graph.find_modules_directly_imported_by(m)) & modules for m in modules}
     assert import_cycles(edges) == []
+
+
+def test_a_study_command_imports_no_science_until_it_runs():
+    """Building the parser imports every study's face and config: none may load torch,
+    pandas, scipy, matplotlib or the population layer (measured in a fresh interpreter,
+    since import-linter also counts the imports inside functions)."""
+    from memlab.studies.base import BUILTIN
+
+    heavy = ("torch", "pandas", "scipy", "matplotlib", "sklearn", "memlab.population")
+    code = ("import sys, memlab.options, memlab.studies.base as b\n"
+            f"[__import__('memlab.studies.' + n) for n in {list(BUILTIN)!r}]\n"
+            f"print([m for m in {heavy!r} if m in sys.modules])")
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip() == "[]", f"a study's face imports {result.stdout.strip()}"

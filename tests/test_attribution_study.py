@@ -13,9 +13,9 @@ from memlab.studies.attribute import AttributeConfig, run
 @pytest.fixture(scope="module")
 def study(tmp_path_factory):
     out = tmp_path_factory.mktemp("attribute")
-    config = AttributeConfig.quick(n_workers=1, removal=True, removal_targets=3,
-                                   removal_seeds=2, removal_k=20)
-    return config, out, run(config, out, progress=False)
+    config = AttributeConfig.quick(removal=True, removal_targets=3, removal_seeds=2,
+                                   removal_k=20)
+    return config, out, run(config, out, n_workers=1, progress=False)
 
 
 def test_summary_has_every_method_with_lds_se_seconds_and_models(study):
@@ -50,7 +50,8 @@ def test_scores_are_memory_mapped_and_agree_with_the_lds(study):
     assert scores.shape == (population.dataset.n_train, config.n_targets)
     held = slice(population.n_models - config.n_heldout, None)
     outputs = population.records("test_logodds")[held, :config.n_targets]
-    again = lds(scores, population.membership_mask[held], outputs, seed=config.seed)
+    again = lds(scores, population.membership_mask[held], outputs,
+                seed=config.population.seed)
     assert again.mean == pytest.approx(result.summary["methods"]["trak"]["lds"])
 
 
@@ -73,6 +74,32 @@ def test_cli_attribute_on_an_existing_run(study, tmp_path, capsys):
     assert set(rows) == {"grad_dot", "random", "datamodels", "diff_in_means"}
     assert rows["grad_dot"]["lds"] > rows["random"]["lds"]
     assert main(["attribute", str(out / "population"), "--methods", "nope"]) == 2
+    # --models is the population's size (training); the models a method reads: --method-models
+    assert main(["attribute", str(out / "population"), "--models", "3"]) == 2
+    assert "--method-models" in capsys.readouterr().err
+
+
+def test_none_chooses_from_the_population(study):
+    """methods / self_influence_methods / tracin_checkpoints = None (the command's defaults)
+    choose what applies: if_exact only where the exact Hessian fits, TracIn at 1/4, 1/2,
+    3/4 and the end of training."""
+    from memlab.measures.attribution.methods import METHODS
+    from memlab.population import open_run
+    from memlab.studies.attribute import config as attribute_config
+    from memlab.studies.attribute.study import resolve
+
+    assert attribute_config.METHODS == tuple(METHODS)
+    _, out, _ = study
+    population = open_run(out / "population")  # logistic regression: if_exact applies
+    auto = AttributeConfig(run_dir=str(population.path))
+    resolved = resolve(auto, population)
+    assert resolved.methods == attribute_config.DEFAULT_METHODS
+    assert resolved.self_influence_methods == ("grad_dot", "trak", "if_exact", "if_ekfac")
+    assert resolved.tracin_checkpoints == (5, 10, 15, 20)  # 20 epochs
+    assert auto.resolved_methods(small=False) == tuple(
+        m for m in attribute_config.DEFAULT_METHODS if m != "if_exact")
+    assert auto.resolved_self_influence_methods(("trak",)) == ("grad_dot", "trak", "if_ekfac")
+    assert auto.resolved_checkpoints(30) == (8, 15, 22, 30)
 
 
 def test_if_exact_on_a_model_too_large_for_the_hessian_fails_at_once(tmp_path):
@@ -87,7 +114,7 @@ def test_if_exact_on_a_model_too_large_for_the_hessian_fails_at_once(tmp_path):
     population = train_population(load("mnist1d"), model="mlp", model_kwargs={"hidden": [100]},
                                   n_models=20, subset_fraction=0.5, epochs=1, n_workers=1,
                                   out=tmp_path / "population", progress=False)
-    config = AttributeConfig(run_dir=str(population.path), data=None,
+    config = AttributeConfig(run_dir=str(population.path),
                              methods=("grad_dot", "if_exact"), n_targets=5, n_heldout=3,
                              n_validation=3, method_models=2, trak_models=2)
     started = time.perf_counter()

@@ -1,6 +1,8 @@
 """End-to-end audit on CI-size populations (64 MLPs on digits): the known answers of
-issue 19 measured on real trained models, the files, the CLI and an LM run."""
+issue 19 measured on real trained models, the files, the CLI (an explicit membership mask
+reaches training) and an LM run."""
 
+import dataclasses
 import json
 import time
 
@@ -9,25 +11,26 @@ import pandas as pd
 import pytest
 
 from memlab.cli import main
+from memlab.errors import ConfigError
 from memlab.io import loads_strict
 from memlab.measures import mia
 from memlab.population import open_run
-from memlab.studies.audit import AuditConfig, run
+from memlab.studies.audit import RECIPE, AuditConfig, run
 
-CANARIES = AuditConfig.quick(n_workers=2)  # 64 MLPs, digits, 10% flipped labels
-CLEAN = AuditConfig.quick(n_workers=2, label_noise=0.0)
+CANARIES = AuditConfig.quick()  # 64 MLPs, digits, 10% flipped labels
+CLEAN = AuditConfig.quick(label_noise=0.0)
 
 
 @pytest.fixture(scope="module")
 def noisy(tmp_path_factory):
     out = tmp_path_factory.mktemp("audit") / "noisy"
-    return run(CANARIES, out=out, progress=False), out
+    return run(CANARIES, out=out, n_workers=2, progress=False), out
 
 
 @pytest.fixture(scope="module")
 def clean(tmp_path_factory):
     out = tmp_path_factory.mktemp("audit") / "clean"
-    return run(CLEAN, out=out, progress=False), out
+    return run(CLEAN, out=out, n_workers=2, progress=False), out
 
 
 def test_files_and_strict_summary(noisy):
@@ -107,7 +110,7 @@ def test_permuted_membership_gives_chance(noisy):
 
 def test_cli_audits_an_existing_run(noisy, tmp_path, capsys):
     _, out = noisy
-    code = main(["audit", str(out / "population"), "--audit-out", str(tmp_path / "a"),
+    code = main(["audit", str(out / "population"), "--out", str(tmp_path / "a"),
                  "--bootstrap", "20", "--shadow-caps", "1", "--attacks",
                  "lira_online,loss", "--quiet"])
     assert code == 0
@@ -118,14 +121,59 @@ def test_cli_audits_an_existing_run(noisy, tmp_path, capsys):
 
 
 def test_cli_errors_are_one_line(tmp_path, capsys):
-    assert main(["audit"]) == 2
-    assert "nothing to audit" in capsys.readouterr().err
-    assert main(["audit", str(tmp_path / "missing"), "--quiet"]) == 2
+    assert main(["audit", str(tmp_path / "missing"), "--quiet", "--out",
+                 str(tmp_path / "a")]) == 2
     assert "no run at" in capsys.readouterr().err
+    # RUN is the population: options that describe one to train are refused, not dropped.
     assert main(["audit", str(tmp_path), "--data", "digits"]) == 2
+    assert "--data" in capsys.readouterr().err
+    assert main(["audit", str(tmp_path), "--models", "8", "--membership", "m.npy"]) == 2
+    err = capsys.readouterr().err
+    assert "--membership" in err and "--models" in err
     assert main(["audit", "--data", "digits", "--attacks", "magic", "--out",
                  str(tmp_path / "r")]) == 2
     assert "unknown attacks" in capsys.readouterr().err
+
+
+def test_run_dir_goes_with_the_seed_alone():
+    """--seed seeds the audit's own draws, so it may go with RUN; a training option not."""
+    AuditConfig(run_dir="runs/x", population=dataclasses.replace(RECIPE, seed=3)).validate()
+    with pytest.raises(ConfigError, match="--n-train"):
+        AuditConfig(run_dir="runs/x", n_train=100).validate()
+    with pytest.raises(ConfigError, match="--lr"):
+        AuditConfig(run_dir="runs/x", population=dataclasses.replace(RECIPE, lr=0.1)).validate()
+
+
+def test_attack_names_agree_with_the_measures():
+    from memlab.studies.audit import config
+
+    assert config.ATTACKS == mia.ATTACKS
+    assert set(config.CURVE_ATTACKS) <= set(mia.ATTACKS)
+
+
+def test_cli_trains_with_the_membership_mask_given(tmp_path, capsys):
+    """`memlab audit --data X.npz --membership MASK.npy` trains exactly that mask (it used
+    to be accepted and dropped: random subsets were trained instead)."""
+    from tests.conftest import make_blobs
+
+    data = make_blobs(n_train=60, n_test=30, n_features=6)
+    data.save(tmp_path / "blobs.npz")
+    rng = np.random.default_rng(5)
+    mask = rng.random((10, 60)) < np.linspace(0.2, 0.8, 10)[:, None]  # uneven rows
+    mask[0, ~mask.any(0)] = True
+    mask[1, mask.all(0)] = False
+    np.save(tmp_path / "mask.npy", mask)
+    out = tmp_path / "audit"
+    code = main(["audit", "--data", str(tmp_path / "blobs.npz"), "--membership",
+                 str(tmp_path / "mask.npy"), "--epochs", "2", "--bootstrap", "10",
+                 "--shadow-caps", "1", "--attacks", "lira_online,loss", "--workers", "1",
+                 "--out", str(out), "--quiet"])
+    assert code == 0, capsys.readouterr().err
+    population = open_run(out / "population")
+    np.testing.assert_array_equal(population.membership_mask, mask)
+    assert population.config.subsets == "explicit" and population.n_models == 10
+    summary = loads_strict((out / "summary.json").read_text())
+    assert summary["population"]["n_models"] == 10 and summary["population"]["n_train"] == 60
 
 
 def test_language_model_run_is_audited_from_document_losses(tmp_path):
@@ -139,10 +187,10 @@ def test_language_model_run_is_audited_from_document_losses(tmp_path):
                         model_kwargs={"window": 3, "d_embed": 8, "hidden": 16}, n_models=12,
                         subset_fraction=0.5, epochs=15, batch_size=8, n_workers=1,
                         progress=False)
-    result = run(AuditConfig(run_dir=str(tmp_path / "lm"), data=None, n_bootstrap=20,
-                             shadow_caps=(1,)), progress=False)
+    result = run(AuditConfig(run_dir=str(tmp_path / "lm"), n_bootstrap=20, shadow_caps=(1,)),
+                 out=tmp_path / "audit", progress=False)
     s = result.summary
-    assert s["population"]["task"] == "lm"
+    assert s["population"]["task"] == "language_model"
     assert "confidence" not in s["attacks"] and "rmia_offline" in s["attacks"]
     # The attack reads the per-document losses: the loss baseline is exactly the AUC of
     # −train_loss against the mask, and LiRA online is above chance (0.58 measured).
@@ -154,4 +202,31 @@ def test_language_model_run_is_audited_from_document_losses(tmp_path):
     assert s["loss"]["auc"] == pytest.approx(u, abs=1e-9)
     assert s["lira_online"]["auc_ci_low"] > 0.5
     assert "text" in result.tables["most_exposed"]
-    assert (tmp_path / "lm" / "audit" / "report.html").exists()
+    assert (tmp_path / "audit" / "report.html").exists()
+
+
+def test_example_tables_known_answers():
+    """The per-example summaries of memlab.measures.audit on a hand-made table."""
+    from memlab.measures import audit as au
+
+    examples = pd.DataFrame({
+        "canary": [True, True, True, False, False, False, False],
+        "vulnerability": [0.9, 0.8, 1.0, 0.1, 0.0, 0.2, 0.1],
+        "vulnerability_fpr_0.001": [0.5, 0.4, 0.6, 0.0, 0.0, 0.0, 0.0],
+        "example_auc": [0.9, 0.9, 0.9, 0.5, 0.5, 0.5, 0.5],
+        "mem": [0.8, 0.6, 0.9, -0.1, 0.05, 0.2, 0.1],
+        "n_in": [2, 2, 4, 2, 2, 2, 2]})
+    c = au.canary_summary(examples)
+    assert c["n_canaries"] == 3 and c["n_clean"] == 4
+    v = c["vulnerability"]
+    assert v["canary"]["mean"] == pytest.approx(0.9) and v["clean"]["mean"] == pytest.approx(0.1)
+    assert v["canary"]["se"] == pytest.approx(0.1 / np.sqrt(3)) and v["canary"]["n"] == 3
+    assert v["difference"] == pytest.approx(0.8) and v["ratio"] == pytest.approx(9.0)
+    assert c["pooled_tpr_vulnerability"]["canary"] == pytest.approx((1.8 + 1.6 + 4) / 8)
+    assert c["canaries_rank_above_clean"] == 1.0  # every canary above every clean example
+    assert au.canary_summary(examples.assign(canary=False)) is None
+    relation, by_mem = au.mem_relation(examples)
+    assert relation["spearman_mem_vulnerability"] == pytest.approx(
+        0.9369749612033814)  # scipy.stats.spearmanr of the two columns (one tie)
+    assert relation["vulnerability_memorized"] == pytest.approx(0.9)  # mem >= 0.25
+    assert by_mem["n"].sum() == len(examples)

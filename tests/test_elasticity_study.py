@@ -4,6 +4,7 @@ the verdict is planted), the paired interval on planted differences, the tables,
 report from a saved result, resuming without retraining and after SIGKILL to bit-identical
 results, the caller's RNG left alone, and one-line errors for bad options."""
 
+import dataclasses
 import os
 import signal
 import subprocess
@@ -18,21 +19,22 @@ import torch
 from scipy import stats
 
 from memlab.cli import main
+from memlab.engine.config import PopulationConfig
 from memlab.errors import ConfigError
 from memlab.io import loads_strict
-from memlab.measures.elasticity import intra_inter_ratio, symmetrize
+from memlab.measures.elasticity import (
+    intra_inter_ratio,
+    kernel_kmeans,
+    symmetric_accuracy,
+    symmetrize,
+)
+from memlab.measures.stats import paired_interval
 from memlab.population import store
 from memlab.studies.base import Result
-from memlab.studies.elasticity import (
-    ElasticityConfig,
-    kernel_kmeans,
-    matrices_of,
-    multiclass_task,
-    pair_task,
-    paired_interval,
-    run,
-    symmetric_accuracy,
-)
+from memlab.studies.elasticity import RECIPE, ElasticityConfig, run
+from memlab.studies.elasticity.data import multiclass_data, pair_data
+from memlab.studies.elasticity.study import check_data
+from memlab.studies.elasticity.tables import matrices_of
 from tests.conftest import make_blobs
 
 REPO = Path(__file__).resolve().parents[1]
@@ -42,6 +44,12 @@ def saved(data, path: Path) -> str:
     """The dataset as an .npz file the study loads by path."""
     data.save(path)
     return str(path)
+
+
+def recipe(hidden, epochs: int, n_seeds: int) -> PopulationConfig:
+    """The study's base recipe with these hidden widths, epochs and replicates."""
+    return dataclasses.replace(RECIPE, model_kwargs={"hidden": list(hidden)}, epochs=epochs,
+                               n_models=n_seeds)
 
 
 def test_symmetric_accuracy_ignores_cluster_names():
@@ -73,11 +81,11 @@ def test_a_linear_network_has_its_closed_form_ratios_at_every_checkpoint(tmp_pat
     # similarities depend on the probes' inputs only (docs/science.md §4), at every
     # checkpoint; and the verdict "ReLU exceeds its twin" must be "no" (difference 0).
     data = make_blobs(n_train=150, n_classes=3, n_features=6, spread=0.3)
-    config = ElasticityConfig(data=saved(data, tmp_path / "blobs.npz"), hidden=(),
-                              checkpoints=(0, 1, 3), probe_per_class=5, pairs=((0, 1),),
-                              cluster_per_class=12, n_seeds=2)
+    config = ElasticityConfig(data=saved(data, tmp_path / "blobs.npz"),
+                              population=recipe((), 3, 2), checkpoints=(0, 1, 3),
+                              probe_per_class=5, pairs=((0, 1),), cluster_per_class=12)
     result = run(config, tmp_path / "study", progress=False)
-    tasks = {t.name: t for t in (multiclass_task(data, config), pair_task(data, (0, 1), config))}
+    tasks = {t.name: t for t in (multiclass_data(data, config), pair_data(data, (0, 1), config))}
     ratio = result.tables["ratio"]
     assert set(ratio["task"]) == set(tasks) and len(ratio) == 2 * 2 * 2 * 3
     for row in ratio.itertuples():
@@ -123,9 +131,9 @@ def test_paired_interval_on_planted_differences():
 
 def test_study_tables_report_and_resume(tmp_path, monkeypatch):
     data = make_blobs(n_train=120, n_classes=3, n_features=8)
-    config = ElasticityConfig(data=saved(data, tmp_path / "blobs.npz"), hidden=(16,),
-                              checkpoints=(0, 4), probe_per_class=5, pairs=((0, 1),),
-                              cluster_per_class=10, n_seeds=2)
+    config = ElasticityConfig(data=saved(data, tmp_path / "blobs.npz"),
+                              population=recipe((16,), 4, 2), checkpoints=(0, 4),
+                              probe_per_class=5, pairs=((0, 1),), cluster_per_class=10)
     out = tmp_path / "study"
     result = run(config, out, progress=False)
     # Training learned the blobs (epoch 0 is the untrained network).
@@ -139,8 +147,8 @@ def test_study_tables_report_and_resume(tmp_path, monkeypatch):
     assert "the ReLU ratio exceeds its linear twin" in html
     # A loaded result draws the same figures from its tables.
     loaded = Result.load(out)
-    assert sorted(loaded.figures()) == ["heatmaps", "ratio"]
-    paths = loaded.save_figures(tmp_path / "figures", prefix="elasticity_blobs_")
+    assert sorted(loaded.figures()) == ["blobs_heatmaps", "blobs_ratio"]  # dataset: blobs
+    paths = loaded.save_figures(tmp_path / "figures")
     assert sorted(p.name for p in paths) == ["elasticity_blobs_heatmaps.png",
                                              "elasticity_blobs_ratio.png"]
     # A second call returns the saved result without training anything.
@@ -149,7 +157,7 @@ def test_study_tables_report_and_resume(tmp_path, monkeypatch):
     def no_training(*args, **kwargs):
         raise AssertionError("resumed study trained again")
 
-    monkeypatch.setattr(study, "train_task", no_training)
+    monkeypatch.setattr(study, "train_population", no_training)
     again = run(config, out, progress=False)
     pd.testing.assert_frame_equal(again.tables["ratio"], result.tables["ratio"])
 
@@ -158,9 +166,9 @@ def test_populations_pair_the_twins_and_balance_the_pair_task(tmp_path):
     from memlab.population import open_run
 
     data = make_blobs(n_train=150, n_classes=5, n_features=6)  # more negatives than positives
-    config = ElasticityConfig(data=saved(data, tmp_path / "blobs.npz"), hidden=(8,),
-                              checkpoints=(0, 1), probe_per_class=3, pairs=((0, 2),),
-                              cluster_per_class=5, n_seeds=2)
+    config = ElasticityConfig(data=saved(data, tmp_path / "blobs.npz"),
+                              population=recipe((8,), 1, 2), checkpoints=(0, 1),
+                              probe_per_class=3, pairs=((0, 2),), cluster_per_class=5)
     run(config, tmp_path, progress=False)
     pair = open_run(tmp_path / "populations" / "pair-0-2")
     assert pair.config.task == "binary" and pair.n_models == 4
@@ -173,7 +181,7 @@ def test_populations_pair_the_twins_and_balance_the_pair_task(tmp_path):
     multi = open_run(tmp_path / "populations" / "multiclass")
     assert multi.membership_mask.all()
     # The ReLU network and its twin start from the same weights (replicate 1 of each).
-    from memlab.population.modelspec import ModelSpec
+    from memlab.engine.modelspec import ModelSpec
 
     spec = ModelSpec.resolve("mlp", {"hidden": [8]})
     relu = spec.with_kwargs({"hidden": [8], "activation": "relu"}).initial_state(
@@ -183,14 +191,19 @@ def test_populations_pair_the_twins_and_balance_the_pair_task(tmp_path):
     assert all(torch.equal(relu[n], linear[n]) for n in relu)
 
 
-def test_bad_pairs_are_config_errors():
+def test_bad_settings_are_config_errors():
     data = make_blobs(n_classes=3)
     with pytest.raises(ConfigError, match="class pair"):
-        ElasticityConfig(pairs=((0, 7),)).validate(data)
+        check_data(ElasticityConfig(pairs=((0, 7),)), data)
     with pytest.raises(ConfigError, match="checkpoints"):
-        ElasticityConfig(checkpoints=(5, 1)).validate(data)
-    with pytest.raises(ConfigError, match="last checkpoint"):
-        ElasticityConfig(checkpoints=(0,)).validate(data)
+        ElasticityConfig(checkpoints=(5, 1)).validate()
+    with pytest.raises(ConfigError, match="after the last epoch"):
+        ElasticityConfig(checkpoints=(0, 30)).validate()  # 20 epochs
+    with pytest.raises(ConfigError, match="sets the sweep"):
+        ElasticityConfig(population=dataclasses.replace(RECIPE, sweep={"lr": [0.1]})
+                         ).validate()
+    # The last epoch is always measured, a checkpoint or not.
+    assert ElasticityConfig(checkpoints=(0, 5)).epochs == (0, 5, 20)
 
 
 def test_cli_reports_bad_options_in_one_line(tmp_path, capsys):
@@ -198,7 +211,7 @@ def test_cli_reports_bad_options_in_one_line(tmp_path, capsys):
     assert code == 2
     assert "--pairs takes class pairs" in capsys.readouterr().err
     assert main(["elasticity", "--out", str(tmp_path), "--lr", "nan"]) == 2
-    assert "--lr" in capsys.readouterr().err
+    assert "lr must be finite" in capsys.readouterr().err
 
 
 def test_from_run_measures_a_population_member(tmp_path, blobs):
@@ -207,17 +220,19 @@ def test_from_run_measures_a_population_member(tmp_path, blobs):
     train_population(blobs, model="mlp", model_kwargs={"hidden": [16]}, n_models=2,
                      chunk_size=2, epochs=2, batch_size=32, out=tmp_path / "run",
                      progress=False, n_workers=1)
-    code = main(["elasticity", "--from-run", str(tmp_path / "run"), "--model", "1",
-                 "--probe-per-class", "4", "--quiet"])
+    out = tmp_path / "member"
+    code = main(["elasticity", "--from-run", str(tmp_path / "run"), "--member", "1",
+                 "--probe-per-class", "4", "--quiet", "--out", str(out)])
     assert code == 0
-    out = tmp_path / "run" / "elasticity"  # RUN/elasticity by default
     result = Result.load(out)
     entry = matrices_of(result.tables["matrices"], "model 1", result.summary["model"])
     assert entry["s_rel"].shape == (12, 12)
     assert result.summary["ratio_rel"] == pytest.approx(
         intra_inter_ratio(entry["s_rel"], entry["classes"]))
     assert (out / "report.html").exists()
-    assert main(["elasticity", "--from-run", str(tmp_path / "run"), "--model", "5",
+    assert main(["elasticity", "--from-run", str(tmp_path / "run"), "--member", "5",
+                 "--out", str(tmp_path / "other")]) == 2
+    assert main(["elasticity", "--from-run", str(tmp_path / "nothing"),
                  "--out", str(tmp_path / "other")]) == 2
 
 

@@ -22,10 +22,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from memlab.data import Dataset
+from memlab.engine import recipe as rc
+from memlab.engine.config import STREAM_SHUFFLE, PopulationConfig, membership_mask, model_rng
 from memlab.errors import ConfigError, RunError
 from memlab.population import open_run, store, train_population
-from memlab.population import recipe as rc
-from memlab.population.config import STREAM_SHUFFLE, PopulationConfig, membership_mask, model_rng
 from tests.conftest import chunk_of, initial_state, make_blobs
 from tests.engine_data import make_images
 from tests.user_models import LabelsToZero, SelfInitialized, TinyCNN, seeding_factory
@@ -42,7 +42,7 @@ RECIPES = {
 
 def plain_loop(data: Dataset, config: PopulationConfig, k: int) -> dict[str, torch.Tensor]:
     """Model k the way a user writes it: one nn.Module, torch.optim, a torch scheduler;
-    dropout masks and augmentation draws from model k's streams (memlab.population.recipe)."""
+    dropout masks and augmentation draws from model k's streams (memlab.engine.recipe)."""
     model = TinyCNN(data.input_shape, data.n_classes)
     model.load_state_dict(initial_state(config, data, k, model=TinyCNN))
     rc.use_stream_dropout(model)
@@ -396,7 +396,7 @@ def _raises(input_shape, n_classes):
 @pytest.mark.parametrize("settings, message", [
     (dict(model=_raises), "model factory .* raised ValueError: width must be even"),
     (dict(model=_Wrong), r"output has shape \(2, 7\).* needs \(2, 3\)"),
-    (dict(schedule="triangle"), "unknown schedule 'triangle'"),
+    (dict(schedule="triangle"), "schedule must be one of constant, step, .*, got 'triangle'"),
     (dict(augment=("rotate:5",)), "unknown augmentation 'rotate:5'"),
     (dict(sweep={"weight_decay": ["big"]}), "weight_decay must be a number, got 'big'"),
     (dict(sweep={"batch_size": [8, 16]}), "'batch_size' cannot vary within a population"),
@@ -470,7 +470,7 @@ def test_fused_optimizer_matches_torch_optim_bit_for_bit(kind, extra):
     """The engine's optimizer calls torch's fused kernels itself (torch.optim's constructor
     imports torch._dynamo, 1.4 s per worker): same updates as torch.optim(fused=True) over
     7 steps with a changing learning rate, and parameter groups without weight decay."""
-    from memlab.population.recipe import make_optimizer, parameter_groups
+    from memlab.engine.recipe import make_optimizer, parameter_groups
 
     config = PopulationConfig(optimizer=kind, lr=0.01, **extra)
     generator = torch.Generator().manual_seed(0)
@@ -508,7 +508,7 @@ def test_im2col_backward_matches_unfold_and_is_contiguous(length, kernel, stride
     """The CNN1d path's hand-written im2col backward: the gradient torch's own unfold
     backward gives, in a contiguous tensor (the ReLU backward reading it is 3x slower on a
     strided one), each element summing its taps in the order 0..kernel-1."""
-    from memlab.population.engine import _Im2col
+    from memlab.engine.loop import _Im2col
 
     generator = torch.Generator().manual_seed(length + kernel)
     x = torch.randn(3, 2, 4, length, generator=generator, requires_grad=True)
@@ -531,3 +531,11 @@ def test_im2col_backward_matches_unfold_and_is_contiguous(length, kernel, stride
             if 0 <= position < length:
                 expected[..., position] += taps[:, :, tap, :, j]
     assert torch.equal(ours, expected)
+
+
+def test_the_task_names_of_configs_are_the_engine_tasks():
+    from memlab.engine.config import TASK_NAMES
+    from memlab.engine.task import TASKS
+
+    assert tuple(TASKS) == TASK_NAMES
+    assert all(task.name == name for name, task in TASKS.items())

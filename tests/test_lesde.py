@@ -202,16 +202,18 @@ def test_command_phase_part(tmp_path, capsys):
 
 @pytest.mark.slow
 def test_study_end_to_end_and_resume(tmp_path, monkeypatch):
+    import dataclasses
+
     from memlab.studies import lesde as study_package
-    from memlab.studies.lesde import LESDEConfig, run
+    from memlab.studies.lesde import RECIPE, LESDEConfig, run
     from memlab.studies.lesde import study as lesde_study
 
     config = LESDEConfig.quick(
         ratios=(0.5, 1.0, 2.0), noises=(0.0, 0.3), n_runs=2, scan_ratios=(0.9, 1.0, 1.1),
         fit_datasets=("digits",), fit_n_train=200, fit_models=2, fit_epochs=6, fit_runs=2,
-        stab_datasets=("digits",), stab_n_train=300, stab_models=16, stab_epochs=10,
-        n_permutations=2, n_workers=1)
-    result = run(config, tmp_path / "out", progress=False)
+        stab_datasets=("digits",), stab_n_train=300, n_permutations=2,
+        population=dataclasses.replace(RECIPE, n_models=16, epochs=10))
+    result = run(config, tmp_path / "out", progress=False, n_workers=1)
     s = result.summary
     fit = s["fit"]["digits"]
     assert fit["models"] == 2 and fit["epochs"] == 6
@@ -225,4 +227,25 @@ def test_study_end_to_end_and_resume(tmp_path, monkeypatch):
     # resume: nothing is recomputed
     monkeypatch.setattr(lesde_study, "phase_diagram", lambda c: 1 / 0)
     again = run(config, tmp_path / "out", progress=False)
-    assert again.summary == s and study_package.STUDY == "lesde"
+    assert again.summary == s and study_package.STUDY.name == "lesde"
+
+
+def test_config_drifts_are_the_simulators():
+    from memlab.studies.lesde.config import DRIFTS
+
+    assert DRIFTS == L.DRIFTS
+
+
+def test_bad_settings_are_config_errors():
+    import dataclasses
+
+    from memlab.studies.lesde import RECIPE, LESDEConfig
+
+    with pytest.raises(ConfigError, match="unknown parts"):
+        LESDEConfig(parts=("nope",)).validate()
+    with pytest.raises(ConfigError, match="parts is empty"):
+        LESDEConfig(parts=()).validate()
+    with pytest.raises(ConfigError, match=">= 8"):
+        LESDEConfig(population=dataclasses.replace(RECIPE, n_models=4)).validate()
+    with pytest.raises(ConfigError, match="no --sweep"):
+        LESDEConfig(population=dataclasses.replace(RECIPE, sweep={"lr": [0.1]})).validate()

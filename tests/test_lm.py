@@ -6,15 +6,17 @@ import pytest
 import torch
 
 from memlab.data.text import synthetic_corpus
-from memlab.models.lm import build_lm
-from memlab.population import executor
-from memlab.population.config import (
+from memlab.engine.config import (
     STREAM_SHUFFLE,
     PopulationConfig,
     membership_mask,
     model_rng,
 )
-from memlab.population.task import token_loss
+from memlab.engine.task import token_loss
+from memlab.measures import shape as shapes
+from memlab.models.lm import build_lm
+from memlab.population import executor
+from memlab.studies.base import Execution
 from memlab.studies.lm_memorize import (
     LMMemorizeConfig,
     lm_documents,
@@ -198,7 +200,7 @@ STUDY_SCRIPT = """
 import sys, warnings
 warnings.simplefilter("ignore", UserWarning)  # the quick preset leaves a few NaN documents
 from memlab.studies.lm_memorize import LMMemorizeConfig, run
-run(LMMemorizeConfig.quick().replace(n_workers=1), out=sys.argv[1], progress=False)
+run(LMMemorizeConfig.quick(), out=sys.argv[1], n_workers=1, progress=False)
 """
 
 
@@ -247,7 +249,7 @@ def test_lm_study_resumes_after_sigkill_bit_identically_and_leaves_the_rng(tmp_p
 
     torch.manual_seed(321)
     before = torch.get_rng_state()
-    reference = lm_study(LMMemorizeConfig.quick().replace(n_workers=1), out=tmp_path / "straight",
+    reference = lm_study(LMMemorizeConfig.quick(), out=tmp_path / "straight", n_workers=1,
                          progress=False)
     assert torch.equal(before, torch.get_rng_state()), "the study moved torch's global RNG"
     assert reference.summary["n_models"] == 8
@@ -281,8 +283,8 @@ def planted_shape(kind: str, n: int = 400, noise: float = 0.05, seed: int = 0):
 
 
 @pytest.mark.parametrize("kind, verdict", [
-    ("peak", lm_module.PEAKS), ("rise", lm_module.RISES), ("fall", lm_module.FALLS),
-    ("flat", lm_module.UNDECIDED)])
+    ("peak", shapes.PEAKS), ("rise", shapes.RISES), ("fall", shapes.FALLS),
+    ("flat", shapes.UNDECIDED)])
 def test_simplicity_shape_finds_the_planted_shape(kind, verdict):
     shape = simplicity_shape(*planted_shape(kind))
     assert shape["verdict"] == verdict
@@ -296,7 +298,7 @@ def test_simplicity_shape_finds_the_planted_shape(kind, verdict):
 def test_simplicity_shape_cannot_decide_from_too_few_documents():
     x, y = planted_shape("peak", n=12)
     shape = simplicity_shape(x, y)
-    assert shape["verdict"] == lm_module.UNDECIDED and "fewer than 3" in shape["reason"]
+    assert shape["verdict"] == shapes.UNDECIDED and "fewer than 3" in shape["reason"]
     # NaN scores (documents without IN or OUT models) are left out, not counted.
     x, y = planted_shape("rise")
     y[:50] = np.nan
@@ -317,7 +319,7 @@ class PlantedRun:
         self.test = np.full((n_models, documents.n_test), 0.5)
         self.test[:, 0] = np.where(self.mask[:, 3], 0.875, 0.375)
         self.n_models, self.documents = n_models, documents
-        self.manifest = {"dataset": {"task": "lm"}, "summary": {"chunk_seconds_total": 0.0}}
+        self.manifest = {"task": "language_model", "summary": {"chunk_seconds_total": 0.0}}
 
     membership_mask = property(lambda self: self.mask)
 
@@ -360,37 +362,83 @@ def test_the_study_recovers_planted_memorization_and_influence():
 
 
 def test_config_round_trips_and_refuses_what_it_cannot_estimate():
+    import dataclasses
+
     config = LMMemorizeConfig.quick()
     assert LMMemorizeConfig.from_dict(config.to_dict()) == config
-    assert config.population_config().seed == 0 and config.population.model == "mlp"
+    assert config.population.seed == 0 and config.population.model == "mlp"
+    assert config.population.task == "language_model"  # the engine's task, one spelling
     from memlab.errors import ConfigError
 
-    with pytest.raises(ConfigError, match="at least 4 models"):
-        lm_study(config.replace(population=PopulationConfig(n_models=2)), out=None)
-    with pytest.raises(ConfigError, match="not population.seed"):
-        lm_study(config.replace(population=PopulationConfig(seed=3)), out=None)
-    with pytest.raises(ConfigError, match="planted sizes"):
-        lm_study(config.replace(n_train=10), out=None)
+    def recipe(**changes):
+        return config.replace(population=dataclasses.replace(config.population, **changes))
+
+    for bad, match in [(recipe(n_models=2), "--models must be an integer >= 4"),
+                       (recipe(task="classification"), "population.task"),
+                       (recipe(model="cnn1d"), "unknown language model"),
+                       (recipe(label_smoothing=0.1), "do not use label_smoothing"),
+                       (recipe(sweep={"lr": [0.1, 0.2]}), "sweep"),
+                       (config.replace(n_train=10), "planted sizes"),
+                       (config.replace(context=10**8), "would need")]:
+        with pytest.raises(ConfigError, match=match):
+            lm_study(bad, out=None)
+
+
+def test_one_seed_draws_the_documents_and_trains_the_population(monkeypatch):
+    from memlab import options
+
+    seeds = [flag.path for flag in options.flags(LMMemorizeConfig) if flag.name == "--seed"]
+    assert seeds == [("population", "seed")]  # no second seed beside the recipe's
+    drawn = {}
+    monkeypatch.setattr("memlab.data.text.load_documents",
+                        lambda text, **kwargs: drawn.update(kwargs))
+    LMMemorizeConfig(text="shakespeare").replace(population=PopulationConfig(
+        seed=3, task="language_model")).documents()
+    assert drawn == dict(context=64, n_train=800, n_test=200, seed=3, tokenizer="byte")
+    assert LMMemorizeConfig().sizes() == (48, None, None)
+
+
+def test_a_run_is_a_language_model_run_by_its_task(tmp_path):
+    """A run's task is the engine's name; a format-1 manifest (dataset task "lm") opens
+    as the same task."""
+    from memlab.errors import RunError
+
+    class Fake:
+        path = tmp_path
+        dataset = "documents"
+
+        def __init__(self, task):
+            self.task = type("Task", (), {"name": task})()
+
+    assert lm_documents(Fake("language_model")) == "documents"
+    with pytest.raises(RunError, match="not a language-model run"):
+        lm_documents(Fake("classification"))
+    from memlab.population.run import upgrade_manifest
+
+    old = {"format": 1, "config": {"model": "mlp", "n_models": 2}, "dataset": {"task": "lm"}}
+    upgrade_manifest(old)
+    assert old["task"] == "language_model"
 
 
 @pytest.mark.filterwarnings("ignore:.*no IN or no OUT model")
 def test_second_run_trains_nothing_and_the_rng_is_untouched(tmp_path, monkeypatch):
-    config = LMMemorizeConfig.quick().replace(n_workers=1)
+    config = LMMemorizeConfig.quick()
     torch.manual_seed(5)
     state = torch.get_rng_state()
-    first = lm_study(config, out=tmp_path, progress=False)
+    first = lm_study(config, out=tmp_path, execution=Execution(n_workers=1, progress=False))
     assert torch.equal(state, torch.get_rng_state())
 
     def refuse(*args, **kwargs):
         raise AssertionError("resuming must not train")
 
     monkeypatch.setattr(lm_module, "train_population", refuse)
-    again = lm_study(config.replace(n_workers=2), out=tmp_path, progress=False)  # workers: same
+    again = lm_study(config, out=tmp_path, n_workers=2, progress=False)  # workers: the same
     assert again.summary == first.summary
     import pandas as pd
 
     for name, table in first.tables.items():
         pd.testing.assert_frame_equal(again.tables[name], table, check_exact=True)
     # The figures and report come from the saved tables alone.
-    assert set(again.figures()) == {"distribution", "simplicity", "duplicates", "reliability"}
+    assert set(again.figures()) == {"synthetic_distribution", "synthetic_simplicity",
+                                    "synthetic_duplicates", "synthetic_reliability"}
     assert again.summary["simplicity"]["verdict"] in again.report().html()

@@ -64,7 +64,7 @@ def test_save_load_roundtrip_keeps_the_fingerprint(tmp_path):
     again = Documents.load(tmp_path / "d.npz")
     assert again.fingerprint() == docs.fingerprint()
     assert again.texts("train") == docs.texts("train") and again.kind_test == docs.kind_test
-    assert again.describe()["task"] == "lm"
+    assert again.describe()["task"] == "language_model"
 
 
 def test_synthetic_corpus_has_its_planted_structure():
@@ -125,8 +125,8 @@ def test_cli_lm_memorize_end_to_end(tmp_path, capsys):
     (tmp_path / "t.txt").write_text("\n".join(lines))
     out = tmp_path / "study"
     code = main(["lm-memorize", "--text", str(tmp_path / "t.txt"), "--models", "12",
-                 "--subset-fraction", "0.5",
-                 "--model", "mlp", "--d-model", "16", "--epochs", "2", "--context", "24",
+                 "--subset", "0.5", "--model", "mlp", "--model-option", "hidden=16",
+                 "--epochs", "2", "--context", "24",
                  "--n-train", "24", "--n-validation", "6", "--out", str(out), "--workers", "1",
                  "--quiet", "--figures", str(tmp_path / "figs")])
     assert code == 0

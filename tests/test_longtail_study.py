@@ -3,6 +3,8 @@ answers known by construction (chance accuracy on never-seen subpopulations, 1 â
 memorization of fitted singletons, the planted frequencies and the singletons they imply),
 the saved result, resuming without retraining, and one-line errors."""
 
+import dataclasses
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -12,8 +14,10 @@ from memlab.cli import main
 from memlab.data.longtail import expected_singletons, make_longtail
 from memlab.errors import ConfigError
 from memlab.io import loads_strict
-from memlab.studies.base import Result
-from memlab.studies.longtail import LongtailConfig, model_counts, run
+from memlab.measures.longtail import measure_population, model_counts
+from memlab.studies.base import Result, command_line
+from memlab.studies.longtail import RECIPE, STUDY, LongtailConfig, run, strength_grid
+from memlab.testing import config_from_command
 
 
 def test_model_counts_count_each_models_subset():
@@ -25,23 +29,41 @@ def test_model_counts_count_each_models_subset():
 
 def test_knobs_merge_into_the_baseline():
     config = LongtailConfig.quick()
-    assert config.train_arguments("baseline")["model_kwargs"] == {"hidden": [64, 64]}
-    assert config.train_arguments("dropout")["model_kwargs"] == {"hidden": [64, 64],
-                                                                 "dropout": 0.5}
-    assert config.train_arguments("early_stopping")["epochs"] == 6
+    baseline = config.recipe("baseline")
+    assert baseline.model_kwargs == {"hidden": [64, 64]} and not baseline.save_weights
+    assert (baseline.n_models, baseline.epochs, baseline.lr) == (96, 40, 0.05)
+    assert config.recipe("dropout").model_kwargs == {"hidden": [64, 64], "dropout": 0.5}
+    assert config.recipe("early_stopping").epochs == 6
     with pytest.raises(ConfigError, match="knob"):
-        LongtailConfig(knobs={"wd": {"momentum": 0.5}})
+        LongtailConfig(knobs={"wd": {"momentum": 0.5}}).validate()
     assert LongtailConfig.from_dict(LongtailConfig.full().to_dict()) == LongtailConfig.full()
+    assert LongtailConfig.full().knob_settings() == strength_grid()
+    with pytest.raises(ConfigError, match="knobs or grid"):
+        LongtailConfig(grid=True, knobs={"wd": {"weight_decay": 0.1}}).validate()
+
+
+def test_command_line_reaches_the_config():
+    # The regenerate script's --grid entry, and its Reproduce line.
+    config = config_from_command(STUDY, "memlab longtail --quick --grid --exponents 1 "
+                                        "--models 8 --seed 2")
+    assert config == LongtailConfig(exponents=(1.0,), grid=True, population=dataclasses.replace(
+        RECIPE, n_models=8, seed=2))
+    assert config.priors()["zipf1"].seed == 2
+    knobs = LongtailConfig(knobs={"wd": {"weight_decay": 0.1}, "narrow": {
+        "model_kwargs": {"hidden": [8]}}})
+    for one in (config, knobs, LongtailConfig.full()):
+        assert config_from_command(STUDY, command_line(STUDY, one)) == one
 
 
 def test_tiny_study_recovers_what_the_generator_planted(tmp_path, monkeypatch):
     n_classes = 4
     config = LongtailConfig.quick(
         exponents=(1.0,), n_subpopulations=150, control_subpopulations=10, n_train=300,
-        n_test=600, n_classes=n_classes, hidden=(32,), epochs=25, n_models=16, n_workers=1,
+        n_test=600, n_classes=n_classes, population=dataclasses.replace(
+            RECIPE, model_kwargs={"hidden": [32]}, epochs=25, n_models=16),
         knobs={"weight_decay": {"weight_decay": 3e-2}})
     out = tmp_path / "run"
-    result = run(config, out, progress=False)
+    result = run(config, out, n_workers=1, progress=False)
     tables = result.tables
     assert loads_strict((out / "summary.json").read_text())["subset_size"] == 150
     m, chance = config.subset_size, 1 / n_classes
@@ -100,7 +122,7 @@ def test_tiny_study_recovers_what_the_generator_planted(tmp_path, monkeypatch):
         raise AssertionError("resumed study trained again")
 
     monkeypatch.setattr(memlab.population, "train_population", no_training)
-    again = run(config, out, progress=False)
+    again = run(config, out, n_workers=1, progress=False)
     pd.testing.assert_frame_equal(again.tables["cost"], tables["cost"])
 
 
@@ -124,7 +146,6 @@ class _FakeRun:
 def test_measure_population_on_known_correctness(monkeypatch):
     import memlab.measures.memorization as memorization_module
     from memlab.data.longtail import LongTailSpec, make_longtail
-    from memlab.studies.longtail import measure_population
 
     data = make_longtail(LongTailSpec(n_subpopulations=60, n_train=80, n_test=200, seed=2))
     rng = np.random.default_rng(0)

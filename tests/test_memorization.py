@@ -12,6 +12,7 @@ from sklearn.metrics import roc_auc_score
 from memlab.data import Dataset
 from memlab.errors import ConfigError
 from memlab.measures import cscores as cs
+from memlab.measures import inout
 from memlab.measures import memorization as mz
 from memlab.population import train_population
 from memlab.studies.memorize.removal import t_interval
@@ -57,7 +58,7 @@ def test_estimator_equals_brute_force_loop():
 def test_estimator_reads_in_blocks_of_models(monkeypatch):
     mask, correct, _ = random_population(t=50)
     whole = mz.in_out(mask, correct)
-    monkeypatch.setattr(mz, "_BLOCK_BYTES", 64)  # blocks of one model
+    monkeypatch.setattr(inout, "_BLOCK_BYTES", 64)  # blocks of one model
     blocked = mz.in_out(mask, correct)
     np.testing.assert_array_equal(blocked.score, whole.score)
 
@@ -370,7 +371,7 @@ def test_real_valued_scores_read_in_blocks_equal_one_pass(monkeypatch):
     mask = rng.random((40, 7)) < 0.5
     perf = rng.normal(size=(40, 7))
     whole = mz.in_out(mask, perf)
-    monkeypatch.setattr(mz, "_BLOCK_BYTES", 9 * 7 * 3)  # three models per block
+    monkeypatch.setattr(inout, "_BLOCK_BYTES", 9 * 7 * 3)  # three models per block
     blocked = mz.in_out(mask, perf)
     np.testing.assert_allclose(blocked.score, whole.score, rtol=1e-12)
     np.testing.assert_allclose(blocked.se, whole.se, rtol=1e-9)

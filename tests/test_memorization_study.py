@@ -19,7 +19,7 @@ from memlab.measures import memorization as mz
 from memlab.population import open_run
 from memlab.studies import memorize
 from memlab.studies.base import Result
-from memlab.studies.memorize import MemorizeConfig, study
+from memlab.studies.memorize import RECIPE, MemorizeConfig
 from memlab.studies.memorize import removal as rm
 
 # The quick preset: digits with 10% of the training labels flipped, 32 models at r = 0.7.
@@ -27,7 +27,7 @@ from memlab.studies.memorize import removal as rm
 # models), but models that fit their subsets (≈99% training accuracy) separate flipped
 # labels (mem ≈ 0.9) from clean ones (mem ≈ 0.09) by far more than the per-example
 # standard errors.
-CONFIG = MemorizeConfig.quick(removal=True, removal_seeds=3, n_workers=1)
+CONFIG = MemorizeConfig.quick(removal=True, removal_seeds=3)
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +35,7 @@ def noisy_digits(tmp_path_factory):
     out = tmp_path_factory.mktemp("memorize") / "digits"
     state = torch.get_rng_state()
     with pytest.warns(memorize.TargetSEWarning, match="models would reach it"):
-        result = memorize.run(CONFIG, out, progress=False)
+        result = memorize.run(CONFIG, out, progress=False, n_workers=1)
     assert torch.equal(torch.get_rng_state(), state), "the study touched torch's global RNG"
     return result
 
@@ -126,9 +126,9 @@ def test_verdict_reads_the_paired_interval():
                           "metric": ["test_acc", "high_influence_acc", "train_acc"],
                           "mean": [0.01, -0.1, 0.0], "ci_low": [-0.01, -0.13, np.nan],
                           "ci_high": [0.03, -0.06, np.nan], "seeds": 8})
-    assert rm.verdict(frame, "test_acc") == "cannot tell"
+    assert rm.verdict(frame, "test_acc") == "cannot decide"
     assert rm.verdict(frame, "high_influence_acc") == "lower"
-    assert rm.verdict(frame, "train_acc") == "cannot tell"
+    assert rm.verdict(frame, "train_acc") == "cannot decide"
 
 
 def test_second_run_trains_nothing(noisy_digits, monkeypatch):
@@ -214,9 +214,9 @@ def test_command_line_trains_resumes_and_writes_everything(tmp_path, capsys):
 @pytest.mark.parametrize("extra, message", [
     (["--target-se", "0"], "--target-se must be a positive number"),
     (["--removal", "--removal-seeds", "1"], "--removal-seeds must be at least 2"),
-    (["--cscores", "--cscore-ratios", "a,b"], "comma-separated"),
+    (["--cscores", "--cscore-ratios", "a,b"], "--cscore-ratios takes a number, got 'a'"),
     (["--subset", "1.5"], "--subset must be a number in (0, 1)"),
-    (["--membership", "mask.npy"], "--membership is for memlab train"),
+    (["--membership", "mask.npy"], "draws random subsets for one recipe: no membership mask"),
 ])
 def test_command_line_reports_bad_input_in_one_line(tmp_path, capsys, extra, message):
     code = main(["memorize", "--data", "digits", "--models", "4", "--epochs", "1", "--quiet",
@@ -235,20 +235,19 @@ def test_precision_was_renamed_target_se(capsys):
 
 
 def test_command_line_defaults_are_the_api_defaults():
-    from memlab.cli import memorize as cli
     from memlab.measures.cscores import RATIOS
+    from memlab.testing import config_from_command
 
-    assert cli.config_from_args(build_parser().parse_args(["memorize"])) == MemorizeConfig()
-    assert cli.config_from_args(build_parser().parse_args(["memorize", "--quick"])) == \
+    assert config_from_command(memorize.STUDY, "memlab memorize") == MemorizeConfig()
+    assert config_from_command(memorize.STUDY, "memlab memorize --quick") == \
         MemorizeConfig.quick()
-    assert cli.config_from_args(build_parser().parse_args(["memorize", "--full"])) == \
+    assert config_from_command(memorize.STUDY, "memlab memorize --full") == \
         MemorizeConfig.full()
-    assert (cli.TARGET_SE, cli.REMOVAL_SEEDS, cli.CSCORE_MODELS) == (
-        study.TARGET_SE, study.REMOVAL_SEEDS, study.CSCORE_MODELS)
     assert MemorizeConfig().cscore_ratios == RATIOS
     # The demo reaches the requested standard error: no warning for the main job.
-    p = MemorizeConfig().population
-    assert mz.precision_advice(p.n_models, p.subset_fraction, study.TARGET_SE) is None
+    config = MemorizeConfig()
+    p = config.population
+    assert mz.precision_advice(p.n_models, p.subset_fraction, config.target_se) is None
 
 
 @pytest.mark.filterwarnings("ignore:.*no IN or no OUT model")
@@ -256,11 +255,12 @@ def test_a_python_dataset_without_pairs_reports_both(tmp_path, blobs):
     import dataclasses
 
     # mem = infl = 1 would need all 8 IN models right and all 8 OUT models wrong: none.
-    config = MemorizeConfig(data=None, mem_min=1.0, infl_min=1.0, target_se=10, n_workers=1,
+    config = MemorizeConfig(data=None, mem_min=1.0, infl_min=1.0, target_se=10,
                             population=dataclasses.replace(
-                                study.RECIPE, n_models=16, subset_fraction=0.5, epochs=2,
+                                RECIPE, n_models=16, subset_fraction=0.5, epochs=2,
                                 model_kwargs={"hidden": [8]}))
-    result = memorize.run(config, tmp_path / "r", progress=False, dataset=blobs)
+    result = memorize.run(config, tmp_path / "r", progress=False, n_workers=1,
+                          dataset=blobs)
     assert len(result.tables["pairs"]) == 0 and "pairs" not in result.figures()
     html = (tmp_path / "r" / "report.html").read_text()
     assert "No pair passes the thresholds" in html

@@ -24,14 +24,14 @@ SCRIPT = """
 import dataclasses, sys, warnings
 warnings.simplefilter("ignore")
 from memlab.studies import memorize
-from memlab.studies.memorize.study import RECIPE
+from memlab.studies.memorize.config import RECIPE
 from tests.conftest import make_blobs
 data = make_blobs(n_train=120, n_test=40).with_label_noise(0.2, seed=0)
 config = memorize.MemorizeConfig(
-    data=None, removal=True, removal_seeds=3, n_workers=1, target_se=10,
+    data=None, removal=True, removal_seeds=3, target_se=10,
     population=dataclasses.replace(RECIPE, n_models=8, subset_fraction=0.5, epochs=20,
                                    batch_size=16, chunk_size=1, model_kwargs={"hidden": [16]}))
-memorize.run(config, sys.argv[1], progress=False, dataset=data)
+memorize.run(config, sys.argv[1], progress=False, n_workers=1, dataset=data)
 """
 
 

@@ -2,6 +2,8 @@
 sweeps whose models do not depend on the other strengths, the caller's RNG, resume, and a
 tiny end-to-end run."""
 
+import dataclasses
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -10,24 +12,30 @@ import torch
 from memlab.cli import main
 from memlab.errors import ConfigError
 from memlab.io import loads_strict
+from memlab.measures.stats import NOT_REPRODUCED, REPRODUCED, UNDECIDED, t_interval
 from memlab.population import open_run
-from memlab.studies.base import Result
-from memlab.studies.noise import (
-    NOT_REPRODUCED,
-    REPRODUCED,
-    UNDECIDED,
-    NoiseConfig,
+from memlab.studies.base import Execution, Result, command_line
+from memlab.studies.noise import RECIPE, STUDY, NoiseConfig, parts, run
+from memlab.studies.noise.parts import (
     corrupted_examples,
-    directions,
     learning_dynamics,
     make_conditions,
-    parts,
-    run,
     sweep_populations,
+    take_subset,
 )
-from memlab.studies.noise.parts import take_subset
-from memlab.studies.noise.verdicts import t_interval
+from memlab.studies.noise.verdicts import directions
+from memlab.testing import config_from_command
 from tests.conftest import make_blobs
+
+ONE_WORKER = Execution(n_workers=1, progress=False)
+
+
+def recipe(**changes) -> object:
+    """The study's recipe with ``hidden`` widths and other population settings changed."""
+    hidden = changes.pop("hidden", None)
+    if hidden is not None:
+        changes["model_kwargs"] = {"hidden": list(hidden)}
+    return dataclasses.replace(RECIPE, **changes)
 
 
 def quiet(message: str) -> None:
@@ -58,12 +66,34 @@ def test_conditions():
 
 def test_presets_are_the_papers_settings_and_round_trip():
     quick, full = NoiseConfig.quick(), NoiseConfig.full()
-    assert (quick.n_train, quick.seeds, quick.epochs, quick.noise_fractions) == \
+    assert (quick.n_train, quick.seeds, quick.population.epochs, quick.noise_fractions) == \
         (1000, 16, 60, (0.2, 0.5))
-    assert (full.n_train, full.seeds, full.epochs) == (None, 32, 150) and full == NoiseConfig()
+    assert (full.n_train, full.seeds, full.population.epochs) == (None, 32, 150) \
+        and full == NoiseConfig()
+    assert full.hidden == (100, 100) and full.population.lr == 0.05
+    # The sweep follows the population's epochs unless given (the old --epochs set both).
+    assert (quick.epochs_of_sweep, full.epochs_of_sweep) == (60, 150)
     assert NoiseConfig.from_dict(quick.to_dict()) == quick  # JSON lists become tuples again
     with pytest.raises(ConfigError, match="at least 2 seeds"):
-        NoiseConfig.quick(seeds=1)
+        NoiseConfig.quick(seeds=1).validate()
+
+
+def test_command_line_reaches_the_config_and_refuses_what_the_parts_set():
+    config = config_from_command(STUDY, "memlab noise --quick --data digits --epochs 7 "
+                                        "--hidden 32 --regularizer dropout=0.5,0.7 "
+                                        "--regularizer adversarial=4 --seed 3")
+    assert (config.population.epochs, config.epochs_of_sweep, config.hidden) == (7, 7, (32,))
+    assert config.regularizers == {"dropout": (0.5, 0.7), "adversarial": (4.0,)}
+    assert config.population.seed == 3
+    assert config_from_command(STUDY, command_line(STUDY, config)) == config
+    no_regularizer = NoiseConfig.quick(regularizers={})
+    assert config_from_command(STUDY, command_line(STUDY, no_regularizer)) == no_regularizer
+    for words, field in (("--models 8", "n_models"), ("--subset 0.3", "subset_fraction"),
+                         ("--model cnn1d", "model"), ("--model-option dropout=0.5",
+                                                      "model_kwargs"),
+                         ("--sweep lr=0.1,0.2", "sweep"), ("--regularizer l1=0.1", "l1")):
+        with pytest.raises(ConfigError, match=field):
+            config_from_command(STUDY, f"memlab noise {words}")
 
 
 def test_planted_noisy_labels_are_exactly_the_late_learners(tmp_path):
@@ -71,10 +101,10 @@ def test_planted_noisy_labels_are_exactly_the_late_learners(tmp_path):
     # wrong labels can only be memorized, later. The dynamics must single out exactly them.
     data = make_blobs(n_train=120, n_test=30, spread=0.3).with_label_noise(0.1, seed=2)
     planted = corrupted_examples(data)
-    config = NoiseConfig.quick(data="blobs", hidden=(64,), seeds=2, epochs=80, batch_size=16,
-                               n_workers=1)
-    tables = learning_dynamics({"planted": data}, config, tmp_path, quiet)
-    first = tables["examples"].first_learned.fillna(config.epochs + 1).to_numpy()
+    config = NoiseConfig.quick(data="blobs", seeds=2, population=recipe(
+        hidden=(64,), epochs=80, batch_size=16))
+    tables = learning_dynamics({"planted": data}, config, tmp_path, quiet, ONE_WORKER)
+    first = tables["examples"].first_learned.fillna(config.population.epochs + 1).to_numpy()
     np.testing.assert_array_equal(first > 1, planted)
     assert first[planted].min() > 10
     curves = tables["curves"]
@@ -143,7 +173,7 @@ def planted_tables(randy_slower: bool = True, seeds: int = 8, epochs: int = 30) 
             "difficulty": difficulty, "capacity": capacity, "csr": csr, "sweep": sweep}
 
 
-CONFIG = {"epochs": 30, "capacity_epochs": 100, "seed": 0}
+CONFIG = {"epochs": 30, "capacity_epochs": 100, "seed": 0}  # directions(tables, **CONFIG)
 
 
 def verdicts(table: pd.DataFrame) -> dict[str, str]:
@@ -151,7 +181,7 @@ def verdicts(table: pd.DataFrame) -> dict[str, str]:
 
 
 def test_verdicts_on_planted_tables():
-    found = verdicts(directions(planted_tables(), CONFIG))
+    found = verdicts(directions(planted_tables(), **CONFIG))
     assert found == {
         "real data reaches 90% training accuracy in fewer epochs than randY": REPRODUCED,
         "real data reaches 99% training accuracy in fewer epochs than randY": REPRODUCED,
@@ -178,7 +208,7 @@ def test_verdicts_turn_when_the_planted_answer_is_reversed():
     # noise50 flat: no fall after the peak.
     curves = tables["seed_curves"]
     curves.loc[curves.condition == "noise50", "val_acc"] = 0.5
-    found = directions(tables, CONFIG).set_index("finding")
+    found = directions(tables, **CONFIG).set_index("finding")
     speed = found.loc["real data reaches 99% training accuracy in fewer epochs than randY"]
     assert speed.verdict == NOT_REPRODUCED and speed.estimate == pytest.approx(-10.5)
     assert found.loc["one-epoch difficulty of real data is over-dispersed vs one Binomial",
@@ -201,13 +231,13 @@ def test_t_interval_known_values():
 
 def test_a_sweep_model_is_the_same_bits_with_three_or_four_strengths(tmp_path):
     data = make_blobs(n_train=96, n_test=30, spread=1.5)
-    config = NoiseConfig.quick(data="blobs", hidden=(16,), sweep_epochs=3, sweep_seeds=2,
-                               batch_size=32, n_workers=1)
+    config = NoiseConfig.quick(data="blobs", sweep_epochs=3, sweep_seeds=2,
+                               population=recipe(hidden=(16,), batch_size=32))
     strengths = {"dropout": (0.2, 0.4, 0.6, 0.8), "input_noise": (0.1, 0.3, 0.6, 1.0),
                  "weight_decay": (1e-3, 1e-2, 3e-2, 1e-1)}
     three = sweep_populations(data, "real", config, tmp_path / "three",
-                              {k: v[:3] for k, v in strengths.items()})
-    four = sweep_populations(data, "real", config, tmp_path / "four", strengths)
+                              {k: v[:3] for k, v in strengths.items()}, ONE_WORKER)
+    four = sweep_populations(data, "real", config, tmp_path / "four", strengths, ONE_WORKER)
     for (name, values3, run3), (_, values4, run4) in zip(three, four, strict=True):
         assert values4[:len(values3)] == values3
         rows = 2 * len(values3)  # sweep_seeds models per strength, strength-major
@@ -222,10 +252,11 @@ def test_a_sweep_model_is_the_same_bits_with_three_or_four_strengths(tmp_path):
 def tiny_config(path) -> NoiseConfig:
     """The quick preset on tiny data: a few seconds."""
     return NoiseConfig.quick(
-        data=str(path), n_train=None, hidden=(16,), noise_fractions=(0.3,), seeds=2, epochs=4,
-        difficulty_seeds=4, capacity_sizes=(50, 10_000), capacity_widths=(8,), capacity_seeds=2,
-        capacity_epochs=3, csr_every=2, csr_examples=20, lass_iter=3, sweep_epochs=2,
-        regularizers={"dropout": (0.5,), "adversarial": (2.0,)}, n_workers=1)
+        data=str(path), n_train=None, population=recipe(hidden=(16,), epochs=4),
+        noise_fractions=(0.3,), seeds=2, difficulty_seeds=4, capacity_sizes=(50, 10_000),
+        capacity_widths=(8,), capacity_seeds=2, capacity_epochs=3, csr_every=2,
+        csr_examples=20, lass_iter=3, sweep_epochs=2,
+        regularizers={"dropout": (0.5,), "adversarial": (2.0,)})
 
 
 def test_end_to_end_tiny_study_rng_resume_and_saved_result(tmp_path, monkeypatch):
@@ -234,7 +265,7 @@ def test_end_to_end_tiny_study_rng_resume_and_saved_result(tmp_path, monkeypatch
     config = tiny_config(path)
     torch.manual_seed(1234)
     before = torch.get_rng_state()
-    result = run(config, tmp_path / "study", progress=False)
+    result = run(config, tmp_path / "study", n_workers=1, progress=False)
     assert torch.equal(torch.get_rng_state(), before)  # nothing drew from or reseeded it
     curves = result.tables["curves"]
     assert set(curves.condition) == {"real", "randY", "randX", "noise30"}
@@ -269,7 +300,7 @@ def test_end_to_end_tiny_study_rng_resume_and_saved_result(tmp_path, monkeypatch
         raise AssertionError("resumed study trained a population")
 
     monkeypatch.setattr(parts, "train_population", no_training)
-    again = run(config, tmp_path / "study", progress=False)
+    again = run(config, tmp_path / "study", n_workers=1, progress=False)
     pd.testing.assert_frame_equal(again.tables["directions"], result.tables["directions"])
     loaded = Result.load(tmp_path / "study")
     assert set(loaded.figures()) == {"curves", "partial", "difficulty", "first_learned",
@@ -282,3 +313,5 @@ def test_cli_reports_bad_input_in_one_line(capsys, tmp_path):
     assert "unknown dataset" in capsys.readouterr().err
     assert main(["noise", "--quick", "--seeds", "0", "--out", str(tmp_path)]) == 2
     assert "--seeds must be a positive integer" in capsys.readouterr().err
+    assert main(["noise", "--quick", "--seeds", "1", "--out", str(tmp_path)]) == 2
+    assert "at least 2 seeds; give --seeds 2 or more" in capsys.readouterr().err

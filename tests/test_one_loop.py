@@ -1,4 +1,4 @@
-"""One training loop: nothing outside memlab/population/ trains a model.
+"""One training loop: nothing outside memlab/engine/ trains a model.
 
 Only measures that take one gradient step by definition may compute gradients themselves:
 LASS critical samples and loss sensitivity (a gradient with respect to the *input*),
@@ -37,16 +37,21 @@ def test_the_scanner_finds_each_kind_of_call():
     assert len(training_calls(code)) == 3
 
 
+def test_the_one_loop_is_in_the_engine():
+    loop = (PACKAGE / "engine" / "loop.py").read_text()
+    assert "def train_chunk(" in loop and training_calls(loop)
+
+
 def test_nothing_outside_the_engine_trains():
     offenders = {}
     for path in PACKAGE.rglob("*.py"):
         relative = path.relative_to(PACKAGE).as_posix()
-        if relative.startswith("population/") or relative in ALLOWED:
+        if relative.startswith("engine/") or relative in ALLOWED:
             continue
         calls = training_calls(path.read_text())
         if calls:
             offenders[relative] = calls
-    assert not offenders, f"training loops outside memlab/population/: {offenders}"
+    assert not offenders, f"training loops outside memlab/engine/: {offenders}"
 
 
 def test_engine_leaves_the_callers_rng_untouched(tmp_path):

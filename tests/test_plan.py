@@ -1,9 +1,9 @@
 """memlab plan: the disk estimate matches what a run really writes."""
 
 from memlab.cli import main
+from memlab.engine.config import PopulationConfig
 from memlab.models import build_model
 from memlab.population import train_population
-from memlab.population.config import PopulationConfig
 from memlab.population.plan import flops_per_example_step, plan_run
 from tests.conftest import make_blobs
 

@@ -13,15 +13,15 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from memlab.errors import ConfigError, RunError
-from memlab.models import build_model
-from memlab.population import open_run, store, train_population
-from memlab.population.config import (
+from memlab.engine.config import (
     STREAM_SHUFFLE,
     PopulationConfig,
     membership_mask,
     model_rng,
 )
+from memlab.errors import ConfigError, RunError
+from memlab.models import build_model
+from memlab.population import open_run, store, train_population
 from tests.conftest import chunk_of, initial_state, make_blobs
 
 FAST = dict(model="mlp", model_kwargs={"hidden": [16, 16]})
@@ -235,7 +235,7 @@ def test_corrupted_run_directory_gets_clear_errors(tmp_path, blobs):
 
 @pytest.mark.parametrize("fraction", [0.0, 1.0, -0.2, 1.5])
 def test_subset_fraction_outside_unit_interval_is_refused(fraction, blobs):
-    with pytest.raises(ConfigError, match="strictly between 0 and 1"):
+    with pytest.raises(ConfigError, match=r"subset_fraction must be a number in \(0, 1\)"):
         train_population(blobs, n_models=2, subset_fraction=fraction, progress=False)
 
 

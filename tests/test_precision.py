@@ -13,12 +13,12 @@ import pytest
 import torch
 
 from memlab.data import load
+from memlab.engine.config import PopulationConfig
+from memlab.engine.precision import native_bfloat16, resolve_compute_dtype
 from memlab.errors import ConfigError
 from memlab.measures.memorization import detection_auroc, memorization, spearman
 from memlab.models import build_model
 from memlab.population import train_population
-from memlab.population.config import PopulationConfig
-from memlab.population.engine import native_bfloat16, resolve_compute_dtype
 
 SETTINGS = dict(model="mlp", model_kwargs={"hidden": [128]}, n_models=48, subset_fraction=0.5,
                 epochs=20, batch_size=32, lr=0.1, chunk_size=16, save_weights=False)
@@ -73,13 +73,13 @@ def test_auto_is_decided_by_the_device_and_float32_is_untouched():
 
 
 def test_bfloat16_without_native_support_warns(monkeypatch):
-    from memlab.population import engine
+    from memlab.engine import precision
 
-    monkeypatch.setattr(engine, "cpu_flags", lambda: {"avx2", "fma"})
-    assert not engine.native_bfloat16("cpu")
+    monkeypatch.setattr(precision, "cpu_flags", lambda: {"avx2", "fma"})
+    assert not precision.native_bfloat16("cpu")
     with pytest.warns(RuntimeWarning, match="slower"):
-        engine.resolve_compute_dtype("bfloat16", "cpu")
-    assert engine.resolve_compute_dtype("auto", "cpu") == torch.float32
+        precision.resolve_compute_dtype("bfloat16", "cpu")
+    assert precision.resolve_compute_dtype("auto", "cpu") == torch.float32
 
 
 def test_float16_loss_scaling_path_trains_like_float32(tmp_path):

@@ -52,6 +52,14 @@ def test_every_entry_is_a_command_the_cli_accepts():
             pytest.fail(f"{entry.name}: memlab {shlex.join(argv)} is not a valid command")
 
 
+def test_every_study_has_an_entry():
+    from memlab.studies.base import BUILTIN, get_study
+
+    commands = {shlex.split(entry.command)[0] for entry in regenerate().ENTRIES}
+    missing = [name for name in BUILTIN if get_study(name).command not in commands]
+    assert not missing, f"studies no entry of scripts/regenerate.py runs: {missing}"
+
+
 @pytest.mark.slow
 def test_the_quick_entries_run(tmp_path):
     code = regenerate().main(["--quick", "--runs", str(tmp_path / "runs"),

@@ -10,8 +10,8 @@ import torch
 from torch import nn
 
 from memlab.errors import CheckpointError, ConfigError
-from memlab.measures.powerlaw import candidate_scan, fit_power_law
 from memlab.measures.spectra import analyze, analyze_full, fit_marchenko_pastur, mp_edge
+from memlab.measures.spectra.powerlaw import candidate_scan, fit_power_law
 
 torch.set_num_threads(1)
 

@@ -14,8 +14,8 @@ import pytest
 import torch
 from torch import nn
 
-from memlab.measures.powerlaw import fit_power_law, fit_truncated_power_law
 from memlab.measures.spectra import analyze
+from memlab.measures.spectra.powerlaw import fit_power_law, fit_truncated_power_law
 
 torch.set_num_threads(1)
 REPO = Path(__file__).resolve().parents[1]

@@ -1,6 +1,7 @@
 """Spectra reports that read well: one summary row per layer for a 192-model population,
 every axis labelled, no title cut, a headless-browser render; and the study shape of
-``spectra-study`` (quick preset, resumable, correlations with intervals)."""
+``spectra-study`` (quick preset, resumable, correlations with intervals; the command and
+its knobs)."""
 
 from __future__ import annotations
 
@@ -126,13 +127,17 @@ def test_population_report_renders_in_headless_chromium(population, tmp_path):
 
 @pytest.mark.slow
 def test_spectra_study_quick_is_resumable_with_intervals(tmp_path):
-    from memlab.studies.spectra_study import SpectraStudyConfig, run
+    import dataclasses
 
-    config = SpectraStudyConfig.quick(knobs={"label_noise": [0.0, 1.0]},
-                                      models_per_config=3, n_bootstrap=200,
-                                      base={"hidden": 64, "batch_size": 64,
-                                            "label_noise": 0.0, "epochs": 4})
+    from memlab.studies.spectra_study import RECIPE, SpectraStudyConfig, run
+
+    population = dataclasses.replace(RECIPE, model_kwargs={"hidden": [64, 64]}, n_models=3,
+                                     epochs=4)
+    config = SpectraStudyConfig.quick(knobs={"label_noise": [0.0, 1.0]}, n_bootstrap=200,
+                                      population=population)
     result = run(config, tmp_path / "study", progress=False)
+    assert result.summary["base"] == {"hidden": 64, "batch_size": 64, "label_noise": 0.0,
+                                      "epochs": 4}
     correlations = result.tables["correlations"]
     assert len(result.tables["models"]) == 6
     assert (correlations["spearman_lo"] <= correlations["spearman"]).all()
@@ -141,3 +146,27 @@ def test_spectra_study_quick_is_resumable_with_intervals(tmp_path):
     assert (tmp_path / "study" / "report.html").is_file()
     again = run(config, tmp_path / "study", progress=False)
     assert again.summary == result.summary  # loaded, not recomputed
+
+
+def test_spectra_study_command_keeps_its_name_and_reads_knobs():
+    """``memlab spectra-study`` is generated from the config: the base recipe's flags are the
+    population's, ``--knob`` replaces the knobs, and the Reproduce line parses back."""
+    from memlab.studies.base import command_line, get_study
+    from memlab.studies.spectra_study import SpectraStudyConfig
+    from memlab.testing import config_from_command
+
+    study = get_study("spectra_study")
+    assert study.command == "spectra-study"
+    config = config_from_command(study, "memlab spectra-study --quick --models 3 --hidden 32,32 "
+                                        "--knob epochs=2,4 --knob label_noise=0,0.5 --seed 2")
+    assert config.knobs == {"epochs": [2, 4], "label_noise": [0, 0.5]}
+    assert (config.population.n_models, config.population.model_kwargs["hidden"],
+            config.population.seed) == (3, [32, 32], 2)
+    assert [tag for _, _, tag, _ in config.configurations()][0] == {
+        "hidden": 32, "batch_size": 64, "label_noise": 0.0, "epochs": 2}
+    line = command_line(study, config)
+    assert config_from_command(study, line) == config
+    with pytest.raises(Exception, match="unknown knobs"):
+        SpectraStudyConfig(knobs={"depth": [1, 2]}).validate()
+    with pytest.raises(Exception, match="equal positive widths"):
+        config_from_command(study, "memlab spectra-study --hidden 64,32")

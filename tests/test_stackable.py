@@ -1,4 +1,4 @@
-"""The engine's convolutions (population/stackable.py) against torch's own.
+"""The engine's convolutions (engine/stackable.py) against torch's own.
 
 Known answers: F.conv1d / F.conv2d (outputs and every gradient, for strides, paddings,
 groups, with and without bias); and, stacked under vmap as the engine runs them, a model's
@@ -10,7 +10,7 @@ import torch
 from torch import nn
 from torch.func import functional_call, grad, vmap
 
-from memlab.population.stackable import MatmulConv1d, MatmulConv2d, use_stackable_convolutions
+from memlab.engine.stackable import MatmulConv1d, MatmulConv2d, use_stackable_convolutions
 
 CASES_1D = [dict(kernel_size=5, stride=2, padding=2), dict(kernel_size=3, stride=1, padding=0),
             dict(kernel_size=3, stride=3, padding=1, groups=2),

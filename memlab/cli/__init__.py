@@ -1,7 +1,8 @@
-"""The ``memlab`` command line: one sub-command per module in this package.
+"""The ``memlab`` command line: the tools (one module each: train, info, spectra, plan,
+verify) and one generated sub-command per registered study (:mod:`memlab.cli.study`).
 
-Each command module defines ``register(subparsers)``, which adds its parser and sets
-``func`` (called with the parsed arguments; its return value is the exit code).
+Each tool module defines ``register(subparsers)``, which adds its parser and sets ``func``
+(called with the parsed arguments; its return value is the exit code).
 """
 
 from __future__ import annotations
@@ -12,8 +13,7 @@ import sys
 
 from memlab.errors import MemlabError
 
-COMMAND_MODULES = ["train", "info", "elasticity", "noise", "spectra", "plan", "memorize",
-                   "longtail", "lm_memorize", "attribute", "lesde", "audit", "verify"]
+COMMAND_MODULES = ["train", "info", "spectra", "plan", "verify"]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -23,6 +23,16 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMAND_MODULES:
         importlib.import_module(f"memlab.cli.{name}").register(subparsers)
+    from memlab.cli.study import add_study_command
+    from memlab.studies.base import all_studies
+
+    tools = set(subparsers.choices)
+    for study in all_studies().values():
+        if study.command in tools:  # a tool's name: said, never silently skipped
+            print(f"memlab: warning: the study {study.name!r} has no command: "
+                  f"'memlab {study.command}' is a tool; rename the study", file=sys.stderr)
+            continue
+        add_study_command(subparsers, study)
     return parser
 
 

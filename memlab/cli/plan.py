@@ -8,8 +8,8 @@ from __future__ import annotations
 import argparse
 
 from memlab import validate
-from memlab.cli.train import add_population_arguments, config_from_args
-from memlab.data import load
+from memlab.cli.study import apply_flags
+from memlab.cli.train import add_population_arguments
 from memlab.errors import ConfigError
 from memlab.population.plan import DataShape, plan_run
 
@@ -54,14 +54,21 @@ def parse_shape(text: str) -> DataShape:
 
 
 def run(args: argparse.Namespace) -> int:
+    from memlab.studies.base import PopulationStudyConfig, training_data
+
     # The target machine may be another one: --device cuda plans without a GPU here.
-    validate.population_options(args, device_available=False)
+    validate.device(args.device, "--device", available=False)
     workers = validate.workers(args.workers) or 1
     gflops = None if args.gflops is None else validate.real(
         args.gflops, "--gflops", minimum=0, open_low=True,
         fix="give the sustained GFLOP/s of one worker, e.g. --gflops 50")
-    data = parse_shape(args.shape) if args.shape else DataShape.of(load(args.data))
-    config = config_from_args(args, data, device_available=False)
+    if args.shape:  # a dataset that is not here: plan from its shape alone
+        data = parse_shape(args.shape)
+        config = apply_flags(PopulationStudyConfig(data=None), args, sizing_data=data)
+    else:
+        config = apply_flags(PopulationStudyConfig(), args)
+        data = DataShape.of(training_data(config))
+    config = config.population
     plan = plan_run(data, config, workers=workers, gflops_per_worker=gflops,
                     calibrate=args.calibrate)
     print(f"{data.name}: {data.n_train:,} train / {data.n_test:,} test, input "

@@ -1,4 +1,5 @@
-"""``memlab spectra``, ``memlab spectra-compare`` and ``memlab spectra-study``."""
+"""``memlab spectra`` and ``memlab spectra-compare``: the data-free tools. (The study,
+``memlab spectra-study``, is generated from its config: :mod:`memlab.studies.spectra_study`.)"""
 
 from __future__ import annotations
 
@@ -58,23 +59,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     compare.add_argument("--out", type=Path, default=None, help="write compare.parquet here")
     compare.add_argument("--device", default="auto")
     compare.set_defaults(func=run_compare)
-
-    study = subparsers.add_parser(
-        "spectra-study",
-        help="train MLPs on MNIST-1D varying one knob at a time; relate α to test accuracy",
-        description=(
-            "Generalization study: a family of MLPs on MNIST-1D (batch size, width, fraction "
-            "of random labels, training length varied one at a time); Spearman ρ (with "
-            "bootstrap intervals over models) and Kendall τ between each spectral metric "
-            "and test accuracy per knob."
-        ),
-    )
-    from memlab.cli.common import add_study_arguments
-
-    add_study_arguments(study, out="runs/spectra-study", workers=False)
-    study.add_argument("--models-per-config", type=int, default=None,
-                       help="models trained per knob value (default: the preset's)")
-    study.set_defaults(func=run_study)
 
 
 def _print(frame: pd.DataFrame) -> None:
@@ -152,20 +136,3 @@ def run_compare(args: argparse.Namespace) -> int:
         print(f"wrote {args.out / 'compare.parquet'}")
     return 0
 
-
-def run_study(args: argparse.Namespace) -> int:
-    from memlab import validate
-    from memlab.cli.common import finish, preset
-    from memlab.studies.spectra_study import SpectraStudyConfig, run
-
-    validate.output_dir(args.out)
-    config = preset(SpectraStudyConfig, args)
-    if args.models_per_config is not None:
-        config = config.replace(models_per_config=validate.integer(
-            args.models_per_config, "--models-per-config", minimum=3, maximum=10_000,
-            fix="a Spearman interval needs at least 3 models per configuration"))
-    result = run(config, Path(args.out))
-    _print(result.tables["configurations"])
-    print()
-    _print(result.tables["correlations"])
-    return finish(result, [f"study took {result.summary['seconds'] / 60:.1f} min"], args)

@@ -44,6 +44,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import pandas as pd
 
+from memlab import streams
 from memlab.data import Dataset
 from memlab.errors import ConfigError
 
@@ -139,7 +140,7 @@ def frequency_bucket(counts: np.ndarray) -> np.ndarray:
 
 def make_longtail(spec: LongTailSpec) -> LongTailData:
     """Draw a long-tailed mixture (deterministic in ``spec.seed``); see the module docstring."""
-    rng = np.random.default_rng([spec.seed, 900])
+    rng = np.random.default_rng([spec.seed, streams.LONGTAIL_MIXTURE])
     k, d = spec.n_subpopulations, spec.n_features
     # Random order: the most frequent subpopulation is any cluster, with any label.
     frequencies = rng.permutation(prior_frequencies(spec.prior, k, spec.exponent))
@@ -217,7 +218,7 @@ def monte_carlo_singleton_cost(frequencies: np.ndarray, n: int, n_draws: int = 2
     of expectations). Returns (estimate, standard error by the delta method); NaNs when no
     simulated training set has a singleton."""
     p = np.asarray(frequencies, dtype=np.float64)
-    rng = np.random.default_rng([seed, 901])
+    rng = np.random.default_rng([seed, streams.LONGTAIL_SAMPLE])
     counts = rng.multinomial(n, p, size=n_draws)  # (n_draws, k)
     once = counts == 1
     mass = (once * p).sum(1)

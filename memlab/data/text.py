@@ -42,6 +42,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from memlab import streams
 from memlab.errors import ConfigError, DataError
 
 BUILTIN_TEXT = ("synthetic", "shakespeare", "bible")
@@ -213,7 +214,8 @@ class Documents:
     def describe(self) -> dict[str, Any]:
         """JSON-ready summary for manifests (the token arrays are stored separately)."""
         return {
-            "task": "lm", "name": self.name, "n_train": self.n_train, "n_test": self.n_test,
+            "task": "language_model", "name": self.name, "n_train": self.n_train,
+            "n_test": self.n_test,
             "context": self.context, "vocab_size": self.vocab_size, "n_vocab": self.n_vocab,
             "tokenizer": self.tokenizer,
             # input_shape / n_classes: what classification-minded readers of a manifest expect
@@ -337,7 +339,7 @@ def load_documents(source: str | Path, context: int = DEFAULT_CONTEXT, n_train: 
     if len(records) < 4:
         raise DataError(f"{key}: only {len(records)} documents have at least {min_chars} "
                         "characters; memorization needs many documents")
-    rng = np.random.default_rng([seed, 7])
+    rng = np.random.default_rng([seed, streams.N_TRAIN])
     order = rng.permutation(len(records))
     n_test = n_test if n_test is not None else (len(records) // 5 if n_train is None
                                                  else max(1, n_train // 4))
@@ -492,7 +494,7 @@ def synthetic_corpus(n_template: int = 320, n_unique: int = 160,
     duplicates = {2: 20, 4: 12, 8: 6} if duplicates is None else duplicates
     if n_test_near > n_unique:
         raise ConfigError("n_test_near cannot exceed n_unique (near-duplicates copy singletons)")
-    rng = np.random.default_rng([seed, 11])
+    rng = np.random.default_rng([seed, streams.TEXT_SYNTHETIC])
     train, ids, kinds = [], [], []
     for i in range(n_template):
         train.append(_templated(rng))

@@ -26,10 +26,12 @@ import pandas as pd
 
 from memlab.errors import ConfigError
 from memlab.measures.dynamics import first_learned
-from memlab.measures.memorization import Z95, _row_blocks, in_out, spearman, wilson_interval
+from memlab.measures.inout import _row_blocks, in_out
+from memlab.measures.stats import Z95, spearman, wilson_interval
+from memlab.measures.thresholds import CSCORE_RATIOS
 from memlab.population.run import Run
 
-RATIOS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
+RATIOS = CSCORE_RATIOS
 
 
 def cscore_sweep(dataset, ratios: Sequence[float] = RATIOS, n_models: int = 64,

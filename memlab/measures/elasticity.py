@@ -233,6 +233,65 @@ def kernel_kmeans(kernel: np.ndarray, n_clusters: int, n_init: int = 10, max_ite
     return best_labels
 
 
+def cluster_by_similarity(s_rel: np.ndarray, s_ker: np.ndarray,
+                          seed: int) -> dict[str, np.ndarray]:
+    """Two clusters from a network's similarities (symmetrized, (n, n)): K-means on the rows
+    of S_rel, spectral clustering with S_rel (clipped at 0) as affinity, kernel K-means on
+    S_ker; method name -> labels (n,)."""
+    from sklearn.cluster import KMeans, SpectralClustering
+
+    spectral = SpectralClustering(2, affinity="precomputed", random_state=seed)
+    return {
+        "K-means on S_rel rows": KMeans(2, n_init=10, random_state=seed).fit_predict(s_rel),
+        "spectral on S_rel": spectral.fit_predict(np.maximum(s_rel, 0)),
+        "kernel K-means on S_ker": kernel_kmeans(s_ker, 2, seed=seed),
+    }
+
+
+def cluster_inputs(x: np.ndarray, pca_components: int, seed: int) -> dict[str, np.ndarray]:
+    """The baselines: two clusters by K-means on the raw inputs (n, ...) and on their
+    leading ``pca_components`` principal components; method name -> labels (n,)."""
+    from sklearn.cluster import KMeans
+    from sklearn.decomposition import PCA
+
+    flat = x.reshape(len(x), -1)
+    n_components = min(pca_components, *flat.shape)
+    pca = PCA(n_components, random_state=seed).fit_transform(flat)
+    return {
+        "K-means on raw inputs": KMeans(2, n_init=10, random_state=seed).fit_predict(flat),
+        f"K-means on PCA-{n_components}": KMeans(2, n_init=10,
+                                                 random_state=seed).fit_predict(pca),
+    }
+
+
+def per_class_sample(y: np.ndarray, classes: np.ndarray, per_class: int,
+                     rng: np.random.Generator) -> np.ndarray:
+    """Indices of up to ``per_class`` random examples of each of ``classes`` (in that
+    order), grouped by class, sorted within a class."""
+    chosen = []
+    for cls in classes:
+        members = np.flatnonzero(y == cls)
+        chosen.append(np.sort(rng.choice(members, min(per_class, len(members)), replace=False)))
+    return np.concatenate(chosen)
+
+
+def member_similarities(model: nn.Module, x: np.ndarray, y: np.ndarray, lr: float,
+                        chunk_size: int = 64) -> dict[str, object]:
+    """One model's symmetrized similarities on the probes (x, y), computed on one torch
+    thread (the same bits on any machine), and their intra/inter ratios against the
+    probes' labels: {"s_rel", "s_ker", "classes", "ratio_rel", "ratio_ker"}."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        sim = one_step_similarities(model, x, y, lr=lr, chunk_size=chunk_size)
+    finally:
+        torch.set_num_threads(threads)
+    s_rel, s_ker = symmetrize(sim.s_rel), symmetrize(sim.s_ker)
+    return {"s_rel": s_rel, "s_ker": s_ker, "classes": y,
+            "ratio_rel": intra_inter_ratio(s_rel, y),
+            "ratio_ker": intra_inter_ratio(np.abs(s_ker), y)}
+
+
 # ---------------------------------------------------------------- helpers
 
 

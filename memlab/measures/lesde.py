@@ -377,3 +377,45 @@ def estimate_strengths(times: np.ndarray, features: np.ndarray, labels: np.ndarr
         cond = max(cond, float(np.linalg.cond(x)))
     sigma = np.sqrt(rss / n_obs / np.mean(dt))
     return Strengths(matrix, se, float(sigma), cond, 1.0 - rss / tss if tss > 0 else 0.0)
+
+
+# ------------------------------------------------------------------ summaries of trajectories
+
+TRAJECTORY_STATS = ("loss", "accuracy", "nc1", "feature_norm", "within_norm", "between_norm")
+
+
+def own_amplitude(features: np.ndarray, labels: np.ndarray, head: Head) -> np.ndarray:
+    """Mean over examples of ⟨h_i, v_{c_i}⟩, the features' amplitude along their own class
+    direction (:func:`margin_directions`): (..., n, d) -> (...,)."""
+    v = margin_directions(head)[labels]
+    return (features * v).sum(-1).mean(-1)
+
+
+def linear_horizon(t_end: float, intra: float, inter: float, n_classes: int) -> float:
+    """Simulated time of the linear drift: ``t_end``, but at most the time its fastest mode
+    (:func:`linear_mode_rates`) takes to grow by e^15 (beyond that, float64 overflows)."""
+    fastest = max(linear_mode_rates(intra, inter, n_classes))
+    return t_end if fastest <= 0 else min(t_end, 15.0 / fastest)
+
+
+def zero_crossing(x: np.ndarray, y: np.ndarray) -> float | None:
+    """Where y(x) first changes sign, by linear interpolation between the two grid points
+    around it (None when it does not change sign on the grid)."""
+    x, y = np.asarray(x), np.asarray(y)
+    change = np.nonzero(np.diff(np.sign(y)) != 0)[0]
+    if not len(change):
+        return None
+    i = change[0]
+    return float(x[i] - y[i] * (x[i + 1] - x[i]) / (y[i + 1] - y[i]))
+
+
+def trajectory_stats(features: np.ndarray, labels: np.ndarray, heads: list[Head],
+                     n_classes: int) -> dict[str, np.ndarray]:
+    """:data:`TRAJECTORY_STATS` over time of features (T, ..., n, d) with one head per time
+    (:func:`head_stats`, :func:`nc_stats`): each (T, ...)."""
+    out: dict[str, list] = {s: [] for s in TRAJECTORY_STATS}
+    for f, head in zip(features, heads):
+        hs, nc = head_stats(f, labels, head), nc_stats(f, labels, n_classes)
+        for s in TRAJECTORY_STATS:
+            out[s].append((hs if s in hs else nc)[s])
+    return {s: np.array(v) for s, v in out.items()}

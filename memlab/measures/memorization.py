@@ -5,27 +5,12 @@ From one population of t models, model k trained on subset I_k (membership mask 
     mem(i)     = mean_k{ correct_k(x_i)  : i ∈ I_k } − mean_k{ correct_k(x_i)  : i ∉ I_k }
     infl(i, j) = mean_k{ correct_k(x'_j) : i ∈ I_k } − mean_k{ correct_k(x'_j) : i ∉ I_k }
 
-Every estimate is a difference of two masked means, computed for all examples at once:
-memorization from column sums of ``correct & M``, influence from one matrix product per
-block, ``Mᵀ C`` (the OUT sums are the column totals of C minus the IN sums). Never a loop
-over examples or pairs.
-
-Every score comes with a 95% interval [lo, hi] and a standard error: Wilson score
-intervals for acc_in and acc_out, combined for their difference by Newcombe's hybrid score
-method (Newcombe 1998, method 10):
-
-    lo = mem − sqrt((acc_in − l_in)² + (u_out − acc_out)²)
-    hi = mem + sqrt((u_in − acc_in)² + (acc_out − l_out)²)
-    se = (hi − lo) / (2 · 1.96)
-
-(l, u: the Wilson bounds of each side). Unlike the plug-in binomial error
-sqrt(acc_in (1 − acc_in)/n_in + acc_out (1 − acc_out)/n_out), which is 0 for an example
-every model gets right (acc_in = acc_out = 1), these never collapse: se > 0 wherever it
-is defined (it is NaN for an example without IN or without OUT models). Coverage of the
-95% interval, by Monte Carlo on the grid stated in tests/test_memorization_interval.py
-(30 to 700 models per side, acc_in 0.5 to 0.97, acc_out 0.1 to 0.9), lies in [93%, 97%];
-where both accuracies exceed 0.97 with under 100 models per side it errs wide (up to 99%),
-never narrow (the plug-in interval's coverage falls to 60% there).
+Every estimate is a difference of two masked means (the IN models' mean minus the OUT
+models'). The estimator, its 95% Newcombe intervals and its standard errors are
+:mod:`memlab.measures.inout` (their names stay importable from here); this module applies
+them to a run: :func:`memorization` (one row per training example, with what the OUT models
+predict), :func:`influence` (the train × test matrix, streamed to disk when large),
+high-influence pairs with their near-duplicate confounder, and split-half reliability.
 
 The a-priori bound of docs/science.md §1 (:func:`error_bound`) turns a requested precision
 into a number of models (:func:`models_needed`, :func:`precision_advice`).
@@ -41,11 +26,7 @@ into a number of models (:func:`models_needed`, :func:`precision_advice`).
 from __future__ import annotations
 
 import math
-import os
-import shutil
-import tempfile
 import warnings
-import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,183 +36,25 @@ import pandas as pd
 from scipy import stats
 
 from memlab.errors import ConfigError
+from memlab.measures.inout import (  # noqa: F401
+    Influence,
+    InOut,
+    _row_blocks,
+    binomial_se,
+    estimate_influence,
+    in_out,
+    in_out_pairs,
+    interval_se,
+    se_path_for,
+)
+from memlab.measures.stats import Z95, newcombe_interval, spearman, wilson_interval  # noqa: F401
+from memlab.measures.thresholds import HIGH_INFLUENCE, MEMORIZED, NEAR_DUPLICATE  # noqa: E402
 from memlab.population.run import Run
 
-MEMORIZED = 0.25  # mem >= this: "memorized" (Feldman & Zhang)
-HIGH_INFLUENCE = 0.15  # infl >= this (with mem >= MEMORIZED, same label): high-influence pair
-NEAR_DUPLICATE = 0.95  # cosine similarity (inputs centred on the training mean)
+# The estimator and its intervals live in memlab.measures.inout and memlab.measures.stats;
+# their names (imported above) stay importable from here.
 
-_BLOCK_BYTES = 64 * 2**20  # working memory per block of a streamed computation
-Z95 = 1.959963984540054  # the standard normal's 97.5% quantile: 95% intervals
-
-
-# ------------------------------------------------------------------ the estimator
-
-
-@dataclass
-class InOut:
-    """IN/OUT statistics of a set of columns (examples): counts, means and, for
-    real-valued scores, unbiased sample variances. Arrays are (n,) — or (n, m) for
-    :func:`in_out_pairs`, with counts (n, 1).
-
-    For 0/1 scores (correctness) ``mean_in``/``mean_out`` are accuracies and the interval
-    is Newcombe's (``var_*`` are None); for real-valued scores (per-token accuracy, minus
-    a loss) it is the normal interval of a difference of means, se = sqrt(var_in/n_in +
-    var_out/n_out) (Welch's standard error).
-    """
-
-    n_in: np.ndarray
-    n_out: np.ndarray
-    mean_in: np.ndarray
-    mean_out: np.ndarray
-    var_in: np.ndarray | None = None
-    var_out: np.ndarray | None = None
-
-    @property
-    def binary(self) -> bool:
-        return self.var_in is None
-
-    @property
-    def score(self) -> np.ndarray:
-        """mean_in − mean_out (NaN where an example has no IN or no OUT model)."""
-        return self.mean_in - self.mean_out
-
-    @property
-    def se(self) -> np.ndarray:
-        """Standard error of the score: for 0/1 scores the 95% Newcombe interval's width /
-        (2 · 1.96); for real-valued scores Welch's sqrt(var_in/n_in + var_out/n_out)."""
-        if self.binary:
-            return interval_se(self.mean_in, self.n_in, self.mean_out, self.n_out)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            return np.sqrt(self.var_in / self.n_in + self.var_out / self.n_out)
-
-    def interval(self, z: float = Z95) -> tuple[np.ndarray, np.ndarray]:
-        """(lo, hi) of the score: Newcombe's for 0/1 scores, score ± z·se otherwise (95%
-        for the default ``z``)."""
-        if self.binary:
-            return newcombe_interval(self.mean_in, self.n_in, self.mean_out, self.n_out, z)
-        return self.score - z * self.se, self.score + z * self.se
-
-
-def wilson_interval(acc, n, z: float = Z95) -> tuple[np.ndarray, np.ndarray]:
-    """Wilson score interval (lo, hi) of a binomial proportion observed as ``acc`` out of
-    ``n`` trials (arrays broadcast; NaN where n = 0). Inside [0, 1], and of positive width
-    even at acc = 0 or 1."""
-    acc = np.asarray(acc, np.float64)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        n = np.asarray(n, np.float64)
-        z2n = z * z / n
-        centre = (acc + z2n / 2) / (1 + z2n)
-        half = z * np.sqrt(np.maximum(acc * (1 - acc), 0) / n + z2n / (4 * n)) / (1 + z2n)
-    return centre - half, centre + half
-
-
-def newcombe_interval(acc_in, n_in, acc_out, n_out, z: float = Z95
-                      ) -> tuple[np.ndarray, np.ndarray]:
-    """Interval (lo, hi) of acc_in − acc_out: Newcombe's hybrid score method, combining the
-    Wilson interval of each side (Newcombe 1998, method 10; e.g. 56/70 − 48/80 gives
-    [0.0524, 0.3339])."""
-    acc_in, acc_out = np.asarray(acc_in, np.float64), np.asarray(acc_out, np.float64)
-    l_in, u_in = wilson_interval(acc_in, n_in, z)
-    l_out, u_out = wilson_interval(acc_out, n_out, z)
-    diff = acc_in - acc_out
-    return (diff - np.sqrt((acc_in - l_in) ** 2 + (u_out - acc_out) ** 2),
-            diff + np.sqrt((u_in - acc_in) ** 2 + (acc_out - l_out) ** 2))
-
-
-def interval_se(acc_in, n_in, acc_out, n_out) -> np.ndarray:
-    """Standard error of acc_in − acc_out read off its 95% Newcombe interval:
-    (hi − lo) / (2 · 1.96). Equals the plug-in binomial error for large samples away from
-    0 and 1, and stays positive at acc = 0 or 1 (the plug-in one collapses to 0 there)."""
-    lo, hi = newcombe_interval(acc_in, n_in, acc_out, n_out)
-    return (hi - lo) / (2 * Z95)
-
-
-def binomial_se(acc_in, n_in, acc_out, n_out) -> np.ndarray:
-    """The plug-in binomial standard error of acc_in − acc_out, sqrt(Σ acc (1 − acc) / n).
-    Kept for comparison only: it is 0 whenever both sides are all right or all wrong;
-    memlab's ``se`` is :func:`interval_se`."""
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return np.sqrt(acc_in * (1 - acc_in) / n_in + acc_out * (1 - acc_out) / n_out)
-
-
-def _ratio(hits: np.ndarray, counts: np.ndarray) -> np.ndarray:
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(counts > 0, hits / np.maximum(counts, 1), np.nan)
-
-
-def _row_blocks(n_rows: int, row_bytes: int, budget: int = _BLOCK_BYTES) -> list[slice]:
-    size = max(1, budget // max(row_bytes, 1))
-    return [slice(start, min(start + size, n_rows)) for start in range(0, n_rows, size)]
-
-
-def _mean_var(total: np.ndarray, total_sq: np.ndarray, count: np.ndarray
-              ) -> tuple[np.ndarray, np.ndarray]:
-    """Mean and unbiased sample variance from a sum, a sum of squares and a count."""
-    with np.errstate(divide="ignore", invalid="ignore"):
-        mean = np.where(count > 0, total / np.maximum(count, 1), np.nan)
-        var = (total_sq - count * mean**2) / (count - 1)
-        var = np.where(count > 1, np.maximum(var, 0.0), np.nan)
-    return mean, var
-
-
-def _check_scores(mask: np.ndarray, scores: np.ndarray, same_shape: bool = True) -> None:
-    if mask.ndim != 2 or scores.ndim != 2 or mask.shape[0] != scores.shape[0] or (
-            same_shape and mask.shape != scores.shape):
-        raise ConfigError(f"mask {mask.shape} and scores {scores.shape} must be (models, "
-                          "examples) arrays of the same shape")
-
-
-def in_out(mask: np.ndarray, scores: np.ndarray) -> InOut:
-    """IN/OUT statistics of every example (column) of ``scores`` (t, n) under the
-    membership ``mask`` (t, n) bool: the diagonal of the masked-means formula, as column
-    sums. ``scores`` is 0/1 correctness (bool) or any real-valued performance (per-token
-    accuracy, minus a loss). Arrays may be memory-mapped; they are read in blocks of
-    models."""
-    _check_scores(mask, scores)
-    t, n = mask.shape
-    binary = scores.dtype == bool
-    n_in = np.zeros(n, np.int64)
-    total_in, total = np.zeros(n), np.zeros(n)
-    square_in, square = np.zeros(n), np.zeros(n)
-    for rows in _row_blocks(t, 2 * n if binary else 9 * n):
-        m = np.asarray(mask[rows], dtype=bool)
-        c = np.asarray(scores[rows], dtype=bool if binary else np.float64)
-        if not binary and not np.isfinite(c).all():
-            raise ConfigError("scores hold NaN or infinite values")
-        n_in += m.sum(0)
-        total_in += (c * m).sum(0)
-        total += c.sum(0)
-        if not binary:
-            square_in += (c * c * m).sum(0)
-            square += (c * c).sum(0)
-    n_out = t - n_in
-    if binary:
-        return InOut(n_in, n_out, _ratio(total_in, n_in), _ratio(total - total_in, n_out))
-    mean_in, var_in = _mean_var(total_in, square_in, n_in)
-    mean_out, var_out = _mean_var(total - total_in, square - square_in, n_out)
-    return InOut(n_in, n_out, mean_in, mean_out, var_in, var_out)
-
-
-def in_out_pairs(mask: np.ndarray, scores_test: np.ndarray) -> InOut:
-    """IN/OUT statistics of every (training example i, test example j) pair: the influence
-    estimate infl(i, j) = mean{P'[k, j] : M[k, i]} − mean{P'[k, j] : not M[k, i]} for
-    real-valued test scores ``scores_test`` (t, m), in memory, from four matrix products.
-    Fields are (n, m) (counts (n, 1)). For 0/1 correctness of large populations use
-    :func:`estimate_influence`, which streams blocks to disk."""
-    _check_scores(mask, scores_test, same_shape=False)
-    performance = np.asarray(scores_test, np.float64)
-    if not np.isfinite(performance).all():
-        raise ConfigError("scores hold NaN or infinite values")
-    member = np.asarray(mask, bool).astype(np.float64)  # (t, n)
-    n_in = member.sum(0)[:, None]  # (n, 1)
-    n_out = mask.shape[0] - n_in
-    sum_in = member.T @ performance  # (n, m)
-    square_in = member.T @ performance**2
-    mean_in, var_in = _mean_var(sum_in, square_in, n_in)
-    mean_out, var_out = _mean_var(performance.sum(0)[None, :] - sum_in,
-                                  (performance**2).sum(0)[None, :] - square_in, n_out)
-    return InOut(n_in, n_out, mean_in, mean_out, var_in, var_out)
+# ------------------------------------------------------------------ memorization
 
 
 def out_predictions(mask: np.ndarray, pred: np.ndarray, n_classes: int) -> np.ndarray:
@@ -288,122 +111,6 @@ def memorization(run: Run, models: Sequence[int] | None = None) -> pd.DataFrame:
 
 
 # ------------------------------------------------------------------ influence
-
-
-@dataclass
-class Influence:
-    """Train × test influence estimates. ``values`` and ``se`` are (n_train, n_test)
-    float32, in memory or memory-mapped ``.npy`` files (``paths``)."""
-
-    values: np.ndarray
-    se: np.ndarray
-    n_in: np.ndarray
-    n_out: np.ndarray
-    paths: tuple[Path, Path] | None = None
-
-    @property
-    def shape(self) -> tuple[int, int]:
-        return tuple(self.values.shape)
-
-    @classmethod
-    def load(cls, path: str | Path, mask: np.ndarray) -> Influence:
-        """Re-open an influence matrix saved at ``path`` (and its ``*_se.npy`` sibling)."""
-        path = Path(path)
-        se_path = se_path_for(path)
-        n_in = mask.sum(0)
-        return cls(np.load(path, mmap_mode="r"), np.load(se_path, mmap_mode="r"), n_in,
-                   mask.shape[0] - n_in, (path, se_path))
-
-
-def se_path_for(path: Path) -> Path:
-    return path.with_name(path.stem + "_se.npy")
-
-
-def available_memory() -> int:
-    """Bytes of physical memory currently free (a conservative guess where unknown)."""
-    try:
-        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError, AttributeError):
-        return 2 * 2**30
-
-
-def estimate_influence(mask: np.ndarray, correct_test: np.ndarray, out: str | Path | None = None,
-                       block_rows: int | None = None, block_cols: int | None = None,
-                       max_memory: int | None = None) -> Influence:
-    """infl = (Mᵀ C)/(Mᵀ 1) − ((1−M)ᵀ C)/((1−M)ᵀ 1) with standard errors, block by block.
-
-    mask (t, n_train) bool; correct_test (t, n_test) bool. The result is written to ``out``
-    (``.npy``, plus ``*_se.npy``; atomically) when given; otherwise it is kept in memory if
-    both matrices fit in ``max_memory`` bytes (default: half the free memory), and streamed
-    to memory-mapped files in a temporary directory if not (with a warning). Blocks: rows
-    of the result (training examples) × columns (test examples), each one matrix product.
-    """
-    t, n = mask.shape
-    if correct_test.shape[0] != t:
-        raise ConfigError(f"mask has {t} models but test correctness {correct_test.shape[0]}")
-    m = correct_test.shape[1]
-    max_memory = available_memory() // 2 if max_memory is None else max_memory
-    need = 2 * 4 * n * m
-    scratch = None
-    if out is None and need > max_memory:
-        scratch = Path(tempfile.mkdtemp(prefix="memlab-influence-"))
-        out = scratch / "influence.npy"
-        warnings.warn(f"the influence matrix ({n} x {m}, {need / 2**30:.1f} GiB with standard "
-                      f"errors) exceeds {max_memory / 2**30:.1f} GiB of memory: streaming it "
-                      f"to {out}", stacklevel=2)
-    # Per block: C (4 t bytes per column), M (4 t per row) and ~16 float64 temporaries per
-    # result entry (the two Wilson intervals and their combination).
-    block_cols = block_cols or max(1, min(m, _BLOCK_BYTES // (4 * t)))
-    block_rows = block_rows or max(1, min(n, _BLOCK_BYTES // (4 * t + 128 * block_cols)))
-
-    if out is None:
-        values = np.empty((n, m), np.float32)
-        se = np.empty((n, m), np.float32)
-        targets = None
-    else:
-        out = Path(out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        targets = (out, se_path_for(out))
-        temps = [p.with_name(f".{p.name}.{os.getpid()}.tmp") for p in targets]
-        values, se = (np.lib.format.open_memmap(p, mode="w+", dtype=np.float32, shape=(n, m))
-                      for p in temps)
-
-    n_in = np.zeros(n, np.int64)
-    for rows in _row_blocks(t, n):
-        n_in += np.asarray(mask[rows], dtype=bool).sum(0)
-    n_out = t - n_in
-    try:
-        for c0 in range(0, m, block_cols):
-            cols = slice(c0, min(c0 + block_cols, m))
-            c = np.asarray(correct_test[:, cols], dtype=np.float32)  # (t, mb)
-            total = c.sum(0, dtype=np.float64)
-            for r0 in range(0, n, block_rows):
-                rows = slice(r0, min(r0 + block_rows, n))
-                member = np.asarray(mask[:, rows], dtype=np.float32)  # (t, nb)
-                hits_in = member.T @ c  # exact: sums of 0/1 below 2**24 in float32
-                hits_out = total[None, :] - hits_in
-                acc_in = _ratio(hits_in, n_in[rows, None])
-                acc_out = _ratio(hits_out, n_out[rows, None])
-                values[rows, cols] = acc_in - acc_out
-                se[rows, cols] = interval_se(acc_in, n_in[rows, None], acc_out,
-                                             n_out[rows, None])
-        if targets is not None:
-            for array, temp, target in zip((values, se), temps, targets):
-                array.flush()
-                os.replace(temp, target)
-            values, se = (np.load(p, mmap_mode="r") for p in targets)
-    except BaseException:
-        if scratch is not None:
-            shutil.rmtree(scratch, ignore_errors=True)
-        raise
-    finally:
-        if targets is not None:
-            for temp in temps:
-                temp.unlink(missing_ok=True)
-    result = Influence(values, se, n_in, n_out, targets)
-    if scratch is not None:  # our own scratch directory: removed with the result
-        weakref.finalize(result, shutil.rmtree, str(scratch), True)
-    return result
 
 
 def influence(run: Run, out: str | Path | None = None, models: Sequence[int] | None = None,
@@ -552,15 +259,6 @@ def precision_advice(n_models: int, subset_fraction: float, precision: float) ->
     return (f"{n_models} models at subset fraction {subset_fraction} bound the RMS error of "
             f"each score by {bound:.3f}, above the requested precision {precision}; "
             f"{needed} models would reach it (--models {needed})")
-
-
-def spearman(a: np.ndarray, b: np.ndarray) -> float:
-    """Spearman correlation over the entries finite in both (NaN if fewer than 3, or if
-    either side is constant there)."""
-    both = np.isfinite(a) & np.isfinite(b)
-    if both.sum() < 3 or np.ptp(a[both]) == 0 or np.ptp(b[both]) == 0:
-        return float("nan")
-    return float(stats.spearmanr(a[both], b[both]).statistic)
 
 
 @dataclass

@@ -56,7 +56,9 @@ import numpy as np
 import torch
 from scipy import stats
 
+from memlab import streams
 from memlab.errors import ConfigError
+from memlab.measures.inout import masked_means
 
 ATTACKS = ("lira_online", "lira_online_fixed", "lira_offline", "lira_offline_fixed",
            "rmia_online", "rmia_offline", "loss", "confidence")
@@ -337,7 +339,7 @@ def _cyclic_order(t: int, cap: int | None, seed: int) -> np.ndarray | None:
         return None
     if cap < 1:
         raise ConfigError(f"the shadow cap must be at least 1, got {cap}")
-    return np.random.default_rng([seed, 0x5AD0]).permutation(t)
+    return np.random.default_rng([seed, streams.MIA_SHADOWS]).permutation(t)
 
 
 def attack_scores(inputs: AttackInputs, attacks: Sequence[str] = ATTACKS,
@@ -476,7 +478,7 @@ def roc_metrics(scores: np.ndarray, mask: np.ndarray, n_bootstrap: int = 200,
         members, others = trials.histograms()
         binned = _metrics_from_counts(*_cumulative(members.sum(0), others.sum(0)), fprs)
         t = trials.n_models
-        rng = np.random.default_rng([seed, 0xB007])
+        rng = np.random.default_rng([seed, streams.MIA_BOOTSTRAP])
         weights = np.stack([np.bincount(rng.integers(0, t, t), minlength=t)
                             for _ in range(n_bootstrap)]).astype(np.float32)
         replicates = _metrics_from_counts(
@@ -556,12 +558,12 @@ def example_vulnerability(scores: np.ndarray, mask: np.ndarray, fpr: float = 0.0
     above = scores > tau
     n_in = mask.sum(0)
     n_out = mask.shape[0] - n_in
+    tpr, own_fpr = masked_means(mask, above)  # member / non-member trials above τ
+    finite = np.where(np.isfinite(scores), scores, np.nan)
+    gap_in, gap_out = masked_means(mask, finite, skip_nan=True)
     with np.errstate(invalid="ignore", divide="ignore"):
-        tpr = (above & mask).sum(0) / n_in
-        own_fpr = (above & ~mask).sum(0) / n_out
+        gap = gap_in - gap_out
         ranks = stats.rankdata(scores, axis=0)
         auc = ((ranks * mask).sum(0) - n_in * (n_in + 1) / 2) / (n_in * n_out)
-        finite = np.where(np.isfinite(scores), scores, np.nan)
-        gap = (np.nansum(finite * mask, 0) / n_in) - (np.nansum(finite * ~mask, 0) / n_out)
     return {"vulnerability": tpr, "example_fpr": own_fpr, "example_auc": auc,
             "score_gap": gap, "threshold": np.full(mask.shape[1], tau)}

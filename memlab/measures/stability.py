@@ -19,7 +19,8 @@ distribution),
 
     Δ(i, j) = mean_k{ ℓ_k(z'_j) : i ∈ I_k } − mean_k{ ℓ_k(z'_j) : i ∉ I_k }
 
-(:func:`loss_influence`, with per-pair standard errors). That is E[Δloss] over random
+(:func:`loss_influence`, with per-pair standard errors: the IN/OUT estimator of
+:mod:`memlab.measures.inout` on losses). That is E[Δloss] over random
 subsets at one size — neither the supremum over training sets that stability is defined
 by, nor noise-free: |Δ̂| has expectation ≥ |Δ|, and a maximum over n² noisy pairs is
 biased upward. So every constant comes with its noise floor, the same computation on a
@@ -47,57 +48,11 @@ construction), δ (default 0.05) and m = the subset size (each model's training-
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import numpy as np
 
-from memlab.errors import ConfigError, DataError
-
-_BLOCK = 2048  # training examples per matrix product (memory ~ block × n_eval × 8 bytes × 4)
-
-
-@dataclass
-class LossInfluence:
-    """Δ̂(i, j) (n_train, n_eval) float64: mean loss at j over models with i in their
-    subset minus over models without; ``se`` its standard error (√(s²_in/n_in +
-    s²_out/n_out), sample variances per pair); ``n_in``/``n_out`` (n_train,) models."""
-
-    delta: np.ndarray
-    se: np.ndarray
-    n_in: np.ndarray
-    n_out: np.ndarray
-
-
-def loss_influence(mask: np.ndarray, loss: np.ndarray) -> LossInfluence:
-    """Δ̂ and its standard errors from a membership mask (t, n_train) bool and the models'
-    losses (t, n_eval) at the evaluation points. Matrix products, no loop over pairs."""
-    mask = np.asarray(mask, dtype=bool)
-    loss = np.asarray(loss, dtype=np.float64)
-    if mask.ndim != 2 or loss.ndim != 2 or mask.shape[0] != loss.shape[0]:
-        raise DataError(f"need mask (t, n_train) and loss (t, n_eval) over the same t models, "
-                        f"got {mask.shape} and {loss.shape}")
-    if not np.isfinite(loss).all():
-        raise DataError("losses must be finite; clip the loss (e.g. at M nats) first")
-    n_in = mask.sum(0).astype(np.float64)
-    n_out = mask.shape[0] - n_in
-    if (n_in < 2).any() or (n_out < 2).any():
-        raise DataError("every training example needs at least 2 models with it and 2 without "
-                        "it in their subset; train more models")
-    total, total2 = loss.sum(0), (loss ** 2).sum(0)
-    delta = np.empty((mask.shape[1], loss.shape[1]))
-    se = np.empty_like(delta)
-    for start in range(0, mask.shape[1], _BLOCK):
-        rows = slice(start, start + _BLOCK)
-        m = mask[:, rows].T.astype(np.float64)  # (b, t)
-        s_in, s2_in = m @ loss, m @ loss ** 2
-        s_out, s2_out = total - s_in, total2 - s2_in
-        ni, no = n_in[rows, None], n_out[rows, None]
-        mean_in, mean_out = s_in / ni, s_out / no
-        var_in = np.clip(s2_in - ni * mean_in ** 2, 0, None) / (ni - 1)
-        var_out = np.clip(s2_out - no * mean_out ** 2, 0, None) / (no - 1)
-        delta[rows] = mean_in - mean_out
-        se[rows] = np.sqrt(var_in / ni + var_out / no)
-    return LossInfluence(delta, se, n_in, n_out)
+from memlab.errors import ConfigError
+from memlab.measures.inout import LossInfluence, loss_influence  # noqa: F401  (Δ̂ lives there)
 
 
 def permuted_mask(mask: np.ndarray, seed: int = 0) -> np.ndarray:

@@ -4,8 +4,8 @@ Both read token ids ``x`` (batch, T) and return logits (batch, T, n_vocab), posi
 predicting token t + 1. They are built from plain ``nn.Linear`` / ``nn.Embedding`` /
 ``nn.LayerNorm`` only, and attention is written by hand: ``torch.func.functional_call`` under
 ``vmap`` (the engine's ``stacked_forward``) then trains K copies at once, and
-``population.config.initial_state`` re-initializes every weight from model k's own seed
-(a parameter outside those modules would not be re-initialized).
+``ModelSpec.initial_state`` (``memlab.engine.modelspec``) re-initializes every weight from
+model k's own seed (a parameter outside those modules would not be re-initialized).
 
 - ``transformer``: a decoder-only transformer (GPT-style, pre-LayerNorm, learned positions).
 - ``mlp``: the cheaper option: an MLP over the embeddings of the previous ``window`` tokens

@@ -27,12 +27,12 @@ from typing import Any
 import numpy as np
 import torch
 
+from memlab.engine.config import PopulationConfig
+from memlab.engine.loop import ChunkResult, train_chunk
+from memlab.engine.modelspec import ModelSpec
+from memlab.engine.task import TASKS
 from memlab.errors import ConfigError
 from memlab.population import store
-from memlab.population.config import PopulationConfig
-from memlab.population.engine import ChunkResult, train_chunk
-from memlab.population.modelspec import ModelSpec
-from memlab.population.task import TASKS
 
 
 @dataclass

@@ -23,11 +23,11 @@ import numpy as np
 import torch
 
 from memlab.data import Dataset
+from memlab.engine.config import PopulationConfig
+from memlab.engine.task import eval_batch_size  # the engine's own
 from memlab.errors import ConfigError
 from memlab.models import build_model
-from memlab.population.config import PopulationConfig
-from memlab.population.task import eval_batch_size  # the engine's own
-from memlab.validate import available_memory, fits_in_memory
+from memlab.validate import fits_in_memory, total_memory
 
 # Bytes per (model, example) of the final records: correct (bool), margin and loss
 # (float32), pred (int16), logodds (float32). Per epoch with record_epochs: correct (bool)
@@ -157,7 +157,7 @@ class Plan:
                      f"PFLOP training + {self.eval_flops / 1e15:.3g} PFLOP evaluation at "
                      f"{self.gflops_per_worker:.1f} GFLOP/s per worker ({source}) x "
                      f"{workers})")
-        memory = available_memory()
+        memory = total_memory()
         worker_total = sum(self.worker_ram_bytes.values())
         if worker_total * self.workers + self.main_ram_bytes > memory:
             lines.append(f"  note: that is more than the {_size(memory)} of memory here; "
@@ -257,7 +257,7 @@ def calibrate_gflops(data: Dataset | DataShape, config: PopulationConfig,
     right shape: a 1-epoch run and a longer one, sized to about ``seconds`` of extra
     training at :data:`ASSUMED_GFLOPS`; their difference cancels start-up and evaluation.
     Takes a few times ``seconds`` in all."""
-    from memlab.population import train_population
+    from memlab.population.train import train_population
 
     shape = DataShape.of(data)
     profile = profile or profile_model(config, shape)

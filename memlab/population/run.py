@@ -10,11 +10,11 @@ import numpy as np
 import torch
 
 from memlab.data import Dataset
+from memlab.engine.config import PopulationConfig
+from memlab.engine.modelspec import ModelSpec
+from memlab.engine.task import TASKS
 from memlab.errors import CheckpointError, RunError
 from memlab.population import store
-from memlab.population.config import PopulationConfig
-from memlab.population.modelspec import ModelSpec
-from memlab.population.task import TASKS
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -246,8 +246,43 @@ class Run:
             )
 
 
+# Modules that moved (memlab.engine took the training math out of memlab.population): a
+# manifest names a callback's or a model's module in its class path, and a run written
+# before the move stores the old name. Read under the new one, the same callback compares
+# equal on resume. (Built-in models are recorded as memlab.models:* wherever they live.)
+MOVED_MODULES = {
+    "memlab.population.callbacks": "memlab.engine.callbacks",
+    "memlab.population.config": "memlab.engine.config",
+    "memlab.population.engine": "memlab.engine.loop",
+    "memlab.population.modelspec": "memlab.engine.modelspec",
+    "memlab.population.recipe": "memlab.engine.recipe",
+    "memlab.population.stackable": "memlab.engine.stackable",
+    "memlab.population.task": "memlab.engine.task",
+    # training callbacks that were a study's, now measures any population can use
+    "memlab.studies.noise.callbacks": "memlab.measures.callbacks.critical",
+    "memlab.studies.audit.study": "memlab.measures.callbacks.checkpoints",
+    "memlab.studies.attribute.study": "memlab.measures.callbacks.checkpoints",
+    "memlab.studies.elasticity.study": "memlab.measures.callbacks.elasticity",
+    "memlab.studies.lesde.study": "memlab.measures.callbacks.features",
+}
+
+
+def moved_class_path(path: Any) -> Any:
+    """``module:QualName`` with a moved module's new name (anything else unchanged)."""
+    if not isinstance(path, str):
+        return path
+    module, colon, qualname = path.partition(":")
+    return MOVED_MODULES.get(module, module) + colon + qualname
+
+
 def upgrade_manifest(manifest: dict) -> None:
-    """Read a format-1 manifest as format 2 (in memory)."""
+    """Read an older manifest as the current one (in memory): format 1 as format 2, and
+    class paths in modules that have moved under their new names."""
+    for callback in manifest.get("callbacks") or []:
+        if isinstance(callback, dict) and "class" in callback:
+            callback["class"] = moved_class_path(callback["class"])
+    if isinstance(manifest.get("model"), dict) and "class" in manifest["model"]:
+        manifest["model"]["class"] = moved_class_path(manifest["model"]["class"])
     if manifest.get("format") == store.RUN_FORMAT:
         return
     config = PopulationConfig.from_dict({**PopulationConfig().to_dict(), **manifest["config"]})

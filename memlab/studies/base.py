@@ -1,37 +1,50 @@
-"""The one shape every study has: a frozen config, ``run(config, out) -> Result``.
+"""The study contract: one shape for every study, one opening, one registry.
 
-    config = memlab.studies.audit.AuditConfig.quick()
-    result = memlab.studies.audit.run(config, out="runs/audit")
-    result.summary["lira_online"]["auc"];  result.tables["examples"];  result.report()
+    from memlab.studies import memorize
+    result = memorize.run(memorize.MemorizeConfig.quick(), out="runs/memorize")
+    result.summary["noise_auroc"];  result.tables["scores"];  result.report()
 
-A study module defines
+A study is a :class:`Study` registered with :func:`register_study`:
 
-- ``<Name>Config``: a frozen dataclass deriving from :class:`StudyConfig`, with the
-  papers' defaults, and ``quick()`` (seconds to a few minutes on 2 CPU cores) and ``full()``
-  (the README's figures) presets;
-- ``run(config, out) -> Result``: resumable (a second call with the same ``out`` trains
-  nothing new), writes its tables, ``summary.json``, figures and ``report.html`` into
-  ``out`` through :meth:`Result.save`.
+- ``config``: a frozen dataclass deriving from :class:`StudyConfig` (or
+  :class:`PopulationStudyConfig` when it trains a population: the data options and the
+  whole :class:`~memlab.population.PopulationConfig` nested as ``population``), with the
+  papers' defaults and ``quick()`` / ``full()`` presets. Each field declares its flag and
+  help (:func:`memlab.options.option`): the ``memlab <study>`` command and the report's
+  Reproduce line are generated from the config.
+- ``run(config, out, execution, **inputs) -> Result``: the science, and nothing else:
+  :func:`run_study` validates, picks the output directory, returns a saved result with the
+  same config, and saves what ``run`` returns. ``execution`` (:class:`Execution`: workers,
+  device, executor, progress) says *how* to compute, never *what*, so it is not part of
+  the config and a result computed with 2 workers is the result for 8.
+- ``figures(result)`` / ``report(result)``: drawn from a result's tables and summary alone
+  (so a loaded result draws the same figures); ``headline(result)``: the lines the command
+  prints.
 
-A :class:`Result` holds what a study found: ``tables`` (name -> DataFrame, saved as
-Parquet), ``summary`` (a dict saved as strict JSON: an undefined number is ``null``, never
-NaN), and the study's figure and report functions. ``Result.load(out)`` reads a saved result
-back without recomputing anything.
+:class:`Result` holds what a study found: ``tables`` (name -> DataFrame, saved as Parquet),
+``summary`` (strict JSON: an undefined number is ``null``, never NaN). ``Result.load(out)``
+reads one back without recomputing anything. ``memlab.testing.check_study`` is the
+conformance suite every registered study passes (a third party's too).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any
 
-import pandas as pd
-
+from memlab import options, streams, validate
+from memlab.engine.config import PopulationConfig
 from memlab.errors import ConfigError, RunError
 from memlab.io import atomic_save_table, atomic_write_json, loads_strict, strict_jsonable
+from memlab.options import option
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 SUMMARY = "summary.json"
 CONFIG = "config.json"
@@ -52,6 +65,12 @@ class StudyConfig:
     def full(cls) -> StudyConfig:
         """The preset behind the README's figures."""
         return cls()
+
+    @classmethod
+    def tiny(cls) -> StudyConfig:
+        """Seconds on 2 CPU cores, every part of the study exercised: the conformance
+        suite's preset (:func:`memlab.testing.check_study`)."""
+        return cls.quick()
 
     def to_dict(self) -> dict[str, Any]:
         return strict_jsonable(dataclasses.asdict(self))
@@ -77,6 +96,15 @@ class StudyConfig:
                 converted[name] = value
         return cls(**converted)
 
+    def validate(self) -> None:
+        """Refuse settings the study cannot use, with the fix (a study overrides this)."""
+
+    def python_only(self) -> list[str]:
+        """Why no command line recreates this config (empty when one does): settings
+        without a flag that differ from the defaults."""
+        return [f"{name} has no command-line option"
+                for name in options.python_only_fields(self)]
+
     def replace(self, **changes: Any) -> StudyConfig:
         return dataclasses.replace(self, **changes)
 
@@ -98,13 +126,11 @@ class Result:
     summary: dict[str, Any] = field(default_factory=dict)
     out: Path | None = None
 
-    # study name -> functions(result) drawing its figures / writing its report.
-    FIGURES: ClassVar[dict[str, Callable[[Result], dict]]] = {}
-    REPORTS: ClassVar[dict[str, Callable[[Result], Any]]] = {}
+    inputs: dict[str, Any] = field(default_factory=dict)  # fingerprints of injected inputs
 
     def figures(self) -> dict:
         """name -> matplotlib Figure, drawn in memlab's one figure style."""
-        draw = self.FIGURES.get(self.study)
+        draw = _registered(self.study, "figures")
         if draw is None:
             return {}
         from memlab.report import style
@@ -117,22 +143,29 @@ class Result:
         and an underscore) in memlab's one style and resolution; returns the paths."""
         from memlab.report import save_figure
 
-        prefix = f"{self.study}_" if prefix is None else prefix
+        if prefix is None:
+            registered = STUDIES.get(self.study)
+            prefix = registered.figure_prefix if registered is not None else None
+            prefix = f"{self.study}_" if prefix is None else prefix
         return [save_figure(fig, Path(directory) / f"{prefix}{name}.png")
                 for name, fig in self.figures().items()]
 
     def report(self):
         """The study's :class:`memlab.report.Report` (call ``.save(path)`` or ``.html()``)."""
-        write = self.REPORTS.get(self.study)
+        write = _registered(self.study, "report")
         if write is not None:
             from memlab.report import style
 
             with style():
                 return write(self)
-        from memlab.report import Report
+        from memlab.report import Report, style
 
+        # No report of its own: the summary, every figure and the head of every table.
         page = Report(f"memlab {self.study}")
-        page.code(json.dumps(self.summary, indent=2))
+        page.code(json.dumps(strict_jsonable(self.summary), indent=2))
+        with style():
+            for name, fig in self.figures().items():
+                page.figure(fig, caption=name)
         for name, table in self.tables.items():
             page.table(table.head(30), caption=name)
         return page
@@ -145,7 +178,8 @@ class Result:
         (out / TABLES).mkdir(parents=True, exist_ok=True)
         for name, table in self.tables.items():
             atomic_save_table(out / TABLES / f"{name}.parquet", table)
-        atomic_write_json(out / CONFIG, {"study": self.study, "config": self.config})
+        atomic_write_json(out / CONFIG, {"study": self.study, "config": self.config,
+                                         "inputs": self.inputs})
         atomic_write_json(out / SUMMARY, self.summary)
         if report:
             self.report().save(out / REPORT)
@@ -165,20 +199,428 @@ class Result:
         except (ValueError, json.JSONDecodeError) as error:
             raise RunError(f"{out}: unreadable study result ({error}); run the study again "
                            "with a new --out") from None
+        import pandas as pd
+
         tables = {path.stem: pd.read_parquet(path)
                   for path in sorted((out / TABLES).glob("*.parquet"))}
-        return cls(meta["study"], meta["config"], tables, summary, out)
+        return cls(meta["study"], meta["config"], tables, summary, out,
+                   meta.get("inputs", {}))
 
 
-def saved_result(out: str | Path | None, study: str, config: StudyConfig) -> Result | None:
-    """The result saved in ``out`` by the same study with the same config, if any (so a
-    second ``run`` call returns without recomputing)."""
+def saved_result(out: str | Path | None, study: str, config: StudyConfig,
+                 inputs: dict[str, Any] | None = None) -> Result | None:
+    """The result saved in ``out`` by the same study with the same config (and the same
+    injected inputs), if any: a second ``run`` call returns it without recomputing."""
     if out is None or not (Path(out) / SUMMARY).exists():
         return None
     try:
         result = Result.load(out)
     except RunError:
         return None
-    if result.study == study and result.config == config.to_dict():
+    if (result.study == study and result.config == config.to_dict()
+            and result.inputs == strict_jsonable(inputs or {})):
         return result
     return None
+
+
+# ------------------------------------------------------------------ how to compute
+
+
+@dataclass(frozen=True)
+class Execution:
+    """How a study computes, never what: none of it changes a number (the engine's models
+    are the same bits on any number of workers, and a chunk trains the same on any
+    executor), so it is never stored in a config nor part of "is this the saved result".
+
+    n_workers: worker processes (None: one per core). device: ``cpu``, ``cuda``,
+    ``cuda:N``. executor: ``local`` or ``ray`` (``ray_address``: a cluster, else a local
+    one). progress: progress bars on standard error.
+    """
+
+    n_workers: int | None = None
+    device: str = "cpu"
+    executor: str = "local"
+    ray_address: str | None = None
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        validate.workers(self.n_workers, "n_workers")
+        validate.device(self.device, "device", available=False)
+        validate.choice(self.executor, "executor", ("local", "ray"))
+        validate.boolean(self.progress, "progress")
+
+    def training(self) -> dict[str, Any]:
+        """The keyword arguments of :func:`memlab.population.train_population`."""
+        return dict(device=self.device, n_workers=self.n_workers, executor=self.executor,
+                    ray_address=self.ray_address, progress=self.progress)
+
+
+EXECUTION_FIELDS = tuple(f.name for f in dataclasses.fields(Execution))
+
+
+# ------------------------------------------------------------------ the contract
+
+
+@dataclass(frozen=True)
+class Study:
+    """A study: what the registry, the command line, the conformance suite and the README
+    table know about it. ``run``, ``figures``, ``report`` and ``headline`` are functions or
+    ``"package.module:function"`` strings (imported when first needed, so that building the
+    command line imports no study's science).
+
+    run(config, out, execution, **inputs) -> Result; figures(result) -> {name: Figure};
+    report(result) -> memlab.report.Report; headline(result) -> lines the command prints.
+    """
+
+    name: str
+    config: type[StudyConfig]
+    run: Callable[..., Result] | str
+    summary: str  # one line: what it measures (the CLI's help, the README's table)
+    description: str = ""
+    figures: Callable[[Result], dict] | str | None = None
+    report: Callable[[Result], Any] | str | None = None
+    headline: Callable[[Result], list[str]] | str | None = None
+    science: str = ""  # the docs/science.md section, e.g. "§1"
+    docs: str = ""  # the study's docs page, e.g. "docs/memorization.md"
+    figure_prefix: str | None = None  # PNG names: <prefix><figure>.png (default: "<name>_")
+
+    @property
+    def command(self) -> str:
+        """The ``memlab`` sub-command: the name with hyphens."""
+        return self.name.replace("_", "-")
+
+    def __call__(self, config: StudyConfig | None = None, out: str | Path | None = None,
+                 execution: Execution | None = None, **inputs: Any) -> Result:
+        """``run_study(self, ...)``: ``memlab.studies.<name>.run`` is the study itself.
+        Keywords that name :class:`Execution` fields (``n_workers``, ``device``,
+        ``executor``, ``ray_address``, ``progress``) build the execution; the rest are
+        inputs (e.g. ``dataset=``)."""
+        how = {k: inputs.pop(k) for k in list(inputs) if k in EXECUTION_FIELDS}
+        if how:
+            if execution is not None:
+                raise ConfigError("give an Execution or its fields as keywords, not both")
+            execution = Execution(**how)
+        return run_study(self, config, out, execution, **inputs)
+
+    def function(self, role: str) -> Callable | None:
+        """``run`` / ``figures`` / ``report`` / ``headline`` as a callable (or None)."""
+        target = getattr(self, role)
+        if isinstance(target, str):
+            module, _, name = target.partition(":")
+            target = getattr(importlib.import_module(module), name)
+        return target
+
+
+STUDIES: dict[str, Study] = {}
+
+def _builtin() -> tuple[str, ...]:
+    """memlab's own studies: every package under memlab/studies registers one on import."""
+    import pkgutil
+    import sys
+
+    here = sys.modules[__name__.rpartition(".")[0]].__path__
+    return tuple(sorted(m.name for m in pkgutil.iter_modules(here) if m.ispkg))
+
+
+BUILTIN = _builtin()
+ENTRY_POINTS = "memlab.studies"  # a pip package's studies: [project.entry-points] group
+
+
+def register_study(study: Study, replace: bool = False) -> Study:
+    """Add ``study`` to the registry (the CLI, the conformance suite and ``Result.load``
+    find it there); refuses a second study of the same name unless ``replace``."""
+    if not isinstance(study, Study):
+        raise ConfigError(f"register_study takes a memlab.studies.base.Study, got "
+                          f"{type(study).__name__}")
+    if not (dataclasses.is_dataclass(study.config) and issubclass(study.config, StudyConfig)):
+        raise ConfigError(f"study {study.name!r}: config must be a StudyConfig dataclass")
+    known = STUDIES.get(study.name)
+    if known is not None and known != study and not replace:
+        raise ConfigError(f"a study named {study.name!r} is registered already; choose "
+                          "another name or pass replace=True")
+    STUDIES[study.name] = study
+    return study
+
+
+def all_studies() -> dict[str, Study]:
+    """Every registered study: memlab's own, installed packages' (entry points), and any
+    registered in this process."""
+    for name in BUILTIN:
+        importlib.import_module(f"memlab.studies.{name}")
+    from importlib.metadata import entry_points
+
+    for point in entry_points(group=ENTRY_POINTS):
+        if point.name in STUDIES:
+            continue
+        try:  # another package's study: a broken one is reported, memlab's still work
+            loaded = point.load()
+            register_study(loaded() if callable(loaded) and not isinstance(loaded, Study)
+                           else loaded)
+        except Exception as error:  # noqa: BLE001
+            import warnings
+
+            warnings.warn(f"the study {point.name!r} of {point.value} could not be loaded "
+                          f"({type(error).__name__}: {error}); it is left out", stacklevel=2)
+    return dict(STUDIES)
+
+
+def get_study(name: str) -> Study:
+    if name not in STUDIES and name in BUILTIN:
+        importlib.import_module(f"memlab.studies.{name}")
+    if name not in STUDIES:
+        all_studies()
+    if name not in STUDIES:
+        raise ConfigError(f"unknown study {name!r}; registered: {', '.join(sorted(STUDIES))}")
+    return STUDIES[name]
+
+
+def study_table() -> str:
+    """The README's table of studies, from the registry (Markdown, one row per study)."""
+    rows = ["| study | what it measures | science | details |", "|---|---|---|---|"]
+    for name, study in sorted(all_studies().items()):
+        if name not in BUILTIN:
+            continue
+        docs = f"[{study.docs}]({study.docs})" if study.docs else ""
+        science = f"[{study.science}](docs/science.md)" if study.science else ""
+        rows.append(f"| `memlab {study.command}` | {study.summary} | {science} | {docs} |")
+    return "\n".join(rows) + "\n"
+
+
+def _registered(name: str, role: str) -> Callable | None:
+    try:
+        return get_study(name).function(role)
+    except ConfigError:
+        return None
+
+
+# ------------------------------------------------------------------ the Reproduce line
+
+
+def python_only(config: StudyConfig) -> list[str]:
+    """Why no ``memlab`` command recreates ``config`` (empty when one does)."""
+    return config.python_only()
+
+
+def command_line(study: Study | str, config: StudyConfig, out: str | Path | None = None,
+                 width: int = 88) -> str | None:
+    """The ``memlab <study> ...`` command that recreates ``config`` (every setting that
+    differs from the config's defaults, wrapped like a shell command at ``width``
+    columns), or None when none can (:func:`python_only`). Generated from the same field
+    metadata as the parser, so the two cannot disagree (tests/test_study_cli.py)."""
+    import shlex
+
+    study = get_study(study) if isinstance(study, str) else study
+    if python_only(config):
+        return None
+    words = ["memlab", study.command, *options.words(config)]
+    if out is not None:
+        words += ["--out", str(out)]
+    groups, i = [" ".join(shlex.quote(w) for w in words[:2])], 2
+    while i < len(words):  # keep each option with its value on one line
+        if i + 1 < len(words) and not words[i + 1].startswith("--"):
+            groups.append(f"{shlex.quote(words[i])} {shlex.quote(words[i + 1])}")
+            i += 2
+        else:
+            groups.append(shlex.quote(words[i]))
+            i += 1
+    lines, line = [], groups[0]
+    for group in groups[1:]:
+        if len(line) + len(group) + 3 > width:
+            lines.append(line + " \\")
+            line = "   "
+        line += " " + group
+    return "\n".join([*lines, line])
+
+
+# ------------------------------------------------------------------ the one opening
+
+
+def default_out(study: Study | str) -> Path:
+    """Where a study's results go when no ``out`` is given: ``runs/<name>``."""
+    return Path("runs") / (study if isinstance(study, str) else study.name)
+
+
+def run_study(study: Study | str, config: StudyConfig | None = None,
+              out: str | Path | None = None, execution: Execution | None = None,
+              **inputs: Any) -> Result:
+    """Validate ``config``, choose ``out`` (None: ``runs/<name>``), return the saved result
+    when ``out`` holds one with the same config and inputs, else run the study and save
+    what it found. ``inputs``: Python objects a study accepts besides its config (e.g. a
+    ``dataset=``); each is identified by its ``fingerprint()`` when it has one."""
+    study = get_study(study) if isinstance(study, str) else study
+    config = study.config() if config is None else config
+    if not isinstance(config, study.config):
+        raise ConfigError(f"{study.name} takes a {study.config.__name__}, got "
+                          f"{type(config).__name__}")
+    config.validate()
+    execution = execution if execution is not None else Execution()
+    out = Path(out) if out is not None else default_out(study)
+    validate.output_dir(out, "out")
+    identity = {name: _fingerprint(value) for name, value in inputs.items()
+                if value is not None}
+    saved = saved_result(out, study.name, config, identity)
+    if saved is not None:
+        return saved
+    result = study.function("run")(config, out, execution, **inputs)
+    result.study, result.config, result.inputs = study.name, config.to_dict(), identity
+    result.save(out)
+    return result
+
+
+def _fingerprint(value: Any) -> Any:
+    if hasattr(value, "fingerprint"):
+        return value.fingerprint()
+    raise ConfigError(f"cannot identify the input {type(value).__name__} (it has no "
+                      "fingerprint()); pass it through the config instead")
+
+
+# ------------------------------------------------------------------ studies that train
+
+
+# Model names a fresh ``memlab`` process knows (memlab.models.MODELS, memlab.models.lm).
+COMMAND_LINE_MODELS = ("mlp", "cnn1d", "cnn2d", "transformer")
+
+
+@dataclass(frozen=True)
+class PopulationStudyConfig(StudyConfig):
+    """Base of every study that trains a population: the data it trains on and the whole
+    recipe, nested (every recipe option is available in every such study).
+
+    data: a built-in dataset name or a path (``.npz`` / directory of ``.npy``); None when
+        the dataset is passed to ``run`` as an object (Python only).
+    n_train: train on a random subset of this many training examples (None: all).
+    label_noise: flip this fraction of training labels first (seeded by the population's
+        seed): planted examples with a known answer.
+    membership: an explicit (n_models, n_train) bool mask (``.npy``) instead of random
+        subsets.
+    population: the recipe (:class:`memlab.population.PopulationConfig`).
+    """
+
+    data: str | None = option("mnist1d", example="digits",
+                              help="mnist1d | digits | mnist | path/to/data.npz")
+    n_train: int | None = option(None, help="train on a random subset of this many training "
+                                            "examples (default: all)", example="200")
+    label_noise: float = option(0.0, metavar="FRACTION", help=(
+        "flip the labels of this fraction of training examples first"), example="0.1")
+    membership: str | None = option(None, metavar="MASK.npy", example="mask.npy", help=(
+        "explicit (n_models, n_train) bool membership mask instead of random subsets"))
+    population: PopulationConfig = option(default_factory=PopulationConfig)
+
+    def validate(self) -> None:
+        """The data options; a study adds its own checks (and calls this one)."""
+        if not isinstance(self.population, PopulationConfig):
+            raise ConfigError("population must be a memlab.population.PopulationConfig")
+        if self.data is not None and not (isinstance(self.data, str) and self.data):
+            raise ConfigError(f"data must be a dataset name or path, got {self.data!r}")
+        if self.n_train is not None:
+            validate.integer(self.n_train, "n_train", minimum=2)
+        validate.real(self.label_noise, "label_noise", minimum=0, maximum=1, open_high=True)
+        if self.population.subsets == "explicit" and self.membership is None:
+            raise ConfigError("population.subsets='explicit' needs a membership mask: give "
+                              "membership (--membership MASK.npy)")
+
+    def python_only(self) -> list[str]:
+        reasons = super().python_only()
+        if self.data is None:
+            reasons.append("the dataset was passed to run() as a Python object")
+        model = self.population.model
+        if ":" not in model and model not in COMMAND_LINE_MODELS:
+            reasons.append(f"model {model!r} is registered in Python (the command line knows "
+                           f"{', '.join(COMMAND_LINE_MODELS)} and package.module:factory)")
+        return reasons
+
+    def recipe(self) -> PopulationConfig:
+        """The population's recipe as trained: explicit subsets when a mask is given."""
+        if self.membership is None:
+            return self.population
+        return dataclasses.replace(self.population, subsets="explicit")
+
+
+def check_run_dir(config: PopulationStudyConfig, analysis_seed: bool = True) -> None:
+    """With ``config.run_dir``, the population is that run's: refuse the options that
+    describe one to train (they would be accepted and dropped). ``population.seed`` may
+    differ when it also seeds the study's own draws (``analysis_seed``)."""
+    run_dir = getattr(config, "run_dir", None)
+    if run_dir is None:
+        return
+    if not isinstance(run_dir, str) or not run_dir:
+        raise ConfigError(f"run_dir must be a run directory, got {run_dir!r}")
+    default = type(config)()
+    given = [f"--{name.replace('_', '-')}" for name in ("n_train", "label_noise", "membership")
+             if getattr(config, name) != getattr(default, name)]
+    if config.data not in (None, default.data):
+        given.insert(0, "--data")
+    recipe = config.population
+    if analysis_seed:
+        recipe = dataclasses.replace(recipe, seed=default.population.seed)
+    names = {flag.path[-1]: flag.name for flag in options.flags(PopulationConfig)
+             if flag.template is None}
+    given += [names.get(f.name, f.name) for f in dataclasses.fields(PopulationConfig)
+              if getattr(recipe, f.name) != getattr(default.population, f.name)]
+    if given:
+        raise ConfigError(
+            f"RUN ({run_dir}) is the population to measure; {', '.join(given)} describe one "
+            "to train (--quick and --full set them too): give either RUN or the training "
+            "options" + (" (--seed alone may go with RUN: it seeds the study's own draws)"
+                         if analysis_seed else ""))
+
+
+def training_data(config: PopulationStudyConfig, dataset: Any = None) -> Any:
+    """The dataset a study trains on: ``config.data`` (or ``dataset``), a random ``n_train``
+    of its training examples (stream ``[seed, streams.N_TRAIN]``), then ``label_noise`` of
+    the labels flipped (seeded by the population's seed)."""
+    import numpy as np
+
+    from memlab.data import load
+
+    if dataset is None:
+        if config.data is None:
+            raise ConfigError(f"{type(config).__name__}.data is None: pass the dataset to "
+                              "run(config, out, dataset=...) or name one (mnist1d, digits, "
+                              "mnist, a path)")
+        dataset = load(config.data)
+    elif config.data is not None:
+        raise ConfigError(f"give either {type(config).__name__}.data or run(..., dataset=...)"
+                          ", not both (set data=None when passing a dataset)")
+    seed = config.population.seed
+    if config.n_train is not None and config.n_train < dataset.n_train:
+        keep = np.sort(np.random.default_rng([seed, streams.N_TRAIN]).choice(
+            dataset.n_train, config.n_train, replace=False))
+        dataset = dataset.subset(keep)
+        dataset.name = f"{dataset.name}-{config.n_train}"
+    if config.label_noise:
+        dataset = dataset.with_label_noise(config.label_noise, seed=seed)
+    return dataset
+
+
+def load_membership(path: str | None) -> Any:
+    """The mask a ``membership`` path names (no pickles: untrusted files run no code)."""
+    if path is None:
+        return None
+    import numpy as np
+
+    try:
+        return np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as error:
+        raise ConfigError(f"cannot read membership {path} as a .npy bool array ({error}); "
+                          "save one with numpy.save(path, mask)") from None
+
+
+def open_or_train(config: PopulationStudyConfig, out: Path, execution: Execution,
+                  data: Any = None, *, run_dir: str | Path | None = None,
+                  name: str = "population", **train: Any) -> Any:
+    """The population a study measures: the run at ``run_dir`` when given (opened and
+    verified), else ``config.population`` trained (or resumed) on ``data`` (default:
+    :func:`training_data`) in ``out/name``. ``train``: more ``train_population`` keywords
+    (callbacks, model, ...)."""
+    from memlab.population import open_run, train_population
+
+    if run_dir is not None:
+        path = Path(run_dir)
+        if not path.exists():
+            raise RunError(f"no run at {path}; train one (memlab train / memorize) or give "
+                           "--data to train it here")
+        return open_run(path)
+    data = training_data(config) if data is None else data
+    return train_population(data, config.recipe(), membership=load_membership(
+        config.membership), out=Path(out) / name, **execution.training(), **train)

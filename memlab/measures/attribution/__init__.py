@@ -8,7 +8,7 @@
 
 from memlab.measures.attribution.datamodels import difference_in_means, fit_datamodels
 from memlab.measures.attribution.lds import LDS, lds, lds_from_predictions, predict
-from memlab.measures.attribution.methods import METHODS, Task, compute
+from memlab.measures.attribution.methods import METHODS, Problem, compute
 
-__all__ = ["LDS", "METHODS", "Task", "compute", "difference_in_means", "fit_datamodels", "lds",
+__all__ = ["LDS", "METHODS", "Problem", "compute", "difference_in_means", "fit_datamodels", "lds",
            "lds_from_predictions", "predict"]

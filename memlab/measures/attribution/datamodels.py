@@ -17,7 +17,9 @@ minimum-norm fit returns them up to their mean; the LDS is unaffected.
 
 The difference-in-means estimator (Feldman & Zhang's influence
 on a continuous output) is mean f over models that trained on i minus mean over those that
-did not: the ridge solution's limit for balanced random masks, up to scale.
+did not: the ridge solution's limit for balanced random masks, up to scale. It is the IN/OUT
+estimator of :mod:`memlab.measures.inout` (:func:`~memlab.measures.inout.difference_in_means`,
+importable from here).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ import numpy as np
 
 from memlab.errors import ConfigError
 from memlab.measures.attribution.lds import LDS, lds, lds_from_predictions
+from memlab.measures.inout import difference_in_means
 
 RIDGE_GRID = tuple(10.0 ** e for e in np.arange(-2, 4.01, 0.5))
 
@@ -95,19 +98,6 @@ def fit_lasso(mask: np.ndarray, outputs: np.ndarray, alpha: float) -> np.ndarray
     model = Lasso(alpha=alpha, max_iter=5000)
     model.fit(x, y)
     return np.asarray(model.coef_.T, np.float32).reshape(x.shape[1], -1)
-
-
-def difference_in_means(mask: np.ndarray, outputs: np.ndarray) -> np.ndarray:
-    """(n_train, n_targets): mean output of the models that trained on i minus the mean
-    of those that did not (NaN where either group is empty)."""
-    m = np.asarray(mask, np.float64)
-    y = np.asarray(outputs, np.float64)
-    n_in = m.sum(0)[:, None]
-    n_out = m.shape[0] - n_in
-    sum_in = m.T @ y
-    sum_out = y.sum(0)[None, :] - sum_in
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return (sum_in / n_in - sum_out / n_out).astype(np.float32)
 
 
 def models_curve(mask: np.ndarray, outputs: np.ndarray, heldout_mask: np.ndarray,

@@ -22,6 +22,7 @@ import numpy as np
 from scipy import stats
 
 from memlab.errors import ConfigError
+from memlab.measures.stats import mean_se
 
 
 @dataclass
@@ -74,10 +75,8 @@ def lds_from_predictions(predicted: np.ndarray, actual: np.ndarray, n_boot: int 
     if n_models < 3:
         raise ConfigError(f"LDS needs at least 3 held-out models, got {n_models}")
     per_target = _column_spearman(predicted, actual)
-    finite = np.isfinite(per_target)
-    mean = float(per_target[finite].mean()) if finite.any() else float("nan")
-    se_targets = (float(per_target[finite].std(ddof=1) / np.sqrt(finite.sum()))
-                  if finite.sum() > 1 else float("nan"))
+    over_targets = mean_se(per_target)  # over the finite targets
+    mean, se_targets = over_targets.mean, over_targets.se
     rng = np.random.default_rng(seed)
     boots = []
     for _ in range(n_boot):

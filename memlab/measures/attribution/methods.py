@@ -29,6 +29,7 @@ weights by -eta grad l_i, which changes f(z) by -eta g_z . grad l_i):
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -51,7 +52,7 @@ _PROJECTION_CACHE_BYTES = 512 * 2**20
 
 
 @dataclass
-class Task:
+class Problem:
     """What a method attributes: K trained models of one architecture and the data.
 
     template: the architecture (an nn.Module; its own weights are not used).
@@ -106,36 +107,36 @@ def _loss_grad_dot(template, params_k, x_train, y_train, vectors: torch.Tensor,
     return out
 
 
-def grad_dot(task: Task, cosine: bool = False) -> np.ndarray:
+def grad_dot(problem: Problem, cosine: bool = False) -> np.ndarray:
     """Gradient dot product (or cosine) of the target's output and the training loss,
-    averaged over the task's models."""
-    total = torch.zeros(task.n_train, task.n_targets)
-    for k in range(task.n_models):
-        pk = task.model(k)
-        g_target = all_grads(task.template, pk, task.x_target, task.y_target, "logodds")[0]
+    averaged over the problem's models."""
+    total = torch.zeros(problem.n_train, problem.n_targets)
+    for k in range(problem.n_models):
+        pk = problem.model(k)
+        g_target = all_grads(problem.template, pk, problem.x_target, problem.y_target, "logodds")[0]
         if cosine:
             g_target = g_target / g_target.norm(dim=1, keepdim=True).clamp_min(1e-12)
-        total += _loss_grad_dot(task.template, pk, task.x_train, task.y_train, g_target,
+        total += _loss_grad_dot(problem.template, pk, problem.x_train, problem.y_train, g_target,
                                 normalize=cosine)
-    return (total / task.n_models).numpy().astype(np.float32)
+    return (total / problem.n_models).numpy().astype(np.float32)
 
 
-def grad_cos(task: Task) -> np.ndarray:
-    return grad_dot(task, cosine=True)
+def grad_cos(problem: Problem) -> np.ndarray:
+    return grad_dot(problem, cosine=True)
 
 
-def tracin(task: Task) -> np.ndarray:
-    """TracIn-CP over ``task.checkpoints`` (one list of (params, lr) per model)."""
-    if not task.checkpoints:
-        raise ConfigError("tracin needs checkpoints saved during training (task.checkpoints)")
-    total = torch.zeros(task.n_train, task.n_targets)
-    for trajectory in task.checkpoints:
+def tracin(problem: Problem) -> np.ndarray:
+    """TracIn-CP over ``problem.checkpoints`` (one list of (params, lr) per model)."""
+    if not problem.checkpoints:
+        raise ConfigError("tracin needs checkpoints saved during training (problem.checkpoints)")
+    total = torch.zeros(problem.n_train, problem.n_targets)
+    for trajectory in problem.checkpoints:
         for params_t, lr in trajectory:
-            g_target = all_grads(task.template, params_t, task.x_target, task.y_target,
+            g_target = all_grads(problem.template, params_t, problem.x_target, problem.y_target,
                                  "logodds")[0]
-            total += lr * _loss_grad_dot(task.template, params_t, task.x_train, task.y_train,
-                                         g_target)
-    return (total / len(task.checkpoints)).numpy().astype(np.float32)
+            total += lr * _loss_grad_dot(problem.template, params_t, problem.x_train,
+                                         problem.y_train, g_target)
+    return (total / len(problem.checkpoints)).numpy().astype(np.float32)
 
 
 # ------------------------------------------------------------------ TRAK
@@ -167,9 +168,9 @@ class Projector:
         return out
 
 
-def _features(task: Task, params_k, x, y, projector: Projector | None) -> torch.Tensor:
+def _features(problem: Problem, params_k, x, y, projector: Projector | None) -> torch.Tensor:
     parts = []
-    for _, g in iter_grads(task.template, params_k, x, y, output="logodds"):
+    for _, g in iter_grads(problem.template, params_k, x, y, output="logodds"):
         parts.append(g[0] if projector is None else projector(g[0]))
     return torch.cat(parts)
 
@@ -187,21 +188,21 @@ def _result(totals: dict[float, torch.Tensor], n_models: int, many: bool):
     return scores if many else next(iter(scores.values()))
 
 
-def trak(task: Task, proj_dim: int | None = 512, damping: float | Sequence[float] = 1e-3,
+def trak(problem: Problem, proj_dim: int | None = 512, damping: float | Sequence[float] = 1e-3,
          seed: int = 0) -> np.ndarray | dict[float, np.ndarray]:
-    """TRAK scores averaged over the task's models. ``proj_dim=None``: no projection (the
+    """TRAK scores averaged over the problem's models. ``proj_dim=None``: no projection (the
     exact after-kernel, p x p). ``damping``: lam = damping * trace(Phi^T Phi) / p, relative
     to the mean eigenvalue of the unprojected kernel so it does not change with proj_dim."""
-    p = n_params(task.params)
+    p = n_params(problem.params)
     dampings, many = _grid(damping)
-    totals = {d: torch.zeros(task.n_train, task.n_targets, dtype=torch.float64)
+    totals = {d: torch.zeros(problem.n_train, problem.n_targets, dtype=torch.float64)
               for d in dampings}
-    for k in range(task.n_models):
-        pk = task.model(k)
+    for k in range(problem.n_models):
+        pk = problem.model(k)
         projector = None if proj_dim is None else Projector(p, proj_dim, seed=seed + 7919 * k)
-        phi = _features(task, pk, task.x_train, task.y_train, projector).double()
-        phi_target = _features(task, pk, task.x_target, task.y_target, projector).double()
-        f_train = _logodds(task.template, pk, task.x_train, task.y_train)
+        phi = _features(problem, pk, problem.x_train, problem.y_train, projector).double()
+        phi_target = _features(problem, pk, problem.x_target, problem.y_target, projector).double()
+        f_train = _logodds(problem.template, pk, problem.x_train, problem.y_train)
         q = torch.sigmoid(-f_train).double()  # 1 - p_i
         # phi_z^T (Phi^T Phi + lam)^-1 Phi^T = phi_z^T Phi^T (Phi Phi^T + lam)^-1: solve in
         # whichever of feature space (k x k) and sample space (n x n) is smaller.
@@ -215,7 +216,7 @@ def trak(task: Task, proj_dim: int | None = 512, damping: float | Sequence[float
             else:
                 scores = phi @ torch.linalg.solve(kernel + lam * eye, phi_target.T)
             totals[d] += scores * q[:, None]
-    return _result(totals, task.n_models, many)
+    return _result(totals, problem.n_models, many)
 
 
 def _logodds(template, params_k, x, y) -> torch.Tensor:
@@ -370,10 +371,10 @@ def _power_max_eig(product, p: int, n_iter: int = 20, seed: int = 0) -> float:
     return value
 
 
-def influence(task: Task, solver: str = "auto", damping: float | Sequence[float] = 1e-3,
+def influence(problem: Problem, solver: str = "auto", damping: float | Sequence[float] = 1e-3,
               hessian_examples: int | None = None, cg_iter: int = 50, lissa_depth: int = 200,
               lissa_batch: int = 256, seed: int = 0) -> np.ndarray:
-    """Influence-function scores averaged over the task's models.
+    """Influence-function scores averaged over the problem's models.
 
     solver: "exact" (the full Hessian: closed form for logistic regression, torch.func for
         models with at most 4,000 parameters), "cg", "lissa", "ekfac", or "auto" (exact
@@ -382,31 +383,32 @@ def influence(task: Task, solver: str = "auto", damping: float | Sequence[float]
     hessian_examples: training examples the curvature is averaged over (a random sample
         of the model's subset; all of it when None).
     """
-    p = n_params(task.params)
+    p = n_params(problem.params)
     if solver == "auto":
-        solver = "exact" if exact_hessian_applies(task.template) else "cg"
+        solver = "exact" if exact_hessian_applies(problem.template) else "cg"
     if solver == "ekfac":
-        return ekfac_influence(task, damping=damping, hessian_examples=hessian_examples,
+        return ekfac_influence(problem, damping=damping, hessian_examples=hessian_examples,
                                seed=seed)
     if solver not in ("exact", "cg", "lissa"):
         raise ConfigError(f"solver must be auto, exact, cg, lissa or ekfac, got {solver!r}")
     dampings, many = _grid(damping)
-    totals = {d: torch.zeros(task.n_train, task.n_targets) for d in dampings}
-    for k in range(task.n_models):
-        pk = task.model(k)
-        members = task.members(k)
+    totals = {d: torch.zeros(problem.n_train, problem.n_targets) for d in dampings}
+    for k in range(problem.n_models):
+        pk = problem.model(k)
+        members = problem.members(k)
         rng = np.random.default_rng([seed, k])
         if hessian_examples is not None and hessian_examples < len(members):
             members = np.sort(rng.choice(members, hessian_examples, replace=False))
-        g_target = all_grads(task.template, pk, task.x_target, task.y_target, "logodds")[0]
+        g_target = all_grads(problem.template, pk, problem.x_target, problem.y_target, "logodds")[0]
         one = {name: t[0] for name, t in pk.items()}
         if solver == "exact":
-            if single_linear(task.template):
-                probs = torch.softmax(logits_of(task.template, pk, task.x_train[members])[0], 1)
-                hessian = linear_hessian(task.x_train[members], probs)
-            elif exact_hessian_applies(task.template):
-                hessian = exact_hessian(_mean_loss_fn(task.template, task.x_train[members],
-                                                      task.y_train[members]),
+            if single_linear(problem.template):
+                logits = logits_of(problem.template, pk, problem.x_train[members])[0]
+                probs = torch.softmax(logits, 1)
+                hessian = linear_hessian(problem.x_train[members], probs)
+            elif exact_hessian_applies(problem.template):
+                hessian = exact_hessian(_mean_loss_fn(problem.template, problem.x_train[members],
+                                                      problem.y_train[members]),
                                         {n: t.double() for n, t in one.items()})
             else:
                 raise ConfigError(f"the exact Hessian of {p} parameters is too large; use "
@@ -416,10 +418,10 @@ def influence(task: Task, solver: str = "auto", damping: float | Sequence[float]
             solved = {d: torch.linalg.solve(hessian + d * mean_eig * eye,
                                             g_target.double().T).T.float() for d in dampings}
         else:
-            x_members = torch.as_tensor(np.asarray(task.x_train[members]), dtype=torch.float32)
-            product = _ggn_product(task.template, one, x_members)
+            x_members = torch.as_tensor(np.asarray(problem.x_train[members]), dtype=torch.float32)
+            product = _ggn_product(problem.template, one, x_members)
             top = _power_max_eig(product, p, seed=seed)
-            trace = ggn_trace(task.template, one, x_members)
+            trace = ggn_trace(problem.template, one, x_members)
             solved = {}
             for d in dampings:
                 lam = d * trace / p
@@ -427,15 +429,15 @@ def influence(task: Task, solver: str = "auto", damping: float | Sequence[float]
                     solved[d] = _batched_cg(product, g_target, lam, cg_iter)
                 else:
                     def product_on(xb, one=one):
-                        return _ggn_product(task.template, one, xb)
-                    solved[d] = _lissa(product_on, task.x_train, task.members(k), g_target,
+                        return _ggn_product(problem.template, one, xb)
+                    solved[d] = _lissa(product_on, problem.x_train, problem.members(k), g_target,
                                        lam, lissa_depth, lissa_batch, scale=1.5 * (top + lam),
                                        seed=seed)
-        scale = 1.0 / len(task.members(k))
+        scale = 1.0 / len(problem.members(k))
         for d, vectors in solved.items():
-            totals[d] += scale * _loss_grad_dot(task.template, pk, task.x_train, task.y_train,
-                                                vectors)
-    return _result(totals, task.n_models, many)
+            totals[d] += scale * _loss_grad_dot(problem.template, pk, problem.x_train,
+                                                problem.y_train, vectors)
+    return _result(totals, problem.n_models, many)
 
 
 def ggn_trace(template: nn.Module, params: dict[str, torch.Tensor], x: torch.Tensor,
@@ -569,26 +571,26 @@ def ekfac_precondition(template: nn.Module, params_one, factors, vectors: torch.
     return out
 
 
-def ekfac_influence(task: Task, damping: float | Sequence[float] = 1e-3,
+def ekfac_influence(problem: Problem, damping: float | Sequence[float] = 1e-3,
                     hessian_examples: int | None = None, seed: int = 0
                     ) -> np.ndarray | dict[float, np.ndarray]:
     """Influence functions with the EK-FAC curvature (every parameter in a Linear layer)."""
     dampings, many = _grid(damping)
-    totals = {d: torch.zeros(task.n_train, task.n_targets) for d in dampings}
-    for k in range(task.n_models):
-        pk = task.model(k)
+    totals = {d: torch.zeros(problem.n_train, problem.n_targets) for d in dampings}
+    for k in range(problem.n_models):
+        pk = problem.model(k)
         one = {name: t[0] for name, t in pk.items()}
-        members = task.members(k)
+        members = problem.members(k)
         if hessian_examples is not None and hessian_examples < len(members):
             members = np.sort(np.random.default_rng([seed, k]).choice(
                 members, hessian_examples, replace=False))
-        factors = ekfac_factors(task.template, one, task.x_train[members], seed=seed + k)
-        g_target = all_grads(task.template, pk, task.x_target, task.y_target, "logodds")[0]
+        factors = ekfac_factors(problem.template, one, problem.x_train[members], seed=seed + k)
+        g_target = all_grads(problem.template, pk, problem.x_target, problem.y_target, "logodds")[0]
         for d in dampings:
-            vectors = ekfac_precondition(task.template, one, factors, g_target, d)
-            totals[d] += _loss_grad_dot(task.template, pk, task.x_train, task.y_train,
-                                        vectors) / len(task.members(k))
-    return _result(totals, task.n_models, many)
+            vectors = ekfac_precondition(problem.template, one, factors, g_target, d)
+            totals[d] += _loss_grad_dot(problem.template, pk, problem.x_train, problem.y_train,
+                                        vectors) / len(problem.members(k))
+    return _result(totals, problem.n_models, many)
 
 
 # ------------------------------------------------------------------ feature-space methods
@@ -619,43 +621,44 @@ def _output_direction(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return direction.scatter(1, y[:, None], 1.0)
 
 
-def representer(task: Task) -> np.ndarray:
+def representer(problem: Problem) -> np.ndarray:
     """Representer points: (h_i . h_z) (e_{y_i} - p_i) . d f(z)/d logits, averaged."""
-    total = torch.zeros(task.n_train, task.n_targets)
-    y_train = torch.as_tensor(task.y_train, dtype=torch.long)
-    y_target = torch.as_tensor(task.y_target, dtype=torch.long)
-    for k in range(task.n_models):
-        pk = task.model(k)
-        h_train = penultimate(task.template, pk, task.x_train)
-        h_target = penultimate(task.template, pk, task.x_target)
-        p_train = torch.softmax(logits_of(task.template, pk, task.x_train)[0], 1)
+    total = torch.zeros(problem.n_train, problem.n_targets)
+    y_train = torch.as_tensor(problem.y_train, dtype=torch.long)
+    y_target = torch.as_tensor(problem.y_target, dtype=torch.long)
+    for k in range(problem.n_models):
+        pk = problem.model(k)
+        h_train = penultimate(problem.template, pk, problem.x_train)
+        h_target = penultimate(problem.template, pk, problem.x_target)
+        p_train = torch.softmax(logits_of(problem.template, pk, problem.x_train)[0], 1)
         alpha = torch.nn.functional.one_hot(y_train, p_train.shape[1]) - p_train  # (n, C)
-        direction = _output_direction(logits_of(task.template, pk, task.x_target)[0], y_target)
+        direction = _output_direction(logits_of(problem.template, pk, problem.x_target)[0],
+                                      y_target)
         total += (h_train @ h_target.T) * (alpha @ direction.T)
-    return (total / task.n_models).numpy().astype(np.float32)
+    return (total / problem.n_models).numpy().astype(np.float32)
 
 
-def knn(task: Task, k_neighbours: int = 50) -> np.ndarray:
+def knn(problem: Problem, k_neighbours: int = 50) -> np.ndarray:
     """k-NN in penultimate features: signed cosine similarity for the k nearest."""
-    total = torch.zeros(task.n_train, task.n_targets)
-    same = torch.as_tensor(task.y_train[:, None] == task.y_target[None, :])
-    for k in range(task.n_models):
-        pk = task.model(k)
-        h_train = torch.nn.functional.normalize(penultimate(task.template, pk, task.x_train), dim=1)
-        h_target = torch.nn.functional.normalize(penultimate(task.template, pk, task.x_target),
-                                                 dim=1)
+    total = torch.zeros(problem.n_train, problem.n_targets)
+    same = torch.as_tensor(problem.y_train[:, None] == problem.y_target[None, :])
+    for k in range(problem.n_models):
+        pk = problem.model(k)
+        normalize = torch.nn.functional.normalize
+        h_train = normalize(penultimate(problem.template, pk, problem.x_train), dim=1)
+        h_target = normalize(penultimate(problem.template, pk, problem.x_target), dim=1)
         cos = h_train @ h_target.T
-        keep = min(k_neighbours, task.n_train)
+        keep = min(k_neighbours, problem.n_train)
         top = cos.topk(keep, dim=0).indices
         near = torch.zeros_like(cos, dtype=torch.bool).scatter(0, top, True)
         total += torch.where(near, torch.where(same, cos, -cos), 0.0)
-    return (total / task.n_models).numpy().astype(np.float32)
+    return (total / problem.n_models).numpy().astype(np.float32)
 
 
-def random_scores(task: Task, seed: int = 0) -> np.ndarray:
+def random_scores(problem: Problem, seed: int = 0) -> np.ndarray:
     """Independent standard-normal scores: a control whose LDS must be about 0."""
     rng = np.random.default_rng(seed)
-    return rng.standard_normal((task.n_train, task.n_targets)).astype(np.float32)
+    return rng.standard_normal((problem.n_train, problem.n_targets)).astype(np.float32)
 
 
 METHODS = {
@@ -663,32 +666,32 @@ METHODS = {
     "grad_cos": grad_cos,
     "tracin": tracin,
     "trak": trak,
-    "if_exact": lambda task, **kw: influence(task, solver="exact", **kw),
-    "if_cg": lambda task, **kw: influence(task, solver="cg", **kw),
-    "if_lissa": lambda task, **kw: influence(task, solver="lissa", **kw),
-    "if_ekfac": lambda task, **kw: influence(task, solver="ekfac", **kw),
+    "if_exact": lambda problem, **kw: influence(problem, solver="exact", **kw),
+    "if_cg": lambda problem, **kw: influence(problem, solver="cg", **kw),
+    "if_lissa": lambda problem, **kw: influence(problem, solver="lissa", **kw),
+    "if_ekfac": lambda problem, **kw: influence(problem, solver="ekfac", **kw),
     "representer": representer,
     "knn": knn,
     "random": random_scores,
 }
 
 
-def compute(name: str, task: Task, **options) -> np.ndarray:
+def compute(name: str, problem: Problem, **options) -> np.ndarray:
     """Scores (n_train, n_targets) of method ``name`` (one of :data:`METHODS`)."""
     if name not in METHODS:
         raise ConfigError(f"unknown attribution method {name!r}: choose from "
                           f"{', '.join(METHODS)}")
-    return METHODS[name](task, **options)
+    return METHODS[name](problem, **options)
 
 
-def self_influence_task(task: Task, rows: Sequence[int]) -> Task:
-    """The task whose targets are training examples ``rows`` (for self-influence)."""
+def self_influence_problem(problem: Problem, rows: Sequence[int]) -> Problem:
+    """The problem whose targets are training examples ``rows`` (for self-influence)."""
     rows = np.asarray(rows)
-    return Task(task.template, task.params, task.x_train, task.y_train, task.x_train[rows],
-                task.y_train[rows], task.train_masks, task.checkpoints, task.extra)
+    return dataclasses.replace(problem, x_target=problem.x_train[rows],
+                               y_target=problem.y_train[rows])
 
 
-def per_example_output_grads(task: Task, x, y) -> torch.Tensor:
-    """(K, n, p) gradients of the log-odds for every model of the task (small models)."""
-    return per_example_grads(task.template, task.params, torch.as_tensor(x),
+def per_example_output_grads(problem: Problem, x, y) -> torch.Tensor:
+    """(K, n, p) gradients of the log-odds for every model of the problem (small models)."""
+    return per_example_grads(problem.template, problem.params, torch.as_tensor(x),
                              torch.as_tensor(y), "logodds")

@@ -49,6 +49,7 @@ from memlab.measures.spectra.powerlaw import (
     fit_truncated_power_law,
 )
 from memlab.measures.spectra.weights import LayerMatrix, load_weights
+from memlab.measures.stats import spearman_interval
 
 # Largest Gram side (M) decomposed by default: an M × M float64 eigensolve takes O(M³)
 # time and 8·M² bytes (20,000 → 3.2 GB). Bigger layers get a row with a reason.
@@ -305,33 +306,6 @@ def population_spread(summary: pd.DataFrame) -> pd.DataFrame:
     """Across the models of a population: mean, std, min and max of each summary metric."""
     numeric = summary.drop(columns=["model"]).select_dtypes("number")
     return numeric.agg(["mean", "std", "min", "max"]).T.rename_axis("metric").reset_index()
-
-
-def spearman_interval(x: np.ndarray, y: np.ndarray, n_bootstrap: int = 1000,
-                      level: float = 0.95, seed: int = 0) -> tuple[float, float, float]:
-    """Spearman ρ of (x, y) and its percentile bootstrap interval over the pairs (models
-    resampled with replacement; seeded). Returns (rho, low, high); nan with < 3 pairs."""
-    from scipy.stats import rankdata
-
-    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
-    keep = np.isfinite(x) & np.isfinite(y)
-    x, y = x[keep], y[keep]
-    if x.size < 3:
-        return math.nan, math.nan, math.nan
-
-    def rho(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-        ra, rb = rankdata(a, axis=-1), rankdata(b, axis=-1)
-        ra = ra - ra.mean(axis=-1, keepdims=True)
-        rb = rb - rb.mean(axis=-1, keepdims=True)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            return (ra * rb).sum(-1) / np.sqrt((ra * ra).sum(-1) * (rb * rb).sum(-1))
-
-    picks = np.random.default_rng(seed).integers(0, x.size, size=(n_bootstrap, x.size))
-    samples = rho(x[picks], y[picks])
-    samples = samples[np.isfinite(samples)]
-    low, high = (np.quantile(samples, [(1 - level) / 2, (1 + level) / 2])
-                 if samples.size else (math.nan, math.nan))
-    return float(rho(x, y)), float(low), float(high)
 
 
 def population_layers(table: pd.DataFrame, accuracy: np.ndarray | None = None,

@@ -1,11 +1,27 @@
-"""Privacy audit of a population: membership inference (LiRA, RMIA, baselines) against every
-model in turn, exposure next to memorization. See :mod:`memlab.studies.audit.study`."""
+"""Privacy audit of a population (docs/science.md §7): membership inference (LiRA, RMIA,
+baselines) against every model in turn, exposure next to memorization.
 
-from memlab.studies.audit import figures as _figures
-from memlab.studies.audit.study import STUDY, AuditConfig, run
-from memlab.studies.base import Result
+    from memlab.studies.audit import AuditConfig, run
+    result = run(AuditConfig(run_dir="runs/memorize/population"), out="runs/audit")
+    result.summary["lira_online"]["auc"], result.tables["examples"], result.report()
+"""
 
-Result.FIGURES[STUDY] = _figures.draw_figures
-Result.REPORTS[STUDY] = _figures.build_report
+from memlab.studies.audit.config import RECIPE, AuditConfig
+from memlab.studies.base import Result, Study, register_study
 
-__all__ = ["STUDY", "AuditConfig", "Result", "run"]
+run = STUDY = register_study(Study(
+    name="audit", config=AuditConfig, run="memlab.studies.audit.study:run",
+    figures="memlab.studies.audit.figures:draw_figures",
+    report="memlab.studies.audit.figures:build_report",
+    headline="memlab.studies.audit.study:headline_lines",
+    summary="privacy audit: LiRA, RMIA and baselines against every model in turn",
+    description=(
+        "Membership inference from a population: every model is the target in turn and "
+        "the others its shadow models, every (model, example) pair a trial with a known "
+        "answer. Reports AUC and TPR at 0.1% / 1% FPR with bootstrap intervals, attack "
+        "power against the number of shadows, and each example's vulnerability next to "
+        "its memorization score. Audits the run RUN, or trains the population first (the "
+        "recipe options, --membership included) into OUT/population. Re-running resumes."),
+    science="§7", docs="docs/audit.md"))
+
+__all__ = ["RECIPE", "STUDY", "AuditConfig", "Result", "run"]

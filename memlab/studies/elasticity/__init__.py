@@ -1,30 +1,28 @@
 """Local elasticity (He & Su 2020; docs/science.md §4): one-step similarities of a ReLU MLP
-and its linear twin over training, and clustering of hidden classes. See
-:mod:`memlab.studies.elasticity.study`."""
+and its linear twin over training, and clustering of hidden classes.
 
-from memlab.measures.elasticity import kernel_kmeans, symmetric_accuracy
-from memlab.studies.base import Result
-from memlab.studies.elasticity import figures as _figures
-from memlab.studies.elasticity.study import (
-    ACTIVATIONS,
-    STUDY,
-    ElasticityConfig,
-    clustering_summary,
-    clustering_verdicts,
-    matrices_of,
-    multiclass_task,
-    pair_task,
-    paired_interval,
-    population_member,
-    ratio_summary,
-    ratio_verdicts,
-    run,
-)
+    from memlab.studies.elasticity import ElasticityConfig, run
+    result = run(ElasticityConfig(data="mnist1d"), out="runs/elasticity")
+    result.tables["verdicts"], result.summary["ratio"], result.report()
 
-Result.FIGURES[STUDY] = _figures.draw_figures
-Result.REPORTS[STUDY] = _figures.build_report
+See :mod:`memlab.studies.elasticity.study`."""
 
-__all__ = ["ACTIVATIONS", "STUDY", "ElasticityConfig", "Result", "clustering_summary",
-           "clustering_verdicts", "kernel_kmeans", "matrices_of", "multiclass_task",
-           "pair_task", "paired_interval", "population_member", "ratio_summary",
-           "ratio_verdicts", "run", "symmetric_accuracy"]
+from memlab.studies.base import Result, Study, register_study
+from memlab.studies.elasticity.config import RECIPE, ElasticityConfig
+
+run = STUDY = register_study(Study(
+    name="elasticity", config=ElasticityConfig, run="memlab.studies.elasticity.study:run",
+    figures="memlab.studies.elasticity.figures:draw_figures",
+    report="memlab.studies.elasticity.figures:build_report",
+    headline="memlab.studies.elasticity.study:headline_lines",
+    summary="local elasticity: one-step similarity, intra/inter ratio, hidden-class "
+            "clustering",
+    description=(
+        "Train a ReLU MLP and its linear twin (identity activation), measure how one SGD "
+        "step on each example moves the others (S_rel, S_ker) at checkpoint epochs, and "
+        "cluster the two hidden classes of a union-labeled positive class. Writes tables/, "
+        "summary.json and report.html to --out. With --from-run, measure one model of a "
+        "population run instead."),
+    science="§4", docs="docs/elasticity.md"))
+
+__all__ = ["RECIPE", "STUDY", "ElasticityConfig", "Result", "run"]

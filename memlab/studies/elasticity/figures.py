@@ -1,9 +1,14 @@
 """Figures and the report of the elasticity study, drawn from a Result's tables and summary
-alone (so ``Result.load(out).figures()`` draws the same figures)."""
+alone (so ``Result.load(out).figures()`` draws the same figures).
+
+The figures are named after the dataset (``<data>_ratio``, ``<data>_heatmaps``), so that
+``--figures DIR`` writes ``DIR/elasticity_<data>_{ratio,heatmaps}.png`` and the studies of
+two datasets share one directory."""
 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import matplotlib
 
@@ -14,7 +19,7 @@ import pandas as pd  # noqa: E402
 
 from memlab.report import COLORS, Report, style  # noqa: E402
 from memlab.studies.base import Result  # noqa: E402
-from memlab.studies.elasticity.study import ACTIVATIONS, matrices_of  # noqa: E402
+from memlab.studies.elasticity.tables import ACTIVATIONS, matrices_of  # noqa: E402
 
 LINE = {"relu": (COLORS["blue"], "-"), "linear": (COLORS["orange"], "--")}
 
@@ -75,10 +80,17 @@ def ratio_figure(result: Result) -> plt.Figure:
     return fig
 
 
+def figure_name(result: Result) -> str:
+    """The dataset part of the figures' names: ``mnist1d``, ``digits``, a file's stem."""
+    return Path(str(result.summary.get("dataset", "member"))).stem
+
+
 def draw_figures(result: Result) -> dict[str, plt.Figure]:
-    figures = {"heatmaps": heatmap_figure(result)}
+    """``<data>_heatmaps`` and (for the study, not a member) ``<data>_ratio``."""
+    name = figure_name(result)
+    figures = {f"{name}_heatmaps": heatmap_figure(result)}
     if "ratio" in result.tables:
-        figures["ratio"] = ratio_figure(result)
+        figures[f"{name}_ratio"] = ratio_figure(result)
     return figures
 
 
@@ -123,11 +135,13 @@ def clustering_caption(versus: pd.DataFrame) -> str:
 
 def build_report(result: Result) -> Report:
     s, c = result.summary, result.config
-    figures = draw_figures(result)
+    p = c["population"]
+    name = figure_name(result)
+    figures = {key.removeprefix(f"{name}_"): fig for key, fig in draw_figures(result).items()}
     if s.get("mode") == "member":
         page = Report(f"Local elasticity of model {s['member']} of {s['run_dir']}")
         page.text(f"{s['model']} on {s['dataset']}, final weights, one SGD step (η = "
-                  f"{c['lr']}) on each of {c['probe_per_class']} training examples per class: "
+                  f"{p['lr']}) on each of {c['probe_per_class']} training examples per class: "
                   f"intra/inter S_rel ratio {s['ratio_rel']:.3f}, |S_ker| ratio "
                   f"{s['ratio_ker']:.3f} (above 1: a step moves its own class more).")
         page.figure(figures["heatmaps"], "Symmetrized S_rel, grouped by class; colour "
@@ -135,10 +149,11 @@ def build_report(result: Result) -> Report:
         return page
     page = Report(f"Local elasticity on {s['dataset']}")
     page.text(
-        f"One SGD step (η = {c['lr']}) from the same weights on each probe; S_rel and S_ker "
-        f"symmetrized. MLP hidden={list(c['hidden'])}, ReLU vs its linear twin (identity "
-        f"activation, same initial weights); {c['n_seeds']} seeds (replicates of populations "
-        f"trained by memlab's engine, seed {c['seed']}); {s['seconds']:.0f} s. Scalar "
+        f"One SGD step (η = {p['lr']}) from the same weights on each probe; S_rel and S_ker "
+        f"symmetrized. MLP hidden={list(p['model_kwargs'].get('hidden', []))}, ReLU vs its "
+        f"linear twin (identity activation, same initial weights); {p['n_models']} seeds "
+        f"(replicates of populations trained by memlab's engine, seed {p['seed']}); "
+        f"{s['seconds']:.0f} s. Scalar "
         "output: multi-class = logit of the stepped example's class; pair tasks = the single "
         "logit (positive = union of the two hidden classes).")
     verdicts = result.tables["verdicts"]

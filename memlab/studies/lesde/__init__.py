@@ -1,11 +1,28 @@
 """The LE-SDE (Zhang, Wang & Su 2021) and locally elastic stability (Deng, He & Su 2021):
-phase diagram, fit to real networks, stability table. See :mod:`memlab.studies.lesde.study`."""
+phase diagram, fit to real networks, stability table (docs/science.md §6).
 
-from memlab.studies.base import Result
-from memlab.studies.lesde import figures as _figures
-from memlab.studies.lesde.study import STUDY, FeatureCallback, LESDEConfig, run
+    from memlab.studies.lesde import LESDEConfig, run
+    result = run(LESDEConfig.quick(), out="runs/lesde")
+    result.summary["phase"]["ce"]["threshold"], result.tables["stability"], result.report()
 
-Result.FIGURES[STUDY] = _figures.draw_figures
-Result.REPORTS[STUDY] = _figures.build_report
+See :mod:`memlab.studies.lesde.study`."""
 
-__all__ = ["STUDY", "FeatureCallback", "LESDEConfig", "Result", "run"]
+from memlab.studies.base import Result, Study, register_study
+from memlab.studies.lesde.config import RECIPE, LESDEConfig
+
+run = STUDY = register_study(Study(
+    name="lesde", config=LESDEConfig, run="memlab.studies.lesde.study:run",
+    figures="memlab.studies.lesde.figures:draw_figures",
+    report="memlab.studies.lesde.figures:build_report",
+    headline="memlab.studies.lesde.study:headline_lines",
+    summary="LE-SDE phase diagram, fit to real networks, locally elastic stability",
+    description=(
+        "Simulate locally elastic SDEs (Zhang, Wang & Su 2021) over intra/inter strength "
+        "ratios and noise levels; fit their strengths to one-hidden-layer MLPs trained on "
+        "MNIST-1D and digits and compare trajectories; estimate uniform and locally elastic "
+        "stability (Deng, He & Su 2021) from a population, with permuted-mask noise floors. "
+        "Writes tables/, summary.json and report.html to --out; the populations it trains "
+        "resume under --out/populations."),
+    science="§6", docs="docs/lesde.md"))
+
+__all__ = ["RECIPE", "STUDY", "LESDEConfig", "Result", "run"]

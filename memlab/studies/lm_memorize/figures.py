@@ -12,17 +12,11 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from memlab.measures.memorization import MEMORIZED  # noqa: E402
+from memlab.measures.shape import MIN_BIN, N_BINS, PEAKS, UNDECIDED  # noqa: E402
 from memlab.report import COLORS, Report, plot_reliability, style  # noqa: E402
 from memlab.studies.base import Result  # noqa: E402
-from memlab.studies.lm_memorize.study import (  # noqa: E402
-    MIN_BIN,
-    N_BINS,
-    PEAKS,
-    TOP_DOCUMENTS,
-    TOP_PAIRS,
-    UNDECIDED,
-    token_view,
-)
+from memlab.studies.lm_memorize.config import CORPORA  # noqa: E402
+from memlab.studies.lm_memorize.study import TOP_DOCUMENTS, TOP_PAIRS, token_view  # noqa: E402
 
 
 def _num(value, fmt: str = ".3f") -> str:
@@ -95,11 +89,20 @@ def reliability_figure(result: Result) -> plt.Figure:
     return plot_reliability(result.tables["lm_reliability"], what="memorization scores")
 
 
+def corpus(result: Result) -> str:
+    """The corpus's short name: ``synthetic``, ``shakespeare``, ``bible``, else ``text``."""
+    text = result.summary.get("text", result.config.get("text"))
+    return text if text in CORPORA else "text"
+
+
 def draw_figures(result: Result) -> dict[str, plt.Figure]:
-    return {"distribution": distribution_figure(result),
-            "simplicity": simplicity_figure(result),
-            "duplicates": duplicates_figure(result),
-            "reliability": reliability_figure(result)}
+    """``<corpus>_<figure>``, so that with the study's prefix the PNG files of two corpora
+    sit side by side: ``lm_synthetic_simplicity.png``, ``lm_shakespeare_simplicity.png``."""
+    name = corpus(result)
+    return {f"{name}_distribution": distribution_figure(result),
+            f"{name}_simplicity": simplicity_figure(result),
+            f"{name}_duplicates": duplicates_figure(result),
+            f"{name}_reliability": reliability_figure(result)}
 
 
 # ------------------------------------------------------------------ captions from the data
@@ -212,7 +215,8 @@ def build_report(result: Result) -> Report:
         + (f"{s['documents_without_in_or_out']} documents have no IN or no OUT model "
            "(no score). " if s["documents_without_in_or_out"] else "")
         + simplicity_caption(s["simplicity"]), note=True)
-    figures = draw_figures(result)
+    figures = {key.removeprefix(f"{corpus(result)}_"): fig
+               for key, fig in draw_figures(result).items()}
     page.figure(figures["distribution"], caption="Distribution of counterfactual memorization "
                 f"(dashed: the {s['memorized_threshold']} threshold)")
     page.figure(figures["simplicity"], caption=simplicity_caption(s["simplicity"]))

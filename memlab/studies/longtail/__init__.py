@@ -1,23 +1,41 @@
-"""Why memorization pays (Feldman 2020; docs/science.md §1): memorization and its test-accuracy
-payoff by subpopulation frequency on long-tailed mixtures. See
-:mod:`memlab.studies.longtail.study`."""
+"""Why memorization pays (Feldman 2020; docs/science.md §1): memorization and its
+test-accuracy payoff by subpopulation frequency on long-tailed mixtures.
 
-from memlab.studies.base import Result
-from memlab.studies.longtail import figures as _figures
-from memlab.studies.longtail.study import (
+    from memlab.studies.longtail import LongtailConfig, run
+    result = run(LongtailConfig.quick(), out="runs/longtail")
+    result.tables["findings"]
+
+See :mod:`memlab.studies.longtail.study` (the measurements:
+:mod:`memlab.measures.longtail`; the verdicts: :mod:`memlab.studies.longtail.verdicts`).
+"""
+
+from memlab.studies.base import Result, Study, register_study
+from memlab.studies.longtail.config import (
     BASELINE,
     CONTROL,
-    STUDY,
+    RECIPE,
     LongtailConfig,
     default_knobs,
-    measure_population,
-    model_counts,
-    run,
     strength_grid,
 )
 
-Result.FIGURES[STUDY] = _figures.draw_figures
-Result.REPORTS[STUDY] = _figures.build_report
+run = STUDY = register_study(Study(
+    name="longtail", config=LongtailConfig, run="memlab.studies.longtail.study:run",
+    figures="memlab.studies.longtail.figures:draw_figures",
+    report="memlab.studies.longtail.figures:build_report",
+    headline="memlab.studies.longtail.study:headline_lines",
+    summary="long-tail laboratory: the test-accuracy cost of not memorizing",
+    description=(
+        "Draw long-tailed mixtures of subpopulations (Zipf priors and a uniform no-tail "
+        "control), train one population of MLPs per memorization-limiting knob (weight "
+        "decay, early stopping, dropout, label smoothing, a small model), and measure "
+        "memorization and test accuracy by how often each subpopulation was seen, beside "
+        "Feldman's τ₁ estimate of the cost of each unfitted singleton. Writes Parquet "
+        "tables, summary.json and report.html to --out; re-running resumes the populations. "
+        "The defaults are the --quick preset (Zipf 0.5, 1, 1.5 and the control, one strength "
+        "per knob, 96 models per population); --full: six exponents, 512 models, every knob "
+        "at several strengths."),
+    science="§1", docs="docs/longtail.md"))
 
-__all__ = ["BASELINE", "CONTROL", "STUDY", "LongtailConfig", "Result", "default_knobs",
-           "measure_population", "model_counts", "run", "strength_grid"]
+__all__ = ["BASELINE", "CONTROL", "RECIPE", "STUDY", "LongtailConfig", "Result",
+           "default_knobs", "run", "strength_grid"]

@@ -16,7 +16,7 @@ import pandas as pd  # noqa: E402
 from memlab.data.longtail import TEST_BUCKETS, TRAIN_BUCKETS  # noqa: E402
 from memlab.report import COLORS, Report, style  # noqa: E402
 from memlab.studies.base import Result  # noqa: E402
-from memlab.studies.longtail.study import BASELINE  # noqa: E402
+from memlab.studies.longtail.config import BASELINE  # noqa: E402
 
 
 def _knob_colors(knobs: list[str]) -> dict[str, Any]:
@@ -193,6 +193,7 @@ def findings_caption(findings: pd.DataFrame) -> str:
 
 def build_report(result: Result) -> Report:
     config, summary, tables = result.config, result.summary, result.tables
+    recipe = config["population"]
     figures = draw_figures(result)
     page = Report("Why memorization pays: the long-tail laboratory (Feldman 2020)")
     page.text(
@@ -201,9 +202,10 @@ def build_report(result: Result) -> Report:
         f"{config['control_subpopulations']}; {config['n_train']} training / "
         f"{config['n_test']} test draws, {config['n_features']} features, "
         f"{config['n_classes']} classes, cluster spread {config['spread']}. Each population: "
-        f"{config['n_models']} MLPs {list(config['hidden'])}, each on a random "
-        f"{summary['subset_size']} training examples, SGD lr {config['lr']}, batch "
-        f"{config['batch_size']}, {config['epochs']} epochs. {summary['seconds']:.0f} s in all.")
+        f"{recipe['n_models']} MLPs {list(recipe['model_kwargs']['hidden'])}, each on a "
+        f"random {summary['subset_size']} training examples, {recipe['optimizer'].upper()} lr "
+        f"{recipe['lr']}, batch {recipe['batch_size']}, {recipe['epochs']} epochs. "
+        f"{summary['seconds']:.0f} s in all.")
     page.heading("Findings")
     page.text(findings_caption(tables["findings"]), note=True)
     page.table(tables["findings"], caption="The issue's claims, measured, with verdicts")

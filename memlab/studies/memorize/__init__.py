@@ -1,27 +1,26 @@
 """Memorization and influence of a population (Feldman & Zhang; docs/science.md §1):
 scores, influence, high-influence pairs, reliability, C-scores and the removal study.
-See :mod:`memlab.studies.memorize.study`.
 
     from memlab.studies.memorize import MemorizeConfig, run
     result = run(MemorizeConfig(), out="runs/memorize")
     result.summary["memorized_fraction"], result.tables["scores"], result.report()
 """
 
-from memlab.studies.base import Result
-from memlab.studies.memorize import figures as _figures
-from memlab.studies.memorize.removal import t_interval
-from memlab.studies.memorize.study import (
-    RECIPE,
-    STUDY,
-    MemorizeConfig,
-    TargetSEWarning,
-    python_only,
-    reproduce_command,
-    run,
-)
+from memlab.studies.base import Result, Study, register_study
+from memlab.studies.memorize.config import RECIPE, MemorizeConfig, TargetSEWarning
 
-Result.FIGURES[STUDY] = _figures.draw_figures
-Result.REPORTS[STUDY] = _figures.build_report
+run = STUDY = register_study(Study(
+    name="memorize", config=MemorizeConfig, run="memlab.studies.memorize.study:run",
+    figures="memlab.studies.memorize.figures:draw_figures",
+    report="memlab.studies.memorize.figures:build_report",
+    headline="memlab.studies.memorize.study:headline_lines",
+    summary="memorization and influence scores, C-scores, removal study, report",
+    description=(
+        "Train (or resume) a population of subset-trained models and estimate every "
+        "training example's memorization score and every train/test influence (Feldman & "
+        "Zhang 2020), with standard errors, split-half reliability and a self-contained "
+        "HTML report. Without --quick/--full: 1,000 MLPs on 70% subsets of MNIST-1D, 30 "
+        "epochs of Adam (lr 0.005, batch 64). Re-running resumes."),
+    science="§1", docs="docs/memorization.md", figure_prefix="memorization_"))
 
-__all__ = ["RECIPE", "STUDY", "MemorizeConfig", "Result", "TargetSEWarning", "python_only",
-           "reproduce_command", "run", "t_interval"]
+__all__ = ["RECIPE", "STUDY", "MemorizeConfig", "Result", "TargetSEWarning", "run"]

@@ -14,9 +14,9 @@ import pandas as pd  # noqa: E402
 from matplotlib.gridspec import GridSpec  # noqa: E402
 
 from memlab.report import COLORS, Report, draw_input, plot_reliability, style  # noqa: E402
-from memlab.studies.base import Result  # noqa: E402
+from memlab.studies.base import Result, command_line  # noqa: E402
 from memlab.studies.memorize import removal as rm  # noqa: E402
-from memlab.studies.memorize.study import MemorizeConfig, python_only, reproduce_command  # noqa: E402,E501
+from memlab.studies.memorize.config import MemorizeConfig  # noqa: E402
 
 BLUE, ORANGE, RED, GREY = COLORS["blue"], COLORS["orange"], COLORS["red"], COLORS["grey"]
 
@@ -241,7 +241,7 @@ def removal_caption(s: dict, summary: pd.DataFrame) -> str:
         row = summary[(summary.comparison == "memorized - random") & (summary.metric == metric)]
         verdict = rm.verdict(summary, metric)
         value = _interval(*row[["mean", "ci_low", "ci_high"]].iloc[0]) if len(row) else "–"
-        if verdict == "cannot tell":
+        if verdict == rm.UNDECIDED:
             return (f"on {what} the data cannot tell removing the memorized examples from "
                     f"removing random ones (memorized − random {value}, the interval holds 0)")
         return (f"on {what} models without the memorized examples score {verdict} than "
@@ -256,10 +256,10 @@ def removal_caption(s: dict, summary: pd.DataFrame) -> str:
 
 def reproduce_text(result: Result) -> str:
     config = MemorizeConfig.from_dict(result.config)
-    command = reproduce_command(config, result.out)
+    command = command_line("memorize", config, result.out)
     if command is None:
         return ("No memlab memorize command recreates this config: "
-                + "; ".join(python_only(config)) + ". Reproduce it in Python with "
+                + "; ".join(config.python_only()) + ". Reproduce it in Python with "
                 "memlab.studies.memorize.run(MemorizeConfig.from_dict(config)) and the same "
                 "objects (the config is in config.json).")
     return command

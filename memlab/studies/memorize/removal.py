@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from memlab.errors import ConfigError
-from memlab.measures.intervals import t_interval
+from memlab.measures.stats import HIGHER, LOWER, UNDECIDED, t_interval, verdict_from_interval
 from memlab.population import Run, train_population
 
 ARMS = ("full", "memorized", "random")
@@ -105,9 +105,9 @@ def removal_summary(table: pd.DataFrame) -> pd.DataFrame:
 
 def verdict(summary: pd.DataFrame, metric: str = "test_acc") -> str:
     """What the paired memorized − random interval says about ``metric``: 'lower', 'higher'
-    or 'cannot tell' (the 95% interval contains 0, or is undefined)."""
+    or 'cannot decide' (the 95% interval contains 0, or is undefined)."""
     row = summary[(summary.comparison == "memorized - random") & (summary.metric == metric)]
     if not len(row) or not np.isfinite(row.ci_low.iloc[0]):
-        return "cannot tell"
+        return UNDECIDED
     low, high = float(row.ci_low.iloc[0]), float(row.ci_high.iloc[0])
-    return "lower" if high < 0 else "higher" if low > 0 else "cannot tell"
+    return verdict_from_interval(low, high, above=HIGHER, below=LOWER)

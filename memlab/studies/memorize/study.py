@@ -2,6 +2,7 @@
 
     from memlab.studies.memorize import MemorizeConfig, run
     result = run(MemorizeConfig(), out="runs/memorize")      # the README's demo
+    run(MemorizeConfig(data=None), out, dataset=my_dataset)  # your own Dataset object
     result.tables["scores"]     # one row per training example: mem, se, acc_in, acc_out, ...
     result.tables["pairs"]      # high-influence pairs, near-duplicates flagged
     result.summary["reliability"], result.report()
@@ -19,281 +20,26 @@ shape in the summary), so ``Result.load(OUT).figures()`` needs no run directory.
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
-import shlex
 import time
 import warnings
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from memlab.errors import ConfigError
 from memlab.measures import cscores as cs
 from memlab.measures import memorization as mz
-from memlab.population.config import PopulationConfig
-from memlab.studies.base import Result, StudyConfig, saved_result
+from memlab.studies.base import Execution, Result, open_or_train, training_data
 from memlab.studies.memorize import removal as rm
+from memlab.studies.memorize.config import MemorizeConfig, TargetSEWarning
 
 STUDY = "memorize"
-# The recipe of ``memlab memorize`` with no arguments: MNIST-1D, the MLP 40-100-100-10,
-# trained to fit its subsets (≈99% training accuracy), 1,000 models at r = 0.7.
-RECIPE = PopulationConfig(n_models=1000, subset_fraction=0.7, epochs=30, batch_size=64,
-                          optimizer="adam", lr=0.005)
-TARGET_SE = 0.1  # default requested RMS error of every score (docs/science.md §1 bound)
 STRONG_INFLUENCE = 0.4  # Feldman & Zhang: pairs above this are mostly near-duplicates
-REMOVAL_SEEDS = 8
-CSCORE_MODELS = 64
 N_EXAMPLES = 24  # most memorized examples drawn in the report
 N_PAIRS = 12  # strongest pairs drawn in the report
-CLI_DATA = ("mnist1d", "digits", "mnist")  # memlab.data.BUILTIN: names `--data` knows
-CLI_MODELS = ("mlp", "cnn1d", "cnn2d")  # names `--model` knows without Python registration
-STREAM_N_TRAIN = 7  # numpy stream [seed, 7]: which training examples n_train keeps
-
-
-class TargetSEWarning(UserWarning):
-    """``n_models`` cannot guarantee the requested RMS error of every score."""
-
-
-@dataclass(frozen=True)
-class MemorizeConfig(StudyConfig):
-    """Memorization and influence of one population (docs/science.md §1).
-
-    data: a built-in dataset name or a path (``.npz`` / directory of ``.npy``); None when
-        the dataset is passed to :func:`run` as an object (Python only).
-    n_train: train on a random subset of this many training examples (None: all).
-    label_noise: flip this fraction of training labels first (seeded by the population's
-        seed): planted examples that memorization must find.
-    population: the recipe (default: the README's demo, 1,000 MLPs on 70% subsets).
-    mem_min, infl_min, same_label, duplicate_threshold: what counts as memorized, a
-        high-influence pair, and a near-duplicate pair (cosine of centred inputs).
-    target_se: the wanted RMS error of every score; a warning says how many models reach
-        it when ``population.n_models`` cannot.
-    removal, removal_seeds: the marginal-utility study and its models per arm.
-    cscores, cscore_models, cscore_ratios: the C-score sweep (one population per ratio;
-        the main population serves at its own ratio).
-    """
-
-    data: str | None = "mnist1d"
-    n_train: int | None = None
-    label_noise: float = 0.0
-    population: PopulationConfig = field(default_factory=lambda: RECIPE)
-    mem_min: float = mz.MEMORIZED
-    infl_min: float = mz.HIGH_INFLUENCE
-    same_label: bool = True
-    duplicate_threshold: float = mz.NEAR_DUPLICATE
-    target_se: float = TARGET_SE
-    reliability_splits: int = 5
-    removal: bool = False
-    removal_seeds: int = REMOVAL_SEEDS
-    cscores: bool = False
-    cscore_models: int = CSCORE_MODELS
-    cscore_ratios: tuple[float, ...] = cs.RATIOS
-    device: str = "cpu"
-    n_workers: int | None = None
-
-    @classmethod
-    def quick(cls, **changes: Any) -> MemorizeConfig:
-        """32 MLPs (64-256-10) on digits with 10% of the labels flipped, 50 epochs: the
-        flipped labels stand out (under a minute on 2 cores)."""
-        population = dataclasses.replace(RECIPE, n_models=32, epochs=50, batch_size=32,
-                                         model_kwargs={"hidden": [256]})
-        return cls(**{**dict(data="digits", label_noise=0.1, population=population),
-                      **changes})
-
-    @classmethod
-    def full(cls, **changes: Any) -> MemorizeConfig:
-        """The README's MNIST-1D study: the demo with the removal study."""
-        return cls(**{**dict(removal=True), **changes})
-
-    def validate(self) -> None:
-        """Refuse settings the study cannot use, with the fix."""
-        def unit(name: str, value: float) -> None:
-            if isinstance(value, bool) or not isinstance(value, int | float) \
-                    or not 0 <= value <= 1:
-                raise ConfigError(f"{name} must be a number in [0, 1], got {value!r}")
-
-        if not isinstance(self.population, PopulationConfig):
-            raise ConfigError("population must be a memlab.population.PopulationConfig")
-        if self.population.subsets != "random" or self.population.sweep:
-            raise ConfigError("the memorization study draws random subsets for one recipe: "
-                              "use population.subsets='random' and no sweep (train explicit "
-                              "masks or sweeps with memlab train)")
-        if self.population.task == "language_model":
-            raise ConfigError("memorize scores classifiers; for language models use "
-                              "memlab lm-memorize")
-        for name in ("mem_min", "infl_min", "duplicate_threshold"):
-            unit(name, getattr(self, name))
-        if not 0 <= self.label_noise < 1:
-            raise ConfigError(f"label_noise must lie in [0, 1), got {self.label_noise}")
-        if not (isinstance(self.target_se, int | float) and math.isfinite(self.target_se)
-                and self.target_se > 0):
-            raise ConfigError(f"target_se must be a positive number, got {self.target_se!r}")
-        if self.n_train is not None and (isinstance(self.n_train, bool)
-                                         or not isinstance(self.n_train, int)
-                                         or self.n_train < 2):
-            raise ConfigError(f"n_train must be an integer >= 2 or None, got {self.n_train!r}")
-        if self.removal and self.removal_seeds < 2:
-            raise ConfigError(f"removal_seeds must be at least 2 (intervals over seeds), got "
-                              f"{self.removal_seeds}")
-        if self.reliability_splits < 1 or self.cscore_models < 1:
-            raise ConfigError("reliability_splits and cscore_models must be positive")
-        if self.cscores and (not self.cscore_ratios
-                             or not all(0 < r < 1 for r in self.cscore_ratios)):
-            raise ConfigError(f"cscore_ratios must be numbers in (0, 1), got "
-                              f"{self.cscore_ratios}")
-
-
-# ------------------------------------------------------------------ the Reproduce line
-
-
-def python_only(config: MemorizeConfig) -> list[str]:
-    """Why no ``memlab memorize`` command recreates ``config`` (empty when one does)."""
-    p, default = config.population, PopulationConfig()
-    reasons = []
-    if config.data is None:
-        reasons.append("the dataset was passed to run() as a Python object")
-    if p.model not in CLI_MODELS and ":" not in p.model:
-        reasons.append(f"model {p.model!r} is registered in Python (the command line knows "
-                       f"{', '.join(CLI_MODELS)} and package.module:factory)")
-    for name in ("init", "reinit"):
-        if getattr(p, name) != getattr(default, name):
-            reasons.append(f"population.{name} has no command-line option")
-    if config.reliability_splits != MemorizeConfig().reliability_splits:
-        reasons.append("reliability_splits has no command-line option")
-    return reasons
-
-
-def _number(value: float) -> str:
-    return repr(float(value)) if float(value) != int(value) else str(int(value))
-
-
-def command_parts(config: MemorizeConfig) -> list[str]:
-    """The ``memlab memorize`` arguments that recreate ``config`` (every setting that
-    differs from the command's defaults), as a list of shell words."""
-    base, p, d = MemorizeConfig(), config.population, RECIPE
-    parts: list[str] = []
-
-    def flag(name: str, value: Any, default: Any, text: str | None = None) -> None:
-        if value != default:
-            parts.extend([name, text if text is not None else str(value)])
-
-    def switch(name: str, on: bool) -> None:
-        if on:
-            parts.append(name)
-
-    flag("--data", config.data, base.data)
-    flag("--n-train", config.n_train, base.n_train)
-    flag("--label-noise", config.label_noise, base.label_noise, _number(config.label_noise))
-    flag("--model", p.model, d.model)
-    kwargs = dict(p.model_kwargs)
-    hidden = kwargs.pop("hidden", None)
-    if hidden is not None:
-        parts.extend(["--hidden", ",".join(str(int(w)) for w in hidden)])
-    for key, value in kwargs.items():
-        import json
-
-        parts.extend(["--model-option", f"{key}={json.dumps(value, separators=(',', ':'))}"])
-    flag("--task", p.task, d.task)
-    flag("--models", p.n_models, d.n_models)
-    flag("--subset", p.subset_fraction, d.subset_fraction, _number(p.subset_fraction))
-    flag("--epochs", p.epochs, d.epochs)
-    flag("--batch-size", p.batch_size, d.batch_size)
-    flag("--optimizer", p.optimizer, d.optimizer)
-    flag("--lr", p.lr, d.lr, _number(p.lr))
-    flag("--momentum", p.momentum, d.momentum, _number(p.momentum))
-    switch("--nesterov", p.nesterov)
-    flag("--weight-decay", p.weight_decay, d.weight_decay, _number(p.weight_decay))
-    switch("--no-decay-bias-norm", not p.decay_bias_and_norm)
-    flag("--schedule", p.schedule, d.schedule)
-    flag("--warmup-epochs", p.warmup_epochs, d.warmup_epochs, _number(p.warmup_epochs))
-    flag("--lr-step-epochs", p.lr_step_epochs, d.lr_step_epochs)
-    flag("--lr-gamma", p.lr_gamma, d.lr_gamma, _number(p.lr_gamma))
-    flag("--clip-grad-norm", p.clip_grad_norm, d.clip_grad_norm, _number(p.clip_grad_norm))
-    flag("--label-smoothing", p.label_smoothing, d.label_smoothing,
-         _number(p.label_smoothing))
-    for spec in p.augment:
-        parts.extend(["--augment", spec])
-    flag("--input-noise", p.input_noise, d.input_noise, _number(p.input_noise))
-    flag("--input-dropout", p.input_dropout, d.input_dropout, _number(p.input_dropout))
-    flag("--seed", p.seed, d.seed)
-    switch("--record-epochs", p.record_epochs)
-    switch("--no-weights", not p.save_weights)
-    switch("--compact-records", p.compact_records)
-    flag("--chunk-size", p.chunk_size, d.chunk_size)
-    flag("--compute-dtype", p.compute_dtype, d.compute_dtype)
-    flag("--device", config.device, base.device)
-    flag("--workers", config.n_workers, base.n_workers)
-    flag("--target-se", config.target_se, base.target_se, _number(config.target_se))
-    flag("--threshold", config.mem_min, base.mem_min, _number(config.mem_min))
-    flag("--infl-min", config.infl_min, base.infl_min, _number(config.infl_min))
-    switch("--any-label", not config.same_label)
-    flag("--duplicate-threshold", config.duplicate_threshold, base.duplicate_threshold,
-         _number(config.duplicate_threshold))
-    switch("--removal", config.removal)
-    flag("--removal-seeds", config.removal_seeds, base.removal_seeds)
-    switch("--cscores", config.cscores)
-    flag("--cscore-models", config.cscore_models, base.cscore_models)
-    flag("--cscore-ratios", tuple(config.cscore_ratios), tuple(base.cscore_ratios),
-         ",".join(_number(r) for r in config.cscore_ratios))
-    return parts
-
-
-def reproduce_command(config: MemorizeConfig, out: str | Path | None = None,
-                      width: int = 88) -> str | None:
-    """The ``memlab memorize ...`` command that recreates ``config`` (wrapped like a shell
-    command at ``width`` columns), or None when no command can (see :func:`python_only`)."""
-    if python_only(config):
-        return None
-    words = ["memlab", "memorize", *command_parts(config)]
-    if out is not None:
-        words += ["--out", str(out)]
-    quoted = [shlex.quote(w) for w in words]
-    # Keep each option with its value on one line.
-    groups, i = [], 2
-    groups.append(" ".join(quoted[:2]))
-    while i < len(quoted):
-        if i + 1 < len(quoted) and not words[i + 1].startswith("--"):
-            groups.append(f"{quoted[i]} {quoted[i + 1]}")
-            i += 2
-        else:
-            groups.append(quoted[i])
-            i += 1
-    lines, line = [], groups[0]
-    for group in groups[1:]:
-        if len(line) + len(group) + 3 > width:
-            lines.append(line + " \\")
-            line = "   "
-        line += " " + group
-    return "\n".join([*lines, line])
-
-
-# ------------------------------------------------------------------ the data
-
-
-def training_data(config: MemorizeConfig, dataset=None):
-    """The dataset the population trains on: ``config.data`` (or ``dataset``), a random
-    ``n_train`` of its training examples, then ``label_noise`` of the labels flipped."""
-    from memlab.data import load
-
-    if dataset is None:
-        if config.data is None:
-            raise ConfigError("MemorizeConfig.data is None: pass the dataset to run(config, "
-                              "out, dataset=...) or name one (mnist1d, digits, mnist, a path)")
-        dataset = load(config.data)
-    elif config.data is not None:
-        raise ConfigError("give either MemorizeConfig.data or run(..., dataset=...), not both "
-                          "(set data=None when passing a dataset)")
-    if config.n_train is not None and config.n_train < dataset.n_train:
-        keep = np.sort(np.random.default_rng([config.population.seed, STREAM_N_TRAIN]).choice(
-            dataset.n_train, config.n_train, replace=False))
-        dataset = dataset.subset(keep)
-        dataset.name = f"{dataset.name}-{config.n_train}"
-    if config.label_noise:
-        dataset = dataset.with_label_noise(config.label_noise, seed=config.population.seed)
-    return dataset
 
 
 def _flat_inputs(x: np.ndarray, rows: np.ndarray) -> list[list[float]]:
@@ -308,36 +54,21 @@ def _vertical(dataset) -> bool:
 # ------------------------------------------------------------------ run
 
 
-def run(config: MemorizeConfig, out: str | Path | None = None, progress: bool = True, *,
-        dataset=None, executor: str = "local", ray_address: str | None = None) -> Result:
+def run(config: MemorizeConfig, out: Path, execution: Execution, dataset=None) -> Result:
     """Train (or resume) the population in ``OUT/population``, measure memorization,
-    influence, pairs, reliability (and the removal study and C-scores when asked), and write
-    the result into ``out`` (default ``runs/memorize``). Resumable: a second call with the
-    same config and ``out`` returns the saved result; the populations resume on their own.
-
-    dataset: a :class:`memlab.data.Dataset` to use instead of ``config.data`` (which must
-    then be None). executor / ray_address: where the chunks train (results do not depend
-    on it).
-    """
-    from memlab.population import train_population
-
-    config.validate()
-    out = Path(out if out is not None else "runs/memorize")
-    saved = saved_result(out, STUDY, config)
-    if saved is not None and (dataset is None or saved.summary.get("fingerprint")
-                              == dataset.fingerprint()):
-        return saved
-
+    influence, pairs, reliability (and the removal study and C-scores when asked).
+    ``dataset``: a :class:`memlab.data.Dataset` to use instead of ``config.data`` (which
+    must then be None). Called through :func:`memlab.studies.base.run_study`, which
+    validates, reuses a saved result and saves this one."""
     p = config.population
     advice = mz.precision_advice(p.n_models, p.subset_fraction, config.target_se)
     if advice:
         advice = advice.replace("requested precision", "requested standard error (target_se)")
         warnings.warn(advice, TargetSEWarning, stacklevel=2)
     data = training_data(config, dataset)
-    engine = dict(device=config.device, n_workers=config.n_workers, executor=executor,
-                  ray_address=ray_address, progress=progress)
+    engine = execution.training()
     started = time.perf_counter()
-    population = train_population(data, p, out=out / "population", **engine)
+    population = open_or_train(config, out, execution, data)
     seconds = {"train": time.perf_counter() - started}
 
     clock = time.perf_counter()
@@ -396,9 +127,7 @@ def run(config: MemorizeConfig, out: str | Path | None = None, progress: bool = 
                                                      "high_influence_acc")}
         seconds["removal"] = time.perf_counter() - clock
     summary["seconds"] = {k: round(v, 2) for k, v in seconds.items()}
-    result = Result(STUDY, config.to_dict(), tables, summary)
-    result.save(out)
-    return result
+    return Result(STUDY, config.to_dict(), tables, summary)
 
 
 def class_table(scores: pd.DataFrame, n_classes: int, mem_min: float) -> pd.DataFrame:
@@ -468,3 +197,21 @@ def headline(config: MemorizeConfig, population, data, scores: pd.DataFrame,
         summary["cscore_ratios"] = [float(r) for r in config.cscore_ratios]
         summary["cscore_models"] = config.cscore_models
     return summary
+
+
+def headline_lines(result: Result) -> list[str]:
+    """What ``memlab memorize`` prints: the headline numbers and where the tables are."""
+    s = result.summary
+    keys = ["n_models", "test_acc_mean", "train_acc_in_mean", "memorized_fraction",
+            "se_median", "error_bound", "reliability", "n_pairs", "n_pairs_near_duplicate",
+            "noise_auroc", "spearman_mem_cscore"]
+    lines = json.dumps({k: s[k] for k in keys if k in s}, indent=2).splitlines()
+    if "removal_summary" in result.tables:
+        table = result.tables["removal_summary"]
+        lines += table[table.metric != "train_acc"].to_string(
+            index=False, float_format="%.4f").splitlines()
+    out = result.out
+    return lines + [f"scores:    {out / 'tables' / 'scores.parquet'}",
+                    f"influence: {out / 'influence.npy'} (+ influence_se.npy)",
+                    f"pairs:     {out / 'tables' / 'pairs.parquet'}",
+                    f"run:       {s['run_dir']}"]

@@ -1,23 +1,31 @@
-"""Real data vs noise (Arpit et al. 2017; docs/science.md §3). See
-:mod:`memlab.studies.noise.study`."""
+"""Real data vs noise (Arpit et al. 2017; docs/science.md §3): learning order, one-epoch
+difficulty, capacity, critical samples and regularizers, each of the paper's directions a
+verdict with an interval.
 
-from memlab.studies.base import Result
-from memlab.studies.noise import figures as _figures
-from memlab.studies.noise.callbacks import AdversarialTraining, CriticalSamples, ValidationAccuracy
-from memlab.studies.noise.parts import (
-    corrupted_examples,
-    learning_dynamics,
-    make_conditions,
-    sweep_populations,
-    take_subset,
-)
-from memlab.studies.noise.study import STUDY, NoiseConfig, run
-from memlab.studies.noise.verdicts import NOT_REPRODUCED, REPRODUCED, UNDECIDED, directions
+    from memlab.studies.noise import NoiseConfig, run
+    result = run(NoiseConfig.quick().replace(data="digits"), out="runs/noise-digits")
+    result.tables["directions"][["finding", "verdict"]]
 
-Result.FIGURES[STUDY] = _figures.draw_figures
-Result.REPORTS[STUDY] = _figures.build_report
+See :mod:`memlab.studies.noise.study` (the parts: :mod:`~memlab.studies.noise.parts`, the
+verdicts: :mod:`~memlab.studies.noise.verdicts`).
+"""
 
-__all__ = ["NOT_REPRODUCED", "REPRODUCED", "STUDY", "UNDECIDED", "AdversarialTraining",
-           "CriticalSamples", "NoiseConfig", "Result", "ValidationAccuracy",
-           "corrupted_examples", "directions", "learning_dynamics", "make_conditions", "run",
-           "sweep_populations", "take_subset"]
+from memlab.studies.base import Result, Study, register_study
+from memlab.studies.noise.config import RECIPE, NoiseConfig
+
+run = STUDY = register_study(Study(
+    name="noise", config=NoiseConfig, run="memlab.studies.noise.study:run",
+    figures="memlab.studies.noise.figures:draw_figures",
+    report="memlab.studies.noise.figures:build_report",
+    headline="memlab.studies.noise.study:headline_lines",
+    summary="real data vs noise: learning order, critical samples, regularizers",
+    description=(
+        "Train the same network on real data, random labels (randY), random inputs (randX) "
+        "and partial label noise, over many seeds, and measure learning order, one-epoch "
+        "difficulty, capacity/time, critical sample ratio and a regularizer sweep (Arpit et "
+        "al. 2017); each of the paper's directions gets a verdict from its 95% interval. "
+        "Results go to --out: summary.json, tables/*.parquet, report.html; the populations "
+        "it trains (under --out/populations) resume when the command is run again."),
+    science="§3", docs="docs/noise.md"))
+
+__all__ = ["RECIPE", "STUDY", "NoiseConfig", "Result", "run"]

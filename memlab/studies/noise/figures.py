@@ -197,7 +197,8 @@ def captions(result: Result) -> dict[str, str]:
 
     def reach(name: str) -> str:
         value = dyn.loc[name, "epochs_to_0.99"]
-        return f"epoch {value:g}" if np.isfinite(value) else f"not within {config['epochs']}"
+        return (f"epoch {value:g}" if np.isfinite(value)
+                else f"not within {config['population']['epochs']}")
 
     partial = [c for c in dyn.index if c.startswith("noise")]
     peaks = "; ".join(f"{n}: validation peak {dyn.loc[n, 'best_val_acc']:.3f} at epoch "
@@ -239,12 +240,13 @@ def captions(result: Result) -> dict[str, str]:
 
 def build_report(result: Result) -> Report:
     """The study's report: the verdict table first, then each part's figure and table."""
-    s, config = result.summary, result.config
+    s, recipe = result.summary, result.config["population"]
     data = s["dataset"]
     page = Report(f"Real data vs noise on {data['name']} (Arpit et al. 2017)")
     page.text(f"{data['n_train']} training / {data['n_test']} validation examples; MLP hidden "
-              f"{config['hidden']}, SGD lr {config['lr']} momentum {config['momentum']}, "
-              f"batch {config['batch_size']}; {s['seconds']:.0f} s in all.")
+              f"{recipe['model_kwargs']['hidden']}, {recipe['optimizer'].upper()} lr "
+              f"{recipe['lr']} momentum {recipe['momentum']}, batch {recipe['batch_size']}; "
+              f"{s['seconds']:.0f} s in all.")
     for note in s.get("notes", []):
         page.text(note, note=True)
     counts = s["verdicts"]

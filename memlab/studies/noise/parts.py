@@ -14,29 +14,25 @@ starts from the same weights and sees the same batches, whatever else is trained
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
+from memlab import streams
 from memlab.data import Dataset
 from memlab.measures import dynamics
+from memlab.measures.callbacks import AdversarialTraining, CriticalSamples, ValidationAccuracy
 from memlab.measures.critical import LassSettings
 from memlab.population import Run, train_population
-from memlab.studies.noise.callbacks import (
-    AdversarialTraining,
-    CriticalSamples,
-    ValidationAccuracy,
-)
-
-if TYPE_CHECKING:
-    from memlab.studies.noise.study import NoiseConfig
+from memlab.studies.base import Execution
+from memlab.studies.noise.config import RECIPE, NoiseConfig
 
 Log = Callable[[str], None]
 # The engine's per-model settings that carry each regularizer (adversarial: a callback).
@@ -51,8 +47,8 @@ def take_subset(dataset: Dataset, n_train: int | None, seed: int) -> Dataset:
     """A fixed random subset of ``n_train`` training examples (all if None or larger)."""
     if n_train is None or n_train >= dataset.n_train:
         return dataset
-    keep = np.sort(np.random.default_rng([seed, 7]).choice(dataset.n_train, n_train,
-                                                           replace=False))
+    keep = np.sort(np.random.default_rng([seed, streams.N_TRAIN]).choice(
+        dataset.n_train, n_train, replace=False))
     return Dataset(
         name=dataset.name, x_train=dataset.x_train[keep], y_train=dataset.y_train[keep],
         x_test=dataset.x_test, y_test=dataset.y_test, class_names=dataset.class_names,
@@ -94,27 +90,34 @@ def lass_settings(dataset: Dataset, config: NoiseConfig, max_iter: int) -> LassS
 
 
 def population(dataset: Dataset, out: Path, config: NoiseConfig, epochs: int, *,
-               membership: np.ndarray | None = None, n_models: int | None = None,
-               subset_fraction: float | None = None, hidden: tuple[int, ...] | None = None,
-               record_epochs: bool = True, sweep: dict | None = None,
-               callbacks: Sequence = (), workers: int | None = 1, **recipe) -> Run:
-    """Train (or resume) a population with the study's recipe: on ``membership`` (explicit
-    mask) or ``n_models`` random subsets of ``subset_fraction``; chunks split over workers
-    (None: one per core)."""
-    workers = workers or os.cpu_count() or 1
+               execution: Execution | None = None, membership: np.ndarray | None = None,
+               n_models: int | None = None, subset_fraction: float | None = None,
+               hidden: tuple[int, ...] | None = None, record_epochs: bool = True,
+               sweep: dict | None = None, callbacks: Sequence = (),
+               workers: int | None = None) -> Run:
+    """Train (or resume) a population with the study's recipe (``config.population``, for
+    ``epochs``, without weights): on ``membership`` (explicit mask) or ``n_models`` random
+    subsets of ``subset_fraction``; chunks split over ``workers`` (None: the execution's,
+    else one per core) unless the recipe names a chunk size."""
+    execution = execution or Execution(progress=False)
+    workers = workers or execution.n_workers or os.cpu_count() or 1
     n_values = math.prod(len(v) for v in sweep.values()) if sweep else 1
     per_value = membership.shape[0] // n_values if membership is not None else n_models
-    settings = dict(model_kwargs={"hidden": list(hidden or config.hidden)}, epochs=epochs,
-                    batch_size=config.batch_size, optimizer="sgd", lr=config.lr,
-                    momentum=config.momentum, seed=config.seed, record_epochs=record_epochs,
-                    save_weights=False, chunk_size=max(1, math.ceil(per_value / workers)),
-                    **recipe)
+    recipe = config.population
+    chunk_size = (recipe.chunk_size if recipe.chunk_size != RECIPE.chunk_size
+                  else max(1, math.ceil(per_value / workers)))
+    changes = dict(model_kwargs={**recipe.model_kwargs, "hidden": list(hidden or config.hidden)},
+                   epochs=epochs, record_epochs=record_epochs or recipe.record_epochs,
+                   save_weights=False, chunk_size=chunk_size)
     if sweep:
-        settings["sweep"] = sweep
+        changes["sweep"] = sweep
     if membership is None:
-        settings.update(n_models=n_models, subset_fraction=subset_fraction)
-    return train_population(dataset, model="mlp", membership=membership, callbacks=callbacks,
-                            out=out, n_workers=workers, progress=False, **settings)
+        changes.update(n_models=n_models, subset_fraction=subset_fraction)
+    return train_population(dataset, dataclasses.replace(recipe, **changes),
+                            membership=membership, callbacks=callbacks, out=out,
+                            device=execution.device, n_workers=workers,
+                            executor=execution.executor, ray_address=execution.ray_address,
+                            progress=False)
 
 
 def _nanmean(values: np.ndarray) -> np.ndarray:
@@ -128,23 +131,24 @@ def _nanmean(values: np.ndarray) -> np.ndarray:
 
 
 def learning_dynamics(conditions: dict[str, Dataset], config: NoiseConfig, out: Path,
-                      log: Log) -> dict[str, pd.DataFrame]:
+                      log: Log, execution: Execution | None = None
+                      ) -> dict[str, pd.DataFrame]:
     """Part 1: per-epoch records over seeds -> tables ``curves`` (mean over seeds),
     ``seed_curves`` (one row per condition, seed and epoch), ``examples`` (per example,
     means over seeds) and ``dynamics`` (per condition)."""
     curves, seed_curves, examples, summary = [], [], [], []
     for name, dataset in conditions.items():
-        log(f"dynamics: {name} ({config.seeds} seeds x {config.epochs} epochs)")
+        log(f"dynamics: {name} ({config.seeds} seeds x {config.population.epochs} epochs)")
         run = population(dataset, out / "populations" / f"dynamics-{name}", config,
-                         config.epochs, membership=full_data(config.seeds, dataset),
-                         workers=config.n_workers)
+                         config.population.epochs, membership=full_data(config.seeds, dataset),
+                         execution=execution)
         history = np.asarray(run.records("epoch_train_correct"))  # (seeds, epochs, n)
         test_history = np.asarray(run.records("epoch_test_correct"))
         mask = run.membership_mask
         corrupted = corrupted_examples(dataset)
         train_acc = dynamics.accuracy_curve(history, mask)  # (seeds, epochs)
         val_acc = test_history.mean(-1)
-        epochs = np.arange(1, config.epochs + 1)
+        epochs = np.arange(1, config.population.epochs + 1)
         frame = pd.DataFrame({
             "condition": name, "epoch": epochs,
             "train_acc": train_acc.mean(0), "train_acc_std": train_acc.std(0),
@@ -173,7 +177,7 @@ def learning_dynamics(conditions: dict[str, Dataset], config: NoiseConfig, out: 
             "forgetting_events": _nanmean(forgetting),
         }))
         # Never-learned examples rank last (epochs + 1), non-members are left out.
-        order = np.where(np.isnan(first) & mask, config.epochs + 1, first)
+        order = np.where(np.isnan(first) & mask, config.population.epochs + 1, first)
         mean_train = train_acc.mean(0)
         best_val_epoch = int(val_acc.mean(0).argmax()) + 1
         row = {
@@ -200,23 +204,25 @@ def learning_dynamics(conditions: dict[str, Dataset], config: NoiseConfig, out: 
 
 
 def one_epoch_difficulty(dataset: Dataset, config: NoiseConfig, out: Path,
-                         log: Log) -> dict[str, pd.DataFrame]:
+                         log: Log, execution: Execution | None = None
+                         ) -> dict[str, pd.DataFrame]:
     """Part 2: misclassification rate of every example after one epoch, across seeds, on
     ``dataset`` (real, randY and randX versions of it), with the over-dispersion test against
     one Binomial rate (the paper's reference) and against one rate per class."""
-    conditions = make_conditions(dataset, (), config.seed)
+    conditions = make_conditions(dataset, (), config.population.seed)
     rates, tests = [], []
     for name in ("real", "randY", "randX"):
         log(f"one-epoch difficulty: {name} ({config.difficulty_seeds} seeds)")
         data = conditions[name]
         run = population(data, out / "populations" / f"difficulty-{name}", config, 1,
                          membership=full_data(config.difficulty_seeds, data),
-                         record_epochs=False, workers=config.n_workers)
+                         record_epochs=False, execution=execution)
         errors, trials = dynamics.misclassification_rates(run.records("train_correct"),
                                                           run.membership_mask)
         test = dynamics.dispersion_test(errors, trials)
         per_class = dynamics.dispersion_test(errors, trials, groups=data.y_train)
-        reference = dynamics.binomial_reference(trials, test.mean_rate, seed=config.seed)
+        reference = dynamics.binomial_reference(trials, test.mean_rate,
+                                                seed=config.population.seed)
         rates.append(pd.DataFrame({"condition": name, "example": np.arange(len(errors)),
                                    "label": data.y_train, "errors": errors,
                                    "misclassification_rate": errors / np.maximum(trials, 1),
@@ -232,26 +238,26 @@ def one_epoch_difficulty(dataset: Dataset, config: NoiseConfig, out: Path,
 
 
 def capacity_and_time(dataset: Dataset, config: NoiseConfig, out: Path,
-                      log: Log) -> pd.DataFrame:
+                      log: Log, execution: Execution | None = None) -> pd.DataFrame:
     """Part 3: epochs to 100% training accuracy vs dataset size (at the study's width) and vs
     width (at the study's size), for real and randY; NaN = not reached in capacity_epochs.
     Size n < n_train: each seed trains on its own random n examples; the study's size and
     the width axis: every seed on all examples (an all-ones mask)."""
     rows = []
+    randy = dataset.with_label_noise(1.0, config.population.seed)
     sizes = [s for s in config.capacity_sizes if s <= dataset.n_train]
     settings = [("size", s, config.hidden) for s in sizes]
     settings += [("width", w, (w,) * len(config.hidden)) for w in config.capacity_widths]
     for axis, value, hidden in settings:
         subset = axis == "size" and value < dataset.n_train
-        for name, data in (("real", dataset), ("randY", dataset.with_label_noise(1.0,
-                                                                                 config.seed))):
+        for name, data in (("real", dataset), ("randY", randy)):
             log(f"capacity: {name}, {axis} {value}")
             membership = None if subset else full_data(config.capacity_seeds, data)
             run = population(data, out / "populations" / f"capacity-{axis}{value}-{name}",
                              config, config.capacity_epochs, membership=membership,
                              n_models=config.capacity_seeds if subset else None,
                              subset_fraction=value / dataset.n_train if subset else None,
-                             hidden=hidden, workers=1)
+                             hidden=hidden, workers=1, execution=execution)
             accuracy = dynamics.accuracy_curve(np.asarray(run.records("epoch_train_correct")),
                                                run.membership_mask)
             for seed, epochs in enumerate(dynamics.epochs_to_reach(accuracy, 1.0)):
@@ -266,25 +272,25 @@ def capacity_and_time(dataset: Dataset, config: NoiseConfig, out: Path,
 
 
 def critical_samples(conditions: dict[str, Dataset], config: NoiseConfig, out: Path,
-                     log: Log) -> pd.DataFrame:
+                     log: Log, execution: Execution | None = None) -> pd.DataFrame:
     """Part 4: CSR on validation inputs and loss-sensitivity Gini on training examples,
     at epoch 0 and every ``csr_every`` epochs, for csr_seeds full-data models per condition
     (a population per condition with a :class:`CriticalSamples` callback)."""
     real = conditions["real"]
-    rng = np.random.default_rng([config.seed, 11])
+    rng = np.random.default_rng([config.population.seed, streams.NOISE_CSR_PROBES])
     probe = np.sort(rng.choice(real.n_test, min(config.csr_examples, real.n_test),
                                replace=False))
     settings = lass_settings(real, config, config.lass_iter)
-    epochs = sorted({0, *range(config.csr_every, config.epochs + 1, config.csr_every),
-                     config.epochs})
+    last = config.population.epochs
+    epochs = sorted({0, *range(config.csr_every, last + 1, config.csr_every), last})
     callback = CriticalSamples(epochs, probe, settings)
     rows = []
     for name, dataset in conditions.items():
         log(f"critical samples: {name}, {config.csr_seeds} models, LASS r = "
             f"{settings.radius:.4g} on {len(probe)} validation inputs")
-        run = population(dataset, out / "populations" / f"csr-{name}", config, config.epochs,
+        run = population(dataset, out / "populations" / f"csr-{name}", config, last,
                          membership=full_data(config.csr_seeds, dataset), record_epochs=False,
-                         callbacks=[callback], workers=config.n_workers)
+                         callbacks=[callback], execution=execution)
         records = {key: np.asarray(run.records(f"csr_{key}"))
                    for key in ("csr", "sensitivity_gini", "sensitivity_mean", "train_acc",
                                "val_acc")}
@@ -300,7 +306,8 @@ def critical_samples(conditions: dict[str, Dataset], config: NoiseConfig, out: P
 
 
 def sweep_populations(dataset: Dataset, condition: str, config: NoiseConfig, out: Path,
-                      regularizers: dict[str, tuple[float, ...]] | None = None
+                      regularizers: dict[str, tuple[float, ...]] | None = None,
+                      execution: Execution | None = None
                       ) -> list[tuple[str, list[float], Run]]:
     """Part 5's populations on one condition: ``[(regularizer, strengths, run)]``, starting
     with ``("none", [0.0], run)``. Dropout, input dropout, input noise and weight decay are
@@ -312,11 +319,11 @@ def sweep_populations(dataset: Dataset, condition: str, config: NoiseConfig, out
     data_std = float(dataset.x_train.std())
     adversarial = lass_settings(dataset, config, config.adversarial_iter)
     root = out / "populations"
-    common = dict(record_epochs=False, workers=config.n_workers)
+    common = dict(record_epochs=False, execution=execution)
     n = config.sweep_seeds
 
     def train(directory: str, values: int = 1, **settings) -> Run:
-        return population(dataset, root / directory, config, config.sweep_epochs,
+        return population(dataset, root / directory, config, config.epochs_of_sweep,
                           membership=full_data(n * values, dataset),
                           callbacks=[ValidationAccuracy(), *settings.pop("callbacks", [])],
                           **common, **settings)
@@ -339,15 +346,16 @@ def sweep_populations(dataset: Dataset, condition: str, config: NoiseConfig, out
 
 
 def regularizer_sweep(conditions: dict[str, Dataset], config: NoiseConfig, out: Path,
-                      log: Log) -> pd.DataFrame:
+                      log: Log, execution: Execution | None = None) -> pd.DataFrame:
     """Part 5: for every (regularizer, strength), sweep_seeds models on randY and on real;
     one row per (regularizer, strength, seed): the training accuracy reached on randY (after
     sweep_epochs, evaluated without the regularizer), the best validation accuracy over
     epochs on real data, and how many examples each accuracy is over."""
     runs = {}
     for name in ("randY", "real"):
-        log(f"regularizer sweep: {name}, {config.sweep_epochs} epochs")
-        runs[name] = sweep_populations(conditions[name], name, config, out)
+        log(f"regularizer sweep: {name}, {config.epochs_of_sweep} epochs")
+        runs[name] = sweep_populations(conditions[name], name, config, out,
+                                       execution=execution)
     n = config.sweep_seeds
     n_train, n_val = conditions["randY"].n_train, conditions["real"].n_test
     rows = []

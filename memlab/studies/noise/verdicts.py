@@ -26,9 +26,14 @@ import pandas as pd
 from scipy import stats
 
 from memlab.measures import dynamics
-from memlab.measures.intervals import t_interval
+from memlab.measures.stats import (
+    NOT_REPRODUCED,
+    REPRODUCED,
+    UNDECIDED,
+    t_interval,
+    verdict_from_interval,
+)
 
-REPRODUCED, NOT_REPRODUCED, UNDECIDED = "reproduced", "not reproduced", "cannot decide"
 LEVEL = 0.95
 # "Equally hard" tolerates a dispersion index up to 1.25: 25% more variance than one
 # Binomial, e.g. a spread of true error rates of sd 0.023 at p = 0.3 and 100 seeds.
@@ -40,11 +45,7 @@ FLAT_MARGIN = 0.01
 def sign_verdict(low: float, high: float) -> str:
     """The paper predicts a positive difference: reproduced if the interval lies above 0,
     not reproduced if below, else cannot decide (also when there is no interval)."""
-    if low > 0:
-        return REPRODUCED
-    if high < 0:
-        return NOT_REPRODUCED
-    return UNDECIDED
+    return verdict_from_interval(low, high, above=REPRODUCED, below=NOT_REPRODUCED)
 
 
 def all_verdicts(verdicts: list[str]) -> str:
@@ -121,14 +122,16 @@ def _equally_hard(index: float, low: float, high: float) -> str:
     return UNDECIDED
 
 
-def directions(tables: dict[str, pd.DataFrame], config: dict[str, Any]) -> pd.DataFrame:
+def directions(tables: dict[str, pd.DataFrame], *, epochs: int, capacity_epochs: int,
+               seed: int) -> pd.DataFrame:
     """One row per direction of the paper: finding, measured (text), estimate, ci_low,
-    ci_high, verdict, interval (what the interval is). ``config``: the study's config dict."""
-    rows = [_speed(tables, threshold, config["epochs"]) for threshold in (0.9, 0.99)]
-    seed = config["seed"]
+    ci_high, verdict, interval (what the interval is). ``epochs``: of the dynamics part;
+    ``capacity_epochs``: the capacity part's cap; ``seed``: of the bootstrap intervals."""
+    rows = [_speed(tables, threshold, epochs) for threshold in (0.9, 0.99)]
 
     index, low, high = _dispersion(tables, "real", False, seed)
-    verdict = REPRODUCED if low > 1 else NOT_REPRODUCED if high < 1 else UNDECIDED
+    verdict = verdict_from_interval(low, high, above=REPRODUCED, below=NOT_REPRODUCED,
+                                    reference=1.0)
     rows.append(_row("one-epoch difficulty of real data is over-dispersed vs one Binomial",
                      f"real: dispersion index {index:.2f} [{low:.2f}, {high:.2f}] (1 = Binomial)",
                      index, low, high, verdict, "bootstrap over examples"))
@@ -147,7 +150,7 @@ def directions(tables: dict[str, pd.DataFrame], config: dict[str, Any]) -> pd.Da
     sizes = capacity[capacity.axis == "size"]
     if len(sizes):
         largest = sizes.value.max()
-        cap = config["capacity_epochs"]
+        cap = capacity_epochs
         at = sizes[sizes.value == largest].assign(
             epochs=lambda f: f.epochs_to_100.fillna(cap + 1))
         median = at.groupby("condition").epochs_to_100.median()

@@ -1,6 +1,6 @@
 """Tasks: what a population learns, and what it records about every example.
 
-The engine's loop (``engine.train_chunk``) is the same for every task; a task supplies the
+The engine's loop (``loop.train_chunk``) is the same for every task; a task supplies the
 task-specific parts, explicitly:
 
 ==================  ====================================================================
@@ -330,8 +330,10 @@ def token_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
                            reduction="none").view(targets.shape)
 
 
-TASKS: dict[str, Any] = {"classification": ClassificationTask(), "binary": BinaryTask(),
-                         "language_model": LanguageModelTask()}
+# Every task by its name (memlab.engine.config.TASK_NAMES lists the same names, for configs
+# that must not import torch; tests/test_engine.py checks that they agree).
+TASKS: dict[str, Any] = {task.name: task for task in (
+    ClassificationTask(), BinaryTask(), LanguageModelTask())}
 
 
 def task_for(data: Any, name: str | None = None):

@@ -21,13 +21,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from memlab.errors import ConfigError
-from memlab.population.config import (
+from memlab.engine.config import (
     STREAM_AUGMENT,
     STREAM_DROPOUT,
     PopulationConfig,
     model_seed,
 )
+from memlab.errors import ConfigError
 
 # ------------------------------------------------------------------ optimizer and schedule
 

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from memlab.population.config import PopulationConfig
+from memlab.engine.config import PopulationConfig
 
 
 @dataclass

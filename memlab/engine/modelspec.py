@@ -32,9 +32,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from memlab.engine.config import STREAM_INIT, PopulationConfig, model_seed
 from memlab.errors import ConfigError
 from memlab.models import call_factory, class_path, importable, resolve_factory
-from memlab.population.config import STREAM_INIT, PopulationConfig, model_seed
 
 
 @dataclass

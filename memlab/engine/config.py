@@ -10,21 +10,26 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from memlab import streams, validate
 from memlab.errors import ConfigError
+from memlab.options import compact_json, key_value, option
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("constant", "step", "cosine", "warmup_cosine", "warmup_linear", "onecycle")
-TASKS = ("classification", "binary", "language_model")
+# The tasks by name (their behaviour: memlab.engine.task.TASKS, keyed by these names).
+TASK_NAMES = ("classification", "binary", "language_model")
 INITS = ("seed", "pretrained")
 COMPUTE_DTYPES = ("float32", "bfloat16", "float16", "auto")
 
 # Stream identifiers: never reuse one for another purpose, or old runs stop resuming.
-STREAM_SUBSET, STREAM_INIT, STREAM_SHUFFLE, STREAM_DROPOUT, STREAM_AUGMENT = 0, 1, 2, 3, 4
+# Each model's own streams, named in memlab.streams (never change a number: old runs resume).
+STREAM_SUBSET, STREAM_INIT, STREAM_SHUFFLE, STREAM_DROPOUT, STREAM_AUGMENT = (
+    streams.SUBSET, streams.INIT, streams.SHUFFLE, streams.DROPOUT, streams.AUGMENT)
 
 # Settings a sweep may vary per model (besides the model's own keyword arguments).
 # (Not epochs: records over epochs must have one length per run; record checkpoints of
@@ -87,38 +92,71 @@ class PopulationConfig:
         Changes results, so it is part of the recipe; the default keeps float32 bits.
     """
 
-    model: str = "mlp"
-    model_kwargs: dict[str, Any] = field(default_factory=dict)
-    init: str = "seed"
-    reinit: tuple[str, ...] = ()
-    n_models: int = 100
-    subset_fraction: float = 0.5
-    epochs: int = 30
-    batch_size: int = 128
-    optimizer: str = "sgd"
-    lr: float = 0.05
-    momentum: float = 0.9
-    nesterov: bool = False
-    weight_decay: float = 0.0
-    decay_bias_and_norm: bool = True
-    schedule: str = "constant"
-    warmup_epochs: float = 0.0
-    lr_step_epochs: int = 0
-    lr_gamma: float = 0.1
-    clip_grad_norm: float = 0.0
-    label_smoothing: float = 0.0
-    augment: tuple[str, ...] = ()
-    input_noise: float = 0.0
-    input_dropout: float = 0.0
-    sweep: dict[str, list] = field(default_factory=dict)
-    subsets: str = "random"
-    task: str = "classification"
-    seed: int = 0
-    record_epochs: bool = False
-    save_weights: bool = True
-    chunk_size: int = 32
-    compact_records: bool = False
-    compute_dtype: str = "float32"
+    model: str = option("mlp", metavar="NAME", example="cnn1d", help=(
+        "mlp | cnn1d | cnn2d | a registered name | package.module:factory (a function "
+        "(input_shape, n_classes, **kwargs) -> nn.Module)"))
+    model_kwargs: dict[str, Any] = option(
+        default_factory=dict, flag="--model-option", repeat=True, metavar="KEY=VALUE",
+        parse=lambda words: _model_options(words), show=lambda value: _show_model_options(value),
+        shorthands={"--hidden": ("W1,W2", "MLP hidden widths, comma-separated (the same as "
+                                 "--model-option hidden=[W1,W2])", "hidden=[{}]")},
+        help="keyword argument for the model (VALUE as JSON), repeatable", example="width=8")
+    init: str = option("seed", choices=INITS, help=(
+        "seed: each model's weights from its own seed; pretrained: every model starts from "
+        "the template's weights"))
+    reinit: tuple[str, ...] = option((), metavar="MODULE,...", help=(
+        "with --init pretrained: modules (e.g. the head) that get their own seeded "
+        "initialization"), example="head")
+    n_models: int = option(100, flag="--models", help="models in the population")
+    subset_fraction: float = option(0.5, flag="--subset", help=(
+        "fraction of the training set each model sees, in (0, 1)"))
+    epochs: int = option(30, help="training epochs")
+    batch_size: int = option(128, help="minibatch size")
+    optimizer: str = option("sgd", choices=OPTIMIZERS, help="optimizer")
+    lr: float = option(0.05, help="learning rate (the peak of a schedule)")
+    momentum: float = option(0.9, help="SGD momentum")
+    nesterov: bool = option(False, help="Nesterov momentum (SGD)")
+    weight_decay: float = option(0.0, help="weight decay")
+    decay_bias_and_norm: bool = option(True, flag="--no-decay-bias-norm", help=(
+        "no weight decay on biases and normalization weights"))
+    schedule: str = option("constant", choices=SCHEDULES, example="cosine", help=(
+        "learning-rate schedule, evaluated at every step"))
+    warmup_epochs: float = option(0.0, help="warm-up epochs of a warmup_* schedule")
+    lr_step_epochs: int = option(0, help="for --schedule step: epochs between drops by "
+                                         "--lr-gamma")
+    lr_gamma: float = option(0.1, help="factor of each step-schedule drop")
+    clip_grad_norm: float = option(0.0, help="clip each model's gradient norm (0 = off)")
+    label_smoothing: float = option(0.0, help="label smoothing of the cross-entropy")
+    augment: tuple[str, ...] = option(
+        (), repeat=True, metavar="SPEC", parse=tuple, show=list, example="flip",
+        help="crop:P | flip | shift:S | package.module:function, repeatable")
+    input_noise: float = option(0.0, help="std of Gaussian noise added to training inputs")
+    input_dropout: float = option(0.0, help="probability of zeroing each training input "
+                                            "feature")
+    sweep: dict[str, list] = option(
+        default_factory=dict, repeat=True, metavar="KEY=V1,V2,...",
+        parse=lambda words: _sweep(words), show=lambda value: _show_sweep(value),
+        example="weight_decay=0,0.001", help=(
+            "vary a setting across the population (values as JSON), e.g. "
+            "weight_decay=0,1e-4,1e-3; repeatable (a grid)"))
+    subsets: str = option("random", cli=False)  # "explicit" follows from --membership
+    task: str = option("classification", choices=TASK_NAMES, help=(
+        "classification: softmax over classes; binary: one logit with labels 0/1"))
+    seed: int = option(0, help="master seed of every model's streams")
+    record_epochs: bool = option(False, help=(
+        "also record every example's correctness and loss after every epoch"))
+    save_weights: bool = option(True, flag="--no-weights", help="do not save final weights")
+    chunk_size: int = option(32, parse=lambda text: _chunk_size(text), show=lambda v: [str(v)],
+                             help="models trained together (memory grows with it, results "
+                                  "do not change), or 'auto': 32 on a CPU, as many as fit in a "
+                                  "GPU's free memory", example="16")
+    compact_records: bool = option(False, help=(
+        "store correctness as bits and margins/losses as float16 (~6 instead of 11 bytes "
+        "per model and example)"))
+    compute_dtype: str = option("float32", choices=COMPUTE_DTYPES, metavar="DTYPE", help=(
+        "precision of the training step's matrix products: float32 | bfloat16 (float32 "
+        "master weights) | float16 (GPUs, loss scaling) | auto (from the device's "
+        "capabilities)"))
 
     def __post_init__(self) -> None:
         for name in ("augment", "reinit"):
@@ -127,37 +165,27 @@ class PopulationConfig:
                 object.__setattr__(self, name, (value,) if value else ())
             elif isinstance(value, list | tuple):
                 object.__setattr__(self, name, tuple(value))
-        if self.subsets not in ("random", "explicit"):
-            raise ConfigError(f"subsets must be 'random' or 'explicit', got {self.subsets!r}")
-        if self.subsets == "random" and not (0 < self.subset_fraction < 1):
-            raise ConfigError(
-                f"subset_fraction must lie strictly between 0 and 1, got {self.subset_fraction}: "
+        validate.choice(self.subsets, "subsets", ("random", "explicit"))
+        if self.subsets == "random":
+            validate.fraction(self.subset_fraction, "subset_fraction", fix=(
                 "each model needs some examples in and some out of its subset (papers use "
-                "0.7); for full-data or leave-one-out models pass an explicit membership mask"
-            )
+                "0.7); for full-data or leave-one-out models pass an explicit membership "
+                "mask"))
         for name in ("n_models", "epochs", "batch_size", "chunk_size"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ConfigError(f"{name} must be a positive integer, got {value!r}")
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
-            raise ConfigError(f"seed must be a non-negative integer, got {self.seed!r}")
-        if self.optimizer not in OPTIMIZERS:
-            raise ConfigError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
-        if self.schedule not in SCHEDULES:
-            raise ConfigError(f"unknown schedule {self.schedule!r}: choose one of "
-                              f"{', '.join(SCHEDULES)}")
-        if self.task not in TASKS:
-            raise ConfigError(f"unknown task {self.task!r}: choose one of {', '.join(TASKS)}")
-        if self.compute_dtype not in COMPUTE_DTYPES:
-            raise ConfigError(f"compute_dtype must be one of {', '.join(COMPUTE_DTYPES)}, got "
-                              f"{self.compute_dtype!r}")
-        if self.init not in INITS:
-            raise ConfigError(f"init must be one of {INITS}, got {self.init!r}")
+            validate.integer(getattr(self, name), name, minimum=1)
+        validate.seed(self.seed, "seed")
+        for name, choices in (("optimizer", OPTIMIZERS), ("schedule", SCHEDULES),
+                              ("task", TASK_NAMES), ("compute_dtype", COMPUTE_DTYPES),
+                              ("init", INITS)):
+            validate.choice(getattr(self, name), name, choices)
+        if "hidden" in self.model_kwargs:  # the MLP's widths, refused here, not in torch
+            hidden = self.model_kwargs["hidden"]
+            for width in hidden if isinstance(hidden, list | tuple) else [hidden]:
+                validate.integer(width, "hidden", minimum=1)
         check_recipe_values(dataclasses.asdict(self))
         for name in ("nesterov", "decay_bias_and_norm", "record_epochs", "save_weights",
                      "compact_records"):
-            if not isinstance(getattr(self, name), bool):
-                raise ConfigError(f"{name} must be True or False, got {getattr(self, name)!r}")
+            validate.boolean(getattr(self, name), name)
         if self.schedule == "step" and self.lr_step_epochs < 1:
             raise ConfigError("schedule 'step' needs lr_step_epochs >= 1 (epochs between "
                               "learning-rate drops)")
@@ -223,37 +251,53 @@ class PopulationConfig:
         return cls(**values)
 
 
+def _model_options(words: list[str]) -> dict[str, Any]:
+    """``--model-option KEY=VALUE`` words -> model keyword arguments."""
+    kwargs = {}
+    for word in words:
+        key, values = key_value(word, "--model-option")
+        kwargs[key] = values[0] if len(values) == 1 else values
+    return kwargs
+
+
+def _show_model_options(kwargs: dict[str, Any]) -> list[str]:
+    return [f"{key}={compact_json(value)}" for key, value in kwargs.items()]
+
+
+def _sweep(words: list[str]) -> dict[str, list]:
+    """``--sweep KEY=V1,V2`` words -> the sweep dict."""
+    return dict(key_value(word, "--sweep") for word in words)
+
+
+def _show_sweep(sweep: dict[str, list]) -> list[str]:
+    return [f"{key}=" + ",".join(compact_json(v) for v in values)
+            for key, values in sweep.items()]
+
+
+def _chunk_size(text: str) -> int | str:
+    if text == "auto":
+        return text  # sized for the device by the command line (plan.suggest_chunk_size)
+    try:
+        return int(text)
+    except ValueError:
+        raise ConfigError(f"--chunk-size takes a positive integer or 'auto', got {text!r}"
+                          ) from None
+
+
 def check_recipe_values(values: dict[str, Any]) -> None:
     """Range, type and finiteness of the numeric settings (also each sweep value)."""
-    def number(name: str, low: float, high: float, low_open: bool = False,
-               high_open: bool = True) -> None:
-        if name not in values:
-            return
-        value = values[name]
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise ConfigError(f"{name} must be a number, got {value!r} "
-                              f"({type(value).__name__})")
-        if not math.isfinite(value):
-            raise ConfigError(f"{name} must be finite, got {value}")
-        too_low = value <= low if low_open else value < low
-        too_high = value >= high if high_open else value > high
-        if too_low or too_high:
-            left, right = "(" if low_open else "[", ")" if high_open else "]"
-            raise ConfigError(f"{name} must lie in {left}{low}, {high}{right}, got {value}")
-
-    number("lr", 0, math.inf, low_open=True)
-    number("weight_decay", 0, math.inf)
-    number("momentum", 0, 1)
-    number("label_smoothing", 0, 1)
-    number("input_noise", 0, math.inf)
-    number("input_dropout", 0, 1)
-    number("clip_grad_norm", 0, math.inf)
-    number("warmup_epochs", 0, math.inf)
-    number("lr_gamma", 0, 1, low_open=True, high_open=False)
-    if "epochs" in values and (isinstance(values["epochs"], bool)
-                               or not isinstance(values["epochs"], int)
-                               or values["epochs"] < 1):
-        raise ConfigError(f"epochs must be a positive integer, got {values['epochs']!r}")
+    ranges = {  # name -> (minimum, maximum, open_low, open_high)
+        "lr": (0, None, True, False), "weight_decay": (0, None, False, False),
+        "momentum": (0, 1, False, True), "label_smoothing": (0, 1, False, True),
+        "input_noise": (0, None, False, False), "input_dropout": (0, 1, False, True),
+        "clip_grad_norm": (0, None, False, False), "warmup_epochs": (0, None, False, False),
+        "lr_gamma": (0, 1, True, False)}
+    for name, (low, high, open_low, open_high) in ranges.items():
+        if name in values:
+            validate.real(values[name], name, minimum=low, maximum=high, open_low=open_low,
+                          open_high=open_high)
+    if "epochs" in values:
+        validate.integer(values["epochs"], "epochs", minimum=1)
 
 
 def check_augmentation(spec: str) -> None:

@@ -1,9 +1,20 @@
-"""The engine callbacks of the noise study (docs/science.md §3): checkpoint measurements of
-critical samples, validation accuracy after every epoch, adversarial training with LASS.
+"""Training callbacks for critical samples (Arpit et al. 2017; docs/science.md §3), usable
+by any population: checkpoint measurements of the critical sample ratio and loss
+sensitivity (:class:`CriticalSamples`), adversarial training with LASS samples
+(:class:`AdversarialTraining`), and the validation accuracy after every epoch that such
+experiments track (:class:`ValidationAccuracy`). (One module: runs made when these lived in
+``memlab.studies.noise.callbacks`` record that one module name.)
 
-A callback sees the engine's :class:`memlab.population.callbacks.TrainState` (K models at
+    from memlab.measures.callbacks import CriticalSamples
+    run = train_population(data, config, callbacks=[CriticalSamples((0, 10, 20), probe,
+                                                                    settings)])
+    run.records("csr_csr")   # (n_models, 3): the critical sample ratio at each checkpoint
+
+A callback sees the engine's :class:`memlab.engine.callbacks.TrainState` (K models at
 once) and returns ``name -> (K, ...)`` arrays, which the engine stores as records
-``{callback.name}_{key}`` of shape (n_models, len(callback.epochs), ...).
+``{callback.name}_{key}`` of shape (n_models, len(callback.epochs), ...). The LASS search
+draws its noise from each model's own stream ``[seed, replicate, streams.LASS, t]``, so a
+model is the same bits whatever is trained beside it.
 """
 
 from __future__ import annotations
@@ -14,28 +25,25 @@ from dataclasses import asdict
 import numpy as np
 import torch
 
+from memlab import streams
 from memlab.measures.critical import LassSettings, gini, lass, loss_sensitivity
-
-# This study's own random stream (LASS noise), beside the engine's streams 0-4 of
-# memlab.population.config: seeds are SeedSequence([seed, replicate, STREAM_LASS, t]).
-STREAM_LASS = 16
 
 
 def lass_seeds(seed: int, replicates: Sequence[int], counter: int) -> list[int]:
     """One LASS seed per model from its replicate's own stream (so a model's search noise
     does not depend on the models trained beside it); ``counter``: epoch or step."""
-    return [int(np.random.SeedSequence([seed, r, STREAM_LASS, counter]).generate_state(1)[0])
+    return [int(np.random.SeedSequence([seed, r, streams.LASS, counter]).generate_state(1)[0])
             for r in replicates]
 
 
 class CriticalSamples:
-    """Part 4's checkpoint measurements, at ``epochs`` (0 = initial weights).
+    """Checkpoint measurements at ``epochs`` (0 = initial weights).
 
     Records ``csr_{key}`` (n_models, len(epochs)): ``csr`` (critical sample ratio of the
     validation inputs ``probe``, indices into the test split), ``sensitivity_gini`` and
     ``sensitivity_mean`` (of ||dL/dx||_1 over the training examples, nats per input unit),
-    ``train_acc`` and ``val_acc``. The study's networks have no dropout, so the engine's
-    differentiable train-mode forward is the evaluation forward.
+    ``train_acc`` and ``val_acc``. The search uses the engine's differentiable train-mode
+    forward: for networks without dropout it is the evaluation forward.
     """
 
     name = "csr"
@@ -59,16 +67,6 @@ class CriticalSamples:
                 "sensitivity_mean": sensitivity.mean(1),
                 "train_acc": state.evaluate("train")["correct"].float().mean(1),
                 "val_acc": state.evaluate("test")["correct"].float().mean(1)}
-
-
-class ValidationAccuracy:
-    """Validation accuracy after every epoch: record ``val_acc`` (n_models, epochs)."""
-
-    name = "val"
-    epochs = None
-
-    def __call__(self, state) -> dict[str, torch.Tensor]:
-        return {"acc": state.evaluate("test")["correct"].float().mean(1)}
 
 
 class AdversarialTraining:
@@ -95,3 +93,15 @@ class AdversarialTraining:
         found = lass(state.train_forward, x, self.settings, state.n_models, seed=seeds,
                      per_model=True, model_scale=torch.full((state.n_models,), self.scale))
         return torch.cat([x, found.x_adv.to(x.dtype)], 1), torch.cat([y, y], 1)
+
+
+class ValidationAccuracy:
+    """Validation (test-split) accuracy after every epoch: record ``val_acc``
+    (n_models, epochs); cheaper than ``record_epochs``, which keeps every example's
+    correctness and loss."""
+
+    name = "val"
+    epochs = None
+
+    def __call__(self, state) -> dict[str, torch.Tensor]:
+        return {"acc": state.evaluate("test")["correct"].float().mean(1)}

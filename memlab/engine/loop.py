@@ -9,8 +9,8 @@ model exactly as if it were trained alone.
 
 What is learned and recorded comes from the task (``task.py``), the recipe's parts from
 ``recipe.py`` (schedules, augmentation, stream dropout, clipping, parameter groups),
-measurements during training from callbacks (``callbacks.py``). Two implementations of
-the step share everything else:
+measurements during training from callbacks (``callbacks.py``), the precision from
+``precision.py``. Two implementations of the step share everything else:
 
 - ``_MLPStep``: hand-written forward/backward for ReLU/linear MLPs in feature-major layout,
   (K, features, batch), so that bias, softmax and ReLU passes are cheap. The hot path.
@@ -24,11 +24,8 @@ k is the same bits in a chunk of 1 or 64, on any worker, after a resume.
 
 from __future__ import annotations
 
-import contextlib
 import math
-import platform
 import time
-import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -37,23 +34,24 @@ import numpy as np
 import torch
 from torch.func import functional_call, vmap
 
-from memlab.errors import ConfigError
-from memlab.models import MLP, CNN1d, layer_profile
-from memlab.population import recipe
-from memlab.population.callbacks import EpochRecords, TrainState, callback_epochs
-from memlab.population.config import STREAM_SHUFFLE, PopulationConfig, model_rng
-from memlab.population.modelspec import ModelSpec
-from memlab.population.stackable import (
+from memlab.engine import recipe
+from memlab.engine.callbacks import EpochRecords, TrainState, callback_epochs
+from memlab.engine.config import STREAM_SHUFFLE, PopulationConfig, model_rng
+from memlab.engine.modelspec import ModelSpec
+from memlab.engine.precision import autocast, dtype_name, resolve_compute_dtype
+from memlab.engine.stackable import (
     use_float32_norms,
     use_low_precision_linears,
     use_stackable_convolutions,
 )
-from memlab.population.task import ClassificationTask
+from memlab.engine.task import ClassificationTask
+from memlab.errors import ConfigError
+from memlab.models import MLP, CNN1d, layer_profile
 
 
 @dataclass
 class ChunkResult:
-    """Records of models [start, stop), model axis first (see store.py for the names)."""
+    """Records of models [start, stop), model axis first (names: ``memlab.population.store``)."""
 
     arrays: dict[str, np.ndarray]
     weights: dict[str, np.ndarray] | None
@@ -68,89 +66,6 @@ def uses_fast_path(template: torch.nn.Module, task: Any,
     return (type(task) is ClassificationTask and type(template) is MLP
             and template.activation in ("relu", "linear") and template.dropout == 0
             and dtype != torch.float16)
-
-
-# ------------------------------------------------------------------ precision
-
-
-def _cpuinfo(field: str) -> str | None:
-    """The first ``field`` line of /proc/cpuinfo (None where there is none, e.g. macOS)."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith(field):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return None
-
-
-def cpu_flags() -> set[str]:
-    """The ISA flags /proc/cpuinfo reports (empty where there is none, e.g. macOS)."""
-    return set((_cpuinfo("flags") or "").split())
-
-
-def cpu_model() -> str:
-    """The CPU's model name, for benchmarks and result records."""
-    return _cpuinfo("model name") or platform.processor() or "unknown CPU"
-
-
-def native_bfloat16(device: str | torch.device = "cpu") -> bool:
-    """Whether the device multiplies bfloat16 matrices natively (so faster than float32):
-    a CUDA GPU that reports bfloat16 support (compute capability >= 8.0), a CPU with
-    AVX512-BF16 or AMX-BF16 (from /proc/cpuinfo, else torch's reported ISA level)."""
-    device = torch.device(device)
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported(including_emulation=False)
-    if device.type != "cpu":
-        return False
-    flags = cpu_flags()
-    if flags:
-        return bool(flags & {"avx512_bf16", "amx_bf16"})
-    return torch.backends.cpu.get_cpu_capability() == "AMX"
-
-
-def resolve_compute_dtype(name: str, device: str | torch.device = "cpu") -> torch.dtype:
-    """The torch dtype of ``PopulationConfig.compute_dtype`` on ``device``.
-
-    ``auto`` is decided from the device's reported capabilities only (never a timing, which
-    would make a run's results depend on the machine's load): bfloat16 where it is native,
-    else float16 on a GPU and float32 on a CPU. Warns when the requested precision will be
-    slower than float32 (bfloat16 or float16 on a CPU without native support)."""
-    device = torch.device(device)
-    if name == "auto":
-        if native_bfloat16(device):
-            return torch.bfloat16
-        return torch.float16 if device.type == "cuda" else torch.float32
-    dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16,
-             "float16": torch.float16}.get(name)
-    if dtype is None:
-        raise ConfigError(f"compute_dtype must be float32, bfloat16, float16 or auto, got "
-                          f"{name!r}")
-    if dtype == torch.bfloat16 and not native_bfloat16(device):
-        if device.type == "cuda":
-            raise ConfigError("this GPU has no native bfloat16 (compute capability < 8.0); "
-                              "use compute_dtype='float16' or 'auto'")
-        warnings.warn(f"compute_dtype='bfloat16' on a {device.type} without native bfloat16 "
-                      "(no AVX512-BF16 or AMX): it is emulated and slower than float32; "
-                      "use 'float32' or 'auto'", RuntimeWarning, stacklevel=2)
-    if dtype == torch.float16 and device.type == "cpu":
-        warnings.warn("compute_dtype='float16' on a CPU is emulated and slower than float32 "
-                      "(it is meant for GPUs without bfloat16); use 'float32' or 'auto'",
-                      RuntimeWarning, stacklevel=2)
-    return dtype
-
-
-def dtype_name(dtype: torch.dtype) -> str:
-    return str(dtype).removeprefix("torch.")
-
-
-def autocast(device: torch.device, dtype: torch.dtype):
-    """The mixed-precision context of a training step (a no-op in float32): matrix
-    products in ``dtype``, softmax, losses and reductions in float32 (autocast's lists)."""
-    if dtype == torch.float32:
-        return contextlib.nullcontext()
-    return torch.autocast(device.type, dtype=dtype)
 
 
 ROW_ALIGN = 128  # floats per model row of a stacked parameter: a multiple of every SIMD width
@@ -488,13 +403,8 @@ def train_chunk(task: Any, data: Any, config: PopulationConfig, spec: ModelSpec,
     batch_size = recipe_config.batch_size
     steps_per_epoch = -(-n_members // batch_size)
     augment = recipe.has_augmentation(recipe_config)
-    batches_from = tensors["train"]
-    if (fast and dtype != torch.float32 and not augment and not before_step
-            and not isinstance(getattr(data, "x_train", None), np.memmap)):
-        # The bfloat16 step's first product rounds its inputs anyway: gathering batches from
-        # a bfloat16 copy (in memory: not for a memory-mapped dataset) moves half the bytes
-        # and skips a conversion per step; the same bits.
-        batches_from = (batches_from[0].to(dtype), *batches_from[1:])
+    batches_from = _batch_source(tensors["train"], data, dtype,
+                                 low_precision_copy=fast and not augment and not before_step)
     epoch_losses = []
     global_step = 0
 
@@ -507,8 +417,7 @@ def train_chunk(task: Any, data: Any, config: PopulationConfig, spec: ModelSpec,
 
     run_callbacks(0)
     for epoch in range(recipe_config.epochs):
-        order = np.stack([row[rng.permutation(n_members)] for row, rng in zip(members, shufflers)])
-        order = torch.as_tensor(order, device=device)
+        order = _epoch_order(members, shufflers, device)
         rngs = [recipe.augment_rng(config, r, epoch) for r in replicates] if augment else None
         loss_sum = torch.zeros(n_models, device=device)
         for start in range(0, n_members, batch_size):
@@ -523,31 +432,77 @@ def train_chunk(task: Any, data: Any, config: PopulationConfig, spec: ModelSpec,
             if dropping:  # (a walk over the modules: not for models without dropout)
                 recipe.set_dropout_step(template, global_step)
             batch_loss = step(x.flatten(2) if fast else x, y)
-            if scaler is not None:
-                scaler.unscale_(optimizer)  # clipping sees the true gradients
-            if recipe_config.clip_grad_norm > 0:
-                recipe.clip_stacked_gradients(list(stacked.leaves.values()),
-                                              recipe_config.clip_grad_norm)
-            if scaler is not None:
-                scaler.step(optimizer)
-                scaler.update()
-            else:
-                optimizer.step()
+            _update(optimizer, scaler, stacked, recipe_config.clip_grad_norm)
             global_step += 1
             loss_sum += batch_loss * index.shape[1]
         epoch_loss = (loss_sum / n_members).cpu()
-        if not torch.isfinite(epoch_loss).all():
-            diverged = [models[i] for i in np.flatnonzero(~torch.isfinite(epoch_loss).numpy())]
-            raise ConfigError(
-                f"training diverged: the loss of model(s) {diverged[:5]} became "
-                f"{epoch_loss[~torch.isfinite(epoch_loss)][0].item()} in epoch {epoch + 1}; "
-                f"lower the learning rate (lr={recipe_config.lr}) or use --optimizer adam"
-            )
+        _check_finite(epoch_loss, models, epoch, recipe_config.lr)
         epoch_losses.append(epoch_loss)
         run_callbacks(epoch + 1)
         if on_epoch is not None:
             on_epoch(n_models)
 
+    arrays = _records(task, eval_forward, tensors, n_models, values_per_example, epoch_losses,
+                      collected)
+    weights = None
+    if config.save_weights:
+        weights = {name: t.detach().cpu().numpy()
+                   for name, t in {**params, **{n: buffers[n] for n in saved_buffers}}.items()}
+    return ChunkResult(arrays, weights, time.perf_counter() - started,
+                       n_models * n_members * recipe_config.epochs, dtype_name(dtype))
+
+
+def _batch_source(train: tuple, data: Any, dtype: torch.dtype,
+                  low_precision_copy: bool) -> tuple:
+    """The training tensors batches are gathered from. The bfloat16 step's first product
+    rounds its inputs anyway: gathering batches from a bfloat16 copy (in memory: not for a
+    memory-mapped dataset) moves half the bytes and skips a conversion per step; the same
+    bits. ``low_precision_copy``: the MLP step, with no augmentation or batch callbacks."""
+    if (low_precision_copy and dtype != torch.float32
+            and not isinstance(getattr(data, "x_train", None), np.memmap)):
+        return (train[0].to(dtype), *train[1:])
+    return train
+
+
+def _epoch_order(members: np.ndarray, shufflers: list[np.random.Generator],
+                 device: torch.device) -> torch.Tensor:
+    """(K, m) this epoch's order of every model's examples, from its own shuffle stream."""
+    n_members = members.shape[1]
+    order = np.stack([row[rng.permutation(n_members)] for row, rng in zip(members, shufflers)])
+    return torch.as_tensor(order, device=device)
+
+
+def _update(optimizer: torch.optim.Optimizer, scaler: Any, stacked: StackedParameters,
+            clip_grad_norm: float) -> None:
+    """The optimizer step after a backward: per-model gradient clipping, and float16's
+    loss scale (unscaled first, so that clipping sees the true gradients)."""
+    if scaler is not None:
+        scaler.unscale_(optimizer)
+    if clip_grad_norm > 0:
+        recipe.clip_stacked_gradients(list(stacked.leaves.values()), clip_grad_norm)
+    if scaler is not None:
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        optimizer.step()
+
+
+def _check_finite(epoch_loss: torch.Tensor, models: range, epoch: int, lr: float) -> None:
+    """A one-line error naming the models whose loss became NaN or infinite."""
+    if not torch.isfinite(epoch_loss).all():
+        diverged = [models[i] for i in np.flatnonzero(~torch.isfinite(epoch_loss).numpy())]
+        raise ConfigError(
+            f"training diverged: the loss of model(s) {diverged[:5]} became "
+            f"{epoch_loss[~torch.isfinite(epoch_loss)][0].item()} in epoch {epoch + 1}; "
+            f"lower the learning rate (lr={lr}) or use --optimizer adam"
+        )
+
+
+def _records(task: Any, eval_forward: Callable, tensors: dict, n_models: int,
+             values_per_example: int, epoch_losses: list[torch.Tensor],
+             collected: dict[str, list]) -> dict[str, np.ndarray]:
+    """The chunk's records: epoch losses, the callbacks' records (K, calls, ...) and the
+    task's final per-example records of both splits."""
     arrays = {"epoch_train_loss_mean": torch.stack(epoch_losses, 1).numpy()}
     for name, parts in collected.items():
         arrays[name] = np.stack(parts, axis=1)  # (K, calls, ...)
@@ -557,12 +512,7 @@ def train_chunk(task: Any, data: Any, config: PopulationConfig, spec: ModelSpec,
             if name == "token_correct" and split == "test":
                 continue  # per-token records of the validation documents are not kept
             arrays[f"{split}_{name}"] = values.cpu().numpy()
-    weights = None
-    if config.save_weights:
-        weights = {name: t.detach().cpu().numpy()
-                   for name, t in {**params, **{n: buffers[n] for n in saved_buffers}}.items()}
-    return ChunkResult(arrays, weights, time.perf_counter() - started,
-                       n_models * n_members * recipe_config.epochs, dtype_name(dtype))
+    return arrays
 
 
 def _to_numpy(value: Any) -> np.ndarray:

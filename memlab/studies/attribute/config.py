@@ -1,0 +1,158 @@
+"""What the attribution study scores, and against which population (docs/science.md §8)."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+from memlab.engine.config import PopulationConfig
+from memlab.errors import ConfigError
+from memlab.options import option
+from memlab.studies.base import PopulationStudyConfig, check_run_dir
+
+# memlab.measures.attribution.methods.METHODS, written out so that the command line imports
+# no science (tests/test_attribution_study.py checks that the two agree).
+METHODS = ("grad_dot", "grad_cos", "tracin", "trak", "if_exact", "if_cg", "if_lissa",
+           "if_ekfac", "representer", "knn", "random")
+# Every method that applies (methods=None): if_exact only where the exact Hessian fits.
+DEFAULT_METHODS = ("grad_dot", "grad_cos", "tracin", "trak", "if_exact", "if_cg", "if_ekfac",
+                   "representer", "knn", "random")
+# Self-influence (self_influence_methods=None): these, if_exact only when it is scored.
+SELF_INFLUENCE_METHODS = ("grad_dot", "trak", "if_exact", "if_ekfac")
+# Where TracIn's checkpoints fall (tracin_checkpoints=None): these fractions of training.
+CHECKPOINT_FRACTIONS = (0.25, 0.5, 0.75, 1.0)
+
+# The population trained when no RUN is given: MNIST-1D, the MLP 40-100-100-10, 1,000
+# models on 50% subsets (the LDS convention), 30 epochs of Adam.
+RECIPE = PopulationConfig(n_models=1000, subset_fraction=0.5, epochs=30, batch_size=64,
+                          optimizer="adam", lr=0.005)
+
+
+@dataclass(frozen=True)
+class AttributeConfig(PopulationStudyConfig):
+    """Attribution methods scored against a population: the run in ``run_dir``, or one
+    trained first (into ``OUT/population``) from the data options and ``population``.
+
+    data, n_train, label_noise, membership, population: see
+        :class:`~memlab.studies.base.PopulationStudyConfig` (default: 1,000 MLPs on 50%
+        subsets of MNIST-1D). With ``run_dir`` they stay at their defaults, except
+        ``population.seed``, which also seeds the study's own draws (TRAK's projection,
+        the random baseline, the bootstraps, the self-influence sample, the removal study).
+    methods, self_influence_methods, tracin_checkpoints: None chooses from the population
+        (every method that applies; if_exact only for logistic regression or models of at
+        most 4,000 parameters; TracIn at 1/4, 1/2, 3/4 and the end of training).
+    """
+
+    run_dir: str | None = option(None, flag="RUN", example="runs/pop", help=(
+        "an existing population run to score the methods against (omit it to train one "
+        "from the options below)"))
+    population: PopulationConfig = option(default_factory=lambda: RECIPE)
+    methods: tuple[str, ...] | None = option(None, example="grad_dot,random", help=(
+        f"comma-separated, from {','.join(METHODS)} (default: all that apply: if_exact only "
+        "for logistic regression / small models)"))
+    n_targets: int = option(100, flag="--targets", help="test examples attributed (the first "
+                                                        "ones)")
+    n_heldout: int = option(100, flag="--heldout", help="models held out for the LDS")
+    n_validation: int = option(50, flag="--validation",
+                               help="models that choose each method's damping")
+    method_models: int = option(1, flag="--method-models",
+                                help="models each cheap method reads")
+    trak_models: int = option(10, help="models TRAK ensembles over")
+    proj_dim: int = option(512, help="TRAK projection dimension")
+    dampings: tuple[float, ...] = option((0.01, 0.1, 1.0, 10.0), help=(
+        "damping grid of TRAK and the influence functions (chosen on the validation models)"))
+    hessian_examples: int | None = option(2000, help=(
+        "training examples in the curvature sample of the iterative solvers (none: all)"))
+    cg_iter: int = option(30, help="conjugate-gradient iterations (if_cg)")
+    knn_k: int = option(50, help="neighbours of the k-NN baseline")
+    tracin_checkpoints: tuple[int, ...] | None = option(None, metavar="EPOCHS", example="2,4",
+                                                        help=(
+        "TracIn's checkpoint epochs (those <= the run's epochs; the last epoch is always "
+        "added; default: 1/4, 1/2, 3/4 and the end of training)"))
+    self_influence_examples: int = option(300, help="training examples whose self-influence "
+                                                    "is computed")
+    self_influence_methods: tuple[str, ...] | None = option(
+        None, example="grad_dot,trak", help=(
+            "methods whose self-influence is computed (default: grad_dot,trak,if_ekfac, and "
+            "if_exact when it is among --methods)"))
+    removal: bool = option(False, help="also retrain without each method's top-k examples "
+                                       "of a target")
+    removal_k: int = option(50, help="examples removed per target and method")
+    removal_targets: int = option(10, help="targets of the removal study")
+    removal_seeds: int = option(4, help="retrained models per target and arm")
+    removal_methods: tuple[str, ...] = option(("datamodels", "trak", "if_exact", "grad_dot"),
+                                              example="datamodels,trak", help=(
+        "methods whose top-k examples the removal study drops (with random k)"))
+    top_examples: int = option(4, help="test examples shown with their top training examples")
+
+    @classmethod
+    def quick(cls, **changes: Any) -> AttributeConfig:
+        """300 logistic regressions on digits: about a minute on 2 cores."""
+        population = dataclasses.replace(RECIPE, model_kwargs={"hidden": []}, n_models=300,
+                                         epochs=20, batch_size=32, optimizer="sgd", lr=0.05,
+                                         momentum=0.0)
+        return cls(**{**dict(data="digits", population=population, n_targets=40,
+                             n_heldout=60, n_validation=40, trak_models=4,
+                             tracin_checkpoints=(5, 10, 20), self_influence_examples=100,
+                             methods=("grad_dot", "grad_cos", "tracin", "trak", "if_exact",
+                                      "if_ekfac", "representer", "knn", "random")),
+                     **changes})
+
+    @classmethod
+    def full(cls, **changes: Any) -> AttributeConfig:
+        """The README's MNIST-1D study: the default population, with the removal study."""
+        return cls(**{**dict(removal=True), **changes})
+
+    @classmethod
+    def tiny(cls) -> AttributeConfig:
+        quick = cls.quick()
+        return quick.replace(
+            population=dataclasses.replace(quick.population, n_models=40, epochs=4),
+            n_targets=10, n_heldout=20, n_validation=10, trak_models=2,
+            tracin_checkpoints=(2, 4), self_influence_examples=20,
+            methods=("grad_dot", "tracin", "knn", "random"),
+            self_influence_methods=SELF_INFLUENCE_METHODS, removal=True, removal_targets=2,
+            removal_seeds=2, removal_k=20)
+
+    def validate(self) -> None:
+        super().validate()
+        if self.run_dir is not None and self.population.n_models != RECIPE.n_models:
+            raise ConfigError("--models is the size of a population trained here, not RUN's "
+                              "(give either RUN or --models); the models each cheap method "
+                              "reads: --method-models")
+        check_run_dir(self)
+        for field in ("methods", "self_influence_methods"):
+            unknown = sorted(set(getattr(self, field) or ()) - set(METHODS))
+            if unknown:
+                raise ConfigError(f"unknown attribution methods {unknown} in {field}; choose "
+                                  f"from {', '.join(METHODS)}")
+        unknown = sorted(set(self.removal_methods) - set(METHODS)
+                         - {"datamodels", "diff_in_means"})
+        if unknown:
+            raise ConfigError(f"unknown removal_methods {unknown}; choose from datamodels, "
+                              f"diff_in_means, {', '.join(METHODS)}")
+        if self.n_heldout < 3 or self.n_validation < 3:
+            raise ConfigError("n_heldout and n_validation must be at least 3")
+        if self.method_models < 1 or self.trak_models < 1 or self.n_targets < 1:
+            raise ConfigError("method_models, trak_models and n_targets must be >= 1")
+        if self.population.task == "language_model":
+            raise ConfigError("attribute scores classifiers (test_logodds); language-model "
+                              "runs have no such output")
+
+    def resolved_methods(self, small: bool) -> tuple[str, ...]:
+        """``methods``, or every method that applies (``small``: the exact Hessian fits)."""
+        if self.methods is not None:
+            return self.methods
+        return tuple(m for m in DEFAULT_METHODS if small or m != "if_exact")
+
+    def resolved_self_influence_methods(self, methods: tuple[str, ...]) -> tuple[str, ...]:
+        if self.self_influence_methods is not None:
+            return self.self_influence_methods
+        return tuple(m for m in SELF_INFLUENCE_METHODS if m != "if_exact" or m in methods)
+
+    def resolved_checkpoints(self, epochs: int) -> tuple[int, ...]:
+        if self.tracin_checkpoints is not None:
+            return self.tracin_checkpoints
+        return tuple(sorted({max(1, round(epochs * f)) for f in CHECKPOINT_FRACTIONS}))
+

@@ -1,0 +1,125 @@
+"""The attribution study's retraining, one function for both places that retrain models
+(TracIn's checkpoints when the run has none stored, the top-k removal study): the run's
+recipe on explicit membership rows, model k with the run's model-k seeds."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from memlab import streams
+from memlab.measures.attribution.gradients import params_from_weights
+from memlab.measures.callbacks.checkpoints import Checkpoints
+from memlab.studies.attribute.config import AttributeConfig
+
+
+def build_template(run) -> torch.nn.Module:
+    """A fresh model of the run's architecture (evaluation mode): the template the
+    attribution methods put each model's weights into."""
+    from memlab.models import build_model
+
+    d = run.manifest["dataset"]
+    return build_model(run.config.model, tuple(d["input_shape"]), d["n_classes"],
+                       **run.config.model_kwargs).eval()
+
+
+def train_with_masks(run, membership: np.ndarray, epochs: int | None = None,
+                     callbacks: tuple = ()) -> tuple[dict[str, np.ndarray], dict]:
+    """Train len(membership) models with the run's recipe on explicit membership rows
+    (K, n_train) bool, model k with the run's model-k seeds, for ``epochs`` (default the
+    run's). Returns (name -> (K, ...) final weights, the callbacks' records)."""
+    import tempfile
+
+    from memlab.population import train_population
+
+    changes: dict[str, Any] = {"n_models": len(membership), "save_weights": True,
+                               "record_epochs": False}
+    if epochs is not None:
+        changes["epochs"] = int(epochs)
+    config = dataclasses.replace(run.config, **changes)
+    with tempfile.TemporaryDirectory(prefix="memlab-attribute-") as tmp:
+        trained = train_population(run.dataset, config, membership=np.asarray(membership, bool),
+                                   callbacks=list(callbacks), out=Path(tmp) / "run",
+                                   n_workers=1, progress=False)
+        records = {name: np.array(trained.records(name)) for name in trained.record_names
+                   if any(name.startswith(f"{cb.name}_") for cb in callbacks)}
+        return trained.weights(), records
+
+
+def tracin_checkpoints(run, template, config: AttributeConfig, models: list[int]):
+    """[(params (1, ...), lr)] per model at the checkpoint epochs: from the run's own
+    ``ckpt_*`` records when it was trained with :class:`Checkpoints`, else by training the
+    models again with the run's seeds and mask rows and a :class:`Checkpoints` callback
+    (checked: the replayed final weights must equal the stored ones)."""
+    epochs = tuple(sorted({e for e in config.tracin_checkpoints if 1 <= e <= run.config.epochs}
+                          | {run.config.epochs}))
+    names = [name for name, _ in template.named_parameters()]
+    stored = params_from_weights(template, run.weights(models))
+    keys = [f"ckpt_{name.replace('.', '__')}" for name in names]
+    if all(key in run.record_names for key in keys):
+        stored_epochs = tuple(run.manifest.get("callbacks", {}).get("ckpt", {}).get(
+            "epochs", epochs))
+        records = {key: np.asarray(run.records(key))[models] for key in keys}
+        epochs = stored_epochs
+    else:
+        _, records = train_with_masks(run, run.membership_mask[models],
+                                      callbacks=(Checkpoints(epochs),))
+    lr = run.config.lr
+    deviation = max(float(np.abs(records[key][:, -1] - stored[name].numpy()).max())
+                    for key, name in zip(keys, names)) if epochs[-1] == run.config.epochs \
+        else float("nan")
+    trajectories = [[({name: torch.as_tensor(records[key][row:row + 1, t])
+                       for key, name in zip(keys, names)}, lr) for t in range(len(epochs))]
+                    for row in range(len(models))]
+    return trajectories, list(epochs), deviation
+
+
+def removal_study(run, config: AttributeConfig, scores: dict[str, np.ndarray]
+                  ) -> tuple[pd.DataFrame, dict]:
+    """Retrain on the whole training set minus the k examples a method ranks most
+    positive for a target, and minus k random ones (paired seeds), and compare the
+    target's log-odds. Effect < 0: the method found examples that hold the output up."""
+    from memlab.measures.attribution.gradients import logits_of
+
+    ds = run.dataset
+    template = build_template(run)
+    n_train = ds.n_train
+    k = config.removal_k
+    rng = np.random.default_rng([config.population.seed, streams.ATTRIBUTE_REMOVAL])
+    records = []
+    for target in range(min(config.removal_targets, config.n_targets)):
+        arms = {"random": rng.choice(n_train, k, replace=False)}
+        for name in config.removal_methods:
+            if name in scores:
+                arms[name] = np.argsort(-np.asarray(scores[name][:, target]))[:k]
+        for arm, drop in arms.items():
+            keep = np.ones((config.removal_seeds, n_train), bool)
+            keep[:, drop] = False
+            weights, _ = train_with_masks(run, keep)
+            params = params_from_weights(template, weights)
+            logits = logits_of(template, params, ds.x_test[target:target + 1])[:, 0]
+            y = int(ds.y_test[target])
+            others = torch.cat([logits[:, :y], logits[:, y + 1:]], 1)
+            f = (logits[:, y] - torch.logsumexp(others, 1)).numpy()
+            for seed, value in enumerate(f):
+                records.append({"target": target, "arm": arm, "seed": seed,
+                                "logodds": float(value)})
+    frame = pd.DataFrame(records)
+    summary = {}
+    base = frame[frame.arm == "random"].set_index(["target", "seed"]).logodds
+    for arm in frame.arm.unique():
+        if arm == "random":
+            continue
+        diff = (frame[frame.arm == arm].set_index(["target", "seed"]).logodds - base)
+        per_target = diff.groupby(level=0).mean()
+        summary[arm] = {"effect_vs_random": float(per_target.mean()),
+                        "se": float(per_target.std(ddof=1) / math.sqrt(len(per_target)))
+                        if len(per_target) > 1 else None, "k": k,
+                        "n_targets": int(len(per_target)), "seeds": config.removal_seeds}
+    return frame, summary

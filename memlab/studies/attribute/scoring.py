@@ -1,0 +1,223 @@
+"""The attribution study's scoring: every method's scores (resumable files), their LDS on
+the held-out models with dampings chosen on the validation models, the datamodels and
+difference-in-means reference, self-influence and each target's top training examples.
+
+``config`` here is the study's config with ``methods``, ``self_influence_methods`` and
+``tracin_checkpoints`` resolved for the population (:func:`memlab.studies.attribute.study.
+resolve`).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from memlab import streams
+from memlab.io import atomic_write_json, loads_strict
+from memlab.measures.attribution import datamodels as dm
+from memlab.measures.attribution import methods as am
+from memlab.measures.attribution.gradients import params_from_weights
+from memlab.measures.attribution.lds import lds
+from memlab.studies.attribute.config import AttributeConfig
+from memlab.studies.attribute.retrain import build_template, tracin_checkpoints
+
+
+def _flops_and_seconds(name: str, task, options: dict):
+    """(scores, seconds, FLOPs counted over torch operations) of one method call."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    started = time.perf_counter()
+    with FlopCounterMode(display=False) as counter:
+        value = am.compute(name, task, **options)
+    return value, time.perf_counter() - started, int(counter.get_total_flops())
+
+
+def save_scores(path: Path, scores: np.ndarray) -> None:
+    """Write (n_train, n_targets) float32 scores through a memory map, atomically."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    mapped = np.lib.format.open_memmap(temp, mode="w+", dtype=np.float32, shape=scores.shape)
+    mapped[:] = scores
+    mapped.flush()
+    del mapped
+    os.replace(temp, path)
+
+
+def method_options(name: str, config: AttributeConfig) -> dict[str, Any]:
+    if name == "trak":
+        return {"proj_dim": config.proj_dim, "damping": config.dampings,
+                "seed": config.population.seed}
+    if name.startswith("if_"):
+        options = {"damping": config.dampings}
+        if name in ("if_cg", "if_lissa", "if_ekfac"):
+            options["hessian_examples"] = config.hessian_examples
+        if name == "if_cg":
+            options["cg_iter"] = config.cg_iter
+        return options
+    if name == "knn":
+        return {"k_neighbours": config.knn_k}
+    if name == "random":
+        return {"seed": config.population.seed}
+    return {}
+
+
+def score_methods(run, config: AttributeConfig, out: Path, split: dict, outputs: np.ndarray,
+                  progress: bool = True) -> tuple[dict, dict[str, np.ndarray]]:
+    """Compute (or reload) every method's scores; choose dampings on the validation
+    models; LDS on the held-out ones. Returns (rows by method, scores by method)."""
+    mask = run.membership_mask
+    template = build_template(run)
+    ds = run.dataset
+    targets = slice(0, config.n_targets)
+    rows, all_scores = {}, {}
+    for name in config.methods:
+        meta_path = out / "methods" / f"{name}.json"
+        score_path = out / "scores" / f"{name}.npy"
+        if meta_path.exists() and score_path.exists():
+            rows[name] = loads_strict(meta_path.read_text())
+            all_scores[name] = np.load(score_path, mmap_mode="r")
+            continue
+        n_used = config.trak_models if name == "trak" else config.method_models
+        models = list(range(n_used))
+        params = params_from_weights(template, run.weights(models))
+        task = am.Problem(template, params, ds.x_train, ds.y_train, ds.x_test[targets],
+                       ds.y_test[targets], np.asarray(mask[models]))
+        extra: dict[str, Any] = {}
+        if name == "tracin":
+            started = time.perf_counter()
+            task.checkpoints, epochs, deviation = tracin_checkpoints(run, template, config,
+                                                                     models)
+            extra = {"checkpoint_epochs": epochs, "retrain_seconds":
+                     time.perf_counter() - started, "replay_max_abs_deviation": deviation}
+        if progress:
+            print(f"attribute: {name} ...", flush=True)
+        value, seconds, flops = _flops_and_seconds(name, task, method_options(name, config))
+        if isinstance(value, dict):  # a damping grid: choose on the validation models
+            path = {d: lds(s, mask[split["validation"]], outputs[split["validation"]],
+                           n_boot=0).mean for d, s in value.items()}
+            finite = {d: v for d, v in path.items() if np.isfinite(v)}
+            best = max(finite, key=finite.get) if finite else next(iter(value))
+            scores = value[best]
+            extra.update(damping=best, validation_lds={str(d): v for d, v in path.items()})
+        else:
+            scores = value
+        result = lds(scores, mask[split["heldout"]], outputs[split["heldout"]],
+                     seed=config.population.seed)
+        row = {**result.as_dict(), "seconds": seconds, "flops": flops,
+               "n_models_used": n_used, **extra}
+        save_scores(score_path, scores)
+        atomic_write_json(meta_path, row)
+        rows[name] = row
+        all_scores[name] = np.load(score_path, mmap_mode="r")
+    return rows, all_scores
+
+
+def ground_truth(run, config: AttributeConfig, split: dict, outputs: np.ndarray
+                 ) -> tuple[dict, dict[str, np.ndarray], pd.DataFrame]:
+    """Datamodels and difference in means fitted on every non-held-out model, their
+    held-out LDS, and the curve against the number of fitting models."""
+    mask = np.asarray(run.membership_mask)
+    fit, held = split["fit"], split["heldout"]
+    started = time.perf_counter()
+    model = dm.fit_datamodels(mask[fit], outputs[fit], seed=config.population.seed)
+    fit_seconds = time.perf_counter() - started
+    result = lds(model.weights, mask[held], outputs[held], seed=config.population.seed)
+    started = time.perf_counter()
+    diff = np.nan_to_num(dm.difference_in_means(mask[fit], outputs[fit]))
+    diff_seconds = time.perf_counter() - started
+    diff_result = lds(diff, mask[held], outputs[held], seed=config.population.seed)
+    train_seconds = run.manifest.get("summary", {}).get("chunk_seconds_total")
+    rows = {
+        "datamodels": {**result.as_dict(), "seconds": fit_seconds, "n_models_used": len(fit),
+                       "ridge_alpha": model.alpha, "population_train_seconds": train_seconds},
+        "diff_in_means": {**diff_result.as_dict(), "seconds": diff_seconds,
+                          "n_models_used": len(fit)},
+    }
+    curve = pd.DataFrame(dm.models_curve(mask[fit], outputs[fit], mask[held], outputs[held],
+                                         seed=config.population.seed))
+    return rows, {"datamodels": model.weights, "diff_in_means": diff}, curve
+
+
+def self_influence(run, config: AttributeConfig, split: dict) -> tuple[pd.DataFrame, dict]:
+    """Self-influence tau_i(i) of a sample of training examples by each method, against
+    memorization (Spearman) and, with planted label noise, the AUROC of finding the
+    mislabeled examples; the population's own proxies alongside."""
+    from memlab.measures.inout import masked_means
+    from memlab.measures.memorization import detection_auroc, spearman
+
+    mask = np.asarray(run.membership_mask)
+    rng = np.random.default_rng([config.population.seed, streams.ATTRIBUTE_SELF_INFLUENCE])
+    n = min(config.self_influence_examples, mask.shape[1])
+    rows = np.sort(rng.choice(mask.shape[1], n, replace=False))
+    fit = split["fit"]
+    logodds = np.asarray(run.records("train_logodds"))[fit][:, rows]
+    correct = np.asarray(run.records("train_correct"))[fit][:, rows].astype(float)
+    member = mask[fit][:, rows]
+    acc_in, acc_out = masked_means(member, correct)
+    logodds_in, logodds_out = masked_means(member, logodds)
+    with np.errstate(invalid="ignore"):
+        mem, mem_logodds = acc_in - acc_out, logodds_in - logodds_out
+    loss = np.asarray(run.records("train_loss"))[fit][:, rows]
+    final_loss = masked_means(member, loss)[0]
+    frame = pd.DataFrame({"index": rows, "mem": mem, "mem_logodds": mem_logodds,
+                          "proxy_final_loss": final_loss})
+    template = build_template(run)
+    ds = run.dataset
+    for name in config.self_influence_methods:
+        if name not in am.METHODS or name in ("tracin", "if_cg", "if_lissa"):
+            continue
+        n_used = config.trak_models if name == "trak" else config.method_models
+        models = list(range(n_used))
+        task = am.Problem(template, params_from_weights(template, run.weights(models)),
+                       ds.x_train, ds.y_train, ds.x_train[rows], ds.y_train[rows],
+                       mask[models])
+        options = method_options(name, config)
+        if "damping" in options:
+            options["damping"] = 1.0
+        scores = am.compute(name, task, **options)
+        frame[f"self_{name}"] = scores[rows, np.arange(n)]
+    noise = run.manifest["dataset"].get("corruption", {}).get("label_noise")
+    flipped = np.isin(rows, noise["indices"]) if noise else None
+    summary = {}
+    for column in frame.columns:
+        if column in ("index", "mem"):
+            continue
+        # Low self-influence means the rest of the data pulls against the example.
+        entry = {"spearman_mem": spearman(frame[column].to_numpy(), mem)}
+        if flipped is not None and flipped.any():
+            entry["mislabel_auroc"] = detection_auroc(-frame[column].to_numpy()
+                                                      if column.startswith("self_")
+                                                      or column == "mem_logodds"
+                                                      else frame[column].to_numpy(), flipped)
+        summary[column] = entry
+    if flipped is not None:
+        frame["mislabeled"] = flipped
+    return frame, summary
+
+
+def top_examples(scores: dict[str, np.ndarray], config: AttributeConfig, ds,
+                 n_top: int = 5) -> pd.DataFrame:
+    rows = []
+    for target in range(min(config.top_examples, config.n_targets)):
+        for name, values in scores.items():
+            column = np.asarray(values[:, target])
+            for rank, i in enumerate(np.argsort(-column)[:n_top]):
+                rows.append({"target": target, "target_label": int(ds.y_test[target]),
+                             "method": name, "rank": rank, "train_index": int(i),
+                             "train_label": int(ds.y_train[i]), "score": float(column[i])})
+    return pd.DataFrame(rows)
+
+
+def training_flops(run) -> float:
+    """Multiply-adds x 6 (forward 2, backward 4) of every example step of the population."""
+    from memlab.models import layer_profile
+
+    d = run.manifest["dataset"]
+    macs, _ = layer_profile(build_template(run), tuple(d["input_shape"]))
+    steps = run.n_models * run.config.subset_size(d["n_train"]) * run.config.epochs
+    return 6.0 * sum(macs) * steps

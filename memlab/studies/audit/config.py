@@ -1,0 +1,131 @@
+"""What the privacy audit measures, and which population it attacks (docs/science.md §7)."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+from memlab.engine.config import PopulationConfig
+from memlab.errors import ConfigError
+from memlab.options import option
+from memlab.studies.base import PopulationStudyConfig, check_run_dir
+
+# memlab.measures.mia.ATTACKS, written out so that the command line imports no science
+# (tests/test_audit.py checks that the two agree).
+ATTACKS = ("lira_online", "lira_online_fixed", "lira_offline", "lira_offline_fixed",
+           "rmia_online", "rmia_offline", "loss", "confidence")
+CURVE_ATTACKS = ("lira_online", "lira_online_fixed", "lira_offline", "lira_offline_fixed",
+                 "rmia_online", "rmia_offline")
+
+# The population of ``memlab memorize``: 1,000 MLPs 40-100-100-10 on 70% subsets of
+# MNIST-1D, 30 epochs of Adam (lr 0.005, batch 64).
+RECIPE = PopulationConfig(n_models=1000, subset_fraction=0.7, epochs=30, batch_size=64,
+                          optimizer="adam", lr=0.005)
+
+
+def _curve_examples(text: str) -> int | None:
+    if text.strip().lower() in ("0", "none", "all"):
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        raise ConfigError(f"--curve-examples takes an integer (0: all), got {text!r}") from None
+
+
+@dataclass(frozen=True)
+class AuditConfig(PopulationStudyConfig):
+    """Membership inference against every model of a population in turn: the run in
+    ``run_dir``, or one trained first (into ``OUT/population``) from the data options and
+    ``population`` (an explicit ``membership`` mask included).
+
+    data, n_train, label_noise, membership, population: see
+        :class:`~memlab.studies.base.PopulationStudyConfig` (default: the population of
+        ``memlab memorize``). With ``run_dir`` they stay at their defaults, except
+        ``population.seed``, which also seeds the audit's own draws (bootstrap, shadow
+        orders, the shadow curve's examples).
+    exposure: also train one population per value of epochs, weight decay and MLP width
+        (``exposure_models`` models each, varying ``population``, or the recipe of the run
+        in ``run_dir``) and audit each.
+    """
+
+    run_dir: str | None = option(None, flag="RUN", example="runs/memorize/population", help=(
+        "an existing population run to audit, any task (omit it to train one from the "
+        "options below)"))
+    population: PopulationConfig = option(default_factory=lambda: RECIPE)
+    attacks: tuple[str, ...] = option(ATTACKS, example="lira_online,loss",
+                                      help="comma-separated attacks")
+    n_bootstrap: int = option(200, flag="--bootstrap",
+                              help="bootstrap resamples of target models")
+    rmia_a: float = option(0.3, help="RMIA's offline scaling a")
+    rmia_gamma: float = option(1.0, help="RMIA's likelihood-ratio threshold gamma")
+    shadow_caps: tuple[int, ...] = option((1, 2, 4, 8, 16, 32, 64, 128, 256), help=(
+        "shadows per side for the power curve; all are always added"))
+    curve_attacks: tuple[str, ...] = option(CURVE_ATTACKS, example="lira_online",
+                                            help="attacks of the power curve")
+    curve_examples: int | None = option(
+        1000, parse=_curve_examples, show=lambda value: ["0" if value is None else str(value)],
+        example="100", help="examples scored per shadow cap, 0 = all")
+    vulnerability_attack: str = option("lira_online", choices=ATTACKS, help=(
+        "the attack whose per-example TPR is each example's vulnerability"))
+    vulnerability_fpr: float = option(0.01, help=(
+        "global FPR at which each example's TPR is its vulnerability"))
+    exposure: bool = option(False, help=(
+        "also train one population per epochs / weight-decay / width value and audit each"))
+    exposure_models: int = option(128, help="models per population of the exposure study")
+    exposure_epochs: tuple[int, ...] = option((3, 10, 30, 60), help=(
+        "epochs of the exposure study (checkpoints of one run)"))
+    exposure_weight_decay: tuple[float, ...] = option((0.0, 1e-3, 1e-2, 1e-1), help=(
+        "weight decays of the exposure study (one sweep run)"))
+    exposure_width: tuple[int, ...] = option((16, 50, 100, 400), help=(
+        "MLP widths of the exposure study (every hidden layer; one sweep run)"))
+
+    @classmethod
+    def quick(cls, **changes: Any) -> AuditConfig:
+        """64 MLPs on 10%-mislabeled digits, 70% subsets: well under a minute on 2 cores."""
+        return cls(**{**dict(data="digits", label_noise=0.1,
+                             population=dataclasses.replace(RECIPE, n_models=64),
+                             n_bootstrap=100, shadow_caps=(1, 2, 4, 8), curve_examples=None),
+                      **changes})
+
+    @classmethod
+    def full(cls, **changes: Any) -> AuditConfig:
+        """The README's MNIST-1D audit: the memorize population, with the exposure study."""
+        return cls(**{**dict(exposure=True), **changes})
+
+    @classmethod
+    def tiny(cls) -> AuditConfig:
+        quick = cls.quick()
+        return quick.replace(
+            n_train=300, population=dataclasses.replace(quick.population, n_models=16,
+                                                        epochs=4),
+            n_bootstrap=20, shadow_caps=(1, 2, 4), curve_examples=100, exposure=True,
+            exposure_models=8, exposure_epochs=(1, 3), exposure_weight_decay=(0.0, 0.01),
+            exposure_width=(8, 16))
+
+    def validate(self) -> None:
+        super().validate()
+        check_run_dir(self)
+        for field in ("attacks", "curve_attacks"):
+            unknown = sorted(set(getattr(self, field)) - set(ATTACKS))
+            if unknown:
+                raise ConfigError(f"unknown attacks {unknown} in {field}; choose from "
+                                  f"{', '.join(ATTACKS)}")
+        if not self.attacks:
+            raise ConfigError("attacks is empty: name at least one attack")
+        if self.vulnerability_attack not in ATTACKS:
+            raise ConfigError(f"vulnerability_attack must be one of {', '.join(ATTACKS)}, "
+                              f"got {self.vulnerability_attack!r}")
+        if not 0 < self.vulnerability_fpr < 1:
+            raise ConfigError(f"vulnerability_fpr must lie in (0, 1), got "
+                              f"{self.vulnerability_fpr}")
+        if self.n_bootstrap < 0 or any(c < 1 for c in self.shadow_caps):
+            raise ConfigError("n_bootstrap must be >= 0 and every shadow cap >= 1")
+        if self.curve_examples is not None and self.curve_examples < 1:
+            raise ConfigError(f"curve_examples must be positive (None: all), got "
+                              f"{self.curve_examples}")
+        if self.population.sweep:
+            raise ConfigError("the audit attacks one recipe: no population.sweep (--sweep); "
+                              "--exposure varies epochs, weight decay and width")
+        if self.exposure and self.exposure_models < 2:
+            raise ConfigError(f"exposure_models must be at least 2, got {self.exposure_models}")
