@@ -112,7 +112,7 @@ def test_the_other_flags_reach_the_execution_or_the_output(name, monkeypatch, tm
     for preset in ("--quick", "--full"):
         args = parser.parse_args([preset, "--out", str(tmp_path / "o"), "--figures",
                                   str(tmp_path / "f")])
-        cli.run_command(dataclasses.replace(study, headline=None), args)
+        cli.run_command(dataclasses.replace(study, headline=lambda result: []), args)
         expected = study.config.quick() if preset == "--quick" else study.config.full()
         assert calls["config"] == expected, preset
         assert calls["out"] == tmp_path / "o" and calls["figures"] == str(tmp_path / "f")

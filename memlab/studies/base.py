@@ -261,12 +261,19 @@ EXECUTION_FIELDS = tuple(f.name for f in dataclasses.fields(Execution))
 # ------------------------------------------------------------------ the contract
 
 
+# Where a study package keeps its functions when the Study does not name them.
+CONVENTIONS = {"run": "study:run", "figures": "figures:draw_figures",
+               "report": "figures:build_report", "headline": "study:headline_lines"}
+
+
 @dataclass(frozen=True)
 class Study:
     """A study: what the registry, the command line, the conformance suite and the README
     table know about it. ``run``, ``figures``, ``report`` and ``headline`` are functions or
     ``"package.module:function"`` strings (imported when first needed, so that building the
-    command line imports no study's science).
+    command line imports no study's science); with ``package``, the ones not given are
+    found by convention (``CONVENTIONS``: ``<package>.study:run``,
+    ``<package>.figures:draw_figures``, ...).
 
     run(config, out, execution, **inputs) -> Result; figures(result) -> {name: Figure};
     report(result) -> memlab.report.Report; headline(result) -> lines the command prints.
@@ -274,8 +281,9 @@ class Study:
 
     name: str
     config: type[StudyConfig]
-    run: Callable[..., Result] | str
     summary: str  # one line: what it measures (the CLI's help, the README's table)
+    run: Callable[..., Result] | str | None = None
+    package: str | None = None  # e.g. "memlab.studies.memorize"
     description: str = ""
     figures: Callable[[Result], dict] | str | None = None
     report: Callable[[Result], Any] | str | None = None
@@ -303,8 +311,18 @@ class Study:
         return run_study(self, config, out, execution, **inputs)
 
     def function(self, role: str) -> Callable | None:
-        """``run`` / ``figures`` / ``report`` / ``headline`` as a callable (or None)."""
+        """``run`` / ``figures`` / ``report`` / ``headline`` as a callable (or None: the
+        study has none)."""
         target = getattr(self, role)
+        if target is None and self.package is not None:
+            target = f"{self.package}.{CONVENTIONS[role]}"
+            module, _, name = target.partition(":")
+            try:
+                return getattr(importlib.import_module(module), name, None)
+            except ModuleNotFoundError as error:
+                if error.name != module:  # the module exists but fails to import
+                    raise
+                return None
         if isinstance(target, str):
             module, _, name = target.partition(":")
             target = getattr(importlib.import_module(module), name)
@@ -334,6 +352,9 @@ def register_study(study: Study, replace: bool = False) -> Study:
                           f"{type(study).__name__}")
     if not (dataclasses.is_dataclass(study.config) and issubclass(study.config, StudyConfig)):
         raise ConfigError(f"study {study.name!r}: config must be a StudyConfig dataclass")
+    if study.run is None and study.package is None:
+        raise ConfigError(f"study {study.name!r}: give run= (or package=, whose study.run "
+                          "is found by convention)")
     known = STUDIES.get(study.name)
     if known is not None and known != study and not replace:
         raise ConfigError(f"a study named {study.name!r} is registered already; choose "
@@ -461,7 +482,11 @@ def run_study(study: Study | str, config: StudyConfig | None = None,
     saved = saved_result(out, study.name, config, identity)
     if saved is not None:
         return saved
-    result = study.function("run")(config, out, execution, **inputs)
+    run = study.function("run")
+    if run is None:
+        raise ConfigError(f"study {study.name!r} has no run function ({study.package}.study"
+                          ":run is missing)")
+    result = run(config, out, execution, **inputs)
     result.study, result.config, result.inputs = study.name, config.to_dict(), identity
     result.save(out)
     return result

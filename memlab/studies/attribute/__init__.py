@@ -11,10 +11,7 @@ from memlab.studies.attribute.config import RECIPE, AttributeConfig
 from memlab.studies.base import Result, Study, register_study
 
 run = STUDY = register_study(Study(
-    name="attribute", config=AttributeConfig, run="memlab.studies.attribute.study:run",
-    figures="memlab.studies.attribute.figures:draw_figures",
-    report="memlab.studies.attribute.figures:build_report",
-    headline="memlab.studies.attribute.study:headline_lines",
+    name="attribute", package=__name__, config=AttributeConfig,
     summary="LDS of data-attribution methods against a population",
     description=(
         "Compute cheap data-attribution scores from a few of the population's models and "

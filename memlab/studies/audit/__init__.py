@@ -10,10 +10,7 @@ from memlab.studies.audit.config import RECIPE, AuditConfig
 from memlab.studies.base import Result, Study, register_study
 
 run = STUDY = register_study(Study(
-    name="audit", config=AuditConfig, run="memlab.studies.audit.study:run",
-    figures="memlab.studies.audit.figures:draw_figures",
-    report="memlab.studies.audit.figures:build_report",
-    headline="memlab.studies.audit.study:headline_lines",
+    name="audit", package=__name__, config=AuditConfig,
     summary="privacy audit: LiRA, RMIA and baselines against every model in turn",
     description=(
         "Membership inference from a population: every model is the target in turn and "

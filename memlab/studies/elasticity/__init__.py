@@ -11,10 +11,7 @@ from memlab.studies.base import Result, Study, register_study
 from memlab.studies.elasticity.config import RECIPE, ElasticityConfig
 
 run = STUDY = register_study(Study(
-    name="elasticity", config=ElasticityConfig, run="memlab.studies.elasticity.study:run",
-    figures="memlab.studies.elasticity.figures:draw_figures",
-    report="memlab.studies.elasticity.figures:build_report",
-    headline="memlab.studies.elasticity.study:headline_lines",
+    name="elasticity", package=__name__, config=ElasticityConfig,
     summary="local elasticity: one-step similarity, intra/inter ratio, hidden-class "
             "clustering",
     description=(

@@ -11,10 +11,7 @@ from memlab.studies.base import Result, Study, register_study
 from memlab.studies.lesde.config import RECIPE, LESDEConfig
 
 run = STUDY = register_study(Study(
-    name="lesde", config=LESDEConfig, run="memlab.studies.lesde.study:run",
-    figures="memlab.studies.lesde.figures:draw_figures",
-    report="memlab.studies.lesde.figures:build_report",
-    headline="memlab.studies.lesde.study:headline_lines",
+    name="lesde", package=__name__, config=LESDEConfig,
     summary="LE-SDE phase diagram, fit to real networks, locally elastic stability",
     description=(
         "Simulate locally elastic SDEs (Zhang, Wang & Su 2021) over intra/inter strength "

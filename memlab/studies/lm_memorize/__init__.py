@@ -18,10 +18,7 @@ from memlab.studies.base import Result, Study, register_study
 from memlab.studies.lm_memorize.config import LM_RECIPE, LMMemorizeConfig
 
 run = STUDY = register_study(Study(
-    name="lm_memorize", config=LMMemorizeConfig, run="memlab.studies.lm_memorize.study:run",
-    figures="memlab.studies.lm_memorize.figures:draw_figures",
-    report="memlab.studies.lm_memorize.figures:build_report",
-    headline="memlab.studies.lm_memorize.study:headline_lines",
+    name="lm_memorize", package=__name__, config=LMMemorizeConfig,
     summary="counterfactual memorization and influence of language models",
     description=(
         "Train a population of small language models, each on a random subset (default "

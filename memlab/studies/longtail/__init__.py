@@ -20,10 +20,7 @@ from memlab.studies.longtail.config import (
 )
 
 run = STUDY = register_study(Study(
-    name="longtail", config=LongtailConfig, run="memlab.studies.longtail.study:run",
-    figures="memlab.studies.longtail.figures:draw_figures",
-    report="memlab.studies.longtail.figures:build_report",
-    headline="memlab.studies.longtail.study:headline_lines",
+    name="longtail", package=__name__, config=LongtailConfig,
     summary="long-tail laboratory: the test-accuracy cost of not memorizing",
     description=(
         "Draw long-tailed mixtures of subpopulations (Zipf priors and a uniform no-tail "

@@ -10,10 +10,7 @@ from memlab.studies.base import Result, Study, register_study
 from memlab.studies.memorize.config import RECIPE, MemorizeConfig, TargetSEWarning
 
 run = STUDY = register_study(Study(
-    name="memorize", config=MemorizeConfig, run="memlab.studies.memorize.study:run",
-    figures="memlab.studies.memorize.figures:draw_figures",
-    report="memlab.studies.memorize.figures:build_report",
-    headline="memlab.studies.memorize.study:headline_lines",
+    name="memorize", package=__name__, config=MemorizeConfig,
     summary="memorization and influence scores, C-scores, removal study, report",
     description=(
         "Train (or resume) a population of subset-trained models and estimate every "

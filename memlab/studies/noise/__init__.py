@@ -14,10 +14,7 @@ from memlab.studies.base import Result, Study, register_study
 from memlab.studies.noise.config import RECIPE, NoiseConfig
 
 run = STUDY = register_study(Study(
-    name="noise", config=NoiseConfig, run="memlab.studies.noise.study:run",
-    figures="memlab.studies.noise.figures:draw_figures",
-    report="memlab.studies.noise.figures:build_report",
-    headline="memlab.studies.noise.study:headline_lines",
+    name="noise", package=__name__, config=NoiseConfig,
     summary="real data vs noise: learning order, critical samples, regularizers",
     description=(
         "Train the same network on real data, random labels (randY), random inputs (randX) "

@@ -17,11 +17,7 @@ from memlab.studies.base import Result, Study, register_study
 from memlab.studies.spectra_study.config import RECIPE, SpectraStudyConfig
 
 run = STUDY = register_study(Study(
-    name="spectra_study", config=SpectraStudyConfig,
-    run="memlab.studies.spectra_study.study:run",
-    figures="memlab.studies.spectra_study.figures:draw_figures",
-    report="memlab.studies.spectra_study.figures:build_report",
-    headline="memlab.studies.spectra_study.study:headline_lines",
+    name="spectra_study", package=__name__, config=SpectraStudyConfig,
     summary="train MLPs on MNIST-1D varying one knob at a time; relate α to test accuracy",
     description=(
         "Generalization study: a family of MLPs on MNIST-1D (batch size, width, fraction "
