@@ -45,7 +45,9 @@ def add_config_flags(parser: argparse.ArgumentParser, config_class: type, title:
     groups: dict[str, Any] = {}
     for flag in options.flags(config_class):
         name = "population (the recipe)" if flag.path[0] == "population" else title
-        _add_flag(groups.setdefault(name, parser.add_argument_group(name)), flag)
+        if name not in groups:
+            groups[name] = parser.add_argument_group(name)
+        _add_flag(groups[name], flag)
 
 
 def _add_flag(group: Any, flag: options.Flag) -> None:

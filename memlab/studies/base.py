@@ -331,6 +331,7 @@ class Study:
 
 STUDIES: dict[str, Study] = {}
 
+
 def _builtin() -> tuple[str, ...]:
     """memlab's own studies: every package under memlab/studies registers one on import."""
     import pkgutil
