@@ -108,8 +108,8 @@ def _strip_optional(annotation: Any) -> tuple[Any, bool]:
 
 
 def _number(value: Any) -> str:
-    """A number as a person types it: 0.005, 1e-05, 30 (floats that are whole stay '3.0'
-    only when needed to round-trip)."""
+    """A value as it is typed on a command line, round-tripping exactly: 0.005, 1e-05,
+    3.0 (a float stays a float), 30, true."""
     if isinstance(value, bool):
         return str(value).lower()
     if isinstance(value, float):

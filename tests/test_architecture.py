@@ -96,3 +96,22 @@ def test_a_study_command_imports_no_science_until_it_runs():
                             text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.strip() == "[]", f"a study's face imports {result.stdout.strip()}"
+
+
+def test_studies_orchestrate_and_the_epoch_loop_fits_on_a_screen():
+    """Every study's study.py is orchestration (under 300 lines: measures live in
+    memlab/measures/, captions in figures.py) and train_chunk's epoch loop is at most 60
+    lines (its parts are named helpers)."""
+    import ast
+
+    long = {path.parent.name: n for path in sorted((ROOT / "memlab" / "studies").glob(
+        "*/study.py")) if (n := len(path.read_text().splitlines())) >= 300}
+    assert not long, f"study.py over 300 lines: {long}"
+    tree = ast.parse((ROOT / "memlab" / "engine" / "loop.py").read_text())
+    train_chunk = next(node for node in tree.body
+                       if isinstance(node, ast.FunctionDef) and node.name == "train_chunk")
+    loops = [node for node in ast.walk(train_chunk) if isinstance(node, ast.For)
+             and isinstance(node.target, ast.Name) and node.target.id == "epoch"]
+    assert len(loops) == 1, "train_chunk has one epoch loop"
+    length = loops[0].end_lineno - loops[0].lineno + 1
+    assert length <= 60, f"train_chunk's epoch loop is {length} lines"

@@ -119,7 +119,7 @@ def _lr_task(n_train=120, n_target=15, d=8, c=3, n_models=1, seed=0):
         models.append(model)
     template = build_model("mlp", (d,), c, hidden=())
     return am.Problem(template, stack_params(models), x[:n_train], y[:n_train], x[n_train:],
-                   y[n_train:])
+                      y[n_train:])
 
 
 def test_per_example_gradients_match_autograd_for_every_model():
@@ -213,7 +213,7 @@ def test_methods_beat_random_on_a_small_population():
     outputs = np.stack([(lg.gather(1, yt[:, None])[:, 0] - torch.logsumexp(
         lg.scatter(1, yt[:, None], float("-inf")), 1)).numpy() for lg in logits])
     fitted = am.Problem(task.template, stack_params(models[:1]), task.x_train, task.y_train,
-                     task.x_target, task.y_target, mask[:1])
+                        task.x_target, task.y_target, mask[:1])
     held = slice(20, None)
     influence = lds(am.influence(fitted, solver="exact", damping=0.1), mask[held],
                     outputs[held])

@@ -17,6 +17,7 @@ from memlab import streams
 from memlab.measures.attribution.gradients import params_from_weights
 from memlab.measures.callbacks.checkpoints import Checkpoints
 from memlab.studies.attribute.config import AttributeConfig
+from memlab.studies.base import Execution
 
 
 def build_template(run) -> torch.nn.Module:
@@ -29,8 +30,9 @@ def build_template(run) -> torch.nn.Module:
                        **run.config.model_kwargs).eval()
 
 
-def train_with_masks(run, membership: np.ndarray, epochs: int | None = None,
-                     callbacks: tuple = ()) -> tuple[dict[str, np.ndarray], dict]:
+def train_with_masks(run, membership: np.ndarray, execution: Execution,
+                     epochs: int | None = None, callbacks: tuple = ()
+                     ) -> tuple[dict[str, np.ndarray], dict]:
     """Train len(membership) models with the run's recipe on explicit membership rows
     (K, n_train) bool, model k with the run's model-k seeds, for ``epochs`` (default the
     run's). Returns (name -> (K, ...) final weights, the callbacks' records)."""
@@ -46,13 +48,14 @@ def train_with_masks(run, membership: np.ndarray, epochs: int | None = None,
     with tempfile.TemporaryDirectory(prefix="memlab-attribute-") as tmp:
         trained = train_population(run.dataset, config, membership=np.asarray(membership, bool),
                                    callbacks=list(callbacks), out=Path(tmp) / "run",
-                                   n_workers=1, progress=False)
+                                   **{**execution.training(), "progress": False})
         records = {name: np.array(trained.records(name)) for name in trained.record_names
                    if any(name.startswith(f"{cb.name}_") for cb in callbacks)}
         return trained.weights(), records
 
 
-def tracin_checkpoints(run, template, config: AttributeConfig, models: list[int]):
+def tracin_checkpoints(run, template, config: AttributeConfig, models: list[int],
+                       execution: Execution):
     """[(params (1, ...), lr)] per model at the checkpoint epochs: from the run's own
     ``ckpt_*`` records when it was trained with :class:`Checkpoints`, else by training the
     models again with the run's seeds and mask rows and a :class:`Checkpoints` callback
@@ -68,7 +71,7 @@ def tracin_checkpoints(run, template, config: AttributeConfig, models: list[int]
         records = {key: np.asarray(run.records(key))[models] for key in keys}
         epochs = stored_epochs
     else:
-        _, records = train_with_masks(run, run.membership_mask[models],
+        _, records = train_with_masks(run, run.membership_mask[models], execution,
                                       callbacks=(Checkpoints(epochs),))
     lr = run.config.lr
     deviation = max(float(np.abs(records[key][:, -1] - stored[name].numpy()).max())
@@ -80,8 +83,8 @@ def tracin_checkpoints(run, template, config: AttributeConfig, models: list[int]
     return trajectories, list(epochs), deviation
 
 
-def removal_study(run, config: AttributeConfig, scores: dict[str, np.ndarray]
-                  ) -> tuple[pd.DataFrame, dict]:
+def removal_study(run, config: AttributeConfig, scores: dict[str, np.ndarray],
+                  execution: Execution) -> tuple[pd.DataFrame, dict]:
     """Retrain on the whole training set minus the k examples a method ranks most
     positive for a target, and minus k random ones (paired seeds), and compare the
     target's log-odds. Effect < 0: the method found examples that hold the output up."""
@@ -101,7 +104,7 @@ def removal_study(run, config: AttributeConfig, scores: dict[str, np.ndarray]
         for arm, drop in arms.items():
             keep = np.ones((config.removal_seeds, n_train), bool)
             keep[:, drop] = False
-            weights, _ = train_with_masks(run, keep)
+            weights, _ = train_with_masks(run, keep, execution)
             params = params_from_weights(template, weights)
             logits = logits_of(template, params, ds.x_test[target:target + 1])[:, 0]
             y = int(ds.y_test[target])

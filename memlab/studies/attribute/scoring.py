@@ -25,6 +25,7 @@ from memlab.measures.attribution.gradients import params_from_weights
 from memlab.measures.attribution.lds import lds
 from memlab.studies.attribute.config import AttributeConfig
 from memlab.studies.attribute.retrain import build_template, tracin_checkpoints
+from memlab.studies.base import Execution
 
 
 def _flops_and_seconds(name: str, task, options: dict):
@@ -67,7 +68,7 @@ def method_options(name: str, config: AttributeConfig) -> dict[str, Any]:
 
 
 def score_methods(run, config: AttributeConfig, out: Path, split: dict, outputs: np.ndarray,
-                  progress: bool = True) -> tuple[dict, dict[str, np.ndarray]]:
+                  execution: Execution) -> tuple[dict, dict[str, np.ndarray]]:
     """Compute (or reload) every method's scores; choose dampings on the validation
     models; LDS on the held-out ones. Returns (rows by method, scores by method)."""
     mask = run.membership_mask
@@ -86,15 +87,15 @@ def score_methods(run, config: AttributeConfig, out: Path, split: dict, outputs:
         models = list(range(n_used))
         params = params_from_weights(template, run.weights(models))
         task = am.Problem(template, params, ds.x_train, ds.y_train, ds.x_test[targets],
-                       ds.y_test[targets], np.asarray(mask[models]))
+                          ds.y_test[targets], np.asarray(mask[models]))
         extra: dict[str, Any] = {}
         if name == "tracin":
             started = time.perf_counter()
             task.checkpoints, epochs, deviation = tracin_checkpoints(run, template, config,
-                                                                     models)
+                                                                     models, execution)
             extra = {"checkpoint_epochs": epochs, "retrain_seconds":
                      time.perf_counter() - started, "replay_max_abs_deviation": deviation}
-        if progress:
+        if execution.progress:
             print(f"attribute: {name} ...", flush=True)
         value, seconds, flops = _flops_and_seconds(name, task, method_options(name, config))
         if isinstance(value, dict):  # a damping grid: choose on the validation models
@@ -174,8 +175,8 @@ def self_influence(run, config: AttributeConfig, split: dict) -> tuple[pd.DataFr
         n_used = config.trak_models if name == "trak" else config.method_models
         models = list(range(n_used))
         task = am.Problem(template, params_from_weights(template, run.weights(models)),
-                       ds.x_train, ds.y_train, ds.x_train[rows], ds.y_train[rows],
-                       mask[models])
+                          ds.x_train, ds.y_train, ds.x_train[rows], ds.y_train[rows],
+                          mask[models])
         options = method_options(name, config)
         if "damping" in options:
             options["damping"] = 1.0

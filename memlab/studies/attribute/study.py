@@ -74,14 +74,13 @@ def run(config: AttributeConfig, out: Path, execution: Execution, dataset: Any =
     truth, truth_scores, curve = sc.ground_truth(population_run, config, split, outputs)
     for name, values in truth_scores.items():
         sc.save_scores(out / "scores" / f"{name}.npy", values)
-    rows, scores = sc.score_methods(population_run, config, out, split, outputs,
-                                    execution.progress)
+    rows, scores = sc.score_methods(population_run, config, out, split, outputs, execution)
     self_frame, self_summary = sc.self_influence(population_run, config, split)
     tables: dict[str, pd.DataFrame] = {"models_curve": curve, "self_influence": self_frame}
     removal_summary = None
     if config.removal:
         removal_frame, removal_summary = removal_study(
-            population_run, config, {**truth_scores, **scores})
+            population_run, config, {**truth_scores, **scores}, execution)
         tables["removal"] = removal_frame
     all_rows = {**rows, **truth}
     table = pd.DataFrame([{"method": name, **{k: v for k, v in row.items()
