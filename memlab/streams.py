@@ -25,7 +25,7 @@ RANDOM_INPUTS = 102  # Dataset.with_random_inputs
 DUPLICATES = 103  # Dataset.with_duplicates: which examples are copied, and where
 TEXT_SYNTHETIC = 11  # data.text: the synthetic corpus's documents and their duplicates
 MIA_SHADOWS = 0x5AD0  # measures.mia: which shadow models a capped attack uses
-MIA_BOOTSTRAP = 0xB007  # measures.mia: bootstrap resamples of the target models
+MIA_BOOTSTRAP = 0xB007  # measures.mia: bootstrap resamples of the models (targets and shadows)
 LONGTAIL_MIXTURE = 900  # the long-tailed mixture's subpopulations
 LONGTAIL_SAMPLE = 901  # its training and test draws
 
@@ -44,3 +44,4 @@ LESDE_PHASE = 1  # lesde: a phase-diagram cell's simulation ([seed, 1, drift, ra
 LESDE_SCAN = 2  # lesde: a threshold-scan cell's start and simulation ([seed, 2, drift, ...])
 LESDE_FIT_SIMULATION = 3  # lesde: a fitted model's simulations ([seed, 3, model, 6])
 LESDE_PERMUTATIONS = 100  # lesde: permuted-mask floors, numpy seeds seed + 100 + p (an offset)
+ATTRIBUTE_CEILING = 37  # attribute: the seed of the held-out masks' second replicate (ceiling)

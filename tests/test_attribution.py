@@ -220,3 +220,82 @@ def test_methods_beat_random_on_a_small_population():
     control = lds(am.random_scores(fitted), mask[held], outputs[held])
     assert influence.mean > control.mean + 3 * max(influence.se, control.se)
     assert abs(control.mean) < 3 * control.se
+
+
+def test_ceiling_is_one_for_identical_replicates_and_zero_for_pure_noise():
+    from memlab.measures.attribution.ceiling import against_replicates, noise_ceiling
+
+    rng = np.random.default_rng(11)
+    outputs = rng.normal(size=(60, 40))
+    same = noise_ceiling(outputs, outputs.copy(), n_boot=50)
+    assert same.mean == pytest.approx(1.0) and same.single == pytest.approx(1.0)
+    assert same.reliability == pytest.approx(1.0)
+    # A method that predicts the outputs exactly is at 100% of that ceiling.
+    perfect = against_replicates(outputs, outputs, outputs.copy(), n_boot=50)
+    assert perfect["lds_replicates"] == pytest.approx(1.0)
+    assert perfect["ceiling_ratio"] == pytest.approx(1.0)
+    # Outputs that are seed noise alone: nothing a mask explains, a ceiling of 0 (the signed
+    # square root keeps the negative per-target estimates, so the mean is centred on 0).
+    noise = noise_ceiling(rng.normal(size=(60, 40)), rng.normal(size=(60, 40)), n_boot=100)
+    assert abs(noise.mean) < 3 * noise.se and noise.se < 0.15
+    assert abs(noise.reliability) < 0.05
+
+
+def test_ceiling_of_a_known_reliability_and_a_perfect_method_at_its_ceiling():
+    """f = T + e with var T = var e: Pearson reliability 1/2, Spearman r = (6/pi) asin(1/4),
+    Spearman-Brown 2r/(1+r), ceiling its square root; the mean over seeds T, the best any
+    attribution can do, reaches it (ratio 1), and the plain LDS's ceiling is sqrt(r)."""
+    from memlab.measures.attribution.ceiling import against_replicates, noise_ceiling
+
+    rng = np.random.default_rng(12)
+    truth = rng.normal(size=(3000, 10))
+    a = truth + rng.normal(size=truth.shape)
+    b = truth + rng.normal(size=truth.shape)
+    r = 6 / np.pi * np.arcsin(0.25)
+    ceiling = noise_ceiling(a, b, n_boot=20)
+    assert ceiling.reliability == pytest.approx(r, abs=0.02)
+    assert ceiling.mean == pytest.approx(np.sqrt(2 * r / (1 + r)), abs=0.015)
+    assert ceiling.single == pytest.approx(np.sqrt(r), abs=0.015)
+    best = against_replicates(truth, a, b, n_boot=20)
+    assert best["ceiling_ratio"] == pytest.approx(1.0, abs=0.02)
+    half = against_replicates(truth + 2 * rng.normal(size=truth.shape), a, b, n_boot=20)
+    assert 0.3 < half["ceiling_ratio"] < 0.6  # a noisier predictor: a fraction of it
+
+
+def test_damping_on_the_grid_edge_extends_the_grid_until_the_optimum_is_interior():
+    import math
+    import warnings
+
+    from memlab.studies.attribute import DampingEdgeWarning
+    from memlab.studies.attribute.scoring import choose_damping, warn_damping_edges
+
+    grid = (0.01, 0.1, 1.0, 10.0)
+    tried = []
+
+    def peak_at_100(damping):  # rises over the whole grid, peaks one decade past its edge
+        tried.append(damping)
+        return -abs(math.log10(damping) - 2)
+
+    choice = choose_damping({d: peak_at_100(d) for d in grid}, peak_at_100, extensions=3)
+    assert choice.damping == 100.0 and choice.edge is None and choice.warning("trak") is None
+    assert choice.extended == (100.0, 1000.0) and tried[len(grid):] == [100.0, 1000.0]
+    # Interior from the start: nothing extended, nothing said.
+    interior = choose_damping({0.01: 0.5, 0.1: 0.7, 1.0: 0.6}, peak_at_100, extensions=3)
+    assert interior.damping == 0.1 and interior.extended == () and interior.edge is None
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert warn_damping_edges({"trak": {"damping": 0.1, "damping_edge": None}}) == []
+    # Still rising after every extension (the large-damping limit): warned and recorded.
+    rising = choose_damping({d: math.log(d) for d in grid}, math.log, extensions=3)
+    assert rising.damping == 1e4 and rising.edge == "upper"
+    message = rising.warning("if_exact")
+    assert "if_exact" in message and "upper edge" in message and "10000" in message
+    with pytest.warns(DampingEdgeWarning, match="if_exact.*upper edge"):
+        edges = warn_damping_edges({"if_exact": {"damping": 1e4, "damping_edge": "upper",
+                                                 "damping_warning": message}})
+    assert edges == [{"method": "if_exact", "edge": "upper", "damping": 1e4,
+                      "warning": message}]
+    # Extension impossible: nothing below 0, or no finite LDS beyond the edge.
+    assert choose_damping({0.0: 0.9, 1.0: 0.5}, math.log, 3).edge == "lower"
+    nan = choose_damping({0.01: 0.9, 1.0: 0.5}, lambda d: float("nan"), 3)
+    assert nan.damping == 0.01 and nan.edge == "lower" and "not finite" in nan.reason

@@ -40,6 +40,49 @@ def test_summary_has_every_method_with_lds_se_seconds_and_models(study):
     assert summary["removal"]["if_exact"]["effect_vs_random"] < 0
 
 
+def test_ceiling_from_a_second_replicate_bounds_every_method(study):
+    """The held-out masks trained again with other seeds (OUT/ceiling, a resumable run):
+    the ceiling is in the summary, the headline and the table, and no method beats it
+    beyond noise; each ratio is its LDS against the replicates' mean over the ceiling."""
+    from memlab.population import open_run
+    from memlab.studies.attribute.retrain import replicate_seed
+    from memlab.studies.attribute.study import headline_lines
+
+    config, out, result = study
+    ceiling = result.summary["ceiling"]
+    assert 0 < ceiling["ceiling_single"] <= ceiling["ceiling"] <= 1
+    assert ceiling["n_models"] == config.n_heldout and ceiling["ceiling_se"] > 0
+    replicate = open_run(out / "ceiling")
+    population = open_run(out / "population")
+    held = slice(population.n_models - config.n_heldout, None)
+    assert np.array_equal(replicate.membership_mask, population.membership_mask[held])
+    assert replicate.config.seed == replicate_seed(config.population.seed) != \
+        population.config.seed
+    # Same masks, other seeds: correlated outputs, not the same ones.
+    assert not np.array_equal(replicate.records("test_logodds"),
+                              population.records("test_logodds")[held])
+    rows = {**result.summary["methods"], "datamodels": result.summary["datamodels"]}
+    for name, row in rows.items():
+        assert row["ceiling_ratio"] == pytest.approx(row["lds_replicates"] / ceiling["ceiling"])
+        assert row["ceiling_ratio"] < 1 + 3 * row["ceiling_ratio_se"], name
+    best = max(rows, key=lambda name: rows[name]["lds"])
+    assert rows[best]["lds"] < ceiling["ceiling_single"] + 3 * rows[best]["lds_se"]
+    assert rows[best]["ceiling_ratio"] > 0.5  # on logistic regression the best come close
+    table = result.tables["methods"].set_index("method")
+    assert table.loc["trak", "ceiling"] == ceiling["ceiling"]
+    assert table.loc["trak", "ceiling_ratio"] == rows["trak"]["ceiling_ratio"]
+    assert len(result.tables["ceiling"]) == config.n_targets
+    assert any(line.startswith("LDS ceiling") for line in headline_lines(result))
+    # Every damping is interior of the grid it was chosen on, or said to be on an edge.
+    edges = {edge["method"] for edge in result.summary["damping_edges"]}
+    for name, row in result.summary["methods"].items():
+        if row.get("damping") is not None:
+            tried = sorted(float(d) for d in row["validation_lds"])
+            interior = tried[0] < row["damping"] < tried[-1]
+            assert interior != (name in edges) and interior == (row["damping_edge"] is None)
+            assert set(row["damping_extended"]) <= set(tried)
+
+
 def test_scores_are_memory_mapped_and_agree_with_the_lds(study):
     config, out, result = study
     from memlab.measures.attribution.lds import lds
@@ -65,14 +108,25 @@ def test_second_run_returns_the_saved_result(study):
 
 def test_cli_attribute_on_an_existing_run(study, tmp_path, capsys):
     config, out, _ = study
-    code = main(["attribute", str(out / "population"), "--methods", "grad_dot,random",
+    # A damping grid whose best value is its upper edge, not extended: a warning, recorded.
+    code = main(["attribute", str(out / "population"), "--methods", "grad_dot,if_exact,random",
                  "--targets", "10", "--heldout", "40", "--validation", "20",
+                 "--dampings", "0.001,0.01", "--damping-extensions", "0", "--no-ceiling",
+                 "--self-influence-methods", "grad_dot",
                  "--out", str(tmp_path / "cli"), "--quiet"])
     assert code == 0
-    printed = capsys.readouterr().out
+    captured = capsys.readouterr()
+    printed = captured.out
     rows = json.loads(printed[:printed.index("held-out models")])
-    assert set(rows) == {"grad_dot", "random", "datamodels", "diff_in_means"}
+    assert set(rows) == {"grad_dot", "if_exact", "random", "datamodels", "diff_in_means"}
     assert rows["grad_dot"]["lds"] > rows["random"]["lds"]
+    assert "ceiling_ratio" not in rows["grad_dot"] and "LDS ceiling" not in printed
+    summary = loads_strict((tmp_path / "cli" / "summary.json").read_text())
+    assert summary["ceiling"] is None and not (tmp_path / "cli" / "ceiling").exists()
+    assert [edge["method"] for edge in summary["damping_edges"]] == ["if_exact"]
+    assert summary["damping_edges"][0]["edge"] == "upper"
+    assert "memlab: warning: if_exact: the damping chosen" in captured.err
+    assert "damping on the grid's upper edge: if_exact (0.01)" in printed
     assert main(["attribute", str(out / "population"), "--methods", "nope"]) == 2
     # --models is the population's size (training); the models a method reads: --method-models
     assert main(["attribute", str(out / "population"), "--models", "3"]) == 2

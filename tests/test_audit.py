@@ -62,7 +62,7 @@ def test_second_run_returns_the_saved_result(noisy):
 def test_lira_online_beats_the_loss_threshold(population, request):
     result, _ = request.getfixturevalue(population)
     s = result.summary
-    # Paired bootstrap over target models: the whole 95% interval of the difference > 0.
+    # Paired bootstrap over models: the whole 95% interval of the difference > 0.
     for metric in ("auc", "tpr_at_fpr_0.001"):
         diff = s["lira_online_vs_loss"][metric]
         assert diff["ci_low"] > 0, (population, metric, diff)
@@ -102,9 +102,9 @@ def test_permuted_membership_gives_chance(noisy):
     null = np.stack([rng.permutation(column) for column in mask.T], 1)
     inputs = mia.AttackInputs.from_logits_records(
         null, population.records("train_logodds"), population.records("test_logodds"))
-    for name, score in mia.attack_scores(inputs, ("lira_online", "rmia_offline",
-                                                  "loss")).items():
-        m = mia.roc_metrics(score, null, n_bootstrap=200)
+    _, metrics = mia.audit_metrics(inputs, ("lira_online", "rmia_offline", "loss"),
+                                   n_bootstrap=100)
+    for name, m in metrics.items():
         assert m["auc_ci_low"] <= 0.5 <= m["auc_ci_high"], (name, m["auc"])
 
 
@@ -193,14 +193,17 @@ def test_language_model_run_is_audited_from_document_losses(tmp_path):
     assert s["population"]["task"] == "language_model"
     assert "confidence" not in s["attacks"] and "rmia_offline" in s["attacks"]
     # The attack reads the per-document losses: the loss baseline is exactly the AUC of
-    # −train_loss against the mask, and LiRA online is above chance (0.58 measured).
+    # −train_loss against the mask, and LiRA online is above chance (0.58 measured; its 95%
+    # interval from resamples of 12 models, shadows included, reaches down to 0.50: too
+    # few models to prove it, where the interval over targets alone claimed to).
     from scipy.stats import mannwhitneyu
 
     population = open_run(tmp_path / "lm")
     loss, mask = population.records("train_loss"), population.membership_mask
     u = mannwhitneyu(-loss[mask], -loss[~mask]).statistic / (mask.sum() * (~mask).sum())
     assert s["loss"]["auc"] == pytest.approx(u, abs=1e-9)
-    assert s["lira_online"]["auc_ci_low"] > 0.5
+    online = s["lira_online"]
+    assert online["auc"] > 0.55 and online["auc_ci_low"] < online["auc"] < online["auc_ci_high"]
     assert "text" in result.tables["most_exposed"]
     assert (tmp_path / "audit" / "report.html").exists()
 
@@ -230,3 +233,23 @@ def test_example_tables_known_answers():
         0.9369749612033814)  # scipy.stats.spearmanr of the two columns (one tie)
     assert relation["vulnerability_memorized"] == pytest.approx(0.9)  # mem >= 0.25
     assert by_mem["n"].sum() == len(examples)
+
+
+def test_vulnerability_split_half_reliability_known_answers():
+    """Examples whose member shift differs (0 to 3 sd) are ranked alike by two halves of
+    the models (reliability 0.85 from 32 + 32); with no member shift at all the halves agree by
+    chance only (near 0)."""
+    from memlab.measures import audit as au
+    from memlab.measures import mia
+
+    rng = np.random.default_rng(0)
+    t, n = 64, 300
+    mask = rng.random((t, n)) < 0.5
+    shift = np.linspace(0, 3, n)
+    noise = rng.standard_normal((t, n))
+    signal = mia.AttackInputs(score=noise + shift * mask, mask=mask)
+    null = mia.AttackInputs(score=noise, mask=mask)
+    strong = au.vulnerability_reliability(signal, "lira_offline", 0.1)
+    chance = au.vulnerability_reliability(null, "lira_offline", 0.1)
+    assert strong["reliability"] > 0.8
+    assert abs(chance["reliability"]) < 0.3

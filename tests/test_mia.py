@@ -29,7 +29,7 @@ def test_two_gaussians_give_the_analytic_auc_and_tpr():
     scores = rng.normal(size=mask.shape) + d * mask
     m = mia.roc_metrics(scores, mask, n_bootstrap=200)
     auc = stats.norm.cdf(d / np.sqrt(2))
-    # Sampling error: the bootstrap interval (over 100 target models) covers Φ(d/√2) and
+    # Sampling error: the bootstrap interval (over 100 models) covers Φ(d/√2) and
     # the point estimate is within 3 standard errors.
     assert m["auc_ci_low"] <= auc <= m["auc_ci_high"] or abs(m["auc"] - auc) < 3 * m["auc_se"]
     assert abs(m["auc"] - auc) < 0.005
@@ -59,9 +59,9 @@ def test_bootstrap_interval_covers_chance_under_permuted_membership():
     mask, phi = gaussian_population(t=100, n=300, d=1.0, seed=3)
     rng = np.random.default_rng(4)
     null = np.stack([rng.permutation(col) for col in mask.T], 1)  # permuted across models
-    for name, score in mia.attack_scores(mia.AttackInputs(phi, null),
-                                         ("lira_online", "loss")).items():
-        m = mia.roc_metrics(score, null, n_bootstrap=200)
+    _, metrics = mia.audit_metrics(mia.AttackInputs(phi, null), ("lira_online", "loss"),
+                                   n_bootstrap=200)
+    for name, m in metrics.items():
         assert m["auc_ci_low"] <= 0.5 <= m["auc_ci_high"], (name, m["auc"])
         assert abs(m["auc"] - 0.5) < 0.01
 
@@ -176,3 +176,105 @@ def test_bad_inputs_are_refused():
         mia.AttackInputs(np.zeros((1, 4)), mask[:1])
     with pytest.raises(ConfigError, match="unknown attacks"):
         mia.attack_scores(mia.AttackInputs(np.zeros((3, 4)), mask), ("lira_magic",))
+
+
+def brute_force_resample_shadows(values, side, cap, order, weights):
+    """The shadows of every target in one resample of the models, by loops: the resample
+    is a population in which model m appears weights[m] times (copies adjacent in the
+    cyclic order) and no copy of the target is its own shadow."""
+    t, n = side.shape
+    position = np.argsort(order)
+    count, total = np.zeros((t, n)), np.zeros((t, n))
+    for i in range(n):
+        for k in range(t):
+            after = [order[(position[k] + j) % t] for j in range(1, t)]
+            copies = [m for m in after if side[m, i] for _ in range(int(weights[m]))]
+            chosen = copies if cap is None else copies[:cap]
+            count[k, i], total[k, i] = len(chosen), values[chosen, i].sum()
+    return count, total
+
+
+@pytest.mark.parametrize("cap", [None, 1, 2, 3, 5])
+def test_resampled_shadow_sums_equal_brute_force(cap):
+    rng = np.random.default_rng(15)
+    t, n = 9, 7
+    side = rng.random((t, n)) < 0.6
+    side[:, 0], side[:, 1] = True, False
+    values = rng.normal(size=(t, n))
+    order = rng.permutation(t)
+    weights = mia.bootstrap_weights(t, 6, seed=3)
+    weights[0] = 1  # the population itself
+    weights[1] = 0
+    weights[1, [2, 4]] = 5, 4  # two models, many copies
+    got = mia._side_stats([values], side, cap, order if cap is not None else None, weights)
+    for b, w in enumerate(weights):
+        count, total = brute_force_resample_shadows(values, side, cap, order, w)
+        drawn = w > 0  # the scores of targets not drawn are never used
+        np.testing.assert_array_equal(got.count[b][drawn], count[drawn])
+        np.testing.assert_allclose(got.sums[0][b][drawn], total[drawn], atol=1e-12)
+
+
+def test_resampled_metrics_equal_the_metrics_of_the_copied_trials():
+    """A resample's metrics are those of the pooled ROC with target k's trials copied
+    weights[k] times (ties, NaN scores included)."""
+    rng = np.random.default_rng(2)
+    mask = rng.random((30, 50)) < 0.4
+    scores = np.round(rng.normal(size=mask.shape) + mask, 1)
+    scores[3, :5] = np.nan
+    fprs = (0.01, 0.05)
+    weights = mia.bootstrap_weights(30, 6, seed=1)
+    fixed = mia._weighted_metrics(scores, mask, weights, fprs)  # ranked once
+    per_row = mia._weighted_metrics(np.broadcast_to(scores, (6, *scores.shape)), mask,
+                                    weights, fprs)
+    for b, w in enumerate(weights):
+        rows = np.repeat(np.arange(30), w.astype(int))
+        want = mia.roc_metrics(scores[rows], mask[rows], n_bootstrap=0, fprs=fprs)
+        for name, values in fixed.items():
+            assert values[b] == pytest.approx(want[name], abs=1e-12), (name, b)
+            assert per_row[name][b] == pytest.approx(want[name], abs=1e-12), (name, b)
+
+
+@pytest.mark.parametrize("cap", [None, 2])
+def test_audit_resamples_score_the_attacks_again(cap):
+    """Every model drawn once is the population itself; a model left out is the population
+    without it (shadows and trials alike), for every attack."""
+    mask, phi = gaussian_population(t=12, n=40, d=1.0, seed=16)
+    rng = np.random.default_rng(17)
+    inputs = mia.AttackInputs(phi, mask, log_prob=-np.logaddexp(0, -phi),
+                              population=-np.logaddexp(0, -rng.normal(size=(12, 30))))
+    attacks = ("lira_online", "lira_online_fixed", "lira_offline", "lira_offline_fixed",
+               "rmia_online", "rmia_offline", "loss")
+    point = mia.attack_scores(inputs, attacks, cap=cap, seed=4)
+    weights = np.ones((2, 12))
+    weights[1, 5] = 0
+    again = mia.attack_scores(inputs, attacks, cap=cap, seed=4, weights=weights)
+    for name in attacks:
+        np.testing.assert_allclose(np.broadcast_to(again[name], (2, 12, 40))[0], point[name],
+                                   atol=1e-9, err_msg=name)
+    if cap is None:  # a capped order depends on the number of models: only all shadows
+        keep = np.arange(12) != 5
+        smaller = mia.AttackInputs(phi[keep], mask[keep], log_prob=inputs.log_prob[keep],
+                                   population=inputs.population[keep])
+        for name, score in mia.attack_scores(smaller, attacks, seed=4).items():
+            np.testing.assert_allclose(np.broadcast_to(again[name], (2, 12, 40))[1][keep],
+                                       score, atol=1e-9, err_msg=name)
+
+
+def test_audit_intervals_are_seeded_and_paired():
+    mask, phi = gaussian_population(t=24, n=60, d=0.5, seed=18)
+    inputs = mia.AttackInputs(phi, mask)
+    attacks = ("lira_online", "loss")
+    _, first = mia.audit_metrics(inputs, attacks, n_bootstrap=50, seed=5)
+    _, again = mia.audit_metrics(inputs, attacks, n_bootstrap=50, seed=5)
+    _, other = mia.audit_metrics(inputs, attacks, n_bootstrap=50, seed=6)
+    for name in attacks:
+        np.testing.assert_array_equal(first[name]["_samples"]["auc"],
+                                      again[name]["_samples"]["auc"])
+        assert first[name]["auc_ci_low"] < first[name]["auc"] < first[name]["auc_ci_high"]
+    assert not np.array_equal(first["loss"]["_samples"]["auc"], other["loss"]["_samples"]["auc"])
+    # The loss threshold reads no shadow: its replicates are those of roc_metrics, which
+    # holds the scores fixed, on the same resamples.
+    fixed = mia.roc_metrics(phi, mask, n_bootstrap=50, seed=5, return_samples=True)
+    np.testing.assert_allclose(first["loss"]["_samples"]["auc"], fixed["_samples"]["auc"])
+    diff = mia.paired_difference(first["lira_online"], first["loss"])
+    assert diff["ci_low"] < diff["difference"] < diff["ci_high"]

@@ -69,3 +69,30 @@ def test_chunk_size_from_free_gpu_memory():
     assert 15 * small < large < 17 * small
     assert suggest_chunk_size(dataset, PopulationConfig(n_models=5), "cuda",
                               free_bytes=16 * 2**30) == 5  # never more than the population
+
+
+def test_plan_from_a_pilot_says_how_many_models_each_estimator_needs(tmp_path, capsys):
+    """The se of every estimator falls as 1/sqrt(models): a pilot of 8 whose 90th percentile
+    se is s needs 8 (s / target)² models; the plan is for the automatic estimator's count;
+    recipe flags are refused (the pilot's recipe is planned)."""
+    import numpy as np
+
+    from memlab.measures import memorization as mz
+
+    dataset = make_blobs(n_train=200, n_test=50)
+    pilot = train_population(dataset, model="mlp", model_kwargs={"hidden": [16]}, n_models=8,
+                             epochs=3, out=tmp_path / "pilot", progress=False, n_workers=1)
+    assert main(["plan", "--pilot", str(pilot.path), "--target-se", "0.05",
+                 "--gflops", "10"]) == 0
+    printed = capsys.readouterr().out
+    mask = np.asarray(pilot.membership_mask)
+    records = {r: np.asarray(pilot.records(r)) for r in ("train_correct", "train_margin")}
+    se = mz.estimate(mask, records, "binary").se
+    binary = int(np.ceil(8 * (np.nanquantile(se, 0.9) / 0.05) ** 2))
+    assert f"{binary:,} models for se <= 0.05" in printed
+    chosen = mz.choose_estimator(mask, records).estimator
+    assert f"automatic estimator: {chosen}" in printed
+    assert main(["plan", "--pilot", str(pilot.path), "--epochs", "3"]) == 2
+    assert "drop --epochs" in capsys.readouterr().err
+    assert main(["plan", "--target-se", "0.05", "--gflops", "10"]) == 2
+    assert "needs --pilot" in capsys.readouterr().err

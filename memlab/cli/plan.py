@@ -6,8 +6,11 @@ It computes from shapes and never allocates them: ``--shape 1281167,50000,3x224x
 from __future__ import annotations
 
 import argparse
+import dataclasses
 
-from memlab import validate
+import numpy as np
+
+from memlab import options, validate
 from memlab.cli.study import apply_flags
 from memlab.cli.train import add_population_arguments
 from memlab.errors import ConfigError
@@ -29,7 +32,44 @@ def register(subparsers) -> None:
                              "core's; see --calibrate)")
     parser.add_argument("--calibrate", action="store_true",
                         help="measure one worker's GFLOP/s here first (a few seconds)")
+    parser.add_argument("--pilot", default=None, metavar="RUN",
+                        help="a finished small population: say how many models each "
+                             "memorization estimator needs for --target-se (measured on "
+                             "it), and plan the run of the pilot's recipe with that many "
+                             "models (the automatic estimator's)")
+    parser.add_argument("--target-se", type=float, default=None, metavar="SE",
+                        help="with --pilot: the wanted standard error of mem at 90%% of "
+                             "the examples (default 0.05)")
     parser.set_defaults(func=run)
+
+
+def pilot_plan(args: argparse.Namespace) -> tuple:
+    """(data shape, recipe with the models the target needs) from the pilot run, after
+    printing each estimator's count."""
+    from memlab.measures import memorization as mz
+    from memlab.population import open_run
+
+    target = 0.05 if args.target_se is None else validate.real(
+        args.target_se, "--target-se", minimum=0, open_low=True,
+        fix="give the wanted standard error, e.g. --target-se 0.05")
+    pilot = open_run(args.pilot)
+    mask = np.asarray(pilot.membership_mask)
+    records = {name: np.asarray(pilot.records(name)) for name in
+               ("train_correct", "train_margin") if name in pilot.record_names}
+    choice = mz.choose_estimator(mask, records)
+    print(f"pilot {pilot.path}: {pilot.n_models} models; automatic estimator: "
+          f"{choice.estimator} ({choice.reason})")
+    needed = {}
+    for name in mz.ESTIMATORS:
+        if name != "binary" and "train_margin" not in records:
+            continue
+        se = mz.estimate(mask, records, name).se
+        needed[name] = mz.models_needed_for_se(se, pilot.n_models, target)
+        print(f"  {name:14s} {needed[name]:>8,} models for se <= {target:g} at 90% of "
+              "the examples")
+    recipe = dataclasses.replace(pilot.config, n_models=max(needed[choice.estimator],
+                                                            pilot.n_models))
+    return DataShape.of(pilot.dataset), recipe
 
 
 def parse_shape(text: str) -> DataShape:
@@ -62,13 +102,24 @@ def run(args: argparse.Namespace) -> int:
     gflops = None if args.gflops is None else validate.real(
         args.gflops, "--gflops", minimum=0, open_low=True,
         fix="give the sustained GFLOP/s of one worker, e.g. --gflops 50")
-    if args.shape:  # a dataset that is not here: plan from its shape alone
+    if args.target_se is not None and not args.pilot:
+        raise ConfigError("--target-se needs --pilot RUN (the population whose errors it "
+                          "extrapolates)")
+    if args.pilot:
+        recipe_flags = [flag.name for flag in options.flags(PopulationStudyConfig)
+                        if flag.template is None and hasattr(args, flag.dest)]
+        if recipe_flags or args.shape:
+            raise ConfigError(f"--pilot plans the pilot run's own data and recipe; drop "
+                              f"{(recipe_flags or ['--shape'])[0]}")
+        data, config = pilot_plan(args)
+    elif args.shape:  # a dataset that is not here: plan from its shape alone
         data = parse_shape(args.shape)
         config = apply_flags(PopulationStudyConfig(data=None), args, sizing_data=data)
     else:
         config = apply_flags(PopulationStudyConfig(), args)
         data = DataShape.of(training_data(config))
-    config = config.population
+    if not args.pilot:
+        config = config.population
     plan = plan_run(data, config, workers=workers, gflops_per_worker=gflops,
                     calibrate=args.calibrate)
     print(f"{data.name}: {data.n_train:,} train / {data.n_test:,} test, input "

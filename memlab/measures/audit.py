@@ -4,14 +4,17 @@ power curve against shadows per side, every example's vulnerability next to its
 memorization, planted canaries against clean examples.
 
     inputs = attack_inputs(run)                          # classifier or language model
-    scores = mia.attack_scores(inputs, ("lira_online", "loss"))
-    table, full, roc = attack_table(scores, inputs.mask, n_bootstrap=200, seed=0)
+    scores, table, full, roc = attack_table(inputs, ("lira_online", "loss"),
+                                            n_bootstrap=200, seed=0)
     examples = examples_table(memorization_table(run), scores, inputs.mask,
                               attack="lira_online", fpr=0.01)
 
 Every model is the target in turn and the others its shadows, so every (model, example)
-pair is a trial whose answer is the membership mask. 95% intervals: bootstrap over target
-models; differences: the paired bootstrap (the same resampled targets for both).
+pair is a trial whose answer is the membership mask. 95% intervals: the bootstrap over
+models as targets *and* shadows (:func:`memlab.measures.mia.audit_metrics`: each resample
+of the models scores every attack again from its own shadows); differences: the paired
+bootstrap (the same resamples for both attacks, so every table and verdict of one audit
+sits on one set of resamples).
 """
 
 from __future__ import annotations
@@ -96,29 +99,32 @@ def strip(metrics: dict) -> dict:
     return {k: v for k, v in metrics.items() if not k.startswith("_")}
 
 
-def attack_table(scores: dict[str, np.ndarray], mask: np.ndarray, n_bootstrap: int,
-                 seed: int, cap: int | None = None
-                 ) -> tuple[pd.DataFrame, dict, pd.DataFrame]:
-    """One row of metrics per attack, the metrics with bootstrap replicates (for paired
-    differences), and the thinned ROC curves."""
-    rows, full, curves = [], {}, []
+def attack_table(inputs: mia.AttackInputs, attacks: Sequence[str], *, n_bootstrap: int,
+                 seed: int, cap: int | None = None, rmia_a: float = 0.3,
+                 rmia_gamma: float = 1.0
+                 ) -> tuple[dict[str, np.ndarray], pd.DataFrame, dict, pd.DataFrame]:
+    """The attacks' scores (name -> (t, n)), one row of metrics per attack, the metrics
+    with their bootstrap replicates (for paired differences) and the thinned ROC curves
+    (:func:`memlab.measures.mia.audit_metrics`)."""
+    scores, full = mia.audit_metrics(inputs, tuple(attacks), cap=cap, seed=seed,
+                                     n_bootstrap=n_bootstrap, rmia_a=rmia_a,
+                                     rmia_gamma=rmia_gamma)
+    mask = inputs.mask
+    rows, curves = [], []
     for name, score in scores.items():
-        trials = mia.Trials.of(score, mask)
-        metrics = mia.roc_metrics(score, mask, n_bootstrap, seed=seed, trials=trials,
-                                  return_samples=True)
-        full[name] = metrics
-        rows.append({"attack": name, **strip(metrics), **mia.n_shadows(mask, cap)})
-        fpr, tpr = mia.roc_curve(score, mask, trials=trials)
+        rows.append({"attack": name, **strip(full[name]), **mia.n_shadows(mask, cap)})
+        fpr, tpr = mia.roc_curve(score, mask)
         curves.append(pd.DataFrame({"attack": name, "fpr": fpr, "tpr": tpr}))
-    return pd.DataFrame(rows), full, pd.concat(curves, ignore_index=True)
+    return scores, pd.DataFrame(rows), full, pd.concat(curves, ignore_index=True)
 
 
 def shadow_curve(inputs: mia.AttackInputs, attacks: Sequence[str], caps: Sequence[int], *,
                  n_bootstrap: int, seed: int, examples: int | None = None,
                  rmia_a: float = 0.3, rmia_gamma: float = 1.0) -> tuple[pd.DataFrame, dict]:
     """Metrics against the number of shadows per side (each cap below the most any
-    example has, then all of them: cap -1), and all − one (paired bootstrap). ``examples``:
-    score this many random examples (stream ``[seed, AUDIT_CURVE_EXAMPLES]``; None: all)."""
+    example has, then all of them: cap -1), and all − one (paired bootstrap: every cap on
+    the same resamples of the models). ``examples``: score this many random examples
+    (stream ``[seed, AUDIT_CURVE_EXAMPLES]``; None: all)."""
     t, n = inputs.shape
     if examples is not None and examples < n:
         cols = np.sort(np.random.default_rng([seed, streams.AUDIT_CURVE_EXAMPLES]).choice(
@@ -132,33 +138,42 @@ def shadow_curve(inputs: mia.AttackInputs, attacks: Sequence[str], caps: Sequenc
     capped = [c for c in sorted(set(caps)) if c < most] + [None]
     rows, replicates = [], {}
     for cap in capped:
-        scores = mia.attack_scores(inputs, tuple(attacks), cap=cap, seed=seed,
-                                   rmia_a=rmia_a, rmia_gamma=rmia_gamma)
-        table, full, _ = attack_table(scores, mask, n_bootstrap, seed, cap)
+        _, table, full, _ = attack_table(inputs, attacks, n_bootstrap=n_bootstrap, seed=seed,
+                                         cap=cap, rmia_a=rmia_a, rmia_gamma=rmia_gamma)
         table["cap"] = cap if cap is not None else -1
         rows.append(table)
         replicates[cap] = full
     curve = pd.DataFrame(pd.concat(rows, ignore_index=True))
-    comparison = {}
-    if 1 in replicates and n_bootstrap >= 2:
-        for name in replicates[None]:
-            diff = mia.paired_difference(replicates[None][name], replicates[1][name])
-            comparison[name] = {
-                "auc_all": replicates[None][name]["auc"], "auc_one": replicates[1][name]["auc"],
-                **diff, "z": diff["difference"] / diff["se"] if diff["se"] > 0 else None,
-                "all_beat_one_by_2se": bool(diff["difference"] >= 2 * diff["se"])}
+    comparison = all_vs_one(replicates[None], replicates[1]) if 1 in replicates else {}
     return curve, {"examples": int(mask.shape[1]), "caps": [c if c is not None else "all"
                                                            for c in capped],
                    "all_vs_one": comparison}
 
 
-def compare(full: dict, a: str, b: str) -> dict:
-    """a − b in AUC and TPR at 0.1% FPR (paired bootstrap over target models) and a verdict
-    computed from the intervals."""
-    if a not in full or b not in full or "_samples" not in full[a] or not full[a]["_samples"]:
+def all_vs_one(every: dict, one: dict) -> dict:
+    """Per attack in both: AUC with all shadows (``every``, metrics with replicates from
+    :func:`attack_table`) against one per side (``one``, the same resamples), the paired
+    difference, z and whether all beat one by 2 SE (empty without replicates)."""
+    comparison = {}
+    for name in every:
+        if name not in one or not every[name].get("_samples"):
+            continue
+        diff = mia.paired_difference(every[name], one[name])
+        comparison[name] = {
+            "auc_all": every[name]["auc"], "auc_one": one[name]["auc"], **diff,
+            "z": diff["difference"] / diff["se"] if diff["se"] > 0 else None,
+            "all_beat_one_by_2se": bool(diff["difference"] >= 2 * diff["se"])}
+    return comparison
+
+
+def compare(full: dict, a: str, b: str,
+            metrics: Sequence[str] = ("auc", "tpr_at_fpr_0.001")) -> dict:
+    """a − b in each of ``metrics`` (paired bootstrap over models, :func:`attack_table`'s
+    replicates) and a verdict computed from the intervals."""
+    if a not in full or b not in full or not full[a].get("_samples"):
         return {}
     out = {}
-    for metric in ("auc", "tpr_at_fpr_0.001"):
+    for metric in metrics:
         diff = mia.paired_difference(full[a], full[b], metric)
         verdict = verdict_from_interval(diff["ci_low"], diff["ci_high"], above=HIGHER,
                                         below=LOWER)
@@ -260,13 +275,13 @@ def exposure_metrics(mask: np.ndarray, logodds: np.ndarray, correct: np.ndarray,
     memorization, and LiRA online's per-example vulnerability at ``fpr`` for memorized
     examples and the others."""
     inputs = mia.AttackInputs.from_logits_records(mask, logodds)
-    scores = mia.attack_scores(inputs, tuple(attacks), seed=seed, rmia_a=rmia_a,
-                               rmia_gamma=rmia_gamma)
+    scores, full = mia.audit_metrics(inputs, tuple(attacks), seed=seed,
+                                     n_bootstrap=n_bootstrap, rmia_a=rmia_a,
+                                     rmia_gamma=rmia_gamma)
     mem = in_out(mask, correct).score
     row = {"mem_mean": float(np.nanmean(mem)),
            "memorized_fraction": float(np.nanmean(mem >= MEMORIZED))}
-    for name, score in scores.items():
-        metrics = mia.roc_metrics(score, inputs.mask, n_bootstrap, seed=seed)
+    for name, metrics in full.items():
         for key in ("auc", "auc_ci_low", "auc_ci_high", "tpr_at_fpr_0.001",
                     "tpr_at_fpr_0.001_ci_low", "tpr_at_fpr_0.001_ci_high", "tpr_at_fpr_0.01"):
             row[f"{name}_{key}"] = metrics[key]
@@ -297,3 +312,27 @@ def most_exposed(run, examples: pd.DataFrame, k: int = 24) -> pd.DataFrame:
         x = run.dataset.x_train[index]
         table["input"] = [row.astype(np.float32).ravel().tolist() for row in x]
     return table.reset_index(drop=True)
+
+
+def vulnerability_reliability(inputs: mia.AttackInputs, attack: str, fpr: float,
+                              seed: int = 0, **attack_options: Any) -> dict[str, float]:
+    """The ceiling of the per-example vulnerability as a ground truth: the models split at
+    random into two halves, each half audited on its own (its models the targets, the
+    others of the half their shadows), the per-example vulnerabilities of the halves
+    correlated (Spearman, r) and Spearman–Brown corrected, 2r/(1 + r): the reliability of
+    the whole population's vulnerability ranking (as split-half reliability is for
+    memorization)."""
+    t = inputs.mask.shape[0]
+    if t < 8:
+        return {"spearman_halves": float("nan"), "reliability": float("nan"), "n_models": t}
+    order = np.random.default_rng([seed, streams.MIA_BOOTSTRAP, 2]).permutation(t)
+    halves = []
+    for rows in (np.sort(order[: t // 2]), np.sort(order[t // 2: 2 * (t // 2)])):
+        part = mia.AttackInputs(**{
+            field.name: None if getattr(inputs, field.name) is None
+            else getattr(inputs, field.name)[rows] for field in dataclasses.fields(inputs)})
+        score = mia.attack_scores(part, (attack,), seed=seed, **attack_options)[attack]
+        halves.append(mia.example_vulnerability(score, part.mask, fpr)["vulnerability"])
+    r = spearman(*halves)
+    return {"spearman_halves": r, "reliability": 2 * r / (1 + r) if np.isfinite(r) else r,
+            "n_models": t}

@@ -15,6 +15,11 @@ trained on i (IN) with those that did not (OUT):
   (:func:`loss_influence`) and the difference-in-means attribution
   (:func:`difference_in_means`) — :func:`in_out_pairs`, :func:`estimate_influence`.
 
+From the margin (true-class logit minus the best other; right iff positive) instead of
+0/1 correctness: :func:`in_out_margin` (the probit estimator, Φ(θ_in) − Φ(θ_out) with θ =
+mean/sd per side, the same quantity with less noise) and :func:`in_out_pairs_margin`
+(influence). The OUT models alone: :func:`out_mean` (the label-error score's home).
+
 Everything is computed for all examples at once, never in a loop over examples or pairs:
 the diagonal from column sums of ``P ⊙ M`` (read in blocks of models, so records may be
 memory-mapped); the pairs from one matrix product per block, ``Mᵀ P``, the OUT sums being
@@ -41,7 +46,9 @@ tests/test_memorization_interval.py (30 to 700 models per side, acc_in 0.5 to 0.
 per side it errs wide (up to 99%), never narrow (the plug-in interval's coverage falls to
 60% there). For real-valued scores the se is Welch's, sqrt(var_in/n_in + var_out/n_out),
 from the unbiased sample variances of the two groups (sums of squares per column or pair),
-and the interval score ± 1.96 se.
+and the interval score ± 1.96 se. Real-valued scores whose every value is 0 or 1 are
+correctness and get Newcombe's interval (Welch's se of 0/1 values is 0 where every model
+agrees). The probit estimator's interval: :meth:`ProbitInOut.interval`.
 
 Each caller keeps its arithmetic exactly (the same operations in the same order as before
 these functions were shared): the parameters of the block computation
@@ -61,9 +68,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from scipy import special
 
 from memlab.errors import ConfigError, DataError
-from memlab.measures.stats import Z95, newcombe_interval
+from memlab.measures.stats import Z95, mover_interval, newcombe_interval
 from memlab.validate import free_memory
 
 _BLOCK_BYTES = 64 * 2**20  # working memory per block of a streamed computation
@@ -171,31 +179,42 @@ def _check_scores(mask: np.ndarray, scores: np.ndarray, same_shape: bool = True)
 # ------------------------------------------------------------------ the diagonal
 
 
-def in_out(mask: np.ndarray, scores: np.ndarray) -> InOut:
+def in_out(mask: np.ndarray, scores: np.ndarray, binary: bool | None = None) -> InOut:
     """IN/OUT statistics of every example (column) of ``scores`` (t, n) under the
     membership ``mask`` (t, n) bool: the diagonal of the masked-means formula, as column
-    sums. ``scores`` is 0/1 correctness (bool) or any real-valued performance (per-token
+    sums. ``scores`` is 0/1 correctness or any real-valued performance (per-token
     accuracy, minus a loss). Arrays may be memory-mapped; they are read in blocks of
-    models."""
+    models.
+
+    ``binary``: None (default) decides from the data: bool scores, and real-valued scores
+    whose every value is 0 or 1, get the binomial (Newcombe) interval, because Welch's
+    standard error of 0/1 values is 0 wherever every model agrees (its coverage falls to
+    1% at acc_in = 0.999, acc_out = 0.001). True: the scores must be 0/1 (else an error);
+    False: Welch's interval whatever the values."""
     _check_scores(mask, scores)
     t, n = mask.shape
-    binary = scores.dtype == bool
+    is_bool = scores.dtype == bool
+    all_zero_one = True  # every value seen so far is 0 or 1
     n_in = np.zeros(n, np.int64)
     total_in, total = np.zeros(n), np.zeros(n)
     square_in, square = np.zeros(n), np.zeros(n)
-    for rows in _row_blocks(t, 2 * n if binary else 9 * n):
+    for rows in _row_blocks(t, 2 * n if is_bool else 9 * n):
         m = np.asarray(mask[rows], dtype=bool)
-        c = np.asarray(scores[rows], dtype=bool if binary else np.float64)
-        if not binary and not np.isfinite(c).all():
-            raise ConfigError("scores hold NaN or infinite values")
+        c = np.asarray(scores[rows], dtype=bool if is_bool else np.float64)
+        if not is_bool:
+            if not np.isfinite(c).all():
+                raise ConfigError("scores hold NaN or infinite values")
+            all_zero_one = all_zero_one and bool(((c == 0) | (c == 1)).all())
+            square_in += (c * c * m).sum(0)
+            square += (c * c).sum(0)
         n_in += m.sum(0)
         total_in += (c * m).sum(0)
         total += c.sum(0)
-        if not binary:
-            square_in += (c * c * m).sum(0)
-            square += (c * c).sum(0)
+    if binary and not all_zero_one:
+        raise ConfigError("binary=True needs scores that are all 0 or 1 (correctness); pass "
+                          "binary=False for real-valued scores")
     n_out = t - n_in
-    if binary:
+    if is_bool or (binary is not False and all_zero_one):
         return InOut(n_in, n_out, _ratio(total_in, n_in), _ratio(total - total_in, n_out))
     mean_in, var_in = _mean_var(total_in, square_in, n_in)
     mean_out, var_out = _mean_var(total - total_in, square - square_in, n_out)
@@ -220,6 +239,194 @@ def masked_means(mask: np.ndarray, values: np.ndarray, skip_nan: bool = False
             return np.nansum(values * mask, 0) / n_in, np.nansum(values * ~mask, 0) / n_out
         return (np.where(mask, values, 0).sum(0) / n_in,
                 np.where(~mask, values, 0).sum(0) / n_out)
+
+
+# ------------------------------------------------------------------ from the margin
+
+
+MARGIN_VARIANCES = ("moderated", "pooled", "per-example")
+
+
+@dataclass
+class ProbitInOut:
+    """IN/OUT statistics of the margin (true-class logit minus the best other logit; the
+    model is right iff it is positive) under a Gaussian model per example and side: margin ~
+    N(μ, σ²), so P(right) = Φ(θ) with θ = μ/σ. ``score`` = Φ(θ_in) − Φ(θ_out) is on the
+    scale of the binary estimator (acc_in − acc_out), with less noise: the margin says *how*
+    right each model is, not only whether (docs/science.md §1, "fewer models").
+
+    Arrays (n,): counts, θ per side and its standard error (``theta_se_*``: sqrt(1/n +
+    θ²/(2 df)), the second term the uncertainty of σ with ``df_*`` degrees of freedom).
+    ``mean_in``/``mean_out`` are Φ(θ): the modelled accuracies.
+    """
+
+    n_in: np.ndarray
+    n_out: np.ndarray
+    theta_in: np.ndarray
+    theta_out: np.ndarray
+    theta_se_in: np.ndarray
+    theta_se_out: np.ndarray
+    df_in: np.ndarray
+    df_out: np.ndarray
+    acc_in: np.ndarray | None = None  # the fraction of positive margins per side, if known
+    acc_out: np.ndarray | None = None
+
+    binary = False
+
+    @property
+    def mean_in(self) -> np.ndarray:
+        return _phi(self.theta_in)
+
+    @property
+    def mean_out(self) -> np.ndarray:
+        return _phi(self.theta_out)
+
+    @property
+    def score(self) -> np.ndarray:
+        return self.mean_in - self.mean_out
+
+    def interval(self, z: float = Z95) -> tuple[np.ndarray, np.ndarray]:
+        """(lo, hi): each side's interval θ ± z·se mapped through Φ (so it stays inside
+        [0, 1] and is skewed near the ends), reaching 1 (0) where every model of the side
+        is right (wrong), combined by MOVER as Newcombe's is. (Student's quantile in place
+        of z over-covers: 0.98 from 8 models, tests/test_fewer_models.py.)"""
+        side = {}
+        for name in ("in", "out"):
+            theta, se = getattr(self, f"theta_{name}"), getattr(self, f"theta_se_{name}")
+            low, high = _phi(theta - z * se), _phi(theta + z * se)
+            acc = getattr(self, f"acc_{name}")
+            if acc is not None:  # every model right (wrong): P = 1 (0) fits the data, and
+                # the Gaussian, whose Φ never reaches it, must not exclude it
+                high, low = np.where(acc == 1, 1.0, high), np.where(acc == 0, 0.0, low)
+            side[name] = low, high
+        lo, hi = mover_interval(self.mean_in, side["in"], self.mean_out, side["out"])
+        if self.acc_in is not None:  # both sides at their bounds: mem = ±1 fits the data,
+            # which MOVER's root-sum-of-squares of two near-zero distances falls short of
+            hi = np.where((self.acc_in == 1) & (self.acc_out == 0), 1.0, hi)
+            lo = np.where((self.acc_in == 0) & (self.acc_out == 1), -1.0, lo)
+        return lo, hi
+
+    @property
+    def se(self) -> np.ndarray:
+        lo, hi = self.interval()
+        return (hi - lo) / (2 * Z95)
+
+
+def _phi(x: np.ndarray) -> np.ndarray:
+    return special.ndtr(x)
+
+
+def in_out_margin(mask: np.ndarray, margins: np.ndarray, variance: str = "moderated"
+                  ) -> ProbitInOut:
+    """The probit estimator of every example (column) of ``margins`` (t, n) under the
+    membership ``mask`` (t, n): per example and side, the mean margin μ and a standard
+    deviation σ, θ = μ/σ, score Φ(θ_in) − Φ(θ_out).
+
+    ``variance`` says where σ² comes from, per side:
+      - ``"moderated"`` (default): each example's sample variance shrunk towards the
+        variances of all examples (empirical Bayes, Smyth 2004: prior degrees of freedom
+        d0 and prior variance s0² fitted to the spread of the log variances), σ² = (d0 s0² +
+        (n−1) s²)/(d0 + n − 1) with d0 + n − 1 degrees of freedom: per-example where the
+        data say variances differ, pooled where a handful of models cannot tell;
+      - ``"pooled"``: one variance for all examples (the mean of the per-example ones;
+        LiRA's fixed variance, Carlini et al. 2022): stablest, biased where variances
+        differ;
+      - ``"per-example"``: each example's own sample variance (n − 1 df).
+    """
+    if variance not in MARGIN_VARIANCES:
+        raise ConfigError(f"variance must be one of {', '.join(MARGIN_VARIANCES)}; got "
+                          f"{variance!r}")
+    stats_ = in_out(mask, margins, binary=False)  # read in blocks, as float64
+    sides = {}
+    for name in ("in", "out"):
+        n = getattr(stats_, f"n_{name}").astype(np.float64)
+        mean, var = getattr(stats_, f"mean_{name}"), getattr(stats_, f"var_{name}")
+        var = np.maximum(var, _VAR_FLOOR)  # float16 records can tie every value
+        df = n - 1
+        if variance == "pooled":
+            var = np.full_like(var, np.nanmean(var))
+            df = np.full_like(df, np.inf)
+        elif variance == "moderated":
+            d0, s0 = moderated_prior(var, df)
+            if np.isinf(d0):
+                var = np.full_like(var, s0)
+            else:
+                var = np.where(df > 0, (d0 * s0 + df * var) / (d0 + df), s0)
+            df = df + d0
+        with np.errstate(divide="ignore", invalid="ignore"):
+            theta = mean / np.sqrt(var)
+            theta_se = np.sqrt(1 / n + theta**2 / (2 * df))
+        sides[name] = n, theta, theta_se, df
+    (n_in, theta_in, se_in, df_in), (n_out, theta_out, se_out, df_out) = sides.values()
+    right = in_out(mask, _positive(margins))
+    return ProbitInOut(n_in, n_out, theta_in, theta_out, se_in, se_out, df_in, df_out,
+                       right.mean_in, right.mean_out)
+
+
+def _positive(margins: np.ndarray) -> np.ndarray:
+    """margins > 0 (the model is right), block by block for memory-mapped records."""
+    rows = _row_blocks(margins.shape[0], 5 * margins.shape[1])
+    return np.concatenate([np.asarray(margins[r]) > 0 for r in rows]) if rows else \
+        np.zeros(margins.shape, bool)
+
+
+_VAR_FLOOR = 1e-8
+
+
+def moderated_prior(var: np.ndarray, df: np.ndarray) -> tuple[float, float]:
+    """(d0, s0²): the scaled inverse-χ² prior of per-example variances ``var`` with ``df``
+    degrees of freedom each, fitted by Smyth's (2004) moments of log s²: the spread of log
+    s² beyond what df alone explains is trigamma(d0/2). d0 = inf when there is no such
+    spread (every example shares one variance)."""
+    ok = np.isfinite(var) & (df > 0) & (var > 0)
+    if ok.sum() < 3:
+        return np.inf, float(np.nanmean(var))
+    var, df = var[ok], df[ok]
+    e = np.log(var) - special.digamma(df / 2) + np.log(df / 2)
+    excess = np.var(e, ddof=1) - np.mean(special.polygamma(1, df / 2))
+    if excess <= 0:
+        return np.inf, float(np.exp(e.mean()))
+    d0 = 2 * _trigamma_inverse(excess)
+    s0 = float(np.exp(e.mean() + special.digamma(d0 / 2) - np.log(d0 / 2)))
+    return float(d0), s0
+
+
+def _trigamma_inverse(y: float) -> float:
+    """x with trigamma(x) = y (Newton's method from Smyth's starting point)."""
+    x = 0.5 + 1 / y
+    for _ in range(50):
+        tri = special.polygamma(1, x)
+        step = tri * (1 - tri / y) / special.polygamma(2, x)
+        x += step
+        if -step / x < 1e-8:
+            break
+    return float(x)
+
+
+# ------------------------------------------------------------------ OUT models only
+
+
+@dataclass
+class OutMean:
+    """The mean of a score over the models that did NOT train on each example, with its
+    standard error (sd/√n_out) and 95% interval: what the rest of the population says
+    about an example it never saw."""
+
+    n_out: np.ndarray
+    mean: np.ndarray
+    se: np.ndarray
+
+    def interval(self, z: float = Z95) -> tuple[np.ndarray, np.ndarray]:
+        return self.mean - z * self.se, self.mean + z * self.se
+
+
+def out_mean(mask: np.ndarray, scores: np.ndarray) -> OutMean:
+    """Mean and standard error over each example's OUT models of real-valued ``scores``
+    (t, n) (e.g. the log-odds of the given label: the label-error score)."""
+    stats_ = in_out(mask, scores, binary=False)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        se = np.sqrt(stats_.var_out / stats_.n_out)
+    return OutMean(stats_.n_out, stats_.mean_out, se)
 
 
 # ------------------------------------------------------------------ pairs
@@ -271,7 +478,8 @@ def in_out_pairs(mask: np.ndarray, scores_test: np.ndarray) -> InOut:
     estimate infl(i, j) = mean{P'[k, j] : M[k, i]} − mean{P'[k, j] : not M[k, i]} for
     real-valued test scores ``scores_test`` (t, m), in memory, from two matrix products
     (:func:`pair_blocks`: sums and sums of squares, one block). Fields are (n, m) (counts
-    (n, 1)). For 0/1 correctness of large populations use
+    (n, 1)). Scores whose every value is 0 or 1 get Newcombe's interval (as in
+    :func:`in_out`). For 0/1 correctness of large populations use
     :func:`estimate_influence`, which streams blocks to disk."""
     _check_scores(mask, scores_test, same_shape=False)
     performance = np.asarray(scores_test, np.float64)
@@ -279,8 +487,39 @@ def in_out_pairs(mask: np.ndarray, scores_test: np.ndarray) -> InOut:
         raise ConfigError("scores hold NaN or infinite values")
     mask = np.asarray(mask, bool)
     n_in = mask.sum(0).astype(np.float64)
-    (_, _, result), = pair_blocks(mask, performance, n_in, mask.shape[0] - n_in)
+    zero_one = bool(((performance == 0) | (performance == 1)).all())  # as in_out: Newcombe
+    (_, _, result), = pair_blocks(mask, performance, n_in, mask.shape[0] - n_in,
+                                  binary=zero_one)
     return result
+
+
+def in_out_pairs_margin(mask: np.ndarray, margins_test: np.ndarray) -> ProbitInOut:
+    """The probit estimator of influence for every (training example i, test example j)
+    pair from the test margins ``margins_test`` (t, m): Φ(μ_in/σ) − Φ(μ_out/σ), μ the mean
+    margin at j of the models with / without i, σ² the pair's within-group variance, IN and
+    OUT pooled (one training example moves a test margin little, so both sides share σ;
+    t − 2 degrees of freedom). Not pooled over training examples: another example that
+    does move j would inflate every other pair's σ. In memory: fields (n, m), counts
+    (n, 1)."""
+    _check_scores(mask, margins_test, same_shape=False)
+    margins = np.asarray(margins_test, np.float64)
+    if not np.isfinite(margins).all():
+        raise ConfigError("margins hold NaN or infinite values")
+    mask = np.asarray(mask, bool)
+    t = mask.shape[0]
+    n_in = mask.sum(0).astype(np.float64)
+    (_, _, pairs), = pair_blocks(mask, margins, n_in, t - n_in)
+    (_, _, right), = pair_blocks(mask, margins > 0, n_in, t - n_in, binary=True)
+    n_in, n_out = pairs.n_in, pairs.n_out
+    with np.errstate(divide="ignore", invalid="ignore"):
+        within = ((n_in - 1) * pairs.var_in + (n_out - 1) * pairs.var_out) / (t - 2)
+        sigma = np.sqrt(np.maximum(within, _VAR_FLOOR))
+        theta_in, theta_out = pairs.mean_in / sigma, pairs.mean_out / sigma
+        df = np.full_like(n_in, t - 2.0)
+        return ProbitInOut(n_in, n_out, theta_in, theta_out,
+                           np.sqrt(1 / n_in + theta_in**2 / (2 * df)),
+                           np.sqrt(1 / n_out + theta_out**2 / (2 * df)), df, df,
+                           right.mean_in, right.mean_out)
 
 
 def difference_in_means(mask: np.ndarray, outputs: np.ndarray) -> np.ndarray:

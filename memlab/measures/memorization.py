@@ -25,6 +25,7 @@ into a number of models (:func:`models_needed`, :func:`precision_advice`).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import warnings
 from collections.abc import Sequence
@@ -36,20 +37,32 @@ import pandas as pd
 from scipy import stats
 
 from memlab.errors import ConfigError
+from memlab.io import atomic_save_npy
 from memlab.measures.inout import (  # noqa: F401
     Influence,
     InOut,
+    OutMean,
+    ProbitInOut,
     _row_blocks,
     binomial_se,
     estimate_influence,
     in_out,
+    in_out_margin,
     in_out_pairs,
+    in_out_pairs_margin,
     interval_se,
+    out_mean,
     se_path_for,
 )
 from memlab.measures.stats import Z95, newcombe_interval, spearman, wilson_interval  # noqa: F401
-from memlab.measures.thresholds import HIGH_INFLUENCE, MEMORIZED, NEAR_DUPLICATE  # noqa: E402
+from memlab.measures.thresholds import (  # noqa: E402
+    HIGH_INFLUENCE,
+    MEM_ESTIMATORS,
+    MEMORIZED,
+    NEAR_DUPLICATE,
+)
 from memlab.population.run import Run
+from memlab.validate import free_memory
 
 # The estimator and its intervals live in memlab.measures.inout and memlab.measures.stats;
 # their names (imported above) stay importable from here.
@@ -79,14 +92,117 @@ def _models(run: Run, models: Sequence[int] | None) -> np.ndarray | slice:
     return models
 
 
-def memorization(run: Run, models: Sequence[int] | None = None) -> pd.DataFrame:
+# Estimators of memorization, by name (docs/science.md §1, "fewer models"). Each reads the
+# run's records and returns per-example statistics with .score, .se and .interval().
+ESTIMATORS = MEM_ESTIMATORS
+ESTIMATOR_CHOICES = ("auto", *ESTIMATORS)
+# The probit model is trusted while the disagreement between it and the binary estimator is
+# at most this multiple of what their noise alone explains (1 when the model is right).
+CALIBRATION_MAX = 1.5
+
+
+def estimate(mask: np.ndarray, records: dict[str, np.ndarray], estimator: str
+             ) -> InOut | ProbitInOut:
+    """Per-example memorization statistics of one estimator from the records (model
+    axis first) of the models in ``mask``:
+
+    - ``binary``: Feldman & Zhang's acc_in − acc_out of 0/1 correctness (``train_correct``),
+      Newcombe intervals — the definition the others are calibrated to;
+    - ``probit``: Φ(θ_in) − Φ(θ_out) from the margins (``train_margin``), each side a
+      Gaussian with a moderated (empirical-Bayes) variance (:func:`in_out_margin`);
+    - ``probit_pooled``: the same with one pooled variance per side (LiRA's fixed
+      variance)."""
+    if estimator == "binary":
+        return in_out(mask, records["train_correct"], binary=True)
+    if estimator in ("probit", "probit_pooled"):
+        variance = "moderated" if estimator == "probit" else "pooled"
+        return in_out_margin(mask, records["train_margin"], variance)
+    raise ConfigError(f"estimator must be one of {', '.join(ESTIMATOR_CHOICES)}; got "
+                      f"{estimator!r}")
+
+
+@dataclass
+class EstimatorChoice:
+    """Which estimator ``auto`` chose, and why. ``calibration``: mean squared difference
+    between the probit and binary estimates over what their standard errors explain
+    (se_binary² − se_probit²: the efficient estimator's variance is its covariance with any
+    unbiased one); about 1 (or below: Newcombe's intervals are conservative) when the
+    margins follow the Gaussian model, above when it is biased. ``in_fit``: the IN models'
+    accuracy on their own training examples. ``width_ratio``: median interval width,
+    probit over binary."""
+
+    estimator: str
+    reason: str
+    calibration: float | None = None
+    in_fit: float | None = None
+    width_ratio: float | None = None
+
+    def as_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def choose_estimator(mask: np.ndarray, records: dict[str, np.ndarray]) -> EstimatorChoice:
+    """The probit estimator where the margins are recorded and agree with its model
+    (calibration ≤ :data:`CALIBRATION_MAX`), else the binary one; the reason is stated."""
+    if "train_margin" not in records:
+        return EstimatorChoice("binary", "the run records no margins")
+    binary = estimate(mask, records, "binary")
+    probit = estimate(mask, records, "probit")
+    correct = np.asarray(records["train_correct"], bool)
+    in_fit = float(correct[np.asarray(mask, bool)].mean())
+    excess = binary.se**2 - probit.se**2
+    gap = probit.score - binary.score
+    ok = np.isfinite(gap) & np.isfinite(excess) & (excess > 0)
+    if ok.sum() < 10:
+        return EstimatorChoice("binary", "too few examples to check the probit model",
+                               in_fit=in_fit)
+    calibration = float(np.mean(gap[ok] ** 2) / np.mean(excess[ok]))
+    width = float(np.nanmedian(probit.se) / np.nanmedian(binary.se))
+    if calibration <= CALIBRATION_MAX:
+        reason = (f"the margins fit the probit model (calibration {calibration:.2f} <= "
+                  f"{CALIBRATION_MAX}); its intervals are {1 - width:.0%} narrower")
+        return EstimatorChoice("probit", reason, calibration, in_fit, width)
+    reason = (f"the probit model disagrees with the binary estimator beyond noise "
+              f"(calibration {calibration:.2f} > {CALIBRATION_MAX}; IN models fit "
+              f"{in_fit:.3f} of their examples)")
+    return EstimatorChoice("binary", reason, calibration, in_fit, width)
+
+
+def label_errors(mask: np.ndarray, logodds: np.ndarray) -> OutMean:
+    """The label-error score: minus the mean log-odds of the *given* label, log p_y/(1 − p_y),
+    over the models that did not train on the example (high = the rest of the population
+    says the label is wrong). Not memorization: it uses no IN model, so it does not ask
+    whether training on the example changed anything; it asks whether the label is
+    believable. ``mean`` is the score, ``se`` its standard error over the OUT models."""
+    result = out_mean(mask, logodds)
+    return OutMean(result.n_out, -result.mean, result.se)
+
+
+def memorization(run: Run, models: Sequence[int] | None = None, estimator: str = "binary"
+                 ) -> pd.DataFrame:
     """One row per training example: index, label (original_label and corrupted where the
-    run's data had label noise), mem, se, mem_lo and mem_hi (the 95% Newcombe interval),
-    n_in, n_out, acc_in, acc_out, pred_out (the class the OUT models predict most often).
-    ``models``: use only these models."""
+    run's data had label noise), mem, se, mem_lo and mem_hi (95% interval) of the
+    ``estimator`` (``auto``: :func:`choose_estimator`; the choice and its reason are in
+    ``frame.attrs["estimator"]``), then every estimator's own columns (``mem_binary``,
+    ``mem_binary_lo``, ``mem_binary_hi``, and the same for ``probit`` where the run records
+    margins), n_in, n_out, acc_in, acc_out (binary), p_in, p_out (the probit's modelled
+    accuracies), pred_out (the class the OUT models predict most often), label_error and
+    label_error_se (:func:`label_errors`). ``models``: use only these models."""
+    if estimator not in ESTIMATOR_CHOICES:
+        raise ConfigError(f"estimator must be one of {', '.join(ESTIMATOR_CHOICES)}; got "
+                          f"{estimator!r}")
     rows = _models(run, models)
-    mask = run.membership_mask[rows]
-    stats_ = in_out(mask, run.records("train_correct")[rows])
+    mask = np.asarray(run.membership_mask[rows], bool)
+    names = ["train_correct", "train_margin", "train_logodds"]
+    records = {name: np.asarray(run.records(name)[rows]) for name in names
+               if name in run.record_names}
+    if estimator == "auto":
+        choice = choose_estimator(mask, records)
+    elif estimator != "binary" and "train_margin" not in records:
+        raise ConfigError(f"the {estimator} estimator needs the run's train_margin records; "
+                          "use estimator='binary'")
+    else:
+        choice = EstimatorChoice(estimator, "chosen by the caller")
     dataset = run.dataset
     frame = pd.DataFrame({"index": np.arange(dataset.n_train), "label": dataset.y_train})
     noise = dataset.corruption.get("label_noise")
@@ -95,15 +211,32 @@ def memorization(run: Run, models: Sequence[int] | None = None) -> pd.DataFrame:
         original[np.asarray(noise["indices"], dtype=np.int64)] = noise["original_labels"]
         frame["original_label"] = original
         frame["corrupted"] = original != dataset.y_train
-    frame["mem"] = stats_.score
-    frame["se"] = stats_.se
-    frame["mem_lo"], frame["mem_hi"] = stats_.interval()
-    frame["n_in"] = stats_.n_in
-    frame["n_out"] = stats_.n_out
-    frame["acc_in"] = stats_.mean_in
-    frame["acc_out"] = stats_.mean_out
+    results = {name: estimate(mask, records, name) for name in ("binary", "probit")
+               if name == "binary" or "train_margin" in records}
+    if choice.estimator not in results:
+        results[choice.estimator] = estimate(mask, records, choice.estimator)
+    chosen = results[choice.estimator]
+    frame["mem"] = chosen.score
+    frame["se"] = chosen.se
+    frame["mem_lo"], frame["mem_hi"] = chosen.interval()
+    for name, result in results.items():
+        frame[f"mem_{name}"] = result.score
+        frame[f"mem_{name}_lo"], frame[f"mem_{name}_hi"] = result.interval()
+    binary = results["binary"]
+    frame["n_in"] = binary.n_in
+    frame["n_out"] = binary.n_out
+    frame["acc_in"] = binary.mean_in
+    frame["acc_out"] = binary.mean_out
+    if "probit" in results:
+        frame["p_in"] = results["probit"].mean_in
+        frame["p_out"] = results["probit"].mean_out
     frame["pred_out"] = out_predictions(mask, run.records("train_pred")[rows], dataset.n_classes)
-    missing = int(((stats_.n_in == 0) | (stats_.n_out == 0)).sum())
+    if "train_logodds" in records:
+        errors = label_errors(mask, records["train_logodds"])
+        frame["label_error"] = errors.mean
+        frame["label_error_se"] = errors.se
+    frame.attrs["estimator"] = choice.as_dict()
+    missing = int(((binary.n_in == 0) | (binary.n_out == 0)).sum())
     if missing:
         warnings.warn(f"{missing} examples have no IN or no OUT model: their scores are NaN; "
                       "train more models", stacklevel=2)
@@ -114,11 +247,35 @@ def memorization(run: Run, models: Sequence[int] | None = None) -> pd.DataFrame:
 
 
 def influence(run: Run, out: str | Path | None = None, models: Sequence[int] | None = None,
-              **blocking) -> Influence:
-    """The run's train × test influence matrix (see :func:`estimate_influence`)."""
+              estimator: str = "binary", **blocking) -> Influence:
+    """The run's train × test influence matrix. ``binary`` (default): Feldman & Zhang's,
+    from test correctness (see :func:`estimate_influence`: streamed to ``out`` or to disk
+    when large). ``probit``: from the test margins (:func:`in_out_pairs_margin`), on the
+    same scale with a smaller error; computed in memory (:func:`probit_influence_fits`
+    says whether it fits), written atomically to ``out`` when given."""
     rows = _models(run, models)
+    if estimator == "probit":
+        mask = np.asarray(run.membership_mask[rows], bool)
+        pairs = in_out_pairs_margin(mask, run.records("test_margin")[rows])
+        n_in = mask.sum(0)
+        values, se = pairs.score.astype(np.float32), pairs.se.astype(np.float32)
+        del pairs
+        if out is None:
+            return Influence(values, se, n_in, mask.shape[0] - n_in)
+        out = Path(out)
+        atomic_save_npy(out, values)
+        atomic_save_npy(se_path_for(out), se)
+        return Influence.load(out, mask)
+    if estimator != "binary":
+        raise ConfigError(f"influence estimator must be binary or probit; got {estimator!r}")
     return estimate_influence(run.membership_mask[rows], run.records("test_correct")[rows],
                               out=out, **blocking)
+
+
+def probit_influence_fits(n_train: int, n_test: int) -> bool:
+    """Whether the in-memory probit influence (about a dozen float64 n_train × n_test
+    arrays at its peak) fits in half the free memory."""
+    return 12 * 8 * n_train * n_test <= free_memory() // 2
 
 
 # ------------------------------------------------------------------ pairs, near-duplicates
@@ -277,41 +434,60 @@ class Reliability:
                 f"{self.n_splits} splits)")
 
 
-def split_half_reliability(mask: np.ndarray, scores: np.ndarray, n_models: int | None = None,
-                           n_splits: int = 5, seed: int = 0) -> Reliability:
+def _score(mask: np.ndarray, scores: np.ndarray | dict, estimator: str) -> np.ndarray:
+    if isinstance(scores, dict):
+        return estimate(mask, scores, estimator).score
+    return in_out(mask, scores).score
+
+
+def split_half_reliability(mask: np.ndarray, scores: np.ndarray | dict,
+                           n_models: int | None = None, n_splits: int = 5, seed: int = 0,
+                           estimator: str = "binary") -> Reliability:
     """Draw ``n_models`` of the population's models (all by default) ``n_splits`` times,
     split them into two disjoint halves, estimate scores from each half, and correlate.
 
     ``scores`` (t, n): 0/1 correctness (memorization) or a real-valued performance such
     as per-token accuracy (counterfactual memorization); the score is :func:`in_out`'s.
+    Or a dict of records (``train_correct``, ``train_margin``): the score is
+    ``estimator``'s (:func:`estimate`).
     """
     t = mask.shape[0]
     n_models = t if n_models is None else n_models
     if not 2 <= n_models <= t:
         raise ConfigError(f"split-half reliability needs 2 <= n_models <= {t}, got {n_models}")
-    mask, scores = np.asarray(mask, bool), np.asarray(scores)
+    mask = np.asarray(mask, bool)
+    scores = ({k: np.asarray(v) for k, v in scores.items()} if isinstance(scores, dict)
+              else np.asarray(scores))
+
+    def rows(index: np.ndarray) -> np.ndarray | dict:
+        if isinstance(scores, dict):
+            return {k: v[index] for k, v in scores.items()}
+        return scores[index]
+
     values = []
     for split in range(n_splits):
         order = np.random.default_rng([seed, split, n_models]).permutation(t)[:n_models]
         half = n_models // 2
         a, b = order[:half], order[half:2 * half]
-        values.append(spearman(in_out(mask[a], scores[a]).score,
-                               in_out(mask[b], scores[b]).score))
+        values.append(spearman(_score(mask[a], rows(a), estimator),
+                               _score(mask[b], rows(b), estimator)))
     finite = [v for v in values if np.isfinite(v)]
     mean = float(np.mean(finite)) if finite else float("nan")
     sd = float(np.std(finite, ddof=1)) if len(finite) > 1 else 0.0
     return Reliability(n_models, mean, sd, n_splits)
 
 
-def reliability_curve(mask: np.ndarray, scores: np.ndarray, sizes: Sequence[int] | None = None,
-                      n_splits: int = 5, seed: int = 0) -> pd.DataFrame:
+def reliability_curve(mask: np.ndarray, scores: np.ndarray | dict,
+                      sizes: Sequence[int] | None = None, n_splits: int = 5, seed: int = 0,
+                      estimator: str = "binary") -> pd.DataFrame:
     """Split-half reliability for several population sizes (default: 8, 16, 32, … and all
     models). Columns: n_models, spearman, spearman_sd; the last row is the reliability of
-    the whole population when ``sizes`` ends with it."""
+    the whole population when ``sizes`` ends with it. ``scores``, ``estimator``: as for
+    :func:`split_half_reliability`."""
     t = mask.shape[0]
     if sizes is None:
         sizes = sorted({*(2**k for k in range(3, 20) if 2**k < t), t})
-    rows = [split_half_reliability(mask, scores, s, n_splits, seed)
+    rows = [split_half_reliability(mask, scores, s, n_splits, seed, estimator)
             for s in sizes if 2 <= s <= t]
     return pd.DataFrame({"n_models": [r.n_models for r in rows],
                          "spearman": [r.spearman for r in rows],
@@ -319,9 +495,46 @@ def reliability_curve(mask: np.ndarray, scores: np.ndarray, sizes: Sequence[int]
 
 
 def run_reliability(run: Run, n_models: int | None = None, n_splits: int = 5) -> Reliability:
-    """Split-half reliability of the run's memorization scores."""
+    """Split-half reliability of the run's (binary) memorization scores."""
     return split_half_reliability(run.membership_mask, run.records("train_correct"), n_models,
                                   n_splits, seed=run.config.seed)
+
+
+def models_needed_for_se(se: np.ndarray, n_models: int, target_se: float,
+                         quantile: float = 0.9) -> int:
+    """Models for which the ``quantile`` of the per-example standard errors ``se`` (from
+    ``n_models`` models: a pilot) reaches ``target_se`` (default: 90% of the examples at
+    or under it; the median would be met by the easy examples alone, whose probit se is
+    near 0): every estimator's se falls as 1/sqrt(models), so n = n_models · (se_q /
+    target)², rounded up."""
+    if not target_se > 0:
+        raise ConfigError(f"target_se must be positive, got {target_se}")
+    current = float(np.nanquantile(se, quantile))
+    return max(2, math.ceil(n_models * (current / target_se) ** 2))
+
+
+def memorized_fraction_interval(mask: np.ndarray, records: dict, estimator: str,
+                                threshold: float = MEMORIZED, n_bootstrap: int = 100,
+                                seed: int = 0) -> tuple[float, float, float]:
+    """The fraction of examples with mem ≥ ``threshold`` and its 95% interval: estimate ±
+    1.96 bootstrap sd over models (models resampled with replacement, every estimate
+    recomputed). Not the percentile interval: a resample's repeated models make every
+    estimate noisier, which shifts the resampled fractions (at 256 models the percentile
+    interval missed the estimate itself)."""
+    mask = np.asarray(mask, bool)
+    records = {k: np.asarray(v) for k, v in records.items()}
+    fraction = float(np.nanmean(estimate(mask, records, estimator).score >= threshold))
+    rng = np.random.default_rng([seed, 25])
+    values = []
+    for _ in range(n_bootstrap):
+        rows = rng.integers(0, mask.shape[0], mask.shape[0])
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            score = estimate(mask[rows], {k: v[rows] for k, v in records.items()},
+                             estimator).score
+        values.append(np.nanmean(score >= threshold))
+    sd = float(np.std(values, ddof=1))
+    return fraction, fraction - Z95 * sd, fraction + Z95 * sd
 
 
 def detection_auroc(scores: np.ndarray, positives: np.ndarray) -> float:

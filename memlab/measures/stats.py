@@ -162,11 +162,19 @@ def newcombe_interval(acc_in, n_in, acc_out, n_out, z: float = Z95
     Wilson interval of each side (Newcombe 1998, method 10; e.g. 56/70 − 48/80 gives
     [0.0524, 0.3339])."""
     acc_in, acc_out = np.asarray(acc_in, np.float64), np.asarray(acc_out, np.float64)
-    l_in, u_in = wilson_interval(acc_in, n_in, z)
-    l_out, u_out = wilson_interval(acc_out, n_out, z)
-    diff = acc_in - acc_out
-    return (diff - np.sqrt((acc_in - l_in) ** 2 + (u_out - acc_out) ** 2),
-            diff + np.sqrt((u_in - acc_in) ** 2 + (acc_out - l_out) ** 2))
+    return mover_interval(acc_in, wilson_interval(acc_in, n_in, z),
+                          acc_out, wilson_interval(acc_out, n_out, z))
+
+
+def mover_interval(a, a_bounds: tuple, b, b_bounds: tuple) -> tuple[np.ndarray, np.ndarray]:
+    """Interval (lo, hi) of a − b from an interval of each side (MOVER, "method of variance
+    estimates recovery", Zou & Donner 2008; Newcombe's method 10 is MOVER with Wilson
+    intervals): each side's distances from its estimate to its bounds stand in for its
+    standard error, so skewed side intervals (near 0 or 1) give a skewed difference."""
+    (l_a, u_a), (l_b, u_b) = a_bounds, b_bounds
+    diff = a - b
+    return (diff - np.sqrt((a - l_a) ** 2 + (u_b - b) ** 2),
+            diff + np.sqrt((u_a - a) ** 2 + (b - l_b) ** 2))
 
 
 # ------------------------------------------------------------------ Spearman

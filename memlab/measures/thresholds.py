@@ -7,3 +7,5 @@ HIGH_INFLUENCE = 0.15  # infl >= this (with mem >= MEMORIZED, same label): high-
 NEAR_DUPLICATE = 0.95  # cosine similarity (inputs centred on the training mean)
 # Jiang et al. (2021): the subset ratios of the C-score sweep.
 CSCORE_RATIOS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
+# Estimators of memorization (memlab.measures.memorization.estimate); "auto" chooses.
+MEM_ESTIMATORS = ("binary", "probit", "probit_pooled")

@@ -54,7 +54,7 @@ def predict(scores: np.ndarray, mask: np.ndarray) -> np.ndarray:
     return mask.astype(np.float64) @ scores
 
 
-def _column_spearman(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+def column_spearman(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Spearman correlation of every column of a with the same column of b (n, m)."""
     ra = stats.rankdata(a, axis=0)
     rb = stats.rankdata(b, axis=0)
@@ -74,7 +74,7 @@ def lds_from_predictions(predicted: np.ndarray, actual: np.ndarray, n_boot: int 
     n_models, n_targets = actual.shape
     if n_models < 3:
         raise ConfigError(f"LDS needs at least 3 held-out models, got {n_models}")
-    per_target = _column_spearman(predicted, actual)
+    per_target = column_spearman(predicted, actual)
     over_targets = mean_se(per_target)  # over the finite targets
     mean, se_targets = over_targets.mean, over_targets.se
     rng = np.random.default_rng(seed)
@@ -82,7 +82,7 @@ def lds_from_predictions(predicted: np.ndarray, actual: np.ndarray, n_boot: int 
     for _ in range(n_boot):
         rows = rng.integers(0, n_models, n_models)
         cols = rng.integers(0, n_targets, n_targets)
-        values = _column_spearman(predicted[np.ix_(rows, cols)], actual[np.ix_(rows, cols)])
+        values = column_spearman(predicted[np.ix_(rows, cols)], actual[np.ix_(rows, cols)])
         if np.isfinite(values).any():
             boots.append(np.nanmean(values))
     se = float(np.std(boots, ddof=1)) if len(boots) > 1 else float("nan")

@@ -7,7 +7,7 @@ k-NN), datamodels, self-influence, top-k removal.
     result.summary["methods"]["trak"]["lds"], result.tables["methods"], result.report()
 """
 
-from memlab.studies.attribute.config import RECIPE, AttributeConfig
+from memlab.studies.attribute.config import RECIPE, AttributeConfig, DampingEdgeWarning
 from memlab.studies.base import Result, Study, register_study
 
 run = STUDY = register_study(Study(
@@ -22,4 +22,4 @@ run = STUDY = register_study(Study(
         "to --out (default runs/attribute)."),
     science="§8", docs="docs/attribution.md"))
 
-__all__ = ["RECIPE", "STUDY", "AttributeConfig", "Result", "run"]
+__all__ = ["RECIPE", "STUDY", "AttributeConfig", "DampingEdgeWarning", "Result", "run"]

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from typing import Any
 
+from memlab import validate
 from memlab.engine.config import PopulationConfig
 from memlab.errors import ConfigError
 from memlab.options import option
@@ -29,6 +31,11 @@ RECIPE = PopulationConfig(n_models=1000, subset_fraction=0.5, epochs=30, batch_s
                           optimizer="adam", lr=0.005)
 
 
+class DampingEdgeWarning(UserWarning):
+    """A method's damping is still on the edge of its (extended) grid: the validation LDS
+    might rise further beyond it."""
+
+
 @dataclass(frozen=True)
 class AttributeConfig(PopulationStudyConfig):
     """Attribution methods scored against a population: the run in ``run_dir``, or one
@@ -42,6 +49,10 @@ class AttributeConfig(PopulationStudyConfig):
     methods, self_influence_methods, tracin_checkpoints: None chooses from the population
         (every method that applies; if_exact only for logistic regression or models of at
         most 4,000 parameters; TracIn at 1/4, 1/2, 3/4 and the end of training).
+    dampings, damping_extensions: the damping grid, extended by factors of 10 past an edge
+        where the validation LDS is highest, at most damping_extensions times.
+    ceiling: train the held-out masks a second time with other seeds (in ``OUT/ceiling``)
+        for the LDS ceiling that training noise sets (docs/attribution.md).
     """
 
     run_dir: str | None = option(None, flag="RUN", example="runs/pop", help=(
@@ -62,6 +73,13 @@ class AttributeConfig(PopulationStudyConfig):
     proj_dim: int = option(512, help="TRAK projection dimension")
     dampings: tuple[float, ...] = option((0.01, 0.1, 1.0, 10.0), help=(
         "damping grid of TRAK and the influence functions (chosen on the validation models)"))
+    damping_extensions: int = option(3, help=(
+        "times the damping grid is extended by a factor of 10 past the edge where the "
+        "validation LDS is highest (0: never); a choice still on an edge is warned about"))
+    ceiling: bool = option(True, flag="--no-ceiling", help=(
+        "skip the LDS ceiling (otherwise the --heldout masks are trained once more with "
+        "other seeds: --heldout more models, 10% more training with the defaults, 20% "
+        "with --quick)"))
     hessian_examples: int | None = option(2000, help=(
         "training examples in the curvature sample of the iterative solvers (none: all)"))
     cg_iter: int = option(30, help="conjugate-gradient iterations (if_cg)")
@@ -136,6 +154,11 @@ class AttributeConfig(PopulationStudyConfig):
             raise ConfigError("n_heldout and n_validation must be at least 3")
         if self.method_models < 1 or self.trak_models < 1 or self.n_targets < 1:
             raise ConfigError("method_models, trak_models and n_targets must be >= 1")
+        validate.integer(self.damping_extensions, "damping_extensions", minimum=0)
+        if not self.dampings or not all(
+                isinstance(d, int | float) and not isinstance(d, bool) and math.isfinite(d)
+                and d >= 0 for d in self.dampings):
+            raise ConfigError(f"dampings must be non-negative numbers, got {self.dampings}")
         if self.population.task == "language_model":
             raise ConfigError("attribute scores classifiers (test_logodds); language-model "
                               "runs have no such output")

@@ -35,6 +35,12 @@ def pareto_figure(result: Result) -> plt.Figure:
                         xytext=(3, 3), textcoords="offset points")
         ax.set(xscale="log", xlabel=label, ylabel="LDS (held-out models)")
         ax.axhline(0, color="0.6", lw=0.8, ls=":")
+        ceiling = result.summary.get("ceiling")
+        if ceiling:  # the ceiling of the plotted LDS (against one model): ceiling_single
+            ax.axhline(ceiling["ceiling_single"], color="C3", lw=0.8, ls="--")
+            ax.annotate("training-noise ceiling (LDS against one model)",
+                        (0.01, ceiling["ceiling_single"]), xycoords=("axes fraction", "data"),
+                        fontsize=7, color="C3", xytext=(0, -9), textcoords="offset points")
     population = result.summary["population"]
     axes[1].set_title(f"ground truth (population) training: "
                       f"{population.get('train_flops', float('nan')):.2g} FLOPs", fontsize=8)
@@ -100,11 +106,28 @@ def build_report(result: Result) -> Report:
         f"{s['n_targets']} test targets, se from a bootstrap over targets and models. "
         f"Dampings chosen on {s['n_validation_models']} validation models; datamodels fitted "
         f"on {s['n_fit_models']} models.")
-    columns = ["method", "lds", "lds_se", "lds_se_targets", "seconds", "flops",
-               "n_models_used", "damping"]
+    columns = ["method", "lds", "lds_se", "lds_se_targets", "lds_replicates",
+               "lds_replicates_se", "ceiling", "ceiling_ratio", "ceiling_ratio_se", "seconds",
+               "flops", "n_models_used", "damping", "damping_edge"]
     table = _methods(result)
     page.heading("LDS of every method")
     page.table(table[[c for c in columns if c in table]], caption="held-out LDS ± se")
+    ceiling = s.get("ceiling")
+    if ceiling:
+        page.text(
+            f"Ceiling: the {ceiling['n_models']} held-out masks were trained a second time "
+            "with independent seeds (initialization, order, augmentation, dropout). Per "
+            "target, r is the Spearman correlation over masks of the two replicates' "
+            "outputs; the ceiling is the mean over targets of sqrt(2r/(1+r)) (Spearman-"
+            f"Brown), {ceiling['ceiling']:.3f} ± {ceiling['ceiling_se']:.3f}: the LDS "
+            "the perfect attribution would reach against the mean of the two replicates, "
+            "which training noise alone keeps below 1. lds_replicates is each method's "
+            "LDS against that mean; ceiling_ratio = lds_replicates / ceiling, the fraction "
+            "of what is reachable. The plain lds (against one model) has the ceiling "
+            f"mean sqrt(r) = {ceiling['ceiling_single']:.3f} (mean r = "
+            f"{ceiling['reliability']:.3f}).")
+    for edge in s.get("damping_edges") or ():
+        page.text(f"Warning: {edge['warning']}.")
     figures = draw_figures(result)
     page.figure(figures["pareto"], caption="LDS against compute (seconds and counted FLOPs)")
     if "models_curve" in figures:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -18,6 +18,9 @@ from memlab.measures.attribution.gradients import params_from_weights
 from memlab.measures.callbacks.checkpoints import Checkpoints
 from memlab.studies.attribute.config import AttributeConfig
 from memlab.studies.base import Execution
+
+if TYPE_CHECKING:
+    from memlab.population.run import Run
 
 
 def build_template(run) -> torch.nn.Module:
@@ -52,6 +55,34 @@ def train_with_masks(run, membership: np.ndarray, execution: Execution,
         records = {name: np.array(trained.records(name)) for name in trained.record_names
                    if any(name.startswith(f"{cb.name}_") for cb in callbacks)}
         return trained.weights(), records
+
+
+def replicate_seed(seed: int) -> int:
+    """The master seed of the held-out masks' second replicate: from its own stream of the
+    study's seed, so its models' initialization, order, augmentation and dropout streams
+    ([seed', r, stream]) are independent of every model of the population ([seed, k, ...])."""
+    state = np.random.SeedSequence([seed, streams.ATTRIBUTE_CEILING]).generate_state(2)
+    return int((int(state[0]) << 31) ^ int(state[1]))  # 63 bits: a valid population seed
+
+
+def replicate_run(run: Run, config: AttributeConfig, heldout: np.ndarray, out: Path,
+                  execution: Execution) -> Run:
+    """The held-out models' masks trained once more with the run's recipe and the seed
+    :func:`replicate_seed` (one model per mask, in the same order), in the run directory
+    ``out``: resumed, not retrained, when the study is run again. Only the records are
+    kept (no weights): the ceiling needs the outputs."""
+    from memlab.errors import ConfigError
+    from memlab.population import train_population
+
+    if run.config.sweep:
+        raise ConfigError("the LDS ceiling trains the held-out masks again with one recipe, "
+                          "and this run has a sweep; give --no-ceiling")
+    recipe = dataclasses.replace(run.config, n_models=len(heldout), save_weights=False,
+                                 record_epochs=False,
+                                 seed=replicate_seed(config.population.seed))
+    return train_population(run.dataset, recipe,
+                            membership=np.asarray(run.membership_mask[heldout], bool),
+                            out=out, **execution.training())
 
 
 def tracin_checkpoints(run, template, config: AttributeConfig, models: list[int],

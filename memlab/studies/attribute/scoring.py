@@ -9,8 +9,12 @@ resolve`).
 
 from __future__ import annotations
 
+import math
 import os
 import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,11 +23,12 @@ import pandas as pd
 
 from memlab import streams
 from memlab.io import atomic_write_json, loads_strict
+from memlab.measures.attribution import ceiling as ac
 from memlab.measures.attribution import datamodels as dm
 from memlab.measures.attribution import methods as am
 from memlab.measures.attribution.gradients import params_from_weights
-from memlab.measures.attribution.lds import lds
-from memlab.studies.attribute.config import AttributeConfig
+from memlab.measures.attribution.lds import lds, predict
+from memlab.studies.attribute.config import AttributeConfig, DampingEdgeWarning
 from memlab.studies.attribute.retrain import build_template, tracin_checkpoints
 from memlab.studies.base import Execution
 
@@ -67,6 +72,90 @@ def method_options(name: str, config: AttributeConfig) -> dict[str, Any]:
     return {}
 
 
+@dataclass
+class DampingChoice:
+    """A damping chosen by validation LDS. ``path``: every damping tried -> its validation
+    LDS, ascending; ``extended``: the dampings tried beyond the configured grid; ``edge``:
+    "lower" or "upper" when the choice is still on that edge of the dampings tried (its
+    optimum may lie beyond), ``reason``: why the grid was not extended further."""
+
+    damping: float
+    path: dict[float, float]
+    extended: tuple[float, ...] = ()
+    edge: str | None = None
+    reason: str | None = None
+
+    def warning(self, method: str) -> str | None:
+        """The one-line warning of a choice on the grid's edge (None when interior)."""
+        if self.edge is None:
+            return None
+        # Past the upper edge the damping swamps the curvature: (H + lam I)^-1 -> I / lam,
+        # a rescaled gradient similarity, so the validation LDS levels off, not peaks.
+        limit = (" (a large damping turns the inverse curvature into a multiple of the "
+                 "identity: the method tends to gradient similarity)"
+                 if self.edge == "upper" else "")
+        tried = sorted(self.path)
+        beyond = ("no damping is best" if self.damping == 0
+                  else f"the best damping may lie beyond it{limit}")
+        return (f"{method}: the damping chosen on the validation models, {self.damping:g} "
+                f"(validation LDS {self.path[self.damping]:.3f}), is on the {self.edge} edge "
+                f"of the dampings tried ({tried[0]:g} to {tried[-1]:g}; {self.reason}); "
+                f"{beyond}")
+
+
+def _best(path: dict[float, float]) -> tuple[float, str | None]:
+    """The damping of the highest finite LDS (ties: the smallest damping) and the edge of
+    the finite part of the grid it is on, if any."""
+    finite = sorted(d for d, v in path.items() if math.isfinite(v))
+    if not finite:
+        return sorted(path)[len(path) // 2], None
+    best = max(finite, key=lambda d: path[d])  # the first maximum: the smallest damping
+    if len(finite) < 2:
+        return best, None
+    return best, "upper" if best == finite[-1] else "lower" if best == finite[0] else None
+
+
+def choose_damping(path: dict[float, float], evaluate: Callable[[float], float],
+                   extensions: int) -> DampingChoice:
+    """Choose the damping of highest validation LDS from ``path`` (damping -> LDS); while
+    the choice is on an edge of the grid, extend it one factor of 10 past that edge
+    (``evaluate(damping)`` -> its validation LDS), at most ``extensions`` times. A choice
+    still on an edge afterwards says so (``edge``, ``reason``): too few extensions, no
+    damping below 0, or no finite LDS beyond it."""
+    path = {float(d): float(v) for d, v in path.items()}
+    extended: list[float] = []
+    while True:
+        best, edge = _best(path)
+        if edge is None:
+            return DampingChoice(best, dict(sorted(path.items())), tuple(extended))
+        if len(extended) >= extensions:
+            reason = (f"extended {len(extended)} times, the limit" if extensions
+                      else "the grid is not extended (damping_extensions=0)")
+            break
+        if edge == "lower" and best == 0:
+            reason = "no damping is below 0"
+            break
+        beyond = best * 10 if edge == "upper" else best / 10
+        if beyond in path or not math.isfinite(beyond) or beyond <= 0:
+            reason = f"the LDS at {beyond:g} is not finite"
+            break
+        path[beyond] = float(evaluate(beyond))
+        extended.append(beyond)
+    return DampingChoice(best, dict(sorted(path.items())), tuple(extended), edge, reason)
+
+
+def warn_damping_edges(rows: dict[str, dict]) -> list[dict]:
+    """Warn (:class:`DampingEdgeWarning`) about every method whose damping is on its
+    grid's edge; the list of them for the summary."""
+    edges = []
+    for name, row in rows.items():
+        if row.get("damping_edge"):
+            warnings.warn(row["damping_warning"], DampingEdgeWarning, stacklevel=3)
+            edges.append({"method": name, "edge": row["damping_edge"],
+                          "damping": row["damping"], "warning": row["damping_warning"]})
+    return edges
+
+
 def score_methods(run, config: AttributeConfig, out: Path, split: dict, outputs: np.ndarray,
                   execution: Execution) -> tuple[dict, dict[str, np.ndarray]]:
     """Compute (or reload) every method's scores; choose dampings on the validation
@@ -97,14 +186,18 @@ def score_methods(run, config: AttributeConfig, out: Path, split: dict, outputs:
                      time.perf_counter() - started, "replay_max_abs_deviation": deviation}
         if execution.progress:
             print(f"attribute: {name} ...", flush=True)
-        value, seconds, flops = _flops_and_seconds(name, task, method_options(name, config))
+        options = method_options(name, config)
+        value, seconds, flops = _flops_and_seconds(name, task, options)
         if isinstance(value, dict):  # a damping grid: choose on the validation models
-            path = {d: lds(s, mask[split["validation"]], outputs[split["validation"]],
-                           n_boot=0).mean for d, s in value.items()}
-            finite = {d: v for d, v in path.items() if np.isfinite(v)}
-            best = max(finite, key=finite.get) if finite else next(iter(value))
-            scores = value[best]
-            extra.update(damping=best, validation_lds={str(d): v for d, v in path.items()})
+            value, choice, cost = _choose(name, task, options, value, config,
+                                          mask[split["validation"]],
+                                          outputs[split["validation"]])
+            seconds, flops = seconds + cost[0], flops + cost[1]
+            scores = value[choice.damping]
+            extra.update(damping=choice.damping,
+                         validation_lds={str(d): v for d, v in choice.path.items()},
+                         damping_extended=list(choice.extended), damping_edge=choice.edge,
+                         damping_warning=choice.warning(name))
         else:
             scores = value
         result = lds(scores, mask[split["heldout"]], outputs[split["heldout"]],
@@ -116,6 +209,49 @@ def score_methods(run, config: AttributeConfig, out: Path, split: dict, outputs:
         rows[name] = row
         all_scores[name] = np.load(score_path, mmap_mode="r")
     return rows, all_scores
+
+
+def _choose(name: str, task, options: dict, value: dict, config: AttributeConfig,
+            mask: np.ndarray, outputs: np.ndarray
+            ) -> tuple[dict, DampingChoice, tuple[float, int]]:
+    """The damping of ``value`` (damping -> scores) with the best LDS on the validation
+    models (``mask``, ``outputs``), the grid extended past an edge optimum by computing the
+    method again at one more damping each time. Returns (every damping's scores, the
+    choice, (seconds, FLOPs) of the extensions)."""
+    value = {float(d): s for d, s in value.items()}
+    cost = [0.0, 0]
+
+    def validation(scores: np.ndarray) -> float:
+        return lds(scores, mask, outputs, n_boot=0).mean
+
+    def evaluate(damping: float) -> float:
+        more, seconds, flops = _flops_and_seconds(name, task, {**options, "damping": [damping]})
+        cost[0] += seconds
+        cost[1] += flops
+        value[damping] = next(iter(more.values()))
+        return validation(value[damping])
+
+    path = {d: validation(s) for d, s in value.items()}
+    return value, choose_damping(path, evaluate, config.damping_extensions), tuple(cost)
+
+
+def noise_ceiling(config: AttributeConfig, mask: np.ndarray, outputs: np.ndarray,
+                  replicate: np.ndarray, scores: dict[str, np.ndarray]
+                  ) -> tuple[dict, dict[str, dict], pd.DataFrame]:
+    """The LDS ceiling from the held-out models' outputs ``outputs`` and their masks'
+    second replicate ``replicate`` (both (n_heldout, n_targets), row k: mask ``mask[k]``),
+    and every method's LDS against the mean of the two and its fraction of the ceiling.
+    Returns (the ceiling's summary, per-method fields, a per-target table)."""
+    seed = config.population.seed
+    ceiling = ac.noise_ceiling(outputs, replicate, seed=seed)
+    per_method = {name: ac.against_replicates(predict(values, mask), outputs, replicate,
+                                              seed=seed, ceiling=ceiling)
+                  for name, values in scores.items()}
+    frame = pd.DataFrame({"target": np.arange(outputs.shape[1]),
+                          "replicate_spearman": ceiling.per_target_r,
+                          "spearman_brown": ac.spearman_brown(ceiling.per_target_r),
+                          "ceiling": ceiling.per_target})
+    return ceiling.as_dict(), per_method, frame
 
 
 def ground_truth(run, config: AttributeConfig, split: dict, outputs: np.ndarray

@@ -39,7 +39,7 @@ from memlab.errors import ConfigError, RunError
 from memlab.measures.attribution import methods as am
 from memlab.studies.attribute import scoring as sc
 from memlab.studies.attribute.config import AttributeConfig
-from memlab.studies.attribute.retrain import build_template, removal_study
+from memlab.studies.attribute.retrain import build_template, removal_study, replicate_run
 from memlab.studies.base import Execution, Result, open_or_train, training_data
 
 STUDY = "attribute"
@@ -71,10 +71,15 @@ def run(config: AttributeConfig, out: Path, execution: Execution, dataset: Any =
     outputs = np.asarray(population_run.records("test_logodds")[:, :config.n_targets],
                          np.float64)
     started = time.perf_counter()
+    # Trained before the methods run, so that a mismatched OUT/ceiling fails in seconds.
+    replicate = (replicate_run(population_run, config, split["heldout"], out / "ceiling",
+                               execution) if config.ceiling else None)
+    replicate_seconds = time.perf_counter() - started
     truth, truth_scores, curve = sc.ground_truth(population_run, config, split, outputs)
     for name, values in truth_scores.items():
         sc.save_scores(out / "scores" / f"{name}.npy", values)
     rows, scores = sc.score_methods(population_run, config, out, split, outputs, execution)
+    damping_edges = sc.warn_damping_edges(rows)
     self_frame, self_summary = sc.self_influence(population_run, config, split)
     tables: dict[str, pd.DataFrame] = {"models_curve": curve, "self_influence": self_frame}
     removal_summary = None
@@ -82,6 +87,13 @@ def run(config: AttributeConfig, out: Path, execution: Execution, dataset: Any =
         removal_frame, removal_summary = removal_study(
             population_run, config, {**truth_scores, **scores}, execution)
         tables["removal"] = removal_frame
+    ceiling = None
+    if replicate is not None:
+        ceiling, per_method, tables["ceiling"] = ceiling_of(
+            population_run, replicate, config, split, outputs, {**scores, **truth_scores})
+        ceiling["seconds"] = replicate_seconds
+        for name, row in {**rows, **truth}.items():
+            row.update(per_method[name], ceiling=ceiling["ceiling"])
     all_rows = {**rows, **truth}
     table = pd.DataFrame([{"method": name, **{k: v for k, v in row.items()
                                               if not isinstance(v, dict | list)}}
@@ -104,12 +116,32 @@ def run(config: AttributeConfig, out: Path, execution: Execution, dataset: Any =
                        "train_seconds": population_run.manifest.get("summary", {}).get(
                            "chunk_seconds_total"),
                        "train_flops": sc.training_flops(population_run)},
+        "ceiling": ceiling, "damping_edges": damping_edges,
         "self_influence": self_summary, "removal": removal_summary,
         "seconds_total": time.perf_counter() - started,
         "cpu": cpu_model(), "torch_threads": torch.get_num_threads(),
     }
     return Result(STUDY, config.to_dict(), tables, json.loads(json.dumps(
         summary, default=float)))
+
+
+def ceiling_of(population_run, replicate, config: AttributeConfig, split: dict,
+               outputs: np.ndarray, scores: dict[str, np.ndarray]
+               ) -> tuple[dict, dict[str, dict], pd.DataFrame]:
+    """The LDS ceiling from the held-out models and ``replicate``, their masks' second
+    replicate (:func:`memlab.studies.attribute.retrain.replicate_run`), and each method's
+    fraction of it (:func:`memlab.studies.attribute.scoring.noise_ceiling`)."""
+    held = split["heldout"]
+    second = np.asarray(replicate.records("test_logodds")[:, :config.n_targets], np.float64)
+    ceiling, per_method, frame = sc.noise_ceiling(
+        config, np.asarray(population_run.membership_mask[held]), outputs[held], second,
+        scores)
+    ceiling.update(run_dir=str(replicate.path), seed=replicate.config.seed,
+                   train_seconds=replicate.manifest.get("summary", {}).get(
+                       "chunk_seconds_total"),
+                   compared_with="lds_replicates: LDS against the mean of the two "
+                                 "replicates' outputs (lds: against one)")
+    return ceiling, per_method, frame
 
 
 def resolve(config: AttributeConfig, population_run) -> AttributeConfig:
@@ -155,14 +187,25 @@ def check_exact_hessian(population_run, config: AttributeConfig) -> None:
 
 
 def headline_lines(result: Result) -> list[str]:
-    """What ``memlab attribute`` prints: every method's LDS (± se), seconds and models read,
-    the held-out models, where the scores are."""
+    """What ``memlab attribute`` prints: every method's LDS (± se), its LDS against the
+    replicates' mean and fraction of the ceiling, seconds and models read; the ceiling, the
+    held-out models, dampings left on a grid's edge, where the scores are."""
     s = result.summary
     rows = {**s["methods"], "datamodels": s["datamodels"],
             "diff_in_means": s["diff_in_means"]}
-    lines = json.dumps({name: {k: row.get(k) for k in ("lds", "lds_se", "seconds",
-                                                        "n_models_used")}
+    keys = ("lds", "lds_se", "lds_replicates", "ceiling_ratio", "seconds", "n_models_used")
+    lines = json.dumps({name: {k: row.get(k) for k in keys if k in row}
                         for name, row in rows.items()}, indent=2).splitlines()
-    return lines + [f"held-out models: {s['n_heldout_models']}",
-                    f"scores:  {result.out / 'scores'}",
+    lines.append(f"held-out models: {s['n_heldout_models']}")
+    ceiling = s.get("ceiling")
+    if ceiling:
+        lines.append(
+            f"LDS ceiling (training noise: the {ceiling['n_models']} held-out masks trained "
+            f"twice): {ceiling['ceiling']:.3f} ± {ceiling['ceiling_se']:.3f} against the "
+            f"replicates' mean (lds_replicates; ceiling_ratio = lds_replicates / ceiling), "
+            f"{ceiling['ceiling_single']:.3f} against one model (lds)")
+    for edge in s.get("damping_edges") or ():
+        lines.append(f"damping on the grid's {edge['edge']} edge: {edge['method']} "
+                     f"({edge['damping']:g})")
+    return lines + [f"scores:  {result.out / 'scores'}",
                     f"run:     {s['population']['run_dir']}"]

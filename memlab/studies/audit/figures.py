@@ -197,7 +197,8 @@ def build_report(result: Result) -> Report:
               f"test accuracy {pop['test_acc_mean']:.3f}, training accuracy on own subset "
               f"{pop['train_acc_in_mean']:.3f}. Every model is the target in turn and the other "
               f"{pop['n_models'] - 1} its shadow models; every (model, example) pair is a trial "
-              f"with a known answer. 95% intervals: bootstrap over target models.")
+              f"with a known answer. 95% intervals: bootstrap over models as targets and "
+              "shadows.")
     cols = ["attack", "auc", "auc_ci_low", "auc_ci_high", "balanced_accuracy",
             "tpr_at_fpr_0.001", "tpr_at_fpr_0.001_ci_low", "tpr_at_fpr_0.001_ci_high",
             "tpr_at_fpr_0.01", "shadows_in_mean", "shadows_out_mean"]
@@ -224,7 +225,7 @@ def build_report(result: Result) -> Report:
                  "all beat one by ≥ 2 se": v["all_beat_one_by_2se"]}
                 for k, v in comparison.items()]
         page.table(pd.DataFrame(rows), caption="all shadows − one shadow per side, AUC "
-                   "(paired bootstrap over target models)")
+                   "(paired bootstrap over models)")
     page.heading("Memorized ⇒ exposed")
     page.figure(figures["vulnerability"], caption="each dot a training example", fmt="png")
     page.table(result.tables["by_mem"], caption="vulnerability by memorization bin")

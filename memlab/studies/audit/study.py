@@ -60,13 +60,9 @@ def run(config: AuditConfig, out: Path, execution: Execution, dataset: Any = Non
     started = clock = time.perf_counter()
     inputs = au.attack_inputs(population_run)
     mask = inputs.mask
-    scores = mia.attack_scores(inputs, config.attacks, seed=seed, rmia_a=config.rmia_a,
-                               rmia_gamma=config.rmia_gamma)
-    timing["scores"] = time.perf_counter() - clock
-
-    clock = time.perf_counter()
-    attacks, full, roc = au.attack_table(scores, mask, **settings)
-    timing["metrics"] = time.perf_counter() - clock
+    scores, attacks, full, roc = au.attack_table(inputs, config.attacks, rmia_a=config.rmia_a,
+                                                 rmia_gamma=config.rmia_gamma, **settings)
+    timing["metrics"] = time.perf_counter() - clock  # the scores and their bootstrap
 
     clock = time.perf_counter()
     memo = au.memorization_table(population_run)
@@ -117,8 +113,11 @@ def run(config: AuditConfig, out: Path, execution: Execution, dataset: Any = Non
     summary["shadows"] = shadows
     summary["memorization"] = relation
     summary["canaries"] = canaries
-    summary["vulnerability"] = {"attack": config.vulnerability_attack,
-                                "fpr": config.vulnerability_fpr}
+    summary["vulnerability"] = {
+        "attack": config.vulnerability_attack, "fpr": config.vulnerability_fpr,
+        "split_half": au.vulnerability_reliability(
+            inputs, config.vulnerability_attack, config.vulnerability_fpr, seed=seed,
+            rmia_a=config.rmia_a, rmia_gamma=config.rmia_gamma)}
     summary["seconds"] = {k: round(v, 3) for k, v in timing.items()}
     return Result(STUDY, config.to_dict(), tables, summary)
 
@@ -134,6 +133,11 @@ def headline_lines(result: Result) -> list[str]:
     for metric, d in (s.get("lira_online_vs_loss") or {}).items():
         lines.append(f"{metric}: {d['verdict']} ({d['difference']:+.4f}, 95% CI "
                      f"[{d['ci_low']:+.4f}, {d['ci_high']:+.4f}])")
+    half = (s.get("vulnerability") or {}).get("split_half")
+    if half:
+        lines.append(f"per-example vulnerability ({s['vulnerability']['attack']}): split-half "
+                     f"reliability {half['reliability']:.3f} (Spearman–Brown; halves "
+                     f"{half['spearman_halves']:.3f})")
     lines.append(f"examples: {result.out / 'tables' / 'examples.parquet'}")
     lines.append(f"run:      {s['population']['run_dir']}")
     return lines

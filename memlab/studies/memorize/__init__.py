@@ -16,7 +16,7 @@ run = STUDY = register_study(Study(
         "Train (or resume) a population of subset-trained models and estimate every "
         "training example's memorization score and every train/test influence (Feldman & "
         "Zhang 2020), with standard errors, split-half reliability and a self-contained "
-        "HTML report. Without --quick/--full: 1,000 MLPs on 70% subsets of MNIST-1D, 30 "
+        "HTML report. Without --quick/--full: 512 MLPs on 70% subsets of MNIST-1D, 30 "
         "epochs of Adam (lr 0.005, batch 64). Re-running resumes."),
     science="§1", docs="docs/memorization.md", figure_prefix="memorization_"))
 

@@ -9,13 +9,21 @@ from typing import Any
 
 from memlab.engine.config import PopulationConfig
 from memlab.errors import ConfigError
-from memlab.measures.thresholds import CSCORE_RATIOS, HIGH_INFLUENCE, MEMORIZED, NEAR_DUPLICATE
+from memlab.measures.thresholds import (
+    CSCORE_RATIOS,
+    HIGH_INFLUENCE,
+    MEM_ESTIMATORS,
+    MEMORIZED,
+    NEAR_DUPLICATE,
+)
 from memlab.options import option
 from memlab.studies.base import PopulationStudyConfig
 
 # The recipe of ``memlab memorize`` with no arguments: MNIST-1D, the MLP 40-100-100-10,
-# trained to fit its subsets (≈99% training accuracy), 1,000 models at r = 0.7.
-RECIPE = PopulationConfig(n_models=1000, subset_fraction=0.7, epochs=30, batch_size=64,
+# trained to fit its subsets (≈99% training accuracy), 512 models at r = 0.7: with the
+# probit estimator as reliable (split-half 0.990) as 1,000 models were with the binary one
+# (0.989; docs/memorization.md, "Ground truth from fewer models").
+RECIPE = PopulationConfig(n_models=512, subset_fraction=0.7, epochs=30, batch_size=64,
                           optimizer="adam", lr=0.005)
 
 
@@ -28,11 +36,19 @@ class MemorizeConfig(PopulationStudyConfig):
     """Memorization and influence of one population (docs/science.md §1).
 
     data, n_train, label_noise, population: see :class:`PopulationStudyConfig` (default:
-        the README's demo, 1,000 MLPs on 70% subsets of MNIST-1D).
+        the README's demo, 512 MLPs on 70% subsets of MNIST-1D).
     mem_min, infl_min, same_label, duplicate_threshold: what counts as memorized, a
         high-influence pair, and a near-duplicate pair (cosine of centred inputs).
+    estimator: how mem is estimated (docs/memorization.md, "fewer models"): ``auto``
+        (default: the probit estimator on the margins where they fit its model, else the
+        binary one; the choice and its reason are in the summary), ``binary`` (Feldman &
+        Zhang's acc_in − acc_out), ``probit``, ``probit_pooled``.
     target_se: the wanted RMS error of every score; a warning says how many models reach
-        it when ``population.n_models`` cannot.
+        it when ``population.n_models`` cannot (an a-priori worst case); the summary says
+        how many models each estimator needs for 90% of the examples to have se ≤
+        ``target_se``, measured on this population (the pilot).
+    grow: train more models until 90% of the examples have se ≤ ``target_se`` with the
+        chosen estimator (this population is the pilot; the run grows in place).
     removal, removal_seeds: the marginal-utility study and its models per arm.
     cscores, cscore_models, cscore_ratios: the C-score sweep (one population per ratio;
         the main population serves at its own ratio).
@@ -48,6 +64,12 @@ class MemorizeConfig(PopulationStudyConfig):
     duplicate_threshold: float = option(NEAR_DUPLICATE, help=(
         "cosine similarity (centred inputs) flagging a near-duplicate train/test pair"),
         example="0.9")
+    estimator: str = option("auto", choices=("auto", *MEM_ESTIMATORS), help=(
+        "how mem is estimated: auto (the probit on margins where it fits, else binary), "
+        "binary (acc_in - acc_out), probit, probit_pooled"))
+    grow: bool = option(False, help=(
+        "grow the population until 90% of the examples have se <= --target-se (the "
+        "population trained first is the pilot)"))
     target_se: float = option(0.1, help=(
         "wanted RMS error (standard error) of every score; warns when --models cannot "
         "guarantee it"), example="0.05")
@@ -103,6 +125,9 @@ class MemorizeConfig(PopulationStudyConfig):
                               "memlab lm-memorize")
         for name in ("mem_min", "infl_min", "duplicate_threshold"):
             unit(name, getattr(self, name))
+        if self.estimator not in ("auto", *MEM_ESTIMATORS):
+            raise ConfigError(f"estimator must be one of auto, {', '.join(MEM_ESTIMATORS)}; "
+                              f"got {self.estimator!r}")
         if not (isinstance(self.target_se, int | float) and math.isfinite(self.target_se)
                 and self.target_se > 0):
             raise ConfigError(f"target_se must be a positive number, got {self.target_se!r}")

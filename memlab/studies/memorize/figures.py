@@ -279,6 +279,16 @@ def build_report(result: Result) -> Report:
         "Standard errors come from 95% Newcombe intervals (Wilson per side), which stay "
         "positive at accuracy 0 or 1; reliability is the Spearman correlation between the "
         "scores of two disjoint halves of the models.")
+    choice = s.get("estimator")
+    if choice and choice["estimator"] != "binary":
+        report.text(
+            f"Estimator: {choice['estimator']} ({choice['reason']}). It estimates the same "
+            "mem from the margins (true-class logit minus the best other; right iff "
+            "positive): per example and side a Gaussian, P(right) = Φ(mean/sd), mem = "
+            "P_IN − P_OUT, with a MOVER interval; the binary estimate is in the scores "
+            "table as mem_binary (docs/memorization.md, 'Ground truth from fewer models').")
+    elif choice:
+        report.text(f"Estimator: binary ({choice['reason']}).")
     if s.get("advice"):
         report.text("Standard error: " + s["advice"], note=True)
     rows = [
@@ -288,8 +298,10 @@ def build_report(result: Result) -> Report:
         ("subset-model training accuracy, IN (mean; worst model)",
          f"{s['train_acc_in_mean']:.3f}; {s['train_acc_in_min']:.3f}"),
         ("accuracy on held-out training examples, OUT (mean)", f"{s['train_acc_out_mean']:.3f}"),
-        (f"examples with mem ≥ {s['mem_min']:g}",
-         f"{s['n_memorized']:,} ({s['memorized_fraction']:.1%})"),
+        (f"examples with mem ≥ {s['mem_min']:g} (95% interval: bootstrap over models)",
+         f"{s['n_memorized']:,} ({s['memorized_fraction']:.1%}"
+         + (f", [{s['memorized_fraction_lo']:.1%}, {s['memorized_fraction_hi']:.1%}])"
+            if s.get("memorized_fraction_lo") is not None else ")")),
         ("mean memorization score", f"{s['mem_mean']:.3f}"),
         ("median standard error of mem", f"{s['se_median']:.3f}"),
         ("a-priori RMS error bound (docs/science.md §1)", f"{s['error_bound']:.3f}"),
@@ -306,6 +318,14 @@ def build_report(result: Result) -> Report:
     if s.get("noise_auroc") is not None:
         rows.append((f"AUROC of mem for the {s['label_noise_fraction']:.0%} flipped labels",
                      f"{s['noise_auroc']:.3f}"))
+    if s.get("label_error_auroc") is not None:
+        rows.append(("AUROC of the label-error score (not memorization: the OUT models' "
+                     "log-odds of the given label) for the flipped labels",
+                     f"{s['label_error_auroc']:.3f}"))
+    if s.get("models_needed"):
+        rows.append((f"models for se ≤ {s['target_se']:g} at 90% of the examples, "
+                     "measured on this population (per estimator)",
+                     ", ".join(f"{k}: {v:,}" for k, v in s["models_needed"].items())))
     if s.get("spearman_mem_cscore") is not None:
         rows.append(("Spearman(mem, C-score)", f"{s['spearman_mem_cscore']:.3f}"))
     report.table(pd.DataFrame(rows, columns=["quantity", "value"]), caption="Summary")
