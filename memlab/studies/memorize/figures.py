@@ -276,9 +276,10 @@ def build_report(result: Result) -> Report:
         "For every training example i, mem(i) is the accuracy on it of the models that "
         "trained on it minus that of the models that held it out; influence infl(i, j) is "
         "the same difference on test example j (Feldman & Zhang 2020; docs/science.md §1). "
-        "Standard errors come from 95% Newcombe intervals (Wilson per side), which stay "
-        "positive at accuracy 0 or 1; reliability is the Spearman correlation between the "
-        "scores of two disjoint halves of the models.")
+        "Standard errors are the 95% intervals' half-widths / 1.96 (for the binary "
+        "estimator Newcombe's, Wilson per side), which stay positive at accuracy 0 or 1; "
+        "reliability is the Spearman correlation between the scores of two disjoint halves "
+        "of the models.")
     choice = s.get("estimator")
     if choice and choice["estimator"] != "binary":
         report.text(
