@@ -29,14 +29,9 @@ import pandas as pd
 from memlab.errors import ConfigError
 from memlab.measures.inout import in_out
 from memlab.measures.memorization import ESTIMATORS, estimate
-from memlab.measures.stats import mover_interval, spearman
+from memlab.measures.stats import mover_interval, spearman, spearman_brown
 
 MEMORIZED_REFERENCE = 0.05  # reference mem from which the order is signal, not noise
-
-
-def spearman_brown(r: float) -> float:
-    """The reliability of the whole from the correlation r of its two halves: 2r/(1 + r)."""
-    return 2 * r / (1 + r)
 
 
 def reference_reliability(mask: np.ndarray, correct: np.ndarray, seed: int = 0) -> float:

@@ -37,6 +37,7 @@ from memlab.measures.stats import (
     UNDECIDED,
     mean_se,
     spearman,
+    spearman_brown,
     verdict_from_interval,
 )
 from memlab.measures.thresholds import MEMORIZED
@@ -334,5 +335,4 @@ def vulnerability_reliability(inputs: mia.AttackInputs, attack: str, fpr: float,
         score = mia.attack_scores(part, (attack,), seed=seed, **attack_options)[attack]
         halves.append(mia.example_vulnerability(score, part.mask, fpr)["vulnerability"])
     r = spearman(*halves)
-    return {"spearman_halves": r, "reliability": 2 * r / (1 + r) if np.isfinite(r) else r,
-            "n_models": t}
+    return {"spearman_halves": r, "reliability": spearman_brown(r), "n_models": t}

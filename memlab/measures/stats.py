@@ -199,6 +199,17 @@ def _rank_correlation(a: np.ndarray, b: np.ndarray) -> np.ndarray:
         return (ra * rb).sum(-1) / np.sqrt((ra * ra).sum(-1) * (rb * rb).sum(-1))
 
 
+def spearman_brown(r):
+    """2r / (1 + r): the reliability of the whole (the mean of two halves or replicates)
+    from the correlation r of its halves, clipped to [-1, 1] (below r = -1/3 the formula
+    leaves the range of a correlation); NaN stays NaN. Scalars in, a float out."""
+    values = np.asarray(r, np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        corrected = np.where(values > -1, 2 * values / (1 + values), -1.0)
+    result = np.where(np.isnan(values), np.nan, np.clip(corrected, -1.0, 1.0))
+    return float(result) if result.ndim == 0 else result
+
+
 def spearman_interval(x: np.ndarray, y: np.ndarray, n_bootstrap: int = 1000,
                       level: float = 0.95, seed: int = 0, method: str = "bootstrap"
                       ) -> tuple[float, float, float]:

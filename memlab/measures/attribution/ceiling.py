@@ -34,15 +34,7 @@ import numpy as np
 
 from memlab.errors import ConfigError
 from memlab.measures.attribution.lds import column_spearman
-
-
-def spearman_brown(r: np.ndarray) -> np.ndarray:
-    """2r / (1 + r): the reliability of the mean of two replicates whose correlation is r,
-    clipped to [-1, 1] (below r = -1/3 the formula leaves the range of a correlation)."""
-    r = np.asarray(r, np.float64)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        corrected = np.where(r > -1, 2 * r / (1 + r), -1.0)
-    return np.where(np.isnan(r), np.nan, np.clip(corrected, -1.0, 1.0))
+from memlab.measures.stats import spearman_brown
 
 
 def signed_sqrt(x: np.ndarray) -> np.ndarray:

@@ -28,6 +28,7 @@ from memlab.measures.attribution import datamodels as dm
 from memlab.measures.attribution import methods as am
 from memlab.measures.attribution.gradients import params_from_weights
 from memlab.measures.attribution.lds import lds, predict
+from memlab.measures.stats import spearman_brown
 from memlab.studies.attribute.config import AttributeConfig, DampingEdgeWarning
 from memlab.studies.attribute.retrain import build_template, tracin_checkpoints
 from memlab.studies.base import Execution
@@ -249,7 +250,7 @@ def noise_ceiling(config: AttributeConfig, mask: np.ndarray, outputs: np.ndarray
                   for name, values in scores.items()}
     frame = pd.DataFrame({"target": np.arange(outputs.shape[1]),
                           "replicate_spearman": ceiling.per_target_r,
-                          "spearman_brown": ac.spearman_brown(ceiling.per_target_r),
+                          "spearman_brown": spearman_brown(ceiling.per_target_r),
                           "ceiling": ceiling.per_target})
     return ceiling.as_dict(), per_method, frame
 
