@@ -14,6 +14,9 @@ One call runs a study's ``tiny()`` preset (seconds on 2 CPU cores) through
 - the report is a self-contained HTML page (nothing fetched);
 - a second run with the same ``out`` trains nothing, and neither does one with another
   execution (other workers): execution is not part of a result's identity;
+- every output is listed with its checksum; after a table is deleted and the summary
+  truncated, a re-run trains nothing and gives every output back bit for bit (the
+  study is deterministic given its populations); another study is refused the ``out``;
 - the ``memlab <study>`` command exists, has the common options, and its Reproduce line
   parses back into the same config (the parser and the line share one source).
 """
@@ -55,6 +58,39 @@ def config_from_command(study: Study, command: str) -> StudyConfig:
     words = shlex.split(command.replace("\\\n", " "))  # a shell joins continued lines
     assert words[:2] == ["memlab", study.command], command
     return config_from_args(study, study_parser(study).parse_args(words[2:]))
+
+
+def _check_repair(study: Study, config: StudyConfig, out: Path) -> None:
+    """Damage a table and the summary; the re-run recomputes them to the same bits."""
+    from memlab.errors import RunError
+    from memlab.studies.outputs import OUTPUTS
+
+    files = json.loads((out / OUTPUTS).read_text())["files"]
+    before = {name: (out / name).read_bytes() for name in files}
+    tables = sorted(name for name in files if name.startswith("tables/"))
+    assert tables, f"{study.name} saved no table"
+    (out / tables[0]).unlink()
+    summary = out / "summary.json"
+    summary.write_bytes(summary.read_bytes()[: summary.stat().st_size // 2])
+    try:
+        Result.load(out)
+    except RunError as error:
+        assert "summary.json" in str(error) or tables[0] in str(error), error
+    else:
+        raise AssertionError(f"{study.name}: Result.load read a damaged output")
+    run_study(study, config, out, Execution(n_workers=1, progress=False))
+    after = json.loads((out / OUTPUTS).read_text())["files"]
+    assert set(after) == set(files), f"{study.name}: a repair changed the list of outputs"
+    changed = [name for name in files if (out / name).read_bytes() != before[name]]
+    assert not changed, (f"{study.name}: recomputing gave other bytes for {changed} "
+                         "(a measured duration belongs under a TIMING_KEYS summary key)")
+    other = "memorize" if study.name != "memorize" else "noise"
+    try:
+        run_study(other, None, out)
+    except RunError as error:
+        assert f"holds the results of the study {study.name!r}" in str(error), error
+    else:
+        raise AssertionError(f"{other} wrote into {study.name}'s output directory")
 
 
 def check_command(study: Study, configs: tuple[StudyConfig, ...] = ()) -> None:
@@ -137,6 +173,7 @@ def check_study(study: Study, directory: str | Path, config: StudyConfig | None 
             again = run_study(study, config, out, execution)
             assert again.summary == loaded.summary, \
                 f"{study.name}: re-running with {execution} did not reuse the saved result"
+        _check_repair(study, config, out)
     finally:
         executor.ChunkWork.train = train
     check_command(study)

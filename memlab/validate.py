@@ -17,10 +17,12 @@ Python API), so the message points at what they typed. Layer: imports only ``err
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import math
 import numbers
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -271,3 +273,119 @@ def _writable(directory: Path) -> bool:
             return True
     except OSError:
         return False
+
+
+# ---------------------------------------------------------------- every problem at once
+
+
+class ConfigProblems(ConfigError):
+    """Several :class:`ConfigError` s found by one check of a configuration, reported
+    together: ``problems`` holds each one's message, the message joins them on one line
+    (``3 problems with the attribute settings: (1) ...; (2) ...; (3) ...``). With a single
+    problem the message is that problem's own."""
+
+    def __init__(self, problems: Sequence[str], what: str = "settings"):
+        self.problems, self.what = list(problems), what
+        super().__init__(join_problems(self.problems, what))
+
+
+def join_problems(problems: Sequence[str], what: str = "settings") -> str:
+    """One line naming every problem (a single one: its message as it is)."""
+    if len(problems) == 1:
+        return problems[0]
+    listed = "; ".join(f"({i}) {text}" for i, text in enumerate(problems, 1))
+    return f"{len(problems)} problems with the {what}: {listed}"
+
+
+class _Stop(ConfigError):
+    """Raised by :func:`stop_if_problems`: the checks after it need the earlier ones."""
+
+
+_GATHERED: contextvars.ContextVar[list[str] | None] = contextvars.ContextVar(
+    "memlab_config_problems", default=None)
+
+
+def _add(found: list[str], error: ConfigError) -> None:
+    for text in error.problems if isinstance(error, ConfigProblems) else [str(error)]:
+        if text not in found:
+            found.append(text)
+
+
+@contextlib.contextmanager
+def all_problems(what: str = "settings") -> Iterator[list[str]]:
+    """Check a whole configuration and report every problem in one :class:`ConfigProblems`
+    instead of stopping at the first. Inside, each independent check runs in a
+    :func:`check` block (or says :func:`problem`): its ConfigError is noted and the next
+    check runs. At the end, the problems noted are raised together. A ConfigError raised
+    outside a ``check`` block ends the checking (it joins those noted before); so does any
+    other exception once a problem is noted (a later check crashing on an earlier invalid
+    value: the problems are reported, the crash chained). Nested uses (a study's
+    ``validate`` calling its base's, a nested config built inside) join the outermost one,
+    whose ``what`` names the settings::
+
+        def validate(self):
+            with validate.all_problems("attribute settings"):
+                super().validate()
+                with validate.check():
+                    validate.integer(self.n_targets, "n_targets", minimum=1)
+                if self.n_heldout < 3:
+                    validate.problem("n_heldout must be at least 3")
+                validate.stop_if_problems()  # what follows needs valid values
+                ...
+    """
+    if _GATHERED.get() is not None:  # inside another: it gathers and raises
+        yield _GATHERED.get()
+        return
+    found: list[str] = []
+    token = _GATHERED.set(found)
+    try:
+        yield found
+    except ConfigError as error:
+        if not isinstance(error, _Stop):
+            _add(found, error)
+        raise ConfigProblems(found, what) from None
+    except Exception as error:
+        if not found:
+            raise
+        raise ConfigProblems(found, what) from error
+    finally:
+        _GATHERED.reset(token)
+    if found:
+        raise ConfigProblems(found, what)
+
+
+@contextlib.contextmanager
+def check() -> Iterator[None]:
+    """One independent check: inside :func:`all_problems` a ConfigError raised in the
+    block is noted and the code after the block runs; elsewhere it propagates as usual."""
+    found = _GATHERED.get()
+    if found is None:
+        yield
+        return
+    try:
+        yield
+    except _Stop:
+        raise
+    except ConfigError as error:
+        _add(found, error)
+
+
+def problem(message: str) -> None:
+    """Report a problem: noted inside :func:`all_problems` (the caller goes on to its next
+    check), raised as a ConfigError elsewhere."""
+    found = _GATHERED.get()
+    if found is None:
+        raise ConfigError(message)
+    _add(found, ConfigError(message))
+
+
+def stop_if_problems() -> None:
+    """Inside :func:`all_problems`, end the checking here when a problem has been noted:
+    the checks that follow assume the earlier ones passed."""
+    if _GATHERED.get():
+        raise _Stop("")
+
+
+def gathering() -> bool:
+    """Whether an :func:`all_problems` is gathering problems right now."""
+    return _GATHERED.get() is not None

@@ -353,10 +353,10 @@ def test_plan_for_imagenet_computes_from_shapes(capsys):
     """ImageNet's shape plans in seconds without allocating it: the record bytes are the
     format's 15 bytes x models x examples, twice (chunks and consolidated)."""
     tracemalloc.start()
-    started = time.perf_counter()
+    started = time.process_time()  # CPU time: wall time is the load's
     code, out, err = run_cli(["plan", "--shape", "1281167,50000,3x224x224,1000", "--models",
                               "100", "--workers", "1"], capsys)
-    seconds = time.perf_counter() - started
+    seconds = time.process_time() - started
     _, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
     assert code == 0, err
@@ -649,3 +649,356 @@ def test_spectra_checks_declared_size_before_loading(tmp_path, capsys):
     _, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
     assert peak < 100 * 2**20
+
+
+# ------------------------------------------------------------------ issue 30: paths, damage,
+# clusters and degenerate study settings
+
+
+def _plain_run(tmp_path: Path, name: str = "run") -> Path:
+    """A copy of one tiny finished CLI run (2 models, digits), made once per session."""
+    import shutil
+
+    cache = Path(os.environ["MEMLAB_CACHE"]).parent / "issue30-run"
+    if not (cache / "manifest.json").exists():
+        assert main(["train", "--data", "digits", "--models", "2", "--epochs", "1",
+                     "--hidden", "8", "--workers", "1", "--quiet", "--out", str(cache)]) == 0
+    shutil.copytree(cache, tmp_path / name)
+    return tmp_path / name
+
+
+class _Probe:
+    """A callback whose name (or record key) is given."""
+
+    epochs = (1,)
+
+    def __init__(self, name: str, key: str = "x"):
+        self.name, self.key = name, key
+
+    def __call__(self, state):
+        return {self.key: np.zeros(state.n_models, np.float32)}
+
+
+@pytest.mark.parametrize("name", ["../../../X", "/tmp/X", ".hidden", "a/b", "a\\b", ""])
+def test_callback_names_must_be_plain_names(name, tmp_path):
+    from memlab.population import train_population
+
+    with pytest.raises(ConfigError, match="is not a plain name") as error:
+        train_population(make_blobs(n_train=40, n_test=10), n_models=2, epochs=1,
+                         callbacks=[_Probe(name)], out=tmp_path / "a" / "b" / "run",
+                         progress=False, n_workers=1)
+    assert "\n" not in str(error.value)
+    assert not (tmp_path / "a" / "b" / "run").exists()  # refused before any work
+    assert not list(tmp_path.rglob("X*"))
+
+
+def test_callback_record_keys_must_be_plain_names(tmp_path):
+    from memlab.population import train_population
+
+    with pytest.raises(ConfigError, match=r"record name 'probe_\.\./\.\./x' is not a plain"):
+        train_population(make_blobs(n_train=40, n_test=10), n_models=2, epochs=1,
+                         callbacks=[_Probe("probe", "../../x")], out=tmp_path / "d" / "run",
+                         progress=False, n_workers=1)
+    assert not list(tmp_path.rglob("x.npy"))
+
+
+def test_manifest_without_its_checksum_is_damage_not_an_old_run(tmp_path, capsys):
+    run = _plain_run(tmp_path)
+    manifest = json.loads((run / "manifest.json").read_text())
+    del manifest["checksum"]  # which every other check rests on
+    (run / "manifest.json").write_text(json.dumps(manifest))
+    for command in (["verify", run], ["info", run]):
+        assert_one_line_error(command, r"has lost its 'checksum' entry.*move the directory "
+                              "away and train again", capsys)
+    with pytest.raises(MemlabError, match="lost its 'checksum'"):
+        from memlab.population import open_run
+
+        open_run(run)
+
+
+def test_a_fifo_in_a_run_is_refused_without_opening_it(tmp_path):
+    """`memlab verify` used to hang forever on a FIFO manifest (opening it blocks)."""
+    import subprocess
+
+    run = _plain_run(tmp_path)
+    (run / "manifest.json").rename(tmp_path / "manifest.json")
+    os.mkfifo(run / "manifest.json")
+    repo = Path(__file__).resolve().parents[1]
+    done = subprocess.run([sys.executable, "-m", "memlab", "verify", str(run)], cwd=repo,
+                          capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "PYTHONPATH": str(repo)})
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr
+    assert "manifest.json is a FIFO (named pipe), not a regular file" in done.stderr
+
+
+@pytest.mark.parametrize("name", ["records/train_margin.npy", "tables/models.parquet",
+                                  "chunks/00000/done.json", "membership_mask.npy"])
+def test_fifo_run_files_are_named_and_repaired(name, tmp_path, capsys):
+    run = _plain_run(tmp_path)
+    (run / name).unlink()
+    os.mkfifo(run / name)
+    code, out, _ = run_cli(["verify", run], capsys)
+    assert code == 2 and f"damaged: {name}:" in out, out
+    code, _, err = run_cli(["train", "--data", "digits", "--models", "2", "--epochs", "1",
+                            "--hidden", "8", "--workers", "1", "--quiet", "--out", run], capsys)
+    assert code == 0, err
+    assert run_cli(["verify", run], capsys)[0] == 0
+
+
+def test_check_regular_refuses_fifos_and_directories(tmp_path, capsys):
+    from memlab import io as mio
+
+    os.mkfifo(tmp_path / "fifo")
+    os.mkfifo(tmp_path / "data.npz")
+    assert_one_line_error(["plan", "--data", tmp_path / "data.npz", "--gflops", "1"],
+                          "is not a regular file", capsys)  # a dataset named by the user
+    with pytest.raises(mio.NotARegularFile, match="FIFO"):
+        mio.file_checksum(tmp_path / "fifo")
+    with pytest.raises(IsADirectoryError):
+        mio.check_regular(tmp_path)
+    (tmp_path / "file").write_bytes(b"x")
+    assert mio.check_regular(tmp_path / "file").st_size == 1
+
+
+WRONG_KINDS = {
+    "record is a directory": "records/train_margin.npy",
+    "chunk is a file": "chunks/00001",
+    "chunk file is a directory": "chunks/00000/train_loss.npy",
+    "records/ is a file": "records",
+    "models table is a directory": "tables/models.parquet",
+    "dataset is a directory": "dataset.npz",
+    "mask is a directory": "membership_mask.npy",
+}
+
+
+@pytest.fixture(scope="module")
+def tiny_reference(tmp_path_factory):
+    from memlab.population import train_population
+    from tests.test_hardening import TINY, tiny_data
+
+    return train_population(tiny_data(), **TINY, out=tmp_path_factory.mktemp("ref") / "run")
+
+
+@pytest.mark.parametrize("what", list(WRONG_KINDS))
+def test_a_path_of_the_wrong_kind_is_named_and_repaired_by_the_same_call(
+        what, tiny_reference, tmp_path, capsys):
+    """A file replaced by a directory (IsADirectoryError) or a directory by a file
+    (NotADirectoryError) used to end the repairing train call in a traceback."""
+    import shutil
+
+    from memlab.population import train_population
+    from tests.test_hardening import TINY, assert_same_run, tiny_data
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_reference.path, run)
+    path = run / WRONG_KINDS[what]
+    if path.is_dir():
+        shutil.rmtree(path)
+        path.write_text("not a directory")
+    else:
+        path.unlink()
+        (path / "inside").mkdir(parents=True)
+    code, out, err = run_cli(["verify", run], capsys)
+    assert code == 2 and "damaged: " in out and "Traceback" not in err, (out, err)
+    repaired = train_population(tiny_data(), **TINY, out=run)
+    assert_same_run(repaired, tiny_reference)
+    assert run_cli(["verify", run], capsys)[0] == 0
+
+
+def test_out_that_is_a_link_to_a_directory_trains_into_its_target(tmp_path, capsys):
+    """It used to crash: NotADirectoryError '.X.creating-...' -> 'X' (a rename onto a
+    link)."""
+    target = tmp_path / "target"
+    target.mkdir()
+    (tmp_path / "link").symlink_to(target)
+    argv = ["train", "--data", "digits", "--models", "2", "--epochs", "1", "--hidden", "8",
+            "--workers", "1", "--quiet", "--out", tmp_path / "link"]
+    for _ in range(2):  # created, then opened again as the same run
+        code, out, err = run_cli(argv, capsys)
+        assert code == 0 and "Traceback" not in err, err
+    assert (tmp_path / "link").is_symlink() and (target / "manifest.json").exists()
+    assert run_cli(["verify", tmp_path / "link"], capsys)[0] == 0
+
+
+def test_unreachable_ray_cluster_is_one_line_before_any_work(tmp_path, capsys):
+    pytest.importorskip("ray")
+    assert_one_line_error(["train", "--data", "digits", "--models", "2", "--epochs", "1",
+                           "--quiet", "--executor", "ray", "--ray-address", "127.0.0.1:1",
+                           "--out", tmp_path / "run"],
+                          r"cannot reach the Ray cluster at --ray-address 127\.0\.0\.1:1 "
+                          r"\(Connection refused\)", capsys)
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("argv, match", [
+    (["memorize", "--data", "digits", "--models", "1"], "--models must be an integer >= 4"),
+    (["memorize", "--data", "digits", "--models", "4", "--n-train", "1000000000"],
+     r"n_train \(--n-train\) 1,000,000,000 exceeds the 1,438 training examples of digits"),
+    (["audit", "--quick", "--attacks="], "attacks is empty"),
+    (["audit", "--quick", "--curve-examples=-1"], "--curve-examples must be a positive"),
+    (["audit", "--quick", "--bootstrap", "1"], r"--bootstrap must be 0 \(no intervals"),
+    (["audit", "--quick", "--bootstrap=-3"], "--bootstrap must be"),
+])
+def test_degenerate_study_settings_are_refused_before_training(argv, match, tmp_path, capsys):
+    assert_one_line_error([*argv, "--quiet", "--workers", "1", "--out", tmp_path / "out"],
+                          match, capsys)
+    assert not (tmp_path / "out" / "population").exists()
+
+
+def test_audit_bootstrap_zero_means_point_estimates_only():
+    from memlab.measures import mia
+    from memlab.studies.audit.config import AuditConfig
+
+    AuditConfig.quick(n_bootstrap=0).validate()  # documented: no intervals
+    rng = np.random.default_rng(0)
+    mask = rng.random((6, 30)) < 0.5
+    metrics = mia.roc_metrics(rng.normal(size=(6, 30)) + mask, mask, n_bootstrap=0)
+    assert np.isfinite(metrics["auc"]) and np.isnan(metrics["auc_ci_low"])
+
+
+def test_info_on_a_truncated_models_table_names_it_and_the_repair(tmp_path, capsys):
+    run = _plain_run(tmp_path)
+    table = run / "tables" / "models.parquet"
+    table.write_bytes(table.read_bytes()[:100])
+    line = assert_one_line_error(["info", run], "tables/models.parquet is unreadable", capsys)
+    assert "run the same train command: it rebuilds this from chunks/" in line
+
+
+def test_test_labels_never_seen_in_training_are_refused(tmp_path, capsys):
+    """y in 0..2 and a 7 in y_test made an 8-way model without a word."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(60, 5)).astype(np.float32)
+    y = np.arange(60) % 3
+    y_test = y[50:].copy()
+    y_test[0] = 7
+    np.savez(tmp_path / "unseen.npz", x=x[:50], y=y[:50], x_test=x[50:], y_test=y_test)
+    assert_one_line_error(["plan", "--data", tmp_path / "unseen.npz", "--gflops", "1"],
+                          r"y_test has labels \[7\] that never occur in the training labels "
+                          r"y \(0\.\.2\).*8 outputs, 5 of them never trained.*class_names",
+                          capsys)
+    # Meant: the class count given explicitly.
+    meta = json.dumps({"class_names": [f"c{i}" for i in range(8)]})
+    np.savez(tmp_path / "declared.npz", x=x[:50], y=y[:50], x_test=x[50:], y_test=y_test,
+             meta=np.array(meta))
+    assert load(tmp_path / "declared.npz").n_classes == 8
+
+
+@pytest.mark.parametrize("value", ["nan", "inf"])
+def test_spectra_of_an_all_non_finite_checkpoint_is_one_line(value, tmp_path, capsys):
+    import torch
+
+    path = tmp_path / "bad.pt"
+    torch.save({"w": torch.full((20, 10), float(value))}, path)
+    assert_one_line_error(["spectra", path], "every weight matrix of .* contains NaN or inf "
+                          r"\(w\): nothing to fit", capsys)
+
+
+def test_spectra_names_nan_in_the_reason_of_one_bad_matrix(tmp_path, capsys):
+    import torch
+
+    bad = torch.randn(40, 20)
+    bad[3, 3] = float("nan")
+    path = tmp_path / "mixed.pt"
+    torch.save({"good": torch.randn(40, 20), "bad": bad}, path)
+    code, out, err = run_cli(["spectra", path], capsys)
+    assert code == 0, err
+    assert "bad: not fitted: weights contain NaN or inf" in out
+
+
+def test_influence_is_written_without_a_memory_map(monkeypatch, tmp_path):
+    """A store through a memory map on a full disk is a SIGBUS (exit 135, nothing said);
+    plain writes raise ENOSPC. The streamed file equals the in-memory result, blocks of
+    columns included."""
+    import errno
+
+    from memlab.measures import inout
+
+    rng = np.random.default_rng(0)
+    mask = rng.random((12, 30)) < 0.5
+    correct = rng.random((12, 7)) < 0.6
+    expected = inout.estimate_influence(mask, correct)
+
+    opened = np.lib.format.open_memmap
+
+    def read_only(*args, mode="r+", **kwargs):
+        assert mode == "r", "written through a memory map"
+        return opened(*args, mode=mode, **kwargs)
+
+    monkeypatch.setattr(np.lib.format, "open_memmap", read_only)
+    streamed = inout.estimate_influence(mask, correct, out=tmp_path / "infl.npy",
+                                        block_rows=4, block_cols=3)
+    np.testing.assert_array_equal(streamed.values, expected.values)
+    np.testing.assert_array_equal(streamed.se, expected.se)
+
+    def full(*args):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(inout.os, "pwrite", full)
+    with pytest.raises(OSError) as error:
+        inout.estimate_influence(mask, correct, out=tmp_path / "full.npy")
+    assert error.value.errno == errno.ENOSPC and ".full.npy" in error.value.filename
+    assert not list(tmp_path.glob(".full*"))  # no temporary left behind
+
+
+def test_disk_full_while_a_study_measures_is_one_line(monkeypatch, tmp_path, capsys):
+    import errno
+
+    from memlab.measures import inout
+
+    def full(*args):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(inout.os, "pwrite", full)
+    line = assert_one_line_error(
+        ["memorize", "--data", "digits", "--n-train", "300", "--models", "4", "--epochs", "1",
+         "--hidden", "8", "--estimator", "binary", "--quiet", "--workers", "1", "--out",
+         tmp_path / "mem"], r"cannot write .*influence\.npy.*No space left on device "
+        r"\(ENOSPC\); free some space", capsys)
+    assert str(tmp_path / "mem") in line
+
+
+@pytest.mark.slow
+def test_real_disk_full_during_memorize_is_one_line_not_a_bus_error(tmp_path):
+    """On a private tmpfs too small for the influence matrix: it used to end in "Bus error"
+    (exit 135) with nothing printed."""
+    import subprocess
+
+    from tests.test_hardening import _can_mount_tmpfs
+
+    reason = _can_mount_tmpfs()
+    if reason:
+        pytest.skip(reason)
+    repo = Path(__file__).resolve().parents[1]
+    args = ("memorize --data digits --models 8 --epochs 1 --hidden 8 --workers 1 --quiet "
+            "--estimator binary")
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    # The population (~1 MiB) fits, the 1,438 x 359 float32 influence (2 MiB) does not.
+    script = (f"set -e; mount -t tmpfs -o size=1900k tmpfs {mount}; set +e; "
+              f"{sys.executable} -m memlab {args} --out {mount}/mem 2> {tmp_path}/err; "
+              f"echo $? > {tmp_path}/rc")
+    subprocess.run(["unshare", "-rm", "sh", "-c", script], check=True, cwd=repo,
+                   env={**os.environ, "PYTHONPATH": str(repo)}, timeout=600)
+    err = (tmp_path / "err").read_text()
+    assert (tmp_path / "rc").read_text().strip() == "2", err
+    assert err.startswith("memlab: error: cannot write ") and err.count("\n") == 1, err
+    assert "No space left on device (ENOSPC)" in err
+
+
+def test_membership_mask_that_is_a_fifo_is_one_line_not_a_hang(tmp_path, capsys):
+    fifo = tmp_path / "mask.npy"
+    os.mkfifo(fifo)
+    assert_one_line_error(["audit", "--data", "digits", "--membership", fifo, "--out",
+                           tmp_path / "out"], r"FIFO.*numpy\.save", capsys)
+
+
+def test_two_studies_in_one_out_is_one_line(tmp_path, capsys):
+    """The second study is refused before any work (the first's outputs: see
+    tests/test_study_outputs.py)."""
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "study.json").write_text(json.dumps({"study": "noise", "config": {}, "inputs": {}}))
+    (out / "summary.json").write_text("{}")
+    assert_one_line_error(["memorize", "--data", "digits", "--out", out],
+                          r"holds the results of the study 'noise'", capsys)

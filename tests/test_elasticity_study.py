@@ -169,8 +169,8 @@ def test_populations_pair_the_twins_and_balance_the_pair_task(tmp_path):
     config = ElasticityConfig(data=saved(data, tmp_path / "blobs.npz"),
                               population=recipe((8,), 1, 2), checkpoints=(0, 1),
                               probe_per_class=3, pairs=((0, 2),), cluster_per_class=5)
-    run(config, tmp_path, progress=False)
-    pair = open_run(tmp_path / "populations" / "pair-0-2")
+    run(config, tmp_path / "out", progress=False)
+    pair = open_run(tmp_path / "out" / "populations" / "pair-0-2")
     assert pair.config.task == "binary" and pair.n_models == 4
     mask = pair.membership_mask
     positives = np.isin(data.y_train, (0, 2))
@@ -178,7 +178,7 @@ def test_populations_pair_the_twins_and_balance_the_pair_task(tmp_path):
     np.testing.assert_array_equal(mask.sum(1), 2 * positives.sum())
     assert not np.array_equal(mask[0], mask[1])  # replicate r draws its own negatives
     np.testing.assert_array_equal(mask[:2], mask[2:])  # the twins share them
-    multi = open_run(tmp_path / "populations" / "multiclass")
+    multi = open_run(tmp_path / "out" / "populations" / "multiclass")
     assert multi.membership_mask.all()
     # The ReLU network and its twin start from the same weights (replicate 1 of each).
     from memlab.engine.modelspec import ModelSpec

@@ -234,8 +234,9 @@ train_population(images(), model=TinyCNN, n_models=8, chunk_size=1, epochs=8, ba
 def test_callback_records_resume_bit_identically_after_sigkill(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     killed = tmp_path / "killed"
+    # Chunks 2.. wait (the executor's test hold): the kill provably lands mid-run.
     process = subprocess.Popen([sys.executable, "-c", CALLBACK_SCRIPT.format(workers=2),
-                                str(killed)], env=env, cwd=REPO)
+                                str(killed)], env={**env, "MEMLAB_TEST_HOLD": "2"}, cwd=REPO)
     deadline = time.time() + 120
     while time.time() < deadline and not store.chunk_is_complete(killed, 1):
         time.sleep(0.01)

@@ -25,7 +25,7 @@ import memlab.io as mio
 from memlab.cli import main
 from memlab.errors import RunError
 from memlab.population import open_run, store, train_population
-from memlab.population.executor import worker_start_method
+from memlab.population.executor import TEST_HOLD, worker_start_method
 from tests.conftest import make_blobs
 
 REPO = Path(__file__).resolve().parents[1]
@@ -389,29 +389,54 @@ def _alive(pid: int) -> bool:
         return False
 
 
+def _family(pid: int) -> tuple[list, list[str]]:
+    """The descendants of ``pid`` and their command lines (those still readable)."""
+    import psutil
+
+    family, commands = [], []
+    for process in psutil.Process(pid).children(recursive=True):
+        try:
+            command = " ".join(process.cmdline())
+        except psutil.Error:
+            continue
+        family.append(process)
+        commands.append(command)
+    return family, commands
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("executor, signum", [
     ("local", signal.SIGKILL), ("local", signal.SIGTERM), ("local", signal.SIGINT),
     ("ray", signal.SIGTERM)])
 def test_signal_to_main_process_leaves_no_process_and_resumes(executor, signum,
                                                               signal_reference, tmp_path):
-    import psutil
-
     if executor == "ray":
         pytest.importorskip("ray", reason="the ray executor needs the 'ray' extra")
     run_dir = tmp_path / "run"
     main_process = subprocess.Popen(
         [sys.executable, "-m", "memlab", *SIGNAL_ARGS, "--workers", "2", "--executor",
          executor, "--out", str(run_dir)], cwd=REPO,
-        env={**os.environ, "PYTHONPATH": str(REPO)}, stderr=subprocess.PIPE, text=True)
+        # Chunks 1.. wait (memlab.population.executor's test hold) until the test's file
+        # appears, which it never does: the signal provably lands with work left.
+        env={**os.environ, "PYTHONPATH": str(REPO), TEST_HOLD: f"1:{tmp_path / 'never'}"},
+        stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 120
     while time.time() < deadline and not (run_dir.exists() and store.chunk_is_complete(
             run_dir, 0)):
         time.sleep(0.02)
+    assert main_process.poll() is None, main_process.stderr.read()
     # Every process of the run: its 2 workers and the multiprocessing resource tracker
-    # (local), or the Ray instance memlab started (gcs_server, raylet, workers).
-    family = psutil.Process(main_process.pid).children(recursive=True)
-    commands = [" ".join(p.cmdline()) for p in family]
+    # (local), or the Ray instance memlab started (gcs_server, raylet, workers). Looked
+    # for until all are there (on a loaded machine a process may still be starting, or
+    # its command line not yet readable).
+    deadline = time.time() + 60
+    while True:
+        family, commands = _family(main_process.pid)
+        workers = sum("resource_tracker" not in c for c in commands)
+        ready = (workers >= 2 if executor == "local" else any("raylet" in c for c in commands))
+        if ready or time.time() > deadline:
+            break
+        time.sleep(0.2)
     if executor == "local":
         assert sum("resource_tracker" not in c for c in commands) >= 2, commands  # workers
         if worker_start_method() == "spawn":  # (forked workers need no resource tracker)

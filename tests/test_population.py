@@ -158,8 +158,9 @@ def test_run_killed_midway_resumes_to_identical_arrays(tmp_path):
     repo = Path(__file__).resolve().parents[1]
     env = {**os.environ, "PYTHONPATH": str(repo)}
     killed = tmp_path / "killed"
+    # Models 4.. wait (the executor's test hold): the kill provably lands mid-run.
     process = subprocess.Popen([sys.executable, "-c", SCRIPT.format(workers=1), str(killed)],
-                               env=env, cwd=repo)
+                               env={**env, "MEMLAB_TEST_HOLD": "4"}, cwd=repo)
     deadline = time.time() + 120
     while time.time() < deadline:
         done = [i for i in range(8) if store.chunk_is_complete(killed, i)]

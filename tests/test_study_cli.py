@@ -24,6 +24,7 @@ STUDIES = {name: s for name, s in sorted(all_studies().items())}
 EXECUTION = {"--workers": ("3", "n_workers", 3), "--executor": ("ray", "executor", "ray"),
              "--ray-address": ("auto", "ray_address", "auto"),
              "--device": ("cuda", "device", "cuda"), "--quiet": (None, "progress", False)}
+TRUST = {"--trust-run": (None, "trust_code", True)}
 OUTPUT = ("--out", "--figures", "--quick", "--full")
 
 
@@ -91,10 +92,14 @@ def test_the_other_flags_reach_the_execution_or_the_output(name, monkeypatch, tm
     config_flags = {flag.name for flag in options.flags(study.config)}
     accepted = {s for action in parser._actions for s in action.option_strings} - {"-h",
                                                                                 "--help"}
-    assert accepted - config_flags == set(EXECUTION) | set(OUTPUT), \
+    # --trust-run on the commands that open an existing run (a config with run_dir) only
+    opens_runs = "run_dir" in {f.name for f in dataclasses.fields(study.config)}
+    execution_flags = {**EXECUTION, **(TRUST if opens_runs else {})}
+    assert accepted - config_flags == set(execution_flags) | set(OUTPUT), \
         f"{name}: flags that reach neither config nor execution nor output"
     monkeypatch.setattr("memlab.validate.device", lambda text, *a, **k: text)
-    for flag, (value, field, expected) in EXECUTION.items():
+    assert cli.execution_from_args(parser.parse_args([])).trust_code is False
+    for flag, (value, field, expected) in execution_flags.items():
         args = parser.parse_args([flag] + ([value] if value else []))
         execution = cli.execution_from_args(args)
         assert getattr(execution, field) == expected, flag

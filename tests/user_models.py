@@ -70,3 +70,111 @@ class LabelsToZero:
 
     def before_step(self, state, x, y):
         return x, torch.zeros_like(y)
+
+
+# ------------------------------------------------------------------ user models under stacking
+# (tests/test_bad_models.py: what a user model may and may not do in memlab's engine)
+
+
+class TiedWeights(nn.Module):
+    """Two layers sharing one weight (like an embedding tied to the output layer): the
+    same Parameter registered under two names, ``first.weight`` and ``second.weight``."""
+
+    def __init__(self, input_shape, n_classes, width: int = 16):
+        super().__init__()
+        self.inp = nn.Linear(int(np.prod(input_shape)), width)
+        self.first = nn.Linear(width, width)
+        self.second = nn.Linear(width, width)
+        self.second.weight = self.first.weight  # tied
+        self.head = nn.Linear(width, n_classes)
+
+    def forward(self, x):
+        h = torch.relu(self.inp(x.flatten(1)))
+        h = torch.relu(self.second(torch.relu(self.first(h))))
+        return self.head(h)
+
+
+class NoisyForward(nn.Module):
+    """Adds Gaussian noise to its hidden layer in training (torch.randn_like in forward)."""
+
+    def __init__(self, input_shape, n_classes):
+        super().__init__()
+        self.hidden = nn.Linear(int(np.prod(input_shape)), 16)
+        self.out = nn.Linear(16, n_classes)
+
+    def forward(self, x):
+        h = torch.relu(self.hidden(x.flatten(1)))
+        if self.training:
+            h = h + 0.1 * torch.randn_like(h) + 0.01 * torch.rand(h.shape[-1])
+        return self.out(h)
+
+
+class CallsItem(nn.Module):
+    """Calls .item() in forward (a Python number from a tensor: not per model)."""
+
+    def __init__(self, input_shape, n_classes):
+        super().__init__()
+        self.linear = nn.Linear(int(np.prod(input_shape)), n_classes)
+
+    def forward(self, x):
+        out = self.linear(x.flatten(1))
+        return out / max(1.0, out.abs().max().item())
+
+
+class DataDependentBranch(nn.Module):
+    """Branches in Python on a tensor's value."""
+
+    def __init__(self, input_shape, n_classes):
+        super().__init__()
+        self.linear = nn.Linear(int(np.prod(input_shape)), n_classes)
+
+    def forward(self, x):
+        out = self.linear(x.flatten(1))
+        if out.mean() > 0:
+            return out
+        return -out
+
+
+class ReturnsTuple(nn.Module):
+    """Returns (logits, features), as some library models do."""
+
+    def __init__(self, input_shape, n_classes):
+        super().__init__()
+        self.linear = nn.Linear(int(np.prod(input_shape)), n_classes)
+
+    def forward(self, x):
+        features = x.flatten(1)
+        return self.linear(features), features
+
+
+class RaisesMidTraining(nn.Module):
+    """Trains for two steps, then raises on its third training-mode forward (a bug deep in
+    a user's model; counted per instance, so in every chunk and every worker process)."""
+
+    def __init__(self, input_shape, n_classes):
+        super().__init__()
+        self.linear = nn.Linear(int(np.prod(input_shape)), n_classes)
+        self.training_calls = 0
+
+    def forward(self, x):
+        if self.training:
+            self.training_calls += 1
+            if self.training_calls == 3:
+                raise RuntimeError("user bug on the third training step")
+        return self.linear(x.flatten(1))
+
+
+def frozen_factory(input_shape, n_classes):
+    """Every parameter has requires_grad=False: nothing to train."""
+    model = nn.Sequential(nn.Flatten(), nn.Linear(int(np.prod(input_shape)), n_classes))
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model
+
+
+def partly_frozen_factory(input_shape, n_classes):
+    """A frozen random feature layer and a trained head."""
+    model = nn.Sequential(nn.Flatten(), nn.Linear(int(np.prod(input_shape)), 16), nn.ReLU(),
+                          nn.Linear(16, n_classes))
+    model[1].requires_grad_(False)
+    return model

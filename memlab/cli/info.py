@@ -41,9 +41,17 @@ def run(args: argparse.Namespace) -> int:
     dataset = manifest["dataset"]
     print(f"dataset: {dataset['name']} fingerprint {dataset['fingerprint'][:16]}, "
           f"corruption: {sorted(dataset['corruption']) or 'none'}")
+    if result.code_modules:  # named by the manifest; info imports nothing
+        print(f"code:    module {', '.join(map(repr, result.code_modules))}, imported to "
+              "rebuild its models only with --trust-run / open_run(path, trust_code=True)")
     if result.complete:
         table = result.models_table()
         print(f"records: {', '.join(result.record_names)}")
+        diverged = result.diverged.nonzero()[0]
+        if len(diverged):  # (on_diverge="record")
+            more = ", ..." if len(diverged) > 10 else ""
+            print(f"diverged: {len(diverged)} of {result.n_models} models, left out of the "
+                  f"estimates: {', '.join(map(str, diverged[:10]))}{more}")
         print(table[["n_in", "train_acc_in", "train_acc_out", "test_acc"]]
               .describe().loc[["mean", "std", "min", "max"]].to_string(float_format="%.4f"))
     return 0

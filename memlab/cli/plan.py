@@ -37,6 +37,10 @@ def register(subparsers) -> None:
                              "memorization estimator needs for --target-se (measured on "
                              "it), and plan the run of the pilot's recipe with that many "
                              "models (the automatic estimator's)")
+    parser.add_argument("--trust-run", action="store_true",
+                        help="with --pilot: the pilot may import the package.module its "
+                             "manifest names as its model factory (to count its model); "
+                             "only for a run you trust")
     parser.add_argument("--target-se", type=float, default=None, metavar="SE",
                         help="with --pilot: the wanted standard error of mem at 90%% of "
                              "the examples (default 0.05)")
@@ -52,7 +56,8 @@ def pilot_plan(args: argparse.Namespace) -> tuple:
     target = 0.05 if args.target_se is None else validate.real(
         args.target_se, "--target-se", minimum=0, open_low=True,
         fix="give the wanted standard error, e.g. --target-se 0.05")
-    pilot = open_run(args.pilot)
+    pilot = open_run(args.pilot, trust_code=args.trust_run)
+    pilot.require_trust(purpose="plan its recipe (its model is built to count it)")
     mask = np.asarray(pilot.membership_mask)
     records = {name: np.asarray(pilot.records(name)) for name in
                ("train_correct", "train_margin") if name in pilot.record_names}
@@ -102,6 +107,9 @@ def run(args: argparse.Namespace) -> int:
     gflops = None if args.gflops is None else validate.real(
         args.gflops, "--gflops", minimum=0, open_low=True,
         fix="give the sustained GFLOP/s of one worker, e.g. --gflops 50")
+    if args.trust_run and not args.pilot:
+        raise ConfigError("--trust-run goes with --pilot RUN (the run whose code it trusts); "
+                          "a model named with --model is imported as given")
     if args.target_se is not None and not args.pilot:
         raise ConfigError("--target-se needs --pilot RUN (the population whose errors it "
                           "extrapolates)")

@@ -74,6 +74,7 @@ def run_spectra(args: argparse.Namespace) -> int:
     from memlab import validate
     from memlab.io import atomic_save_table
     from memlab.measures.spectra import TABLE_COLUMNS, analyze_full
+    from memlab.measures.spectra.analyze import NON_FINITE_REASON
     from memlab.studies.spectra_study.figures import write_report
 
     validate.seed(args.seed, "--seed")
@@ -89,6 +90,13 @@ def run_spectra(args: argparse.Namespace) -> int:
         n_bootstrap=args.bootstrap,
     )
     table = result.table
+    if len(table) and "reason" in table and (table["reason"] == NON_FINITE_REASON).all():
+        from memlab.errors import DataError
+
+        raise DataError(f"every weight matrix of {args.source} contains NaN or inf "
+                        f"({', '.join(map(str, table['name'][:3]))}"
+                        f"{', ...' if len(table) > 3 else ''}): nothing to fit; the "
+                        "checkpoint is corrupted or its training diverged")
     population = "model" in table and table["model"].nunique() > 1
     accuracy = None
     if population:

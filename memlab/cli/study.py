@@ -9,6 +9,8 @@ recipe among them, plus the options every study command shares:
     --figures DIR      also write the figures as PNG files
     --workers N, --device D, --executor local|ray, --ray-address A, --quiet
                        how to compute (an Execution: never part of the result's identity)
+    --trust-run        (studies that measure an existing run, RUN / --from-run) let the
+                       run's manifest name model code to import (Execution.trust_code)
 
 A flag's default is the preset's value; a flag given changes exactly its field, so every
 flag the parser accepts reaches the config or the Execution (tests/test_study_cli.py).
@@ -17,6 +19,7 @@ flag the parser accepts reaches the config or the Execution (tests/test_study_cl
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import functools
 import sys
 import warnings
@@ -27,6 +30,7 @@ from memlab.studies.base import Execution, Study, StudyConfig
 
 # Options every study command has besides its config's, and where each one goes.
 EXECUTION_FLAGS = ("--workers", "--device", "--executor", "--ray-address", "--quiet")
+TRUST_FLAG = "--trust-run"  # the commands that open an existing run (a study with run_dir)
 OUTPUT_FLAGS = ("--out", "--figures", "--quick", "--full")
 
 
@@ -84,11 +88,22 @@ def _add_common(parser: argparse.ArgumentParser, study: Study) -> None:
                          help="the full preset: the settings behind the docs' figures")
     output.add_argument("--figures", default=None, metavar="DIR",
                         help="also write the figures as PNG files into DIR")
-    add_execution_flags(parser)
+    how = add_execution_flags(parser)
+    if "run_dir" in {f.name for f in dataclasses.fields(study.config)}:
+        add_trust_flag(how)
 
 
-def add_execution_flags(parser: argparse.ArgumentParser) -> None:
-    """--workers --device --executor --ray-address --quiet: an :class:`Execution`."""
+def add_trust_flag(group: Any) -> None:
+    """--trust-run: the run given may import the model code its manifest names."""
+    group.add_argument(TRUST_FLAG, dest="trust_run", action="store_true", help=(
+        "trust the given run: import the package.module its manifest names as its model "
+        "factory (or augmentation) to rebuild or retrain its models; without it such a run "
+        "runs no code (built-in and memlab's own models need no trust)"))
+
+
+def add_execution_flags(parser: argparse.ArgumentParser) -> Any:
+    """--workers --device --executor --ray-address --quiet: an :class:`Execution` (the
+    argument group is returned)."""
     how = parser.add_argument_group("execution (how to compute; never changes a result)")
     how.add_argument("--workers", type=int, default=None,
                      help="worker processes for training (default: one per core)")
@@ -98,6 +113,7 @@ def add_execution_flags(parser: argparse.ArgumentParser) -> None:
     how.add_argument("--ray-address", default=None,
                      help="a Ray cluster ('auto', 'host:6379'); default: start a local one")
     how.add_argument("--quiet", action="store_true", help="no progress bars")
+    return how
 
 
 def config_from_args(study: Study, args: argparse.Namespace) -> StudyConfig:
@@ -112,31 +128,61 @@ def apply_flags(preset: Any, args: argparse.Namespace, sizing_data: Any = None) 
     """``preset`` with every flag given in ``args`` applied, validated. A refused value's
     message names the flag the user typed. ``--chunk-size auto`` is sized for
     ``args.device`` on ``sizing_data`` (default: the config's training data)."""
+    from memlab import validate
     from memlab.errors import ConfigError
+    from memlab.studies.base import settings_name
 
     given: dict[tuple[str, ...], Any] = {}
+    typed: dict[tuple[str, ...], str] = {}  # path -> the flag the user typed
     flags = list(options.flags(type(preset)))
-    for flag in flags:
-        if flag.template is not None or not hasattr(args, flag.dest) or flag.path in given:
-            continue  # a shorthand, or a switch's pair, shares its option's dest
-        raw = getattr(args, flag.dest)
-        value = raw if flag.kind == "switch" else flag.parse(raw)
-        if flag.choices and flag.kind == "value" and value not in flag.choices:
-            raise ConfigError(f"{flag.name} must be one of {', '.join(map(str, flag.choices))}"
-                              f", got {raw!r}")
-        given[flag.path] = value
-    _model_kwargs_follow_the_model(preset, given)
-    chunk = given.get(("population", "chunk_size"))
-    if chunk == "auto":
-        given[("population", "chunk_size")] = 32  # sized below, once the recipe is known
-    try:
-        config = options.replace_paths(preset, given)
-        if chunk == "auto":
-            config = _auto_chunk_size(config, args.device, sizing_data)
-        config.validate()
+    what = settings_name(preset)
+    try:  # every problem of every flag in one message (validate.all_problems)
+        with validate.all_problems(what):
+            for flag in flags:
+                if flag.template is not None or not hasattr(args, flag.dest) \
+                        or flag.path in typed:
+                    continue  # a shorthand, or a switch's pair, shares its option's dest
+                raw = getattr(args, flag.dest)
+                typed[flag.path] = flag.name
+                with validate.check():
+                    value = raw if flag.kind == "switch" else flag.parse(raw)
+                    if flag.choices and flag.kind == "value" and value not in flag.choices:
+                        raise ConfigError(f"{flag.name} must be one of "
+                                          f"{', '.join(map(str, flag.choices))}, got {raw!r}")
+                    given[flag.path] = value
+            _model_kwargs_follow_the_model(preset, given)
+            chunk = given.get(("population", "chunk_size"))
+            if chunk == "auto":
+                given[("population", "chunk_size")] = 32  # sized below, once the recipe is known
+            config = options.replace_paths(preset, given)
+            config.validate()
+            _check_effect(config, typed)
+            validate.stop_if_problems()
+            if chunk == "auto":
+                config = _auto_chunk_size(config, args.device, sizing_data)
+                config.validate()
     except ConfigError as error:
-        raise ConfigError(_in_flags(str(error), flags)) from None
+        problems = getattr(error, "problems", None) or [str(error)]
+        raise validate.ConfigProblems([_in_flags(text, flags) for text in problems],
+                                      what) from None
     return config
+
+
+def _check_effect(config: Any, typed: dict[tuple[str, ...], str]) -> None:
+    """A flag that is accepted has an effect: the flags given for settings that change
+    nothing with this config (``config.without_effect()``: e.g. a method's option when the
+    method is not scored) are one problem."""
+    from memlab import validate
+
+    ineffective = getattr(config, "without_effect", dict)()
+    given = [(name, ineffective[path[0]]) for path, name in typed.items()
+             if len(path) == 1 and path[0] in ineffective]
+    if given:
+        listed = ", ".join(f"{name} ({why})" for name, why in given)
+        validate.problem(f"{'this option has' if len(given) == 1 else 'these options have'} "
+                         f"no effect with the other settings: {listed}; drop "
+                         f"{'it' if len(given) == 1 else 'them'}, or select what "
+                         f"{'it applies' if len(given) == 1 else 'they apply'} to")
 
 
 def _in_flags(message: str, flags: list[options.Flag]) -> str:
@@ -186,7 +232,8 @@ def execution_from_args(args: argparse.Namespace) -> Execution:
     return Execution(n_workers=validate.workers(args.workers, "--workers"),
                      device=validate.device(args.device, "--device"),
                      executor=args.executor, ray_address=args.ray_address,
-                     progress=not args.quiet)
+                     progress=not args.quiet,
+                     trust_code=bool(getattr(args, "trust_run", False)))
 
 
 def run_command(study: Study, args: argparse.Namespace) -> int:
@@ -196,12 +243,26 @@ def run_command(study: Study, args: argparse.Namespace) -> int:
 
     config = config_from_args(study, args)
     execution = execution_from_args(args)
+    if execution.trust_code and getattr(config, "run_dir", None) is None:
+        from memlab.errors import ConfigError
+
+        raise ConfigError(f"{TRUST_FLAG} trusts the run given to measure (RUN, --from-run); "
+                          "without one there is none: a model named with --model is "
+                          "imported as given")
     out = validate.output_dir(args.out if args.out is not None else default_out(study))
     if args.figures is not None:
         validate.output_dir(args.figures, "--figures")  # before any work is done
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        result = run_study(study, config, out, execution)
+        try:
+            result = run_study(study, config, out, execution)
+        except OSError as error:  # a full or read-only disk while measuring: one line
+            from memlab.population.store import disk_error
+
+            converted = disk_error(error, out)
+            if converted is None:
+                raise
+            raise converted from None
     for warning in caught:
         if warning.category.__module__.startswith("memlab"):
             print(f"memlab: warning: {warning.message}", file=sys.stderr)

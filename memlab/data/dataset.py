@@ -347,22 +347,25 @@ def save_npy_dir(dataset: Dataset, directory: str | Path) -> None:
     """Write a dataset as ``x_train.npy``, ``y_train.npy``, ``x_test.npy``, ``y_test.npy``
     and ``meta.json`` (the layout ``load_npy_dir`` memory-maps), block by block, each file
     under a temporary name first."""
+    import functools
     import json
-    import os
 
-    from memlab.io import atomic_write_json
+    from memlab.io import atomic_write_json, write_file
 
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
+    def fill(array: np.ndarray, handle) -> None:
+        # Plain writes, block by block: a full disk is an OSError (ENOSPC), where a write
+        # through a memory map was a SIGBUS that killed the process without a word.
+        np.lib.format.write_array_header_1_0(handle, {
+            "descr": np.lib.format.dtype_to_descr(array.dtype), "fortran_order": False,
+            "shape": array.shape})
+        for rows in row_blocks(array):
+            handle.write(np.ascontiguousarray(array[rows]).data)
+
     for name in NPY_FILES:
         array = getattr(dataset, name)
-        tmp = directory / f".{name}.npy.{os.getpid()}.tmp"
-        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=array.dtype, shape=array.shape)
-        for rows in row_blocks(array):
-            out[rows] = array[rows]
-        out.flush()
-        del out
-        os.replace(tmp, directory / f"{name}.npy")
+        write_file(directory / f"{name}.npy", functools.partial(fill, array))
     meta = {"name": dataset.name, "class_names": dataset.class_names,
             "provenance": dataset.provenance, "corruption": _jsonable(dataset.corruption)}
     atomic_write_json(directory / "meta.json", json.loads(json.dumps(meta)))

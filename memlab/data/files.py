@@ -67,6 +67,9 @@ def load_npz(path: str | Path) -> Dataset:
         raise DataError(f"dataset file {path} does not exist")
     if path.is_dir():
         raise DataError(f"{path} is a directory; give an .npz file")
+    if not path.is_file():  # a FIFO, socket or device: never opened (a FIFO blocks)
+        raise DataError(f"{path} is not a regular file (a FIFO, socket or device); give an "
+                        ".npz file")
     headers = _npz_headers(path)
     missing = [k for k in NPZ_KEYS if k not in headers]
     if missing:
@@ -211,4 +214,12 @@ def _inferred_class_names(path: Path, y: np.ndarray, y_test: np.ndarray) -> list
             f"{path}: labels use {present.size} distinct values but reach {present[-1]} "
             f"(a {n_classes:,}-way model, {unused:,} classes never seen); renumber them to "
             "0..C-1 with np.unique(y, return_inverse=True), or list class_names in meta")
+    if y.size and y_test.size and y_test.max() > y.max():
+        # The class count would come from the test labels alone: outputs never trained.
+        unseen = np.unique(y_test[y_test > y.max()])
+        raise DataError(
+            f"{path}: y_test has labels {unseen[:5].tolist()} that never occur in the training "
+            f"labels y (0..{y.max()}), so the model would get {n_classes} outputs, "
+            f"{n_classes - int(y.max()) - 1} of them never trained; fix the labels, or give "
+            f"the class count: meta with class_names (Dataset(..., class_names=[...]).save)")
     return [str(c) for c in range(n_classes)]

@@ -15,6 +15,8 @@ Modules:
 - ``callbacks``: ``TrainState`` and the callback protocol (measurements during training).
 - ``stackable``: module swaps that make a stacked model compute the same bits as alone.
 - ``precision``: the compute dtype a device supports (from its flags), autocast.
+- ``usermodel``: tied and frozen weights, random functions in a user's forward.
+- ``probe``: a user's model tried before training; its errors as one line.
 - ``loop``: ``train_chunk``, the one training loop.
 
 Importing the package imports none of its modules (``memlab.engine.config`` alone stays light).

@@ -25,6 +25,7 @@ SCHEDULES = ("constant", "step", "cosine", "warmup_cosine", "warmup_linear", "on
 TASK_NAMES = ("classification", "binary", "language_model")
 INITS = ("seed", "pretrained")
 COMPUTE_DTYPES = ("float32", "bfloat16", "float16", "auto")
+ON_DIVERGE = ("error", "record")
 
 # Stream identifiers: never reuse one for another purpose, or old runs stop resuming.
 # Each model's own streams, named in memlab.streams (never change a number: old runs resume).
@@ -90,6 +91,12 @@ class PopulationConfig:
         reported capabilities, never from a timing; the run's manifest records the
         resolved precision). Evaluation and records always use the float32 weights.
         Changes results, so it is part of the recipe; the default keeps float32 bits.
+    on_diverge: what a model whose training diverged (its loss, final margins/losses or
+        weights NaN or infinite) does to the run: ``error`` stops training with a one-line
+        error naming the models; ``record`` keeps the run, marks those models diverged
+        (``Run.diverged``, the ``diverged`` column of ``tables/models.parquet``; their
+        records keep their NaN/inf values) and the estimators leave them out. Changes no
+        model that did not diverge, so a run may be resumed with the other value.
     """
 
     model: str = option("mlp", metavar="NAME", example="cnn1d", help=(
@@ -157,6 +164,9 @@ class PopulationConfig:
         "precision of the training step's matrix products: float32 | bfloat16 (float32 "
         "master weights) | float16 (GPUs, loss scaling) | auto (from the device's "
         "capabilities)"))
+    on_diverge: str = option("error", choices=ON_DIVERGE, help=(
+        "a model whose loss, margins or weights become NaN/inf: error (stop, naming it) | "
+        "record (mark it diverged and leave it out of the estimates)"))
 
     def __post_init__(self) -> None:
         for name in ("augment", "reinit"):
@@ -165,36 +175,60 @@ class PopulationConfig:
                 object.__setattr__(self, name, (value,) if value else ())
             elif isinstance(value, list | tuple):
                 object.__setattr__(self, name, tuple(value))
-        validate.choice(self.subsets, "subsets", ("random", "explicit"))
+        with validate.all_problems("population settings"):  # every problem at once
+            self._check()
+
+    def _check(self) -> None:
+        """Each setting's own check (one ConfigError per problem, all of them reported
+        together by :func:`memlab.validate.all_problems`)."""
+        check = validate.check
+        with check():
+            validate.choice(self.subsets, "subsets", ("random", "explicit"))
         if self.subsets == "random":
-            validate.fraction(self.subset_fraction, "subset_fraction", fix=(
-                "each model needs some examples in and some out of its subset (papers use "
-                "0.7); for full-data or leave-one-out models pass an explicit membership "
-                "mask"))
+            with check():
+                validate.fraction(self.subset_fraction, "subset_fraction", fix=(
+                    "each model needs some examples in and some out of its subset (papers "
+                    "use 0.7); for full-data or leave-one-out models pass an explicit "
+                    "membership mask"))
         for name in ("n_models", "epochs", "batch_size", "chunk_size"):
-            validate.integer(getattr(self, name), name, minimum=1)
-        validate.seed(self.seed, "seed")
+            with check():
+                validate.integer(getattr(self, name), name, minimum=1)
+        with check():
+            validate.seed(self.seed, "seed")
         for name, choices in (("optimizer", OPTIMIZERS), ("schedule", SCHEDULES),
                               ("task", TASK_NAMES), ("compute_dtype", COMPUTE_DTYPES),
-                              ("init", INITS)):
-            validate.choice(getattr(self, name), name, choices)
+                              ("init", INITS), ("on_diverge", ON_DIVERGE)):
+            with check():
+                validate.choice(getattr(self, name), name, choices)
         if "hidden" in self.model_kwargs:  # the MLP's widths, refused here, not in torch
             hidden = self.model_kwargs["hidden"]
-            for width in hidden if isinstance(hidden, list | tuple) else [hidden]:
-                validate.integer(width, "hidden", minimum=1)
+            with check():
+                for width in hidden if isinstance(hidden, list | tuple) else [hidden]:
+                    validate.integer(width, "hidden", minimum=1)
         check_recipe_values(dataclasses.asdict(self))
         for name in ("nesterov", "decay_bias_and_norm", "record_epochs", "save_weights",
                      "compact_records"):
-            validate.boolean(getattr(self, name), name)
-        if self.schedule == "step" and self.lr_step_epochs < 1:
-            raise ConfigError("schedule 'step' needs lr_step_epochs >= 1 (epochs between "
-                              "learning-rate drops)")
-        if self.schedule.startswith("warmup") and not 0 < self.warmup_epochs < self.epochs:
-            raise ConfigError(f"schedule {self.schedule!r} needs 0 < warmup_epochs < epochs "
-                              f"({self.epochs}), got {self.warmup_epochs}")
+            with check():
+                validate.boolean(getattr(self, name), name)
+        with check():
+            validate.integer(self.lr_step_epochs, "lr_step_epochs", minimum=0)
         for spec in self.augment:
-            check_augmentation(spec)
-        check_sweep(self.sweep)
+            with check():
+                check_augmentation(spec)
+        with check():
+            check_sweep(self.sweep)
+        # Settings combined: only where each one passed its own check above.
+        numbers = all(isinstance(getattr(self, name), int | float)
+                      and not isinstance(getattr(self, name), bool)
+                      for name in ("lr_step_epochs", "warmup_epochs", "epochs"))
+        if not numbers or not isinstance(self.schedule, str):
+            return
+        if self.schedule == "step" and self.lr_step_epochs < 1:
+            validate.problem("schedule 'step' needs lr_step_epochs >= 1 (epochs between "
+                             "learning-rate drops)")
+        if self.schedule.startswith("warmup") and not 0 < self.warmup_epochs < self.epochs:
+            validate.problem(f"schedule {self.schedule!r} needs 0 < warmup_epochs < epochs "
+                             f"({self.epochs}), got {self.warmup_epochs}")
 
     @property
     def n_values(self) -> int:
@@ -294,10 +328,12 @@ def check_recipe_values(values: dict[str, Any]) -> None:
         "lr_gamma": (0, 1, True, False)}
     for name, (low, high, open_low, open_high) in ranges.items():
         if name in values:
-            validate.real(values[name], name, minimum=low, maximum=high, open_low=open_low,
-                          open_high=open_high)
+            with validate.check():  # each one noted inside validate.all_problems
+                validate.real(values[name], name, minimum=low, maximum=high,
+                              open_low=open_low, open_high=open_high)
     if "epochs" in values:
-        validate.integer(values["epochs"], "epochs", minimum=1)
+        with validate.check():
+            validate.integer(values["epochs"], "epochs", minimum=1)
 
 
 def check_augmentation(spec: str) -> None:

@@ -45,7 +45,8 @@ from memlab.engine.stackable import (
     use_stackable_convolutions,
 )
 from memlab.engine.task import ClassificationTask
-from memlab.errors import ConfigError
+from memlab.engine.usermodel import frozen_parameters, stacking_names, use_stream_randomness
+from memlab.errors import ConfigError, DivergenceError
 from memlab.models import MLP, CNN1d, layer_profile
 
 
@@ -58,6 +59,8 @@ class ChunkResult:
     seconds: float
     model_example_steps: int
     compute_dtype: str = "float32"  # the precision the step ran in ("auto" resolved)
+    # (K,) bool: the models that diverged (on_diverge="record"; with "error" none finish)
+    diverged: np.ndarray | None = None
 
 
 def uses_fast_path(template: torch.nn.Module, task: Any,
@@ -65,7 +68,7 @@ def uses_fast_path(template: torch.nn.Module, task: Any,
     # float16 needs loss scaling, which the generic path's autograd step has
     return (type(task) is ClassificationTask and type(template) is MLP
             and template.activation in ("relu", "linear") and template.dropout == 0
-            and dtype != torch.float16)
+            and dtype != torch.float16 and not frozen_parameters(template))
 
 
 ROW_ALIGN = 128  # floats per model row of a stacked parameter: a multiple of every SIMD width
@@ -220,7 +223,8 @@ def stacked_forward(template: torch.nn.Module, train: bool, shared_input: bool =
     The MNIST-1D CNN (without dropout) gets batched-matmul convolutions, which are faster
     on a CPU than vmap's grouped convolutions; any other module goes through vmap.
     """
-    if type(template) is CNN1d and (template.drop.p == 0 or not train):
+    if type(template) is CNN1d and (template.drop.p == 0 or not train) \
+            and not frozen_parameters(template):
         def cnn1d(params, buffers, x):
             if shared_input:
                 x = x.expand(next(iter(params.values())).shape[0], *x.shape)
@@ -359,16 +363,17 @@ def train_chunk(task: Any, data: Any, config: PopulationConfig, spec: ModelSpec,
     template = spec.build(input_shape, n_outputs)
     state = initial_weights(spec, recipe_config, replicates, input_shape, n_outputs, device)
     dropout_keys = recipe.use_stream_dropout(template)
+    dropout_keys += use_stream_randomness(template, task, data)  # randn_like etc. in forward
     dropping = any(isinstance(m, recipe.StreamDropout) and m.p > 0 for m in template.modules())
     use_stackable_convolutions(template)  # each model its own GEMMs: chunk-size invariant
     dtype = resolve_compute_dtype(recipe_config.compute_dtype, device)
     if dtype != torch.float32:
         use_float32_norms(template)  # batch statistics in float32 under autocast
         use_low_precision_linears(template)  # (vmap + autocast left them in float32)
-    buffer_names = {name for name, _ in template.named_buffers()}
-    stacked = StackedParameters({n: t for n, t in state.items() if n not in buffer_names})
+    trained, fixed = stacking_names(template)  # (tied weights once, frozen ones fixed)
+    stacked = StackedParameters({n: state[n] for n in trained})
     params = stacked.values
-    buffers = {n: t for n, t in state.items() if n in buffer_names}
+    buffers = {n: state[n] for n in fixed if n in state}
     keys = recipe.dropout_keys(config, replicates).to(device)
     for name in dropout_keys:
         buffers[name] = keys
@@ -407,6 +412,7 @@ def train_chunk(task: Any, data: Any, config: PopulationConfig, spec: ModelSpec,
                                  low_precision_copy=fast and not augment and not before_step)
     epoch_losses = []
     global_step = 0
+    divergence = _Divergence(models, recipe_config)
 
     def run_callbacks(epoch: int) -> None:
         train_state.epoch, train_state.step = epoch, global_step
@@ -432,11 +438,14 @@ def train_chunk(task: Any, data: Any, config: PopulationConfig, spec: ModelSpec,
             if dropping:  # (a walk over the modules: not for models without dropout)
                 recipe.set_dropout_step(template, global_step)
             batch_loss = step(x.flatten(2) if fast else x, y)
+            if scaler is not None and divergence.flags.any():
+                divergence.freeze(stacked)  # (float16: or every step of the chunk is skipped)
             _update(optimizer, scaler, stacked, recipe_config.clip_grad_norm)
             global_step += 1
             loss_sum += batch_loss * index.shape[1]
         epoch_loss = (loss_sum / n_members).cpu()
-        _check_finite(epoch_loss, models, epoch, recipe_config.lr)
+        divergence.check(~torch.isfinite(epoch_loss).numpy(), "the training loss",
+                         f"in epoch {epoch + 1} of {recipe_config.epochs}", epoch_loss.numpy())
         epoch_losses.append(epoch_loss)
         run_callbacks(epoch + 1)
         if on_epoch is not None:
@@ -444,12 +453,16 @@ def train_chunk(task: Any, data: Any, config: PopulationConfig, spec: ModelSpec,
 
     arrays = _records(task, eval_forward, tensors, n_models, values_per_example, epoch_losses,
                       collected)
+    final_state = {**params, **{n: buffers[n] for n in saved_buffers}}
+    task_records = [name for name in arrays
+                    if name != "epoch_train_loss_mean" and name not in collected]
+    divergence.check_final(arrays, task_records, final_state)
     weights = None
     if config.save_weights:
-        weights = {name: t.detach().cpu().numpy()
-                   for name, t in {**params, **{n: buffers[n] for n in saved_buffers}}.items()}
+        weights = {name: t.detach().cpu().numpy() for name, t in final_state.items()}
     return ChunkResult(arrays, weights, time.perf_counter() - started,
-                       n_models * n_members * recipe_config.epochs, dtype_name(dtype))
+                       n_models * n_members * recipe_config.epochs, dtype_name(dtype),
+                       divergence.flags)
 
 
 def _batch_source(train: tuple, data: Any, dtype: torch.dtype,
@@ -487,15 +500,69 @@ def _update(optimizer: torch.optim.Optimizer, scaler: Any, stacked: StackedParam
         optimizer.step()
 
 
-def _check_finite(epoch_loss: torch.Tensor, models: range, epoch: int, lr: float) -> None:
-    """A one-line error naming the models whose loss became NaN or infinite."""
-    if not torch.isfinite(epoch_loss).all():
-        diverged = [models[i] for i in np.flatnonzero(~torch.isfinite(epoch_loss).numpy())]
-        raise ConfigError(
-            f"training diverged: the loss of model(s) {diverged[:5]} became "
-            f"{epoch_loss[~torch.isfinite(epoch_loss)][0].item()} in epoch {epoch + 1}; "
-            f"lower the learning rate (lr={lr}) or use --optimizer adam"
-        )
+class _Divergence:
+    """Models whose training diverged: an epoch's training loss, a final record (loss,
+    margin, log-odds, accuracy) or the final weights NaN or infinite. With
+    ``on_diverge="error"`` a one-line :class:`DivergenceError` naming the models, when,
+    the quantity and the fixes; with ``"record"`` the models' flags (``flags``, (K,) bool),
+    their values kept as computed. It reads values the loop computed anyway and changes
+    no computation (a chunk without divergence is the same bits)."""
+
+    def __init__(self, models: range, config: PopulationConfig):
+        self.models, self.config = models, config
+        self.flags = np.zeros(len(models), dtype=bool)
+
+    def check(self, bad: np.ndarray, quantity: str, when: str,
+              values: np.ndarray | None = None) -> None:
+        """``bad``: (K,) bool, the models whose ``quantity`` is not finite ``when``;
+        ``values``: (K, ...) the quantity (its first non-finite value is named)."""
+        new = np.asarray(bad, dtype=bool) & ~self.flags
+        if not new.any():
+            return
+        if self.config.on_diverge == "record":
+            self.flags |= new
+            return
+        rows = np.flatnonzero(new)
+        named = [self.models[i] for i in rows[:5]]
+        more = f" and {len(rows) - 5} more" if len(rows) > 5 else ""
+        what = "NaN or infinite"
+        if values is not None:
+            row = np.asarray(values[rows[0]], dtype=np.float64).ravel()
+            what = str(row[~np.isfinite(row)][0])
+        raise DivergenceError(
+            f"training diverged: {quantity} of model(s) {named}{more} became {what} {when}; "
+            f"lower the learning rate (lr={self.config.lr}), normalize the features, or "
+            "give --on-diverge record (on_diverge='record') to keep the run with these "
+            "models marked diverged and left out of the estimates")
+
+    def check_final(self, arrays: dict[str, np.ndarray], task_records: list[str],
+                    weights: dict[str, torch.Tensor]) -> None:
+        """The final weights, then the task's final records (non-finite: diverged) and the
+        per-epoch records (NaN: a float16 record may overflow to inf legitimately)."""
+        when = f"after epoch {self.config.epochs} of {self.config.epochs}"
+        bad = np.zeros(len(self.models), dtype=bool)
+        for tensor in weights.values():  # (stacked: model axis first)
+            if tensor.is_floating_point() and tensor.dim() and len(tensor) == len(bad):
+                bad |= ~torch.isfinite(tensor.reshape(len(tensor), -1)).all(1).cpu().numpy()
+        self.check(bad, "the weights", when)
+        for name in task_records:
+            if arrays[name].dtype.kind == "f":
+                values = arrays[name]
+                self.check(~np.isfinite(values.reshape(len(values), -1)).all(1),
+                           f"the final {name.replace('_', ' ')}",
+                           f"at the final evaluation {when}", values)
+        for name, values in arrays.items():
+            if name.startswith("epoch_") and name != "epoch_train_loss_mean" \
+                    and values.dtype.kind == "f":
+                self.check(np.isnan(values.reshape(len(values), -1)).any(1),
+                           f"the per-epoch record {name}", "during training", values)
+
+    def freeze(self, stacked: StackedParameters) -> None:
+        """Zero the gradients of the diverged models (float16 only: their NaN gradients
+        would make the loss scaler skip every later step of the whole chunk)."""
+        rows = torch.as_tensor(np.flatnonzero(self.flags))
+        for leaf in stacked.leaves.values():
+            leaf.grad[rows.to(leaf.device)] = 0
 
 
 def _records(task: Any, eval_forward: Callable, tensors: dict, n_models: int,

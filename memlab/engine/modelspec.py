@@ -15,9 +15,10 @@ Initialization (``init``):
   under each model's seed.
 
 The run directory records the model's class path, parameter shapes and a fingerprint,
-never a pickle: ``run.model(k)`` rebuilds it from an importable factory or one the caller
-passes. Worker processes receive the spec by value (cloudpickle), so a model class defined
-in a notebook or a script's ``__main__`` trains with worker processes and Ray.
+never a pickle: ``run.model(k)`` rebuilds it from an importable factory (one outside
+memlab only for a run the caller trusts, ``trust_code=True``) or one the caller passes.
+Worker processes receive the spec by value (cloudpickle), so a model class defined in a
+notebook or a script's ``__main__`` trains with worker processes and Ray.
 """
 
 from __future__ import annotations

@@ -213,6 +213,18 @@ def resolve_transforms(config: PopulationConfig,
     return resolved
 
 
+def code_modules(model: str, augment: tuple[str, ...] | list[str] = ()) -> list[str]:
+    """The modules outside memlab that building a recipe's models would import and run:
+    its model's ``package.module:factory`` and its ``package.module:function``
+    augmentations, once each, in order. Empty for registered names, memlab's own code and
+    the built-in augmentations (:func:`memlab.models.code_module`)."""
+    from memlab.models import code_module
+
+    names = [model, *(spec for spec in augment if isinstance(spec, str)
+                      and spec.partition(":")[0] not in BUILTIN_AUGMENTATIONS)]
+    return list(dict.fromkeys(m for m in map(code_module, names) if m))
+
+
 def augment_batch(x: torch.Tensor, rngs: list[np.random.Generator], config: PopulationConfig,
                   transforms: dict[str, Callable] | None = None) -> torch.Tensor:
     """Augment a stacked batch x (K, b, *input_shape), model k's draws from ``rngs[k]``.

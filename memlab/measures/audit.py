@@ -57,26 +57,29 @@ def is_lm(run) -> bool:
 def attack_inputs(run) -> mia.AttackInputs:
     """Classifiers: the float32 logodds records (log p/(1 − p) from the logits) and the
     margin for the confidence baseline. Language models: minus the per-document loss
-    (mean nats per token; log of the per-token geometric-mean probability)."""
-    mask = run.membership_mask
+    (mean nats per token; log of the per-token geometric-mean probability). Models that
+    diverged in training are left out (``Run.usable_models``: a warning counts them)."""
+    rows = run.usable_models()
+    mask = run.membership_mask[rows]
     if is_lm(run):
-        loss = np.asarray(run.records("train_loss"), dtype=np.float64)
-        test = np.asarray(run.records("test_loss"), dtype=np.float64)
+        loss = np.asarray(run.records("train_loss")[rows], dtype=np.float64)
+        test = np.asarray(run.records("test_loss")[rows], dtype=np.float64)
         return mia.AttackInputs(-loss, mask, log_prob=-loss, population=-test)
     if "train_logodds" not in run.record_names:
         raise RunError(f"{run.path} has no train_logodds record (runs made before memlab "
                        "recorded it); retrain the population to audit it — float16 losses "
                        "cannot stand in for it")
     return mia.AttackInputs.from_logits_records(
-        mask, run.records("train_logodds"), run.records("test_logodds"),
-        run.records("train_margin"))
+        mask, run.records("train_logodds")[rows], run.records("test_logodds")[rows],
+        run.records("train_margin")[rows])
 
 
 def memorization_table(run) -> pd.DataFrame:
     """index, label, mem, mem_se (+ canary, original_label where labels were flipped);
     language models: counterfactual memorization of per-token accuracy."""
     if is_lm(run):
-        means = in_out(run.membership_mask, np.asarray(run.records("train_acc")))
+        rows = run.usable_models()  # (diverged models left out, with a warning)
+        means = in_out(run.membership_mask[rows], np.asarray(run.records("train_acc")[rows]))
         return pd.DataFrame({"index": np.arange(run.membership_mask.shape[1]),
                              "mem": means.score, "mem_se": means.se, "canary": False})
     from memlab.measures.memorization import memorization

@@ -595,6 +595,60 @@ class Influence:
                    mask.shape[0] - n_in, (path, se_path))
 
 
+class _Float32Npy:
+    """A float32 ``.npy`` file written block by block (``file[rows, cols] = block``) with
+    plain writes (``os.pwrite``): on a full disk a write raises OSError (ENOSPC), where a
+    store through a memory map was a SIGBUS that killed the process without a word."""
+
+    def __init__(self, path: Path, shape: tuple[int, int]):
+        import io
+
+        header = io.BytesIO()
+        np.lib.format.write_array_header_1_0(header, {
+            "descr": np.lib.format.dtype_to_descr(np.dtype(np.float32)),
+            "fortran_order": False, "shape": shape})
+        self.path, self.shape, self.start = path, shape, len(header.getvalue())
+        self.fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
+        try:
+            self._write(header.getvalue(), 0)
+        except BaseException:
+            self.close()
+            path.unlink(missing_ok=True)
+            raise
+
+    def _write(self, data, offset: int) -> None:
+        view = memoryview(data).cast("B")
+        try:
+            while len(view):
+                written = os.pwrite(self.fd, view, offset)
+                view, offset = view[written:], offset + written
+        except OSError as error:
+            error.filename = error.filename or str(self.path)  # say which file
+            raise
+
+    def __setitem__(self, index: tuple[slice, slice], block: np.ndarray) -> None:
+        rows, cols = index
+        block = np.ascontiguousarray(block, dtype=np.float32)
+        width = self.shape[1]
+        if cols.start == 0 and cols.stop == width:  # whole rows: one contiguous write
+            self._write(block, self.start + rows.start * width * 4)
+            return
+        for i, row in enumerate(range(rows.start, rows.stop)):
+            self._write(block[i], self.start + (row * width + cols.start) * 4)
+
+    def flush(self) -> None:
+        try:
+            os.fsync(self.fd)
+        except OSError as error:
+            error.filename = error.filename or str(self.path)
+            raise
+
+    def close(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+
 def se_path_for(path: Path) -> Path:
     return path.with_name(path.stem + "_se.npy")
 
@@ -638,8 +692,14 @@ def estimate_influence(mask: np.ndarray, correct_test: np.ndarray, out: str | Pa
         out.parent.mkdir(parents=True, exist_ok=True)
         targets = (out, se_path_for(out))
         temps = [p.with_name(f".{p.name}.{os.getpid()}.tmp") for p in targets]
-        values, se = (np.lib.format.open_memmap(p, mode="w+", dtype=np.float32, shape=(n, m))
-                      for p in temps)
+        writers = [_Float32Npy(temps[0], (n, m))]
+        try:
+            writers.append(_Float32Npy(temps[1], (n, m)))
+        except BaseException:
+            writers[0].close()
+            temps[0].unlink(missing_ok=True)
+            raise
+        values, se = writers
 
     n_in = np.zeros(n, np.int64)
     for rows in _row_blocks(t, n):
@@ -664,6 +724,8 @@ def estimate_influence(mask: np.ndarray, correct_test: np.ndarray, out: str | Pa
         if targets is not None:
             for temp in temps:
                 temp.unlink(missing_ok=True)
+            for writer in writers:
+                writer.close()
     result = Influence(values, se, n_in, n_out, targets)
     if scratch is not None:  # our own scratch directory: removed with the result
         weakref.finalize(result, shutil.rmtree, str(scratch), True)

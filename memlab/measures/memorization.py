@@ -84,12 +84,15 @@ def out_predictions(mask: np.ndarray, pred: np.ndarray, n_classes: int) -> np.nd
 
 
 def _models(run: Run, models: Sequence[int] | None) -> np.ndarray | slice:
+    """The rows of the run's mask and records to estimate from: ``models`` (default all)
+    less the models that diverged in training (``Run.usable_models`` warns, counting
+    them)."""
     if models is None:
-        return slice(None)
+        return run.usable_models()
     models = np.asarray(models, dtype=np.int64)
     if models.size == 0 or models.min() < 0 or models.max() >= run.n_models:
         raise ConfigError(f"model indices must lie in [0, {run.n_models}) and not be empty")
-    return models
+    return run.usable_models(models)
 
 
 # Estimators of memorization, by name (docs/science.md §1, "fewer models"). Each reads the
@@ -247,13 +250,17 @@ def memorization(run: Run, models: Sequence[int] | None = None, estimator: str =
 
 
 def influence(run: Run, out: str | Path | None = None, models: Sequence[int] | None = None,
-              estimator: str = "binary", **blocking) -> Influence:
+              estimator: str = "binary", reuse: bool = False, **blocking) -> Influence:
     """The run's train × test influence matrix. ``binary`` (default): Feldman & Zhang's,
     from test correctness (see :func:`estimate_influence`: streamed to ``out`` or to disk
     when large). ``probit``: from the test margins (:func:`in_out_pairs_margin`), on the
     same scale with a smaller error; computed in memory (:func:`probit_influence_fits`
-    says whether it fits), written atomically to ``out`` when given."""
+    says whether it fits), written atomically to ``out`` when given. ``reuse``: ``out``
+    and its ``_se`` sibling, when both exist, were written by this same computation
+    before (a study's output directory, which refuses other settings): load them."""
     rows = _models(run, models)
+    if reuse and out is not None and Path(out).exists() and se_path_for(Path(out)).exists():
+        return Influence.load(out, np.asarray(run.membership_mask[rows], bool))
     if estimator == "probit":
         mask = np.asarray(run.membership_mask[rows], bool)
         pairs = in_out_pairs_margin(mask, run.records("test_margin")[rows])
@@ -496,8 +503,9 @@ def reliability_curve(mask: np.ndarray, scores: np.ndarray | dict,
 
 def run_reliability(run: Run, n_models: int | None = None, n_splits: int = 5) -> Reliability:
     """Split-half reliability of the run's (binary) memorization scores."""
-    return split_half_reliability(run.membership_mask, run.records("train_correct"), n_models,
-                                  n_splits, seed=run.config.seed)
+    rows = _models(run, None)
+    return split_half_reliability(run.membership_mask[rows], run.records("train_correct")[rows],
+                                  n_models, n_splits, seed=run.config.seed)
 
 
 def models_needed_for_se(se: np.ndarray, n_models: int, target_se: float,

@@ -18,10 +18,12 @@ from memlab.models.registry import (
     build_model,
     call_factory,
     class_path,
+    code_module,
     importable,
     register_model,
     resolve_factory,
 )
 
 __all__ = ["ACTIVATIONS", "CNN1d", "CNN2d", "MLP", "MODELS", "build_model", "call_factory",
-           "class_path", "importable", "layer_profile", "register_model", "resolve_factory"]
+           "class_path", "code_module", "importable", "layer_profile", "register_model",
+           "resolve_factory"]

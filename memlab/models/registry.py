@@ -8,6 +8,7 @@ where an object lives and whether it can be imported again later (what a manifes
 from __future__ import annotations
 
 import importlib
+import traceback
 from collections.abc import Callable
 from typing import Any
 
@@ -49,11 +50,10 @@ def resolve_factory(name: str) -> Callable[..., nn.Module]:
         return MODELS[name]
     if ":" in name:
         module_name, _, attribute = name.partition(":")
-        try:
-            module = importlib.import_module(module_name)
-        except ImportError as error:
-            raise ConfigError(f"cannot import {module_name!r} for model {name!r} ({error}); "
-                              "check the module is on PYTHONPATH") from None
+        if not all(_dotted_name(part) for part in (module_name, attribute)):
+            raise ConfigError(f"model {name!r} must look like package.module:factory (a module "
+                              "path and a function or class in it, both dotted Python names)")
+        module = _import_user_module(module_name, name)
         factory = module
         for part in attribute.split("."):
             factory = getattr(factory, part, None)
@@ -63,6 +63,46 @@ def resolve_factory(name: str) -> Callable[..., nn.Module]:
     raise ConfigError(f"unknown model {name!r}: choose one of {', '.join(MODELS)}, "
                       "register one with memlab.models.register_model, or give "
                       "package.module:factory")
+
+
+def code_module(name: str) -> str | None:
+    """The module resolving model ``name`` would import and whose code it would run: None
+    for a name that needs no import (registered in this process, ``MODELS``, or a task's
+    own such as the language models) and for memlab's own modules (``memlab.models:MLP``:
+    the code already installed as memlab); ``package.module`` of any other
+    ``package.module:factory``. A run read from disk names its factory in its manifest,
+    which anyone who can edit the file chooses: such a module is imported only for a run
+    the caller trusts (``open_run(path, trust_code=True)``, ``--trust-run``)."""
+    if not isinstance(name, str) or name in MODELS or ":" not in name:
+        return None
+    module = name.partition(":")[0]
+    return None if module == "memlab" or module.startswith("memlab.") else module
+
+
+def _dotted_name(text: str) -> bool:
+    return bool(text) and all(part.isidentifier() for part in text.split("."))
+
+
+def _import_user_module(module_name: str, name: str) -> Any:
+    """``import module_name`` for model ``name``; anything the user's module raises while it
+    is imported (a SyntaxError, an exception at import time) becomes a one-line error."""
+    try:
+        return importlib.import_module(module_name)
+    except ImportError as error:
+        raise ConfigError(f"cannot import {module_name!r} for model {name!r} ({error}); "
+                          "check the module is on PYTHONPATH") from None
+    except SyntaxError as error:
+        where = f"{error.filename}, line {error.lineno}" if error.filename else "?"
+        raise ConfigError(f"cannot import {module_name!r} for model {name!r}: "
+                          f"{type(error).__name__}: {error.msg} ({where})") from None
+    except Exception as error:  # the user's module raised while it was imported
+        frames = [f for f in traceback.extract_tb(error.__traceback__)
+                  if "importlib" not in f.filename]
+        where = f" ({frames[-1].filename}, line {frames[-1].lineno})" if frames else ""
+        message = " ".join(str(error).split())[:300]
+        raise ConfigError(f"importing {module_name!r} for model {name!r} raised "
+                          f"{type(error).__name__}: {message}{where}; fix the module so that "
+                          "it imports") from None
 
 
 def call_factory(factory: Callable[..., nn.Module], label: str, input_shape: tuple[int, ...],

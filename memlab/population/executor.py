@@ -30,9 +30,27 @@ import torch
 from memlab.engine.config import PopulationConfig
 from memlab.engine.loop import ChunkResult, train_chunk
 from memlab.engine.modelspec import ModelSpec
+from memlab.engine.probe import user_model_errors
 from memlab.engine.task import TASKS
 from memlab.errors import ConfigError
 from memlab.population import store
+
+# Test-only (the signal and kill tests): MEMLAB_TEST_HOLD="N" or "N:PATH" makes every
+# chunk whose first model is N or later wait before training (until PATH exists, if
+# given), so a test that signals a run once its first chunks are committed provably finds
+# work left (a loaded machine once finished all 4 models first). Unset in real runs: one
+# getenv per chunk.
+TEST_HOLD = "MEMLAB_TEST_HOLD"
+
+
+def _test_hold(models: range) -> None:
+    value = os.environ.get(TEST_HOLD)
+    if not value:
+        return
+    first, _, path = value.partition(":")
+    if models.start >= int(first):
+        while not (path and os.path.exists(path)):
+            time.sleep(0.05)
 
 
 @dataclass
@@ -66,9 +84,11 @@ class ChunkWork:
 
     def train(self, data, models: range, membership: np.ndarray, device: str,
               on_epoch: Callable[[int], None] | None = None) -> ChunkResult:
-        return train_chunk(TASKS[self.task], data, self.config, self.spec, models,
-                           membership, device=device, callbacks=self.callbacks,
-                           on_epoch=on_epoch, transforms=self.transforms)
+        _test_hold(models)
+        with user_model_errors(self.spec, models):  # a user model's exception: one line
+            return train_chunk(TASKS[self.task], data, self.config, self.spec, models,
+                               membership, device=device, callbacks=self.callbacks,
+                               on_epoch=on_epoch, transforms=self.transforms)
 
 
 def train_and_commit(run_dir: Path, data, work: ChunkWork, chunk: store.ChunkPlan,
@@ -89,6 +109,8 @@ def commit_chunk(run_dir: Path, chunk: store.ChunkPlan, result: ChunkResult, dev
             "seconds": round(result.seconds, 3),
             "model_example_steps": result.model_example_steps,
             "device": str(device), "executor": executor}
+    if result.diverged is not None and result.diverged.any():  # (on_diverge="record")
+        info["diverged"] = [chunk.start + int(i) for i in np.flatnonzero(result.diverged)]
     arrays = result.arrays
     if compact:
         arrays = {name: store.encode_record(name, array) for name, array in arrays.items()}

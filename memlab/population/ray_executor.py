@@ -42,6 +42,23 @@ def _ray():
     return ray
 
 
+def check_reachable(address: str | None, timeout: float = 5.0) -> None:
+    """A one-line ConfigError when ``address`` (``host:port`` or ``ray://host:port``) takes
+    no TCP connection: ``ray.init`` would retry for minutes, printing its C++ core's log."""
+    import socket
+
+    host, _, port = (address or "").removeprefix("ray://").rpartition(":")
+    if not host or not port.isdigit():
+        return  # None, "auto", "local": Ray finds (or starts) the cluster itself
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+    except (OSError, ValueError, OverflowError) as error:
+        reason = getattr(error, "strerror", None) or str(error) or type(error).__name__
+        raise ConfigError(f"cannot reach the Ray cluster at --ray-address {address} "
+                          f"({reason}); start it (ray start --head), give its address, or "
+                          "leave --ray-address out to start a local one") from None
+
+
 def _train_chunk_task(dataset, work: bytes, chunk: store.ChunkPlan,
                       membership: np.ndarray, device: str):
     """Runs on a Ray worker: train one chunk, return its ChunkResult."""
@@ -64,7 +81,14 @@ def run_ray(run_dir: Path, dataset, work: ChunkWork, chunks: list[store.ChunkPla
     ray = _ray()
     started_here = not ray.is_initialized()
     if started_here:
-        ray.init(address=address, log_to_driver=False, include_dashboard=False)
+        check_reachable(address)
+        try:
+            ray.init(address=address, log_to_driver=False, include_dashboard=False)
+        except ConnectionError as error:
+            raise ConfigError(f"cannot connect to the Ray cluster at --ray-address {address} "
+                              f"({str(error).splitlines()[0]}); start it (ray start --head), "
+                              "give its address, or leave --ray-address out to start a "
+                              "local one") from None
     pending: dict = {}
     with _signals_between_calls() as received:
         try:

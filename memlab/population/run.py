@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import functools
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
+from memlab import io, validate
 from memlab.data import Dataset
+from memlab.engine import recipe as engine_recipe
 from memlab.engine.config import PopulationConfig
 from memlab.engine.modelspec import ModelSpec
 from memlab.engine.task import TASKS
+from memlab.engine.usermodel import with_tied_aliases
 from memlab.errors import CheckpointError, RunError
 from memlab.population import store
 
@@ -29,10 +33,20 @@ class Run:
       ``{split}_pred`` int16; ``epoch_train_loss_mean`` (n_models, epochs) float32; with
       ``record_epochs``: ``epoch_{split}_correct`` (n_models, epochs, n) bool and
       ``epoch_{split}_loss`` float16.
+
+    Opening a run runs none of its code: the manifest names its model factory (and any
+    augmentation functions) as ``package.module:name``, and whoever can edit the file
+    chooses that name (its checksum is no defence: an editor re-stamps it). Such a module
+    is imported only when the caller trusts the run (``trust_code=True`` here, in
+    :func:`open_run` or per call in :meth:`model`) or passes the model itself
+    (``run.model(k, model=...)``). Names that import nothing (built-in and language
+    models, names registered in this process with ``memlab.models.register_model``) and
+    memlab's own modules need no trust.
     """
 
-    def __init__(self, path: str | Path):
+    def __init__(self, path: str | Path, trust_code: bool = False):
         self.path = Path(path)
+        self.trust_code = validate.boolean(trust_code, "trust_code")
         self.manifest = store.read_manifest(self.path)
         try:
             upgrade_manifest(self.manifest)
@@ -76,6 +90,45 @@ class Run:
                            f"{mask.dtype}, expected {expected} bool; the run is corrupted")
         return mask
 
+    @functools.cached_property
+    def diverged(self) -> np.ndarray:
+        """(n_models,) bool: the models whose training diverged, kept by a run trained with
+        ``on_diverge="record"`` (their records hold NaN/inf values; the estimators leave
+        them out, see :meth:`usable_models`). All False otherwise, and for older runs."""
+        flags = np.zeros(self.n_models, dtype=bool)
+        if not (self.manifest.get("summary") or {}).get("n_diverged"):
+            return flags
+        self._require_complete()
+        self._check_file("tables/models.parquet")
+        import pyarrow.parquet as pq
+
+        table = pq.read_table(self.path / "tables" / "models.parquet",
+                              columns=["model", "diverged"])
+        flags[table["model"].to_numpy()[table["diverged"].to_numpy()]] = True
+        return flags
+
+    def usable_models(self, rows: np.ndarray | slice | None = None) -> np.ndarray | slice:
+        """The models estimates are computed from: ``rows`` (model indices or a slice;
+        default all) less the diverged ones (:attr:`diverged`), with a warning that counts
+        them. Returns ``rows`` unchanged when none of them diverged (so a slice keeps the
+        records memory-mapped and the estimates are exactly those of every model)."""
+        rows = slice(None) if rows is None else rows
+        diverged = self.diverged
+        if not diverged.any():
+            return rows
+        chosen = np.arange(self.n_models)[rows]
+        kept = chosen[~diverged[chosen]]
+        n_left_out = len(chosen) - len(kept)
+        if n_left_out == 0:
+            return rows
+        if len(kept) == 0:
+            raise RunError(f"all {len(chosen)} models of {self.path} diverged during training; "
+                           "there is nothing to estimate from: train again with a lower "
+                           "learning rate or normalized features")
+        warnings.warn(f"{n_left_out} of {len(chosen)} models diverged and are left out of "
+                      "the estimates (Run.diverged)", stacklevel=3)
+        return kept
+
     @property
     def record_names(self) -> list[str]:
         return sorted(p.stem for p in (self.path / "records").glob("*.npy"))
@@ -113,7 +166,14 @@ class Run:
         self._check_file("tables/models.parquet")
         import pandas as pd
 
-        return pd.read_parquet(self.path / "tables" / "models.parquet")
+        path = self.path / "tables" / "models.parquet"
+        try:
+            io.check_regular(path)  # a FIFO is refused, never opened
+            return pd.read_parquet(path)
+        except (OSError, ValueError) as error:  # truncated: pyarrow's ArrowInvalid
+            reason = (str(error).splitlines() or [type(error).__name__])[0][:160]
+            raise RunError(f"{path} is unreadable ({reason}); {store.REPAIR_CONSOLIDATED} "
+                           f"(memlab verify {self.path} lists every damaged file)") from None
 
     def weights(self, models: list[int] | range | None = None) -> dict[str, np.ndarray]:
         """name -> (len(models), ...) float32 final weights, names as in the model's
@@ -149,19 +209,36 @@ class Run:
         return {name: _reorder(np.concatenate(arrays), order, list(models))
                 for name, arrays in parts.items()}
 
-    def model(self, k: int, model: Any = None) -> torch.nn.Module:
+    @property
+    def code_modules(self) -> list[str]:
+        """The modules outside memlab that rebuilding or retraining this run's models
+        imports, as its manifest names them (the model factory's, user augmentations');
+        empty when the run names only built-in or registered models."""
+        return engine_recipe.code_modules(self.config.model, self.config.augment)
+
+    def require_trust(self, trust_code: bool | None = None,
+                      purpose: str = "rebuild its models") -> None:
+        """Refuse, with a one-line RunError naming the module and the fix, to go on to
+        import the run's :attr:`code_modules` unless the run is trusted (``trust_code``,
+        default this Run's)."""
+        trusted = self.trust_code if trust_code is None else validate.boolean(
+            trust_code, "trust_code")
+        modules = self.code_modules
+        if modules and not trusted:
+            raise RunError(untrusted_code_message(self.path, modules, purpose))
+
+    def model(self, k: int, model: Any = None, trust_code: bool | None = None
+              ) -> torch.nn.Module:
         """Model k as an ordinary nn.Module with its final weights (in eval mode).
 
         model: how to build the architecture when the run's model cannot be rebuilt by
             name (a class from a notebook, a model object): a factory
             ``f(input_shape, n_classes, **kwargs)`` or an ``nn.Module`` of the same
             architecture (its weights are replaced). The run stores no pickled code.
+        trust_code: import the ``package.module`` the run's manifest names as its model
+            factory (default: whether the Run was opened with ``trust_code=True``). Not
+            needed for built-in or registered names, nor when ``model`` is given.
         """
-        weights = self.weights([k])
-        recipe = self.config.for_value(self.config.model_key(k)[0])
-        data = self.manifest["dataset"]
-        input_shape = tuple(data["input_shape"])
-        n_outputs = 1 if self.task.name == "binary" else data["n_classes"]
         if model is None:
             described = self.manifest["model"]
             if not described.get("rebuildable"):
@@ -169,6 +246,13 @@ class Run:
                     f"{self.path} was trained with {described.get('class')}, which cannot be "
                     "rebuilt from its name (it was defined in a notebook, a script or as a "
                     "model object): pass it, run.model(k, model=factory_or_module)")
+            self.require_trust(trust_code, f"rebuild model {k!r}")  # before any import
+        weights = self.weights([k])
+        recipe = self.config.for_value(self.config.model_key(k)[0])
+        data = self.manifest["dataset"]
+        input_shape = tuple(data["input_shape"])
+        n_outputs = 1 if self.task.name == "binary" else data["n_classes"]
+        if model is None:
             spec = ModelSpec.resolve(self.config.model, recipe.model_kwargs, self.task)
         else:
             kwargs = recipe.model_kwargs if not isinstance(model, torch.nn.Module) else None
@@ -176,7 +260,7 @@ class Run:
         module = spec.build(input_shape, n_outputs)
         state = {name: torch.from_numpy(np.array(w[0])) for name, w in weights.items()}
         try:
-            module.load_state_dict(state)
+            module.load_state_dict(with_tied_aliases(module, state))  # (tied: saved once)
         except RuntimeError as error:
             first = str(error).strip().splitlines()[0]
             raise RunError(f"the given model does not match the run's architecture "
@@ -297,12 +381,22 @@ def upgrade_manifest(manifest: dict) -> None:
     manifest["config"] = {**manifest["config"], "task": task}
 
 
+def untrusted_code_message(path: Path, modules: list[str], purpose: str) -> str:
+    """One line: which module a run names, why it is not imported, and how to go on."""
+    named = ", ".join(repr(m) for m in modules)
+    return (f"{path} names code to import to {purpose}: module {named} (from its "
+            f"{store.MANIFEST}, which whoever edits it chooses); memlab imports a run's "
+            "code only for a run you trust: give --trust-run (Python: open_run(path, "
+            "trust_code=True) or run.model(k, trust_code=True)), or pass the model "
+            "yourself (run.model(k, model=factory_or_module))")
+
+
 def _reorder(stacked: np.ndarray, order: list[int], wanted: list[int]) -> np.ndarray:
     position = {model: row for row, model in enumerate(order)}
     return stacked[[position[k] for k in wanted]]
 
 
-def open_run(path: str | Path, verify: bool | str = True) -> Run:
+def open_run(path: str | Path, verify: bool | str = True, trust_code: bool = False) -> Run:
     """Open a finished run, checking that its manifest and records are intact.
 
     verify: True: check every file of the run against its checksum now (the dataset, the
@@ -312,10 +406,15 @@ def open_run(path: str | Path, verify: bool | str = True) -> Run:
         this Run reads it (a run whose records are read once costs about twice the
         plain read). False: no checksums (shapes only). A damaged file is a one-line
         RunError naming it and its repair; ``memlab verify RUN`` lists them all.
+        Checksums catch accidental damage, not deliberate edits (see :class:`Run`).
+    trust_code: allow ``run.model(k)`` (and studies retraining the run's recipe) to import
+        the ``package.module`` the run's manifest names as its model factory or
+        augmentation: only for runs whose manifest you trust (your own). Opening, reading
+        records and weights, and verifying never import anything.
     """
     if verify not in (True, False, "lazy"):
         raise RunError(f"verify must be True, False or 'lazy', got {verify!r}")
-    run = Run(path)
+    run = Run(path, trust_code=trust_code)
     if verify == "lazy":
         run._lazy, run._verifier = True, store.Verifier()
     if verify is True:

@@ -25,9 +25,9 @@ import errno
 import fcntl
 import json
 import os
+import re
 import shutil
-import socket
-import sys
+import stat
 import tempfile
 import time
 from dataclasses import dataclass
@@ -36,7 +36,7 @@ from pathlib import Path
 import numpy as np
 
 from memlab import io
-from memlab.errors import RunError
+from memlab.errors import ConfigError, RunError
 
 # Re-exported: older callers take the atomic writers from here (they live in memlab.io).
 from memlab.io import (  # noqa: F401
@@ -60,12 +60,16 @@ DISK_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPER
 
 def read_json(path: Path, what: str) -> dict:
     try:
+        io.check_regular(path)  # a FIFO is refused, never opened (reading it would hang)
         return json.loads(path.read_text())
     except FileNotFoundError:
         raise RunError(f"{what} {path} is missing") from None
     except IsADirectoryError:
         raise RunError(f"{what} {path} is a directory, not a file; the run directory is "
                        "damaged") from None
+    except io.NotARegularFile as error:
+        raise RunError(f"{what} {path} {error.strerror}; the run directory is damaged")\
+            from None
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise RunError(
             f"{what} {path} is unreadable ({error}); the run directory is corrupted: "
@@ -76,6 +80,7 @@ def read_json(path: Path, what: str) -> dict:
 def load_npy(path: Path, mmap: bool = True) -> np.ndarray:
     """Load a record array, memory-mapped by default; a damaged file gets a RunError."""
     try:
+        io.check_regular(path)  # a FIFO is refused, never opened
         return np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
     except FileNotFoundError:
         raise RunError(f"record {path} is missing; the run is incomplete or corrupted: run "
@@ -198,13 +203,28 @@ def chunk_dir(run_dir: Path, chunk_index: int) -> Path:
     return run_dir / "chunks" / f"{chunk_index:05d}"
 
 
+_PLAIN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,199}")
+
+
+def is_plain_name(name: object) -> bool:
+    """Whether ``name`` can name a file inside a run as it is: letters, digits, ``_``,
+    ``.`` and ``-``, not starting with a dot (no ``/``, no ``..``: never outside the run)."""
+    return isinstance(name, str) and _PLAIN_NAME.fullmatch(name) is not None
+
+
 def write_chunk(run_dir: Path, chunk_index: int, arrays: dict[str, np.ndarray],
                 weights: dict | None, info: dict) -> None:
     """Commit one chunk's records: build it in a temporary directory, then rename it in.
     Its done.json, written last, lists every file's size and checksum."""
     from safetensors.numpy import save as save_safetensors
 
+    bad = [name for name in arrays if not is_plain_name(name)]
+    if bad:  # a callback's record key, say: its file would land outside the chunk
+        raise ConfigError(f"record name {bad[0]!r} is not a plain name (letters, digits, "
+                          "_ . -, not starting with a dot); rename the callback's key")
     final = chunk_dir(run_dir, chunk_index)
+    if not final.parent.is_dir():
+        clear_path(final.parent)  # chunks/ replaced by a file: damage being repaired
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
     try:
@@ -223,12 +243,27 @@ def write_chunk(run_dir: Path, chunk_index: int, arrays: dict[str, np.ndarray],
         io.write_file(tmp / "done.json",
                       lambda handle: handle.write(json.dumps(marker, indent=2).encode()),
                       atomic=False)
-        if final.exists():  # a stale, damaged copy being redone
-            shutil.rmtree(final)
+        clear_path(final)  # a stale, damaged copy being redone (or a file in its place)
         os.replace(tmp, final)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def clear_path(path: Path, unless_file: bool = False) -> None:
+    """Remove whatever is at ``path`` (a directory tree, a file, a link, a FIFO) before a
+    repair writes there: damage can put a directory where a file belongs, or the reverse.
+    ``unless_file``: keep a regular file (it is replaced atomically by the write)."""
+    try:
+        info = os.lstat(path)
+    except FileNotFoundError:
+        return
+    if unless_file and stat.S_ISREG(info.st_mode):
+        return
+    if stat.S_ISDIR(info.st_mode):
+        shutil.rmtree(path)
+    else:
+        os.unlink(path)
 
 
 def chunk_problems(run_dir: Path, chunk_index: int,
@@ -238,6 +273,7 @@ def chunk_problems(run_dir: Path, chunk_index: int,
     directory = chunk_dir(run_dir, chunk_index)
     marker = directory / "done.json"
     try:
+        io.check_regular(marker)  # a FIFO is refused, never opened
         info = json.loads(marker.read_text())
         files = info["files"]
         checksums = info.get("checksums", {})
@@ -355,7 +391,26 @@ def read_manifest(run_dir: Path) -> dict:
     if not self_check(manifest):
         raise RunError(f"{path} is damaged (its checksum does not match its content); "
                        + _UNREPAIRABLE)
+    if "checksum" not in manifest and _written_with_checksums(run_dir, manifest):
+        # Only a run from before checksums may lack one: deleting it disables no check.
+        raise RunError(f"{path} has lost its 'checksum' entry (this run was written with "
+                       "checksums), so nothing in it can be trusted; the run directory is "
+                       "damaged: " + _UNREPAIRABLE)
     return manifest
+
+
+def _written_with_checksums(run_dir: Path, manifest: dict) -> bool:
+    """Whether a run was written by a memlab that stamps checksums: its manifest lists file
+    checksums, or a chunk marker carries its own checksum."""
+    if manifest.get("checksums"):
+        return True
+    for marker in sorted((run_dir / "chunks").glob("*/done.json"))[:1]:
+        try:
+            io.check_regular(marker)
+            return "checksum" in json.loads(marker.read_text())
+        except (OSError, ValueError, TypeError):
+            return False
+    return False
 
 
 _UNREPAIRABLE = ("without an intact manifest its chunks cannot be matched to settings; move "
@@ -365,65 +420,10 @@ _UNREPAIRABLE = ("without an intact manifest its chunks cannot be matched to set
 # ---------------------------------------------------------------- lock
 
 
-class RunLock:
-    """An exclusive lock on a run directory: ``fcntl.flock`` on ``RUN/.lock``, which holds
-    the owner's pid, host, start time and command.
+class RunLock(io.DirectoryLock):
+    """The run directory's lock (``RUN/.lock``): see :class:`memlab.io.DirectoryLock`."""
 
-    The kernel drops a flock when its holder dies (even by SIGKILL), so a lock left by a
-    dead process is taken over without any check; worker processes do not inherit it
-    (Python opens files non-inheritable). Readers (``open_run``) take no lock: every file
-    is replaced atomically.
-    """
-
-    def __init__(self, path: Path):
-        self.path = Path(path)
-        self.fd: int | None = None
-
-    def acquire(self, run_dir: Path) -> RunLock:
-        """Take the lock or raise a one-line RunError naming the process that holds it."""
-        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
-        try:
-            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = self.holder()
-            os.close(self.fd)
-            self.fd = None
-            raise RunError(f"{run_dir} is in use by {holder}; wait for it to finish (or stop "
-                           "it), or train into another directory") from None
-        try:  # who holds it: informational, so a full disk here is not an error
-            # Written over the old text, then cut to length: a reader never finds the file
-            # empty (truncating first made a second caller report "pid unknown").
-            text = (f"{os.getpid()} {socket.gethostname()} "
-                    f"{time.strftime('%Y-%m-%dT%H:%M:%S%z')} {' '.join(sys.argv)[:200]}\n")
-            os.ftruncate(self.fd, os.pwrite(self.fd, text.encode(), 0))
-        except OSError:
-            pass
-        return self
-
-    def holder(self) -> str:
-        try:
-            text = []
-            for _ in range(20):  # the holder may have locked but not yet written its name
-                text = self.path.read_text().split(maxsplit=3)
-                if len(text) >= 3:
-                    break
-                time.sleep(0.005)
-            pid, host, since = text[:3]
-            command = text[3].strip() if len(text) > 3 else ""
-            return f"pid {pid} ({host}, since {since}{': ' + command if command else ''})"
-        except (OSError, ValueError):
-            return "another process (pid unknown)"
-
-    def moved_to(self, path: Path) -> None:
-        """The directory holding the lock file was renamed (the lock stays held)."""
-        self.path = Path(path)
-
-    def release(self) -> None:
-        # The file stays: deleting a lock file lets a third process lock a new inode while
-        # a second still waits on the old one.
-        if self.fd is not None:
-            os.close(self.fd)
-            self.fd = None
+    busy = "wait for it to finish (or stop it), or train into another directory"
 
 
 def remove_stale_staging(run_dir: Path) -> None:

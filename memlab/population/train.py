@@ -39,11 +39,12 @@ from memlab.engine.callbacks import describe_callback
 from memlab.engine.config import PopulationConfig, membership_mask
 from memlab.engine.modelspec import ModelSpec, check_distinct_inits
 from memlab.engine.precision import dtype_name, resolve_compute_dtype
+from memlab.engine.probe import check_output_type, probe_training
 from memlab.engine.task import task_for
 from memlab.errors import ConfigError, RunError
 from memlab.population import store
 from memlab.population.executor import ChunkWork, Terminated, exit_on_signals, run_local
-from memlab.population.ray_executor import run_ray
+from memlab.population.ray_executor import check_reachable, run_ray
 from memlab.population.run import Run, upgrade_manifest
 
 
@@ -124,16 +125,24 @@ def train_population(
     compute_dtype = dtype_name(resolve_compute_dtype(config.compute_dtype, device))
     if executor not in ("local", "ray"):
         raise ConfigError(f"executor must be 'local' or 'ray', got {executor!r}")
+    if executor == "ray":
+        check_reachable(ray_address)  # before any work: an unreachable cluster is one line
     n_workers = _check_workers(n_workers)
     callbacks = list(callbacks)
     for cb in callbacks:
         if not isinstance(getattr(cb, "name", None), str) or not callable(cb):
             raise ConfigError(f"a callback needs a name and __call__(state); got {cb!r}")
+        if not store.is_plain_name(cb.name):
+            raise ConfigError(f"callback name {cb.name!r} is not a plain name: it names the "
+                              "callback's files inside the run, so use letters, digits, "
+                              "_ . - (not starting with a dot), e.g. 'probe'")
     transforms = recipe.resolve_transforms(config, transforms)
     work = ChunkWork(task.name, config, spec, callbacks, transforms)
 
     temporary = out is None
     run_dir = Path(tempfile.mkdtemp(prefix="memlab-run-")) if temporary else Path(out)
+    if run_dir.is_symlink():  # a link to a directory: the run lives in its target (a
+        run_dir = run_dir.resolve()  # run is created by renaming onto its path)
     verifier = store.Verifier()
     try:
         # SIGTERM/SIGHUP become SystemExit, so the clean-up below (workers, Ray, the lock,
@@ -233,7 +242,9 @@ def _train_and_finalize(run_dir: Path, manifest: dict, dataset: Any, task: Any,
 
 
 def _open_verified(run_dir: Path, verifier: store.Verifier) -> Run:
-    run = Run(run_dir)
+    # Trusted: its model and augmentations are the code the caller just trained with (a
+    # resumed run's recipe was checked to be the one given), not a stranger's choice.
+    run = Run(run_dir, trust_code=True)
     run.verify(verifier)
     return run
 
@@ -324,9 +335,11 @@ def check_models(task: Any, dataset: Any, config: PopulationConfig,
                               f"{tuple(x[0].shape)}: {type(error).__name__}: {error}; check "
                               f"its input size against the data's input shape "
                               f"{tuple(input_shape)}") from None
+        check_output_type(spec.label, out)  # (a tuple, a dict: one line)
         task.check_output(out, 2, dataset)
         if value == 0:
             check_distinct_inits(value_spec, recipe_config, input_shape, n_out)
+            probe_training(task, dataset, recipe_config, value_spec, module)  # one step
             described = value_spec.describe(module, config)
     return described
 
@@ -392,6 +405,7 @@ def _open_or_create(run_dir: Path, dataset: Any, task: Any, config: PopulationCo
                 + "\n  ".join(differences)
                 + "\nuse another output directory, or delete this one to start over"
             )
+        manifest["config"]["on_diverge"] = config.on_diverge  # (saved with the next write)
         store.remove_stale_temporaries(run_dir)
         checksums = manifest.setdefault("checksums", {})
         _repair_dataset(run_dir, manifest, dataset, task, verifier)
@@ -484,6 +498,7 @@ def _repair_dataset(run_dir: Path, manifest: dict, dataset: Any, task: Any,
                    for path in sorted(staging.rglob("*")) if path.is_file()}
         for name in written:
             (run_dir / name).parent.mkdir(parents=True, exist_ok=True)
+            store.clear_path(run_dir / name, unless_file=True)  # e.g. a directory there
             os.replace(staging / name, run_dir / name)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
@@ -521,6 +536,7 @@ def _repair_mask(run_dir: Path, manifest: dict, expected: np.ndarray, explicit: 
                        "--membership mask")
     _say(f"repairing {run_dir}: {store.MASK} is damaged ({problem}); re-writing it from "
          f"the {what}")
+    store.clear_path(path, unless_file=True)  # a directory in its place: damage
     checksums[store.MASK] = store.atomic_save_npy(path, expected)
     store.write_manifest(run_dir, manifest)
 
@@ -543,10 +559,15 @@ def _differences(stored: PopulationConfig, config: PopulationConfig, manifest: d
     """Settings that differ between a stored run and a request (defaults compared as
     values; more models than stored is growth, not a difference)."""
     old, new = stored.to_dict(), config.to_dict()
-    old["model_kwargs"] = _with_defaults(stored.model, old["model_kwargs"])
+    # The stored model's factory is looked at only when it is the one requested (the caller
+    # named it): another module the manifest names is never imported to compare it.
+    if stored.model == config.model or not recipe.code_modules(stored.model):
+        old["model_kwargs"] = _with_defaults(stored.model, old["model_kwargs"])
     new["model_kwargs"] = _with_defaults(config.model, new["model_kwargs"])
     differences = []
     for key, value in new.items():
+        if key == "on_diverge":  # changes no model that trained without diverging
+            continue
         if key == "n_models":
             if value < old[key]:
                 differences.append(f"n_models: run has {old[key]}, requested {value} "
@@ -606,11 +627,16 @@ def _finalize(run_dir: Path, manifest: dict, config: PopulationConfig,
     names = [name[:-4] for name in store.read_chunk_info(run_dir, 0)["files"]
              if name.endswith(".npy")]
     records_dir = run_dir / "records"
+    # Damage repaired by rebuilding: a file where a directory belongs, or the reverse.
+    for directory in (records_dir, run_dir / "tables"):
+        if not directory.is_dir():
+            store.clear_path(directory)
     records_dir.mkdir(exist_ok=True)
     shapes, checksums = {}, {}
     for name in names:
         first = store.read_chunk_array(run_dir, 0, name)
         shape = (n_total, *first.shape[1:])
+        store.clear_path(records_dir / f"{name}.npy", unless_file=True)
         checksums[f"records/{name}.npy"] = io.write_file(
             records_dir / f"{name}.npy",
             functools.partial(_concatenate, run_dir, chunks, name, first.dtype, shape))
@@ -621,6 +647,7 @@ def _finalize(run_dir: Path, manifest: dict, config: PopulationConfig,
     mask = np.load(run_dir / "membership_mask.npy", mmap_mode="r")
     sweep = config.sweep_values()
     parts: dict[str, list] = {}
+    infos = {chunk.index: store.read_chunk_info(run_dir, chunk.index) for chunk in chunks}
     for chunk in chunks:
         in_subset = np.asarray(mask[chunk.start:chunk.stop])
         train_score = store.decode_record(
@@ -641,6 +668,8 @@ def _finalize(run_dir: Path, manifest: dict, config: PopulationConfig,
                 manifest["dataset"]["n_test"]).mean(1),
             "final_train_loss": store.read_chunk_array(
                 run_dir, chunk.index, "epoch_train_loss_mean")[:, -1],
+            # on_diverge="record": its records keep their NaN/inf (left out of estimates)
+            "diverged": np.isin(models, infos[chunk.index].get("diverged", [])),
         }
         for key in config.sweep:
             values = [sweep[k // config.n_models][key] for k in models]
@@ -651,16 +680,28 @@ def _finalize(run_dir: Path, manifest: dict, config: PopulationConfig,
     table = {name: np.concatenate(values) if isinstance(values[0], np.ndarray)
              else [v for part in values for v in part] for name, values in parts.items()}
     (run_dir / "tables").mkdir(exist_ok=True)
+    store.clear_path(run_dir / "tables" / "models.parquet", unless_file=True)
     checksums["tables/models.parquet"] = io.atomic_save_columns(
         run_dir / "tables" / "models.parquet", table)
-    seconds = sum(store.read_chunk_info(run_dir, c.index)["seconds"] for c in chunks)
+    seconds = sum(info["seconds"] for info in infos.values())
     manifest["checksums"] = {**{k: v for k, v in manifest.get("checksums", {}).items()
                                 if not k.startswith(store.CONSOLIDATED)}, **checksums}
+    kept = ~table["diverged"]  # the summary is of the models that did not diverge
+    n_diverged = int(table["diverged"].sum())
     manifest.update(status="complete", records=shapes,
-                    summary={"test_acc_mean": float(np.mean(table["test_acc"])),
-                             "train_acc_in_mean": float(np.mean(table["train_acc_in"])),
+                    summary={"test_acc_mean": _mean(table["test_acc"][kept]),
+                             "train_acc_in_mean": _mean(table["train_acc_in"][kept]),
+                             "n_diverged": n_diverged,
                              "chunk_seconds_total": round(seconds, 2)})
     store.write_manifest(run_dir, manifest)
+    if n_diverged:
+        _say(f"{n_diverged} of {n_total} models diverged (on_diverge='record'): marked in "
+             "tables/models.parquet (column diverged) and Run.diverged, their records keep "
+             "their NaN/inf values, and the estimators leave them out")
+
+
+def _mean(values: np.ndarray) -> float | None:
+    return float(np.mean(values)) if len(values) else None
 
 
 def _concatenate(run_dir: Path, chunks: list[store.ChunkPlan], name: str, dtype: np.dtype,

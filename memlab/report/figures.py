@@ -52,7 +52,11 @@ def figure_bytes(fig: plt.Figure, fmt: str = "png", close: bool = True) -> bytes
     if fmt not in ("png", "svg"):
         raise ValueError(f"figure format must be 'png' or 'svg', got {fmt!r}")
     buffer = io.BytesIO()
-    fig.savefig(buffer, format=fmt, dpi=PNG_DPI, bbox_inches="tight")
+    # The same figure gives the same bytes (a study's outputs are checksummed and a
+    # repaired report must match): SVG without its date, with ids from a fixed salt.
+    with plt.rc_context({"svg.hashsalt": "memlab"}):
+        fig.savefig(buffer, format=fmt, dpi=PNG_DPI, bbox_inches="tight",
+                    metadata={"Date": None} if fmt == "svg" else None)
     if close:
         plt.close(fig)
     return buffer.getvalue()

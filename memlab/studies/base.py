@@ -40,8 +40,9 @@ from typing import TYPE_CHECKING, Any
 from memlab import options, streams, validate
 from memlab.engine.config import PopulationConfig
 from memlab.errors import ConfigError, RunError
-from memlab.io import atomic_save_table, atomic_write_json, loads_strict, strict_jsonable
+from memlab.io import dumps_strict, loads_strict, strict_jsonable
 from memlab.options import option
+from memlab.studies.outputs import OUTPUTS, OWNER, StudyOutputs
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -50,6 +51,11 @@ SUMMARY = "summary.json"
 CONFIG = "config.json"
 TABLES = "tables"
 REPORT = "report.html"
+# Measured durations: they differ from one computation to the next, so they are kept
+# apart from the results (summary.json holds the same bits however often it is
+# recomputed) and are not part of what a repair must give back.
+TIMINGS = "timings.json"
+TIMING_KEYS = ("seconds", "seconds_per_part", "seconds_total", "timing", "timing_s")
 
 
 @dataclass(frozen=True)
@@ -114,7 +120,8 @@ class Result:
     """What a study found. ``study`` names it; ``config`` is its config as a dict.
 
     tables: name -> DataFrame (saved as ``tables/<name>.parquet``).
-    summary: headline numbers, strict-JSON serializable (``null`` for undefined).
+    summary: headline numbers, strict-JSON serializable (``null`` for undefined). Its
+        measured durations (the keys in ``TIMING_KEYS``) are saved apart, in timings.json.
     figures(): name -> matplotlib Figure, drawn from the tables and summary alone (so a
         loaded result draws the same figures); a study registers its figure function in
         ``FIGURES``.
@@ -171,56 +178,116 @@ class Result:
         return page
 
     def save(self, out: str | Path | None = None, report: bool = True) -> Path:
-        """Write tables, summary.json, config.json (and report.html) under ``out``."""
-        out = Path(out if out is not None else self.out)
+        """Write tables, summary.json, config.json (and report.html) under ``out``, each
+        atomically, then ``outputs.json`` with every output's checksum (the commit marker:
+        :mod:`memlab.studies.outputs`). ``out`` must be new, empty or this result's own: a
+        directory holding another study's results is refused. A file that already holds
+        exactly what would be written is left untouched."""
+        out = out if out is not None else self.out
         if out is None:
             raise ConfigError("Result.save needs an output directory")
-        (out / TABLES).mkdir(parents=True, exist_ok=True)
-        for name, table in self.tables.items():
-            atomic_save_table(out / TABLES / f"{name}.parquet", table)
-        atomic_write_json(out / CONFIG, {"study": self.study, "config": self.config,
-                                         "inputs": self.inputs})
-        atomic_write_json(out / SUMMARY, self.summary)
-        if report:
-            self.report().save(out / REPORT)
-        self.out = out
+        out = Path(out)
+        outputs = StudyOutputs(out)
+        with outputs.locked():
+            outputs.claim(self.study, self.config, strict_jsonable(self.inputs))
+            self.out = out  # (the report's Reproduce line names it)
+            # In the order summary.json keeps (sorted keys): a report drawn now and one
+            # drawn from the loaded result are the same page.
+            self.summary = sorted_keys(self.summary)
+            outputs.uncommit()
+            for name, table in self.tables.items():
+                outputs.write(f"{TABLES}/{name}.parquet", table_bytes(table))
+            outputs.write(CONFIG, json_bytes({"study": self.study, "config": self.config,
+                                              "inputs": self.inputs}))
+            results = {k: v for k, v in self.summary.items() if k not in TIMING_KEYS}
+            timings = {k: v for k, v in self.summary.items() if k in TIMING_KEYS}
+            outputs.write(SUMMARY, json_bytes(results))
+            (outputs.write(TIMINGS, json_bytes(timings)) if timings
+             else (out / TIMINGS).unlink(missing_ok=True))
+            if report:
+                outputs.write(REPORT, self.report().html().encode("utf-8"))
+            outputs.commit()
         return out
 
     @classmethod
     def load(cls, out: str | Path) -> Result:
-        """Read a saved result (no recomputation)."""
+        """Read a saved result (no recomputation), every file checked against the checksum
+        it was saved with: a missing or damaged file is a one-line RunError naming it."""
         out = Path(out)
-        try:
-            meta = loads_strict((out / CONFIG).read_text())
-            summary = loads_strict((out / SUMMARY).read_text())
-        except FileNotFoundError:
-            raise RunError(f"{out} holds no saved study result (no {CONFIG} / {SUMMARY}); "
-                           "run the study first") from None
-        except (ValueError, json.JSONDecodeError) as error:
-            raise RunError(f"{out}: unreadable study result ({error}); run the study again "
-                           "with a new --out") from None
-        import pandas as pd
-
-        tables = {path.stem: pd.read_parquet(path)
-                  for path in sorted((out / TABLES).glob("*.parquet"))}
+        outputs = StudyOutputs(out)
+        damage = outputs.damage()
+        if damage is not None:  # the report is not read here (and is redrawn on a re-run)
+            damage.pop(REPORT, None)
+        if damage is None:
+            owner = outputs.owner() if out.is_dir() else None
+            if owner is not None and (out / OWNER).exists():
+                raise RunError(f"{out} holds an unfinished {owner['study']} study (no "
+                               f"{OUTPUTS}); run the same command again to finish it")
+            if owner is None:
+                raise RunError(f"{out} holds no saved study result (no {CONFIG} / {SUMMARY}); "
+                               "run the study first")
+            # Saved before outputs.json existed: no checksums to check against.
+            files = [CONFIG, SUMMARY, *(p.relative_to(out).as_posix()
+                                        for p in sorted((out / TABLES).glob("*.parquet")))]
+        elif damage:
+            raise outputs.damage_error(damage)
+        else:
+            files = list(outputs.manifest())
+        meta, summary = _read_document(out, CONFIG), _read_document(out, SUMMARY)
+        if TIMINGS in files:
+            summary.update(_read_document(out, TIMINGS))
+        tables = {Path(name).stem: _read_table(out, name) for name in sorted(files)
+                  if name.startswith(f"{TABLES}/") and name.endswith(".parquet")}
         return cls(meta["study"], meta["config"], tables, summary, out,
                    meta.get("inputs", {}))
 
 
-def saved_result(out: str | Path | None, study: str, config: StudyConfig,
-                 inputs: dict[str, Any] | None = None) -> Result | None:
-    """The result saved in ``out`` by the same study with the same config (and the same
-    injected inputs), if any: a second ``run`` call returns it without recomputing."""
-    if out is None or not (Path(out) / SUMMARY).exists():
-        return None
+def sorted_keys(document: Any) -> Any:
+    """``document`` with every dict's keys in sorted order (values unchanged)."""
+    if isinstance(document, dict):
+        return {k: sorted_keys(document[k]) for k in sorted(document, key=str)}
+    if isinstance(document, list):
+        return [sorted_keys(v) for v in document]
+    return document
+
+
+def table_bytes(table: pd.DataFrame) -> bytes:
+    """A table as Parquet bytes (what ``tables/<name>.parquet`` holds)."""
+    import io
+
+    buffer = io.BytesIO()
+    table.to_parquet(buffer, index=False)
+    return buffer.getvalue()
+
+
+def json_bytes(document: Any) -> bytes:
+    return (dumps_strict(document) + "\n").encode("utf-8")
+
+
+def _read_document(out: Path, name: str) -> dict[str, Any]:
     try:
-        result = Result.load(out)
-    except RunError:
-        return None
-    if (result.study == study and result.config == config.to_dict()
-            and result.inputs == strict_jsonable(inputs or {})):
-        return result
-    return None
+        document = loads_strict((out / name).read_text())
+    except FileNotFoundError:
+        raise RunError(f"{out} holds no saved study result (no {name}); run the study "
+                       "first") from None
+    except (OSError, ValueError) as error:
+        raise RunError(f"{out / name} is unreadable ({error}); run the same command again "
+                       "to recompute it") from None
+    if not isinstance(document, dict):
+        raise RunError(f"{out / name} is not a JSON object; run the same command again to "
+                       "recompute it")
+    return document
+
+
+def _read_table(out: Path, name: str) -> pd.DataFrame:
+    import pandas as pd
+
+    try:
+        return pd.read_parquet(out / name)
+    except Exception as error:  # noqa: BLE001 (pyarrow raises its own error types)
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise RunError(f"{out / name} is unreadable ({first}); run the same command again "
+                       "to recompute it") from None
 
 
 # ------------------------------------------------------------------ how to compute
@@ -234,7 +301,10 @@ class Execution:
 
     n_workers: worker processes (None: one per core). device: ``cpu``, ``cuda``,
     ``cuda:N``. executor: ``local`` or ``ray`` (``ray_address``: a cluster, else a local
-    one). progress: progress bars on standard error.
+    one). progress: progress bars on standard error. trust_code: a study given an existing
+    run (``run_dir``, ``RUN``) may import the ``package.module`` its manifest names as its
+    model factory or augmentation (to rebuild or retrain its models; ``--trust-run``): a
+    permission, not a setting, so it never changes a number either.
     """
 
     n_workers: int | None = None
@@ -242,12 +312,14 @@ class Execution:
     executor: str = "local"
     ray_address: str | None = None
     progress: bool = True
+    trust_code: bool = False
 
     def __post_init__(self) -> None:
         validate.workers(self.n_workers, "n_workers")
         validate.device(self.device, "device", available=False)
         validate.choice(self.executor, "executor", ("local", "ray"))
         validate.boolean(self.progress, "progress")
+        validate.boolean(self.trust_code, "trust_code")
 
     def training(self) -> dict[str, Any]:
         """The keyword arguments of :func:`memlab.population.train_population`."""
@@ -301,8 +373,8 @@ class Study:
                  execution: Execution | None = None, **inputs: Any) -> Result:
         """``run_study(self, ...)``: ``memlab.studies.<name>.run`` is the study itself.
         Keywords that name :class:`Execution` fields (``n_workers``, ``device``,
-        ``executor``, ``ray_address``, ``progress``) build the execution; the rest are
-        inputs (e.g. ``dataset=``)."""
+        ``executor``, ``ray_address``, ``progress``, ``trust_code``) build the execution;
+        the rest are inputs (e.g. ``dataset=``)."""
         how = {k: inputs.pop(k) for k in list(inputs) if k in EXECUTION_FIELDS}
         if how:
             if execution is not None:
@@ -478,18 +550,31 @@ def run_study(study: Study | str, config: StudyConfig | None = None,
     execution = execution if execution is not None else Execution()
     out = Path(out) if out is not None else default_out(study)
     validate.output_dir(out, "out")
-    identity = {name: _fingerprint(value) for name, value in inputs.items()
-                if value is not None}
-    saved = saved_result(out, study.name, config, identity)
-    if saved is not None:
-        return saved
-    run = study.function("run")
-    if run is None:
-        raise ConfigError(f"study {study.name!r} has no run function ({study.package}.study"
-                          ":run is missing)")
-    result = run(config, out, execution, **inputs)
-    result.study, result.config, result.inputs = study.name, config.to_dict(), identity
-    result.save(out)
+    identity = strict_jsonable({name: _fingerprint(value) for name, value in inputs.items()
+                                if value is not None})
+    outputs = StudyOutputs(out)
+    with outputs.locked():
+        outputs.claim(study.name, config.to_dict(), identity)
+        damage = outputs.damage()
+        if damage == {}:  # finished here, every output intact
+            return Result.load(out)
+        if damage and set(damage) <= {REPORT}:  # drawn from the tables alone: redraw it
+            outputs.discard(list(damage))
+            result = Result.load(out)
+            result.save(out)
+            return result
+        timings = (_read_document(out, TIMINGS) if damage and TIMINGS not in damage
+                   and (out / TIMINGS).exists() else None)
+        outputs.discard(list(damage or {}))  # a study's caches must not reuse damaged files
+        run = study.function("run")
+        if run is None:
+            raise ConfigError(f"study {study.name!r} has no run function ({study.package}"
+                              ".study:run is missing)")
+        result = run(config, out, execution, **inputs)
+        result.study, result.config, result.inputs = study.name, config.to_dict(), identity
+        if timings is not None:  # a repair: the durations are the original computation's
+            result.summary.update(timings)
+        result.save(out)
     return result
 
 
@@ -533,17 +618,22 @@ class PopulationStudyConfig(StudyConfig):
     population: PopulationConfig = option(default_factory=PopulationConfig)
 
     def validate(self) -> None:
-        """The data options; a study adds its own checks (and calls this one)."""
-        if not isinstance(self.population, PopulationConfig):
-            raise ConfigError("population must be a memlab.population.PopulationConfig")
-        if self.data is not None and not (isinstance(self.data, str) and self.data):
-            raise ConfigError(f"data must be a dataset name or path, got {self.data!r}")
-        if self.n_train is not None:
-            validate.integer(self.n_train, "n_train", minimum=2)
-        validate.real(self.label_noise, "label_noise", minimum=0, maximum=1, open_high=True)
-        if self.population.subsets == "explicit" and self.membership is None:
-            raise ConfigError("population.subsets='explicit' needs a membership mask: give "
-                              "membership (--membership MASK.npy)")
+        """The data options; a study adds its own checks (and calls this one, inside its
+        own ``validate.all_problems``: every problem is reported at once)."""
+        with validate.all_problems(settings_name(self)):
+            if not isinstance(self.population, PopulationConfig):
+                raise ConfigError("population must be a memlab.population.PopulationConfig")
+            if self.data is not None and not (isinstance(self.data, str) and self.data):
+                validate.problem(f"data must be a dataset name or path, got {self.data!r}")
+            if self.n_train is not None:
+                with validate.check():
+                    validate.integer(self.n_train, "n_train", minimum=2)
+            with validate.check():
+                validate.real(self.label_noise, "label_noise", minimum=0, maximum=1,
+                              open_high=True)
+            if self.population.subsets == "explicit" and self.membership is None:
+                validate.problem("population.subsets='explicit' needs a membership mask: "
+                                 "give membership (--membership MASK.npy)")
 
     def python_only(self) -> list[str]:
         reasons = super().python_only()
@@ -560,6 +650,15 @@ class PopulationStudyConfig(StudyConfig):
         if self.membership is None:
             return self.population
         return dataclasses.replace(self.population, subsets="explicit")
+
+
+def settings_name(config: StudyConfig) -> str:
+    """How a message names a config's settings: ``AttributeConfig`` -> ``attribute
+    settings``, ``LmMemorizeConfig`` -> ``lm memorize settings``."""
+    import re
+
+    name = type(config).__name__.removesuffix("Config") or type(config).__name__
+    return " ".join(re.findall(r"[A-Z][a-z0-9]*|[a-z0-9]+", name)).lower() + " settings"
 
 
 def check_run_dir(config: PopulationStudyConfig, analysis_seed: bool = True) -> None:
@@ -609,6 +708,11 @@ def training_data(config: PopulationStudyConfig, dataset: Any = None) -> Any:
         raise ConfigError(f"give either {type(config).__name__}.data or run(..., dataset=...)"
                           ", not both (set data=None when passing a dataset)")
     seed = config.population.seed
+    if config.n_train is not None and config.n_train > dataset.n_train:
+        raise ConfigError(f"n_train (--n-train) {config.n_train:,} exceeds the "
+                          f"{dataset.n_train:,} "
+                          f"training examples of {dataset.name}; give at most "
+                          f"{dataset.n_train:,} (or leave it out to use them all)")
     if config.n_train is not None and config.n_train < dataset.n_train:
         keep = np.sort(np.random.default_rng([seed, streams.N_TRAIN]).choice(
             dataset.n_train, config.n_train, replace=False))
@@ -625,7 +729,10 @@ def load_membership(path: str | None) -> Any:
         return None
     import numpy as np
 
+    from memlab.io import check_regular
+
     try:
+        check_regular(path)  # (a FIFO would block the read forever)
         return np.load(path, allow_pickle=False)
     except (OSError, ValueError) as error:
         raise ConfigError(f"cannot read membership {path} as a .npy bool array ({error}); "
@@ -638,7 +745,8 @@ def open_or_train(config: PopulationStudyConfig, out: Path, execution: Execution
     """The population a study measures: the run at ``run_dir`` when given (opened and
     verified), else ``config.population`` trained (or resumed) on ``data`` (default:
     :func:`training_data`) in ``out/name``. ``train``: more ``train_population`` keywords
-    (callbacks, model, ...)."""
+    (callbacks, model, ...). An opened run imports the code its manifest names only with
+    ``execution.trust_code``; a trained one runs the code the config names."""
     from memlab.population import open_run, train_population
 
     if run_dir is not None:
@@ -646,7 +754,7 @@ def open_or_train(config: PopulationStudyConfig, out: Path, execution: Execution
         if not path.exists():
             raise RunError(f"no run at {path}; train one (memlab train / memorize) or give "
                            "--data to train it here")
-        return open_run(path)
+        return open_run(path, trust_code=execution.trust_code)
     data = training_data(config) if data is None else data
     return train_population(data, config.recipe(), membership=load_membership(
         config.membership), out=Path(out) / name, **execution.training(), **train)

@@ -29,26 +29,56 @@ weights by -eta grad l_i, which changes f(z) by -eta g_z . grad l_i):
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import dataclasses
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 from torch import nn
-from torch.func import functional_call, jvp, vjp, vmap
+from torch.func import jvp, vjp, vmap
 
 from memlab.errors import ConfigError
 from memlab.measures.attribution.gradients import (
     all_grads,
+    forward,
     iter_grads,
     logits_of,
+    model_buffers,
     n_params,
     per_example_grads,
+    unstack,
 )
 
 _PROJECTION_CACHE_BYTES = 512 * 2**20
+
+_PROGRESS: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "memlab_attribution_progress", default=False)
+
+
+@contextlib.contextmanager
+def progress(enabled: bool = True) -> Iterator[None]:
+    """Inside, the methods that take long (the influence functions' solvers, EK-FAC's
+    fitting, TRAK, TracIn's checkpoints, the gradient products) show a progress bar on
+    standard error: model, damping, solver step (``Execution.progress`` turns it on)."""
+    token = _PROGRESS.set(bool(enabled))
+    try:
+        yield
+    finally:
+        _PROGRESS.reset(token)
+
+
+def _steps(total: int, desc: str, unit: str = "step"):
+    """A tqdm bar of ``total`` steps, shown only inside :func:`progress`."""
+    import sys
+
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, unit=unit, disable=not _PROGRESS.get(),
+                dynamic_ncols=True, file=sys.stderr)
 
 
 @dataclass
@@ -59,7 +89,11 @@ class Problem:
     params: name -> (K, ...) stacked trainable parameters of the models.
     train_masks: (K, n_train) bool, the training subset of each model (its loss Hessian
         is taken over it); all ones when None.
-    checkpoints: for TracIn, a list over models of lists of (params (1, ...), lr) pairs.
+    checkpoints: for TracIn, a list over models of lists of (params (1, ...), lr) pairs
+        (evaluated with the model's final buffers: checkpoints hold parameters only).
+    buffers: name -> (K, ...) stacked buffers of the models (BatchNorm's running
+        statistics, from ``gradients.buffers_from_weights``), with which every model is
+        evaluated; never differentiated. Empty for models without buffers.
     """
 
     template: nn.Module
@@ -71,6 +105,7 @@ class Problem:
     train_masks: np.ndarray | None = None
     checkpoints: list[list[tuple[dict[str, torch.Tensor], float]]] | None = None
     extra: dict = field(default_factory=dict)
+    buffers: dict[str, torch.Tensor] = field(default_factory=dict)
 
     @property
     def n_models(self) -> int:
@@ -88,6 +123,10 @@ class Problem:
         """Model k's parameters as a stack of one."""
         return {name: t[k:k + 1] for name, t in self.params.items()}
 
+    def model_buffers(self, k: int) -> dict[str, torch.Tensor]:
+        """Model k's buffers as a stack of one (empty for a model without buffers)."""
+        return model_buffers(self.buffers, k)
+
     def members(self, k: int) -> np.ndarray:
         if self.train_masks is None:
             return np.arange(self.n_train)
@@ -95,11 +134,12 @@ class Problem:
 
 
 def _loss_grad_dot(template, params_k, x_train, y_train, vectors: torch.Tensor,
-                   normalize: bool = False) -> torch.Tensor:
+                   normalize: bool = False, buffers_k=None) -> torch.Tensor:
     """(n_train, m) = -grad l_i . v_z for the m vectors (m, p), streamed over the
     training examples (the training gradients are never all in memory)."""
     out = torch.empty(len(y_train), vectors.shape[0])
-    for rows, g in iter_grads(template, params_k, x_train, y_train, output="loss"):
+    for rows, g in iter_grads(template, params_k, x_train, y_train, output="loss",
+                              buffers=buffers_k):
         g = g[0]
         if normalize:
             g = g / g.norm(dim=1, keepdim=True).clamp_min(1e-12)
@@ -111,13 +151,16 @@ def grad_dot(problem: Problem, cosine: bool = False) -> np.ndarray:
     """Gradient dot product (or cosine) of the target's output and the training loss,
     averaged over the problem's models."""
     total = torch.zeros(problem.n_train, problem.n_targets)
-    for k in range(problem.n_models):
-        pk = problem.model(k)
-        g_target = all_grads(problem.template, pk, problem.x_target, problem.y_target, "logodds")[0]
-        if cosine:
-            g_target = g_target / g_target.norm(dim=1, keepdim=True).clamp_min(1e-12)
-        total += _loss_grad_dot(problem.template, pk, problem.x_train, problem.y_train, g_target,
-                                normalize=cosine)
+    with _steps(problem.n_models, "grad_cos" if cosine else "grad_dot", "model") as bar:
+        for k in range(problem.n_models):
+            pk, bk = problem.model(k), problem.model_buffers(k)
+            g_target = all_grads(problem.template, pk, problem.x_target, problem.y_target,
+                                 "logodds", buffers=bk)[0]
+            if cosine:
+                g_target = g_target / g_target.norm(dim=1, keepdim=True).clamp_min(1e-12)
+            total += _loss_grad_dot(problem.template, pk, problem.x_train, problem.y_train,
+                                    g_target, normalize=cosine, buffers_k=bk)
+            bar.update()
     return (total / problem.n_models).numpy().astype(np.float32)
 
 
@@ -130,12 +173,15 @@ def tracin(problem: Problem) -> np.ndarray:
     if not problem.checkpoints:
         raise ConfigError("tracin needs checkpoints saved during training (problem.checkpoints)")
     total = torch.zeros(problem.n_train, problem.n_targets)
-    for trajectory in problem.checkpoints:
-        for params_t, lr in trajectory:
-            g_target = all_grads(problem.template, params_t, problem.x_target, problem.y_target,
-                                 "logodds")[0]
-            total += lr * _loss_grad_dot(problem.template, params_t, problem.x_train,
-                                         problem.y_train, g_target)
+    with _steps(sum(map(len, problem.checkpoints)), "tracin", "checkpoint") as bar:
+        for m, trajectory in enumerate(problem.checkpoints):
+            bm = problem.model_buffers(m)
+            for params_t, lr in trajectory:
+                g_target = all_grads(problem.template, params_t, problem.x_target,
+                                     problem.y_target, "logodds", buffers=bm)[0]
+                total += lr * _loss_grad_dot(problem.template, params_t, problem.x_train,
+                                             problem.y_train, g_target, buffers_k=bm)
+                bar.update()
     return (total / len(problem.checkpoints)).numpy().astype(np.float32)
 
 
@@ -168,9 +214,11 @@ class Projector:
         return out
 
 
-def _features(problem: Problem, params_k, x, y, projector: Projector | None) -> torch.Tensor:
+def _features(problem: Problem, params_k, x, y, projector: Projector | None,
+              buffers_k=None) -> torch.Tensor:
     parts = []
-    for _, g in iter_grads(problem.template, params_k, x, y, output="logodds"):
+    for _, g in iter_grads(problem.template, params_k, x, y, output="logodds",
+                           buffers=buffers_k):
         parts.append(g[0] if projector is None else projector(g[0]))
     return torch.cat(parts)
 
@@ -197,12 +245,14 @@ def trak(problem: Problem, proj_dim: int | None = 512, damping: float | Sequence
     dampings, many = _grid(damping)
     totals = {d: torch.zeros(problem.n_train, problem.n_targets, dtype=torch.float64)
               for d in dampings}
+    bar = _steps(problem.n_models, "trak", "model")
     for k in range(problem.n_models):
-        pk = problem.model(k)
+        pk, bk = problem.model(k), problem.model_buffers(k)
         projector = None if proj_dim is None else Projector(p, proj_dim, seed=seed + 7919 * k)
-        phi = _features(problem, pk, problem.x_train, problem.y_train, projector).double()
-        phi_target = _features(problem, pk, problem.x_target, problem.y_target, projector).double()
-        f_train = _logodds(problem.template, pk, problem.x_train, problem.y_train)
+        phi = _features(problem, pk, problem.x_train, problem.y_train, projector, bk).double()
+        phi_target = _features(problem, pk, problem.x_target, problem.y_target, projector,
+                               bk).double()
+        f_train = _logodds(problem.template, pk, problem.x_train, problem.y_train, bk)
         q = torch.sigmoid(-f_train).double()  # 1 - p_i
         # phi_z^T (Phi^T Phi + lam)^-1 Phi^T = phi_z^T Phi^T (Phi Phi^T + lam)^-1: solve in
         # whichever of feature space (k x k) and sample space (n x n) is smaller.
@@ -216,12 +266,14 @@ def trak(problem: Problem, proj_dim: int | None = 512, damping: float | Sequence
             else:
                 scores = phi @ torch.linalg.solve(kernel + lam * eye, phi_target.T)
             totals[d] += scores * q[:, None]
+        bar.update()
+    bar.close()
     return _result(totals, problem.n_models, many)
 
 
-def _logodds(template, params_k, x, y) -> torch.Tensor:
+def _logodds(template, params_k, x, y, buffers_k=None) -> torch.Tensor:
     """(n,) log-odds of model params_k (a stack of one) on (x, y)."""
-    logits = logits_of(template, params_k, x)[0]
+    logits = logits_of(template, params_k, x, buffers=buffers_k)[0]
     y = torch.as_tensor(np.asarray(y), dtype=torch.long)
     true_logit = logits.gather(1, y[:, None])[:, 0]
     others = logits.scatter(1, y[:, None], float("-inf"))
@@ -294,24 +346,25 @@ def exact_hessian(loss: callable, params: Mapping[str, torch.Tensor]) -> torch.T
     return torch.func.hessian(f)(flat)
 
 
-def _mean_loss_fn(template, x, y):
+def _mean_loss_fn(template, x, y, buffers_one=None):
     x = torch.as_tensor(np.asarray(x), dtype=torch.float64)
     y = torch.as_tensor(np.asarray(y), dtype=torch.long)
 
     def loss(params):
-        logits = functional_call(template, params, (x,))
+        logits = forward(template, params, x, buffers_one)
         return torch.nn.functional.cross_entropy(logits, y)
     return loss
 
 
-def _ggn_product(template: nn.Module, params: dict[str, torch.Tensor], x: torch.Tensor):
+def _ggn_product(template: nn.Module, params: dict[str, torch.Tensor], x: torch.Tensor,
+                 buffers_one=None):
     """v (p,) -> G v, G = mean_i J_i^T (diag(p_i) - p_i p_i^T) J_i, the Gauss-Newton
     matrix of the mean cross-entropy at params (equal to the Hessian for linear models)."""
     like = {name: t.detach() for name, t in params.items()}
     flat = _flat(like)
 
     def logits(vector):
-        return functional_call(template, _unflat(vector, like), (x,))
+        return forward(template, _unflat(vector, like), x, buffers_one)
 
     with torch.no_grad():
         probs = torch.softmax(logits(flat), 1)
@@ -324,9 +377,10 @@ def _ggn_product(template: nn.Module, params: dict[str, torch.Tensor], x: torch.
     return product
 
 
-def _batched_cg(product, rhs: torch.Tensor, lam: float, n_iter: int, tol: float = 1e-6
-                ) -> torch.Tensor:
-    """Solve (G + lam I) v = b for every row b of rhs (m, p) by conjugate gradients."""
+def _batched_cg(product, rhs: torch.Tensor, lam: float, n_iter: int, tol: float = 1e-6,
+                on_step=None) -> torch.Tensor:
+    """Solve (G + lam I) v = b for every row b of rhs (m, p) by conjugate gradients
+    (``on_step(n)``: called with the iterations done, for a progress bar)."""
     def apply(v):
         return vmap(product)(v) + lam * v
     x = torch.zeros_like(rhs)
@@ -334,12 +388,15 @@ def _batched_cg(product, rhs: torch.Tensor, lam: float, n_iter: int, tol: float 
     d = r.clone()
     rr = (r * r).sum(1)
     start = rr.clone()
-    for _ in range(n_iter):
+    for i in range(n_iter):
         ad = apply(d)
         alpha = rr / (d * ad).sum(1).clamp_min(1e-30)
         x += alpha[:, None] * d
         r -= alpha[:, None] * ad
         rr_new = (r * r).sum(1)
+        if on_step is not None:
+            on_step(1 if i < n_iter - 1 and not (rr_new <= tol**2 * start).all()
+                    else n_iter - i)  # converged early: the rest of the steps at once
         if (rr_new <= tol**2 * start).all():
             break
         d = r + (rr_new / rr.clamp_min(1e-30))[:, None] * d
@@ -348,7 +405,7 @@ def _batched_cg(product, rhs: torch.Tensor, lam: float, n_iter: int, tol: float 
 
 
 def _lissa(product_on, x_train, members, rhs, lam: float, depth: int, batch: int, scale: float,
-           seed: int) -> torch.Tensor:
+           seed: int, on_step=None) -> torch.Tensor:
     """LiSSA (Agarwal et al. 2017): v <- b + (1 - lam/s) v - G_batch v / s over ``depth``
     mini-batches; (G + lam I)^-1 b ~ v / s."""
     rng = np.random.default_rng(seed)
@@ -357,6 +414,8 @@ def _lissa(product_on, x_train, members, rhs, lam: float, depth: int, batch: int
         rows = rng.choice(members, min(batch, len(members)), replace=False)
         product = product_on(torch.as_tensor(np.asarray(x_train[rows]), dtype=torch.float32))
         v = rhs + (1 - lam / scale) * v - vmap(product)(v) / scale
+        if on_step is not None:
+            on_step(1)
     return v / scale
 
 
@@ -393,62 +452,82 @@ def influence(problem: Problem, solver: str = "auto", damping: float | Sequence[
         raise ConfigError(f"solver must be auto, exact, cg, lissa or ekfac, got {solver!r}")
     dampings, many = _grid(damping)
     totals = {d: torch.zeros(problem.n_train, problem.n_targets) for d in dampings}
-    for k in range(problem.n_models):
-        pk = problem.model(k)
-        members = problem.members(k)
-        rng = np.random.default_rng([seed, k])
-        if hessian_examples is not None and hessian_examples < len(members):
-            members = np.sort(rng.choice(members, hessian_examples, replace=False))
-        g_target = all_grads(problem.template, pk, problem.x_target, problem.y_target, "logodds")[0]
-        one = {name: t[0] for name, t in pk.items()}
-        if solver == "exact":
-            if single_linear(problem.template):
-                logits = logits_of(problem.template, pk, problem.x_train[members])[0]
-                probs = torch.softmax(logits, 1)
-                hessian = linear_hessian(problem.x_train[members], probs)
-            elif exact_hessian_applies(problem.template):
-                hessian = exact_hessian(_mean_loss_fn(problem.template, problem.x_train[members],
-                                                      problem.y_train[members]),
-                                        {n: t.double() for n, t in one.items()})
-            else:
-                raise ConfigError(f"the exact Hessian of {p} parameters is too large; use "
-                                  "solver='cg', 'lissa' or 'ekfac'")
-            eye = torch.eye(p, dtype=hessian.dtype)
-            mean_eig = float(torch.trace(hessian)) / p
-            solved = {d: torch.linalg.solve(hessian + d * mean_eig * eye,
-                                            g_target.double().T).T.float() for d in dampings}
-        else:
-            x_members = torch.as_tensor(np.asarray(problem.x_train[members]), dtype=torch.float32)
-            product = _ggn_product(problem.template, one, x_members)
-            top = _power_max_eig(product, p, seed=seed)
-            trace = ggn_trace(problem.template, one, x_members)
-            solved = {}
-            for d in dampings:
-                lam = d * trace / p
-                if solver == "cg":
-                    solved[d] = _batched_cg(product, g_target, lam, cg_iter)
-                else:
-                    def product_on(xb, one=one):
-                        return _ggn_product(problem.template, one, xb)
-                    solved[d] = _lissa(product_on, problem.x_train, problem.members(k), g_target,
-                                       lam, lissa_depth, lissa_batch, scale=1.5 * (top + lam),
-                                       seed=seed)
-        scale = 1.0 / len(problem.members(k))
-        for d, vectors in solved.items():
-            totals[d] += scale * _loss_grad_dot(problem.template, pk, problem.x_train,
-                                                problem.y_train, vectors)
+    inner = {"exact": 1, "cg": cg_iter, "lissa": lissa_depth}[solver]
+    # per model: the curvature, then per damping the solve's steps and the scores
+    with _steps(problem.n_models * (1 + len(dampings) * (inner + 1)), f"if_{solver}") as bar:
+        for k in range(problem.n_models):
+            _influence_one(problem, k, solver, dampings, totals, hessian_examples, cg_iter,
+                           lissa_depth, lissa_batch, seed, p, bar)
     return _result(totals, problem.n_models, many)
 
 
+def _influence_one(problem: Problem, k: int, solver: str, dampings: list[float], totals: dict,
+                   hessian_examples, cg_iter: int, lissa_depth: int, lissa_batch: int,
+                   seed: int, p: int, bar) -> None:
+    """Model k's influence scores, added to ``totals`` (damping -> scores)."""
+    pk, bk = problem.model(k), problem.model_buffers(k)
+    b_one = unstack(bk)
+    members = problem.members(k)
+    rng = np.random.default_rng([seed, k])
+    if hessian_examples is not None and hessian_examples < len(members):
+        members = np.sort(rng.choice(members, hessian_examples, replace=False))
+    g_target = all_grads(problem.template, pk, problem.x_target, problem.y_target, "logodds",
+                         buffers=bk)[0]
+    one = {name: t[0] for name, t in pk.items()}
+    if solver == "exact":
+        if single_linear(problem.template) and not b_one:  # (closed form: logits = W x + b)
+            logits = logits_of(problem.template, pk, problem.x_train[members])[0]
+            probs = torch.softmax(logits, 1)
+            hessian = linear_hessian(problem.x_train[members], probs)
+        elif exact_hessian_applies(problem.template):
+            hessian = exact_hessian(_mean_loss_fn(problem.template, problem.x_train[members],
+                                                  problem.y_train[members], b_one),
+                                    {n: t.double() for n, t in one.items()})
+        else:
+            raise ConfigError(f"the exact Hessian of {p} parameters is too large; use "
+                              "solver='cg', 'lissa' or 'ekfac'")
+        eye = torch.eye(p, dtype=hessian.dtype)
+        mean_eig = float(torch.trace(hessian)) / p
+        bar.update()
+        solved = {}
+        for d in dampings:
+            solved[d] = torch.linalg.solve(hessian + d * mean_eig * eye,
+                                           g_target.double().T).T.float()
+            bar.update()
+    else:
+        x_members = torch.as_tensor(np.asarray(problem.x_train[members]), dtype=torch.float32)
+        product = _ggn_product(problem.template, one, x_members, b_one)
+        top = _power_max_eig(product, p, seed=seed)
+        trace = ggn_trace(problem.template, one, x_members, buffers_one=b_one)
+        bar.update()
+        solved = {}
+        for d in dampings:
+            bar.set_postfix_str(f"model {k + 1}/{problem.n_models}, damping {d:g}")
+            lam = d * trace / p
+            if solver == "cg":
+                solved[d] = _batched_cg(product, g_target, lam, cg_iter, on_step=bar.update)
+            else:
+                def product_on(xb, one=one):
+                    return _ggn_product(problem.template, one, xb, b_one)
+                solved[d] = _lissa(product_on, problem.x_train, problem.members(k), g_target,
+                                   lam, lissa_depth, lissa_batch, scale=1.5 * (top + lam),
+                                   seed=seed, on_step=bar.update)
+    scale = 1.0 / len(problem.members(k))
+    for d, vectors in solved.items():
+        totals[d] += scale * _loss_grad_dot(problem.template, pk, problem.x_train,
+                                            problem.y_train, vectors, buffers_k=bk)
+        bar.update()
+
+
 def ggn_trace(template: nn.Module, params: dict[str, torch.Tensor], x: torch.Tensor,
-              batch: int = 64) -> float:
+              batch: int = 64, buffers_one=None) -> float:
     """Exact trace of the Gauss-Newton matrix, mean_i tr(A_i J_i J_i^T), from per-example
     Jacobians of the logits (C backward passes per example), so that a damping relative to
     the mean eigenvalue means the same for every solver."""
     like = {name: t.detach() for name, t in params.items()}
 
     def logits_one(p, xi):
-        return functional_call(template, p, (xi.unsqueeze(0),))[0]
+        return forward(template, p, xi.unsqueeze(0), buffers_one)[0]
     jacobian = vmap(torch.func.jacrev(logits_one), in_dims=(None, 0))
     total = 0.0
     for start in range(0, len(x), batch):
@@ -456,7 +535,7 @@ def ggn_trace(template: nn.Module, params: dict[str, torch.Tensor], x: torch.Ten
         jac = torch.cat([j.flatten(2) for j in jacobian(like, xb).values()], 2)  # (b, C, p)
         gram = jac @ jac.transpose(1, 2)  # (b, C, C)
         with torch.no_grad():
-            probs = torch.softmax(functional_call(template, like, (xb,)), 1)
+            probs = torch.softmax(forward(template, like, xb, buffers_one), 1)
         a = torch.diag_embed(probs) - probs[:, :, None] * probs[:, None, :]
         total += float((a * gram).sum())
     return total / len(x)
@@ -475,7 +554,7 @@ def _linear_layers(template: nn.Module) -> list[tuple[str, nn.Linear]]:
     return layers
 
 
-def _layer_inputs_and_output_grads(template, params_one, x, y_sampled):
+def _layer_inputs_and_output_grads(template, params_one, x, y_sampled, buffers_one=None):
     """Per-example inputs a (b, in) and loss gradients at the outputs g (b, out) of every
     Linear layer, for the loss at labels y_sampled."""
     inputs, outputs = {}, {}
@@ -487,7 +566,7 @@ def _layer_inputs_and_output_grads(template, params_one, x, y_sampled):
             outputs[name] = out
         handles.append(module.register_forward_hook(hook))
     try:
-        logits = functional_call(template, params_one, (x,))
+        logits = forward(template, params_one, x, buffers_one)
         # Summed (not mean) loss: each row of the output gradient is one example's.
         torch.nn.functional.cross_entropy(logits, y_sampled, reduction="sum").backward()
     finally:
@@ -497,7 +576,8 @@ def _layer_inputs_and_output_grads(template, params_one, x, y_sampled):
 
 
 def ekfac_factors(template: nn.Module, params_one: dict[str, torch.Tensor], x: np.ndarray,
-                  seed: int = 0, batch: int = 512) -> dict[str, dict[str, torch.Tensor]]:
+                  seed: int = 0, batch: int = 512, buffers_one=None
+                  ) -> dict[str, dict[str, torch.Tensor]]:
     """EK-FAC (George et al. 2018; Grosse et al. 2023) of every Linear layer, with labels
     sampled from the model (the true Fisher): eigenbases Q_A of A = E[a a^T] (a = [input, 1])
     and Q_S of S = E[g g^T], and the corrected eigenvalues
@@ -511,11 +591,11 @@ def ekfac_factors(template: nn.Module, params_one: dict[str, torch.Tensor], x: n
     for start in range(0, len(x), batch):
         xb = x[start:start + batch]
         with torch.no_grad():
-            probs = torch.softmax(functional_call(template, leaf, (xb,)), 1)
+            probs = torch.softmax(forward(template, leaf, xb, buffers_one), 1)
         y_sampled = torch.multinomial(probs, 1, generator=generator)[:, 0]
         batches.append((xb, y_sampled))
-        for name, (a, g) in _layer_inputs_and_output_grads(template, leaf, xb,
-                                                            y_sampled).items():
+        for name, (a, g) in _layer_inputs_and_output_grads(template, leaf, xb, y_sampled,
+                                                            buffers_one).items():
             a = torch.cat([a, torch.ones(len(a), 1)], 1).double()
             g = g.double()
             entry = sums.setdefault(name, {"A": 0, "S": 0})
@@ -530,8 +610,8 @@ def ekfac_factors(template: nn.Module, params_one: dict[str, torch.Tensor], x: n
         _, q_s = torch.linalg.eigh(entry["S"] / n)
         factors[name] = {"QA": q_a, "QS": q_s, "L": 0}
     for xb, y_sampled in batches:  # second pass: the eigenvalue correction
-        for name, (a, g) in _layer_inputs_and_output_grads(template, leaf, xb,
-                                                            y_sampled).items():
+        for name, (a, g) in _layer_inputs_and_output_grads(template, leaf, xb, y_sampled,
+                                                            buffers_one).items():
             a = torch.cat([a, torch.ones(len(a), 1)], 1).double()
             f = factors[name]
             factors[name]["L"] = f["L"] + ((g.double() @ f["QS"])**2).T @ ((a @ f["QA"])**2)
@@ -577,26 +657,34 @@ def ekfac_influence(problem: Problem, damping: float | Sequence[float] = 1e-3,
     """Influence functions with the EK-FAC curvature (every parameter in a Linear layer)."""
     dampings, many = _grid(damping)
     totals = {d: torch.zeros(problem.n_train, problem.n_targets) for d in dampings}
+    bar = _steps(problem.n_models * (1 + len(dampings)), "if_ekfac")
     for k in range(problem.n_models):
-        pk = problem.model(k)
+        bar.set_postfix_str(f"model {k + 1}/{problem.n_models}: fitting the factors")
+        pk, bk = problem.model(k), problem.model_buffers(k)
         one = {name: t[0] for name, t in pk.items()}
         members = problem.members(k)
         if hessian_examples is not None and hessian_examples < len(members):
             members = np.sort(np.random.default_rng([seed, k]).choice(
                 members, hessian_examples, replace=False))
-        factors = ekfac_factors(problem.template, one, problem.x_train[members], seed=seed + k)
-        g_target = all_grads(problem.template, pk, problem.x_target, problem.y_target, "logodds")[0]
+        factors = ekfac_factors(problem.template, one, problem.x_train[members], seed=seed + k,
+                                buffers_one=unstack(bk))
+        bar.update()
+        g_target = all_grads(problem.template, pk, problem.x_target, problem.y_target, "logodds",
+                             buffers=bk)[0]
         for d in dampings:
+            bar.set_postfix_str(f"model {k + 1}/{problem.n_models}, damping {d:g}")
             vectors = ekfac_precondition(problem.template, one, factors, g_target, d)
             totals[d] += _loss_grad_dot(problem.template, pk, problem.x_train, problem.y_train,
-                                        vectors) / len(problem.members(k))
+                                        vectors, buffers_k=bk) / len(problem.members(k))
+            bar.update()
+    bar.close()
     return _result(totals, problem.n_models, many)
 
 
 # ------------------------------------------------------------------ feature-space methods
 
 
-def penultimate(template: nn.Module, params_k, x) -> torch.Tensor:
+def penultimate(template: nn.Module, params_k, x, buffers_k=None) -> torch.Tensor:
     """(n, h) inputs of the model's last Linear layer (for logistic regression: x)."""
     layers = [m for m in template.modules() if isinstance(m, nn.Linear)]
     if not layers:
@@ -608,7 +696,7 @@ def penultimate(template: nn.Module, params_k, x) -> torch.Tensor:
     try:
         with torch.no_grad():
             for start in range(0, len(x), 2048):
-                functional_call(template.eval(), one, (x[start:start + 2048],))
+                forward(template.eval(), one, x[start:start + 2048], unstack(buffers_k))
     finally:
         handle.remove()
     return torch.cat([c.reshape(-1, c.shape[-1]) for c in captured])
@@ -627,13 +715,14 @@ def representer(problem: Problem) -> np.ndarray:
     y_train = torch.as_tensor(problem.y_train, dtype=torch.long)
     y_target = torch.as_tensor(problem.y_target, dtype=torch.long)
     for k in range(problem.n_models):
-        pk = problem.model(k)
-        h_train = penultimate(problem.template, pk, problem.x_train)
-        h_target = penultimate(problem.template, pk, problem.x_target)
-        p_train = torch.softmax(logits_of(problem.template, pk, problem.x_train)[0], 1)
+        pk, bk = problem.model(k), problem.model_buffers(k)
+        h_train = penultimate(problem.template, pk, problem.x_train, bk)
+        h_target = penultimate(problem.template, pk, problem.x_target, bk)
+        p_train = torch.softmax(logits_of(problem.template, pk, problem.x_train,
+                                          buffers=bk)[0], 1)
         alpha = torch.nn.functional.one_hot(y_train, p_train.shape[1]) - p_train  # (n, C)
-        direction = _output_direction(logits_of(problem.template, pk, problem.x_target)[0],
-                                      y_target)
+        direction = _output_direction(logits_of(problem.template, pk, problem.x_target,
+                                                buffers=bk)[0], y_target)
         total += (h_train @ h_target.T) * (alpha @ direction.T)
     return (total / problem.n_models).numpy().astype(np.float32)
 
@@ -643,10 +732,10 @@ def knn(problem: Problem, k_neighbours: int = 50) -> np.ndarray:
     total = torch.zeros(problem.n_train, problem.n_targets)
     same = torch.as_tensor(problem.y_train[:, None] == problem.y_target[None, :])
     for k in range(problem.n_models):
-        pk = problem.model(k)
+        pk, bk = problem.model(k), problem.model_buffers(k)
         normalize = torch.nn.functional.normalize
-        h_train = normalize(penultimate(problem.template, pk, problem.x_train), dim=1)
-        h_target = normalize(penultimate(problem.template, pk, problem.x_target), dim=1)
+        h_train = normalize(penultimate(problem.template, pk, problem.x_train, bk), dim=1)
+        h_target = normalize(penultimate(problem.template, pk, problem.x_target, bk), dim=1)
         cos = h_train @ h_target.T
         keep = min(k_neighbours, problem.n_train)
         top = cos.topk(keep, dim=0).indices
@@ -676,6 +765,31 @@ METHODS = {
 }
 
 
+def refusal(name: str, template: nn.Module) -> str | None:
+    """Why method ``name`` cannot score models built like ``template`` (None: it can), from
+    the model's layer types and size alone: cheap (one untrained instance), so that a study
+    says so before training anything."""
+    if name == "if_ekfac":
+        linear = {f"{module}.{param}" for module, layer in template.named_modules()
+                  if isinstance(layer, nn.Linear) for param, _ in layer.named_parameters()}
+        outside = [n for n, _ in template.named_parameters() if n not in linear]
+        if outside:
+            owners = sorted({type(template.get_submodule(n.rpartition(".")[0])).__name__
+                             if "." in n else type(template).__name__ for n in outside})
+            return (f"if_ekfac needs every parameter in a Linear layer, and this model has "
+                    f"{len(outside)} parameter tensors in other layers ({', '.join(owners)}); "
+                    "use if_cg or if_lissa (the same influence functions, any layer)")
+    if name == "if_exact" and not exact_hessian_applies(template):
+        n = sum(p.numel() for p in template.parameters())
+        return (f"if_exact needs the exact Hessian, and this model has {n} parameters (at "
+                f"most {EXACT_HESSIAN_MAX_PARAMS}, or a linear model); if_cg and if_ekfac "
+                "approximate it")
+    if name in ("representer", "knn") and not any(
+            isinstance(m, nn.Linear) for m in template.modules()):
+        return f"{name} reads the inputs of the model's last Linear layer, and it has none"
+    return None
+
+
 def compute(name: str, problem: Problem, **options) -> np.ndarray:
     """Scores (n_train, n_targets) of method ``name`` (one of :data:`METHODS`)."""
     if name not in METHODS:
@@ -694,4 +808,4 @@ def self_influence_problem(problem: Problem, rows: Sequence[int]) -> Problem:
 def per_example_output_grads(problem: Problem, x, y) -> torch.Tensor:
     """(K, n, p) gradients of the log-odds for every model of the problem (small models)."""
     return per_example_grads(problem.template, problem.params, torch.as_tensor(x),
-                             torch.as_tensor(y), "logodds")
+                             torch.as_tensor(y), "logodds", buffers=problem.buffers)

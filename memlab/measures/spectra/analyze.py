@@ -164,6 +164,9 @@ class Options:
     level: float = DEFAULT_LEVEL
 
 
+NON_FINITE_REASON = "weights contain NaN or inf; the checkpoint is corrupted or diverged"
+
+
 def analyze_layer(layer: LayerMatrix, device: torch.device, options: Options
                   ) -> tuple[dict[str, Any], np.ndarray | None, np.ndarray | None]:
     """(row, eigenvalues, shuffled-W eigenvalues) of one layer."""
@@ -200,7 +203,8 @@ def analyze_layer(layer: LayerMatrix, device: torch.device, options: Options
             slices, layer, device, dtype, options.reference, fit_tail)
     row["eig_dtype"] = str(dtype).removeprefix("torch.")
     if power_law is None:  # NaN/inf weights make the Gram matrix non-finite
-        row["reason"] = "weights contain NaN or inf; the checkpoint is corrupted or diverged"
+        row["reason"] = NON_FINITE_REASON
+        row.update(phase="unfitted", verdict=f"not fitted: {NON_FINITE_REASON}")
         return row, None, None
     lambda_max = float(eigenvalues[-1])
     frobenius_sq = float(eigenvalues.sum())

@@ -78,7 +78,8 @@ def matrix_eigenvalues(slices: torch.Tensor, device: torch.device,
         weights = slices[0].to("cpu", dtype).numpy()
         if rows < cols:
             weights = weights.T  # rows ≥ cols: the Gram matrix is cols × cols
-        gram = torch.from_numpy(weights.T @ weights)[None]
+        with np.errstate(invalid="ignore", over="ignore"):  # inf weights: caught below
+            gram = torch.from_numpy(weights.T @ weights)[None]
     else:
         weights = slices.to(device=device, dtype=dtype)
         if rows < cols:

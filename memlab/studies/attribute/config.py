@@ -9,7 +9,6 @@ from typing import Any
 
 from memlab import validate
 from memlab.engine.config import PopulationConfig
-from memlab.errors import ConfigError
 from memlab.options import option
 from memlab.studies.base import PopulationStudyConfig, check_run_dir
 
@@ -22,6 +21,15 @@ DEFAULT_METHODS = ("grad_dot", "grad_cos", "tracin", "trak", "if_exact", "if_cg"
                    "representer", "knn", "random")
 # Self-influence (self_influence_methods=None): these, if_exact only when it is scored.
 SELF_INFLUENCE_METHODS = ("grad_dot", "trak", "if_exact", "if_ekfac")
+# Methods that take a damping (chosen on the validation models from ``dampings``).
+DAMPED = ("trak", "if_exact", "if_cg", "if_lissa", "if_ekfac")
+# Methods the self-influence sample cannot use (they need checkpoints or iterative solves).
+NO_SELF_INFLUENCE = ("tracin", "if_cg", "if_lissa")
+# The options that only some methods read: given without any of them, they change nothing.
+METHOD_OPTIONS = {"trak_models": ("trak",), "proj_dim": ("trak",), "dampings": DAMPED,
+                  "damping_extensions": DAMPED,
+                  "hessian_examples": ("if_cg", "if_lissa", "if_ekfac"),
+                  "cg_iter": ("if_cg",), "knn_k": ("knn",), "tracin_checkpoints": ("tracin",)}
 # Where TracIn's checkpoints fall (tracin_checkpoints=None): these fractions of training.
 CHECKPOINT_FRACTIONS = (0.25, 0.5, 0.75, 1.0)
 
@@ -134,34 +142,111 @@ class AttributeConfig(PopulationStudyConfig):
             removal_seeds=2, removal_k=20)
 
     def validate(self) -> None:
-        super().validate()
-        if self.run_dir is not None and self.population.n_models != RECIPE.n_models:
-            raise ConfigError("--models is the size of a population trained here, not RUN's "
-                              "(give either RUN or --models); the models each cheap method "
-                              "reads: --method-models")
-        check_run_dir(self)
-        for field in ("methods", "self_influence_methods"):
-            unknown = sorted(set(getattr(self, field) or ()) - set(METHODS))
+        """Every problem at once (:func:`memlab.validate.all_problems`). A method's own
+        options are checked only when the method is scored (see :meth:`without_effect`)."""
+        check, problem = validate.check, validate.problem
+        with validate.all_problems("attribute settings"):
+            super().validate()
+            if self.run_dir is not None and self.population.n_models != RECIPE.n_models:
+                problem("--models is the size of a population trained here, not RUN's "
+                        "(give either RUN or --models); the models each cheap method "
+                        "reads: --method-models")
+            with check():
+                check_run_dir(self)
+            for field in ("methods", "self_influence_methods"):
+                unknown = sorted(set(getattr(self, field) or ()) - set(METHODS))
+                if unknown:
+                    problem(f"unknown attribution methods {unknown} in {field}; choose "
+                            f"from {', '.join(METHODS)}")
+            if self.methods is not None and not self.methods:
+                problem("methods is empty: name at least one method (or none for every "
+                        "method that applies)")
+            skipped = sorted(set(self.self_influence_methods or ()) & set(NO_SELF_INFLUENCE))
+            if skipped:
+                problem(f"self_influence_methods {skipped}: no self-influence is computed "
+                        f"by {', '.join(NO_SELF_INFLUENCE)}; choose from "
+                        f"{', '.join(m for m in METHODS if m not in NO_SELF_INFLUENCE)}")
+            for name in ("n_heldout", "n_validation"):
+                with check():
+                    validate.integer(getattr(self, name), name, minimum=3)
+            for name in ("method_models", "n_targets", "self_influence_examples",
+                         "top_examples"):
+                with check():
+                    validate.integer(getattr(self, name), name,
+                                     minimum=0 if name == "top_examples" else 1)
+            if self.population.task == "language_model":
+                problem("attribute scores classifiers (test_logodds); language-model "
+                        "runs have no such output")
+            self._check_method_options()
+
+    def _check_method_options(self) -> None:
+        """The options of the methods (and the removal study) that will run."""
+        check, problem = validate.check, validate.problem
+        used = self.scored()
+        if "trak" in used:
+            with check():
+                validate.integer(self.trak_models, "trak_models", minimum=1)
+            with check():
+                validate.integer(self.proj_dim, "proj_dim", minimum=1)
+        if used & set(DAMPED):
+            with check():
+                validate.integer(self.damping_extensions, "damping_extensions", minimum=0)
+            if not self.dampings or not all(
+                    isinstance(d, int | float) and not isinstance(d, bool)
+                    and math.isfinite(d) and d >= 0 for d in self.dampings):
+                problem(f"dampings must be non-negative numbers, got {self.dampings}")
+        if used & {"if_cg", "if_lissa", "if_ekfac"} and self.hessian_examples is not None:
+            with check():
+                validate.integer(self.hessian_examples, "hessian_examples", minimum=1)
+        if "if_cg" in used:
+            with check():
+                validate.integer(self.cg_iter, "cg_iter", minimum=1)
+        if "knn" in used:
+            with check():
+                validate.integer(self.knn_k, "knn_k", minimum=1)
+        if "tracin" in used and self.tracin_checkpoints is not None:
+            with check():
+                validate.integer_list(self.tracin_checkpoints, "tracin_checkpoints",
+                                      example="2,4")
+        if self.removal:
+            for name in ("removal_k", "removal_targets"):
+                with check():
+                    validate.integer(getattr(self, name), name, minimum=1)
+            with check():
+                validate.integer(self.removal_seeds, "removal_seeds", minimum=2,
+                                 fix="the removal effect's interval needs 2 seeds or more")
+            unknown = sorted(set(self.removal_methods) - set(METHODS)
+                             - {"datamodels", "diff_in_means"})
             if unknown:
-                raise ConfigError(f"unknown attribution methods {unknown} in {field}; choose "
-                                  f"from {', '.join(METHODS)}")
-        unknown = sorted(set(self.removal_methods) - set(METHODS)
-                         - {"datamodels", "diff_in_means"})
-        if unknown:
-            raise ConfigError(f"unknown removal_methods {unknown}; choose from datamodels, "
-                              f"diff_in_means, {', '.join(METHODS)}")
-        if self.n_heldout < 3 or self.n_validation < 3:
-            raise ConfigError("n_heldout and n_validation must be at least 3")
-        if self.method_models < 1 or self.trak_models < 1 or self.n_targets < 1:
-            raise ConfigError("method_models, trak_models and n_targets must be >= 1")
-        validate.integer(self.damping_extensions, "damping_extensions", minimum=0)
-        if not self.dampings or not all(
-                isinstance(d, int | float) and not isinstance(d, bool) and math.isfinite(d)
-                and d >= 0 for d in self.dampings):
-            raise ConfigError(f"dampings must be non-negative numbers, got {self.dampings}")
-        if self.population.task == "language_model":
-            raise ConfigError("attribute scores classifiers (test_logodds); language-model "
-                              "runs have no such output")
+                problem(f"unknown removal_methods {unknown}; choose from datamodels, "
+                        f"diff_in_means, {', '.join(METHODS)}")
+
+    def scored(self) -> set[str]:
+        """Every method whose scores the study computes (with ``methods=None``: every
+        one that may apply; self-influence included)."""
+        methods = self.methods if self.methods is not None else DEFAULT_METHODS
+        return set(methods) | set(self.resolved_self_influence_methods(tuple(methods)))
+
+    def without_effect(self) -> dict[str, str]:
+        """Settings that change nothing with this config (field -> why): the options of
+        methods not scored, the removal study's without ``removal``. The command line
+        refuses such flags when they are given (a flag that is accepted has an effect)."""
+        used = self.scored()
+        owners = {name: [m for m in methods if m in METHODS]
+                  for name, methods in METHOD_OPTIONS.items()}
+        ineffective = {}
+        for name, methods in owners.items():
+            if name in ("dampings", "damping_extensions"):  # self-influence: damping 1
+                methods = [m for m in methods if m in (self.methods or DEFAULT_METHODS)]
+                if methods:
+                    continue
+                ineffective[name] = f"no method among --methods uses it ({', '.join(DAMPED)} do)"
+            elif not used & set(methods):
+                ineffective[name] = f"{' or '.join(methods)} is not among --methods"
+        if not self.removal:
+            for name in ("removal_k", "removal_targets", "removal_seeds", "removal_methods"):
+                ineffective[name] = "it belongs to the removal study: give --removal"
+        return ineffective
 
     def resolved_methods(self, small: bool) -> tuple[str, ...]:
         """``methods``, or every method that applies (``small``: the exact Hessian fits)."""

@@ -14,7 +14,7 @@ import pandas as pd
 import torch
 
 from memlab import streams
-from memlab.measures.attribution.gradients import params_from_weights
+from memlab.measures.attribution.gradients import buffers_from_weights, params_from_weights
 from memlab.measures.callbacks.checkpoints import Checkpoints
 from memlab.studies.attribute.config import AttributeConfig
 from memlab.studies.base import Execution
@@ -25,32 +25,41 @@ if TYPE_CHECKING:
 
 def build_template(run) -> torch.nn.Module:
     """A fresh model of the run's architecture (evaluation mode): the template the
-    attribution methods put each model's weights into."""
+    attribution methods put each model's weights into. The run's model code is imported
+    only when the run is trusted (``--trust-run``, ``Run.require_trust``)."""
     from memlab.models import build_model
 
+    run.require_trust(purpose="build its model")
     d = run.manifest["dataset"]
     return build_model(run.config.model, tuple(d["input_shape"]), d["n_classes"],
                        **run.config.model_kwargs).eval()
 
 
 def train_with_masks(run, membership: np.ndarray, execution: Execution,
-                     epochs: int | None = None, callbacks: tuple = ()
-                     ) -> tuple[dict[str, np.ndarray], dict]:
+                     epochs: int | None = None, callbacks: tuple = (),
+                     out: Path | None = None) -> tuple[dict[str, np.ndarray], dict]:
     """Train len(membership) models with the run's recipe on explicit membership rows
     (K, n_train) bool, model k with the run's model-k seeds, for ``epochs`` (default the
-    run's). Returns (name -> (K, ...) final weights, the callbacks' records)."""
+    run's). Returns (name -> (K, ...) final weights, the callbacks' records). ``out``: keep
+    the run there (resumed, not retrained, when the study runs again), else in a
+    temporary directory."""
+    import contextlib
     import tempfile
 
     from memlab.population import train_population
 
+    run.require_trust(purpose="retrain its models")
     changes: dict[str, Any] = {"n_models": len(membership), "save_weights": True,
                                "record_epochs": False}
     if epochs is not None:
         changes["epochs"] = int(epochs)
     config = dataclasses.replace(run.config, **changes)
-    with tempfile.TemporaryDirectory(prefix="memlab-attribute-") as tmp:
+    place = (contextlib.nullcontext(out.parent) if out is not None
+             else tempfile.TemporaryDirectory(prefix="memlab-attribute-"))
+    with place as parent:
         trained = train_population(run.dataset, config, membership=np.asarray(membership, bool),
-                                   callbacks=list(callbacks), out=Path(tmp) / "run",
+                                   callbacks=list(callbacks),
+                                   out=out if out is not None else Path(parent) / "run",
                                    **{**execution.training(), "progress": False})
         records = {name: np.array(trained.records(name)) for name in trained.record_names
                    if any(name.startswith(f"{cb.name}_") for cb in callbacks)}
@@ -77,6 +86,7 @@ def replicate_run(run: Run, config: AttributeConfig, heldout: np.ndarray, out: P
     if run.config.sweep:
         raise ConfigError("the LDS ceiling trains the held-out masks again with one recipe, "
                           "and this run has a sweep; give --no-ceiling")
+    run.require_trust(purpose="retrain its recipe")
     recipe = dataclasses.replace(run.config, n_models=len(heldout), save_weights=False,
                                  record_epochs=False,
                                  seed=replicate_seed(config.population.seed))
@@ -115,10 +125,11 @@ def tracin_checkpoints(run, template, config: AttributeConfig, models: list[int]
 
 
 def removal_study(run, config: AttributeConfig, scores: dict[str, np.ndarray],
-                  execution: Execution) -> tuple[pd.DataFrame, dict]:
+                  execution: Execution, out: Path) -> tuple[pd.DataFrame, dict]:
     """Retrain on the whole training set minus the k examples a method ranks most
     positive for a target, and minus k random ones (paired seeds), and compare the
-    target's log-odds. Effect < 0: the method found examples that hold the output up."""
+    target's log-odds. Effect < 0: the method found examples that hold the output up.
+    Each retrained population is a run directory under ``out`` (a re-run resumes it)."""
     from memlab.measures.attribution.gradients import logits_of
 
     ds = run.dataset
@@ -135,9 +146,11 @@ def removal_study(run, config: AttributeConfig, scores: dict[str, np.ndarray],
         for arm, drop in arms.items():
             keep = np.ones((config.removal_seeds, n_train), bool)
             keep[:, drop] = False
-            weights, _ = train_with_masks(run, keep, execution)
+            weights, _ = train_with_masks(run, keep, execution,
+                                          out=out / f"target{target:04d}-{arm}")
             params = params_from_weights(template, weights)
-            logits = logits_of(template, params, ds.x_test[target:target + 1])[:, 0]
+            logits = logits_of(template, params, ds.x_test[target:target + 1],
+                               buffers=buffers_from_weights(template, weights))[:, 0]
             y = int(ds.y_test[target])
             others = torch.cat([logits[:, :y], logits[:, y + 1:]], 1)
             f = (logits[:, y] - torch.logsumexp(others, 1)).numpy()

@@ -10,7 +10,6 @@ resolve`).
 from __future__ import annotations
 
 import math
-import os
 import time
 import warnings
 from collections.abc import Callable
@@ -26,7 +25,7 @@ from memlab.io import atomic_write_json, loads_strict
 from memlab.measures.attribution import ceiling as ac
 from memlab.measures.attribution import datamodels as dm
 from memlab.measures.attribution import methods as am
-from memlab.measures.attribution.gradients import params_from_weights
+from memlab.measures.attribution.gradients import buffers_from_weights, params_from_weights
 from memlab.measures.attribution.lds import lds, predict
 from memlab.measures.stats import spearman_brown
 from memlab.studies.attribute.config import AttributeConfig, DampingEdgeWarning
@@ -45,14 +44,12 @@ def _flops_and_seconds(name: str, task, options: dict):
 
 
 def save_scores(path: Path, scores: np.ndarray) -> None:
-    """Write (n_train, n_targets) float32 scores through a memory map, atomically."""
+    """Write (n_train, n_targets) float32 scores, atomically, with plain writes (a full
+    disk is an OSError, ENOSPC; a write through a memory map was a SIGBUS)."""
+    from memlab.io import atomic_save_npy
+
     path.parent.mkdir(parents=True, exist_ok=True)
-    temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    mapped = np.lib.format.open_memmap(temp, mode="w+", dtype=np.float32, shape=scores.shape)
-    mapped[:] = scores
-    mapped.flush()
-    del mapped
-    os.replace(temp, path)
+    atomic_save_npy(path, np.asarray(scores, dtype=np.float32))
 
 
 def method_options(name: str, config: AttributeConfig) -> dict[str, Any]:
@@ -175,9 +172,11 @@ def score_methods(run, config: AttributeConfig, out: Path, split: dict, outputs:
             continue
         n_used = config.trak_models if name == "trak" else config.method_models
         models = list(range(n_used))
-        params = params_from_weights(template, run.weights(models))
-        task = am.Problem(template, params, ds.x_train, ds.y_train, ds.x_test[targets],
-                          ds.y_test[targets], np.asarray(mask[models]))
+        weights = run.weights(models)
+        task = am.Problem(template, params_from_weights(template, weights), ds.x_train,
+                          ds.y_train, ds.x_test[targets], ds.y_test[targets],
+                          np.asarray(mask[models]),
+                          buffers=buffers_from_weights(template, weights))
         extra: dict[str, Any] = {}
         if name == "tracin":
             started = time.perf_counter()
@@ -188,11 +187,13 @@ def score_methods(run, config: AttributeConfig, out: Path, split: dict, outputs:
         if execution.progress:
             print(f"attribute: {name} ...", flush=True)
         options = method_options(name, config)
-        value, seconds, flops = _flops_and_seconds(name, task, options)
+        with am.progress(execution.progress):  # the long methods show a bar on stderr
+            value, seconds, flops = _flops_and_seconds(name, task, options)
         if isinstance(value, dict):  # a damping grid: choose on the validation models
-            value, choice, cost = _choose(name, task, options, value, config,
-                                          mask[split["validation"]],
-                                          outputs[split["validation"]])
+            with am.progress(execution.progress):
+                value, choice, cost = _choose(name, task, options, value, config,
+                                              mask[split["validation"]],
+                                              outputs[split["validation"]])
             seconds, flops = seconds + cost[0], flops + cost[1]
             scores = value[choice.damping]
             extra.update(damping=choice.damping,
@@ -206,8 +207,9 @@ def score_methods(run, config: AttributeConfig, out: Path, split: dict, outputs:
         row = {**result.as_dict(), "seconds": seconds, "flops": flops,
                "n_models_used": n_used, **extra}
         save_scores(score_path, scores)
-        atomic_write_json(meta_path, row)
-        rows[name] = row
+        if not meta_path.exists():  # (only the scores were lost: the row keeps its timing)
+            atomic_write_json(meta_path, row)
+        rows[name] = loads_strict(meta_path.read_text())  # as a re-run reads it back
         all_scores[name] = np.load(score_path, mmap_mode="r")
     return rows, all_scores
 
@@ -255,12 +257,32 @@ def noise_ceiling(config: AttributeConfig, mask: np.ndarray, outputs: np.ndarray
     return ceiling.as_dict(), per_method, frame
 
 
-def ground_truth(run, config: AttributeConfig, split: dict, outputs: np.ndarray
+def ground_truth(run, config: AttributeConfig, split: dict, outputs: np.ndarray, out: Path
                  ) -> tuple[dict, dict[str, np.ndarray], pd.DataFrame]:
     """Datamodels and difference in means fitted on every non-held-out model, their
-    held-out LDS, and the curve against the number of fitting models."""
+    held-out LDS, and the curve against the number of fitting models. Each is kept in
+    ``out`` like a method (``methods/<name>.json``, ``scores/<name>.npy``) and reloaded
+    when the study runs there again; the scores returned are the saved float32 ones."""
     mask = np.asarray(run.membership_mask)
     fit, held = split["fit"], split["heldout"]
+    curve = pd.DataFrame(dm.models_curve(mask[fit], outputs[fit], mask[held], outputs[held],
+                                         seed=config.population.seed))
+    names = ("datamodels", "diff_in_means")
+    paths = {name: (out / "methods" / f"{name}.json", out / "scores" / f"{name}.npy")
+             for name in names}
+    if not all(meta.exists() and score.exists() for meta, score in paths.values()):
+        rows, scores = _fit_ground_truth(run, config, mask, fit, held, outputs)
+        for name in names:
+            save_scores(paths[name][1], scores[name])
+            if not paths[name][0].exists():  # (kept: its time is the first fit's)
+                atomic_write_json(paths[name][0], rows[name])
+    return ({name: loads_strict(paths[name][0].read_text()) for name in names},
+            {name: np.load(paths[name][1], mmap_mode="r") for name in names}, curve)
+
+
+def _fit_ground_truth(run, config: AttributeConfig, mask: np.ndarray, fit: np.ndarray,
+                      held: np.ndarray, outputs: np.ndarray
+                      ) -> tuple[dict, dict[str, np.ndarray]]:
     started = time.perf_counter()
     model = dm.fit_datamodels(mask[fit], outputs[fit], seed=config.population.seed)
     fit_seconds = time.perf_counter() - started
@@ -276,9 +298,7 @@ def ground_truth(run, config: AttributeConfig, split: dict, outputs: np.ndarray
         "diff_in_means": {**diff_result.as_dict(), "seconds": diff_seconds,
                           "n_models_used": len(fit)},
     }
-    curve = pd.DataFrame(dm.models_curve(mask[fit], outputs[fit], mask[held], outputs[held],
-                                         seed=config.population.seed))
-    return rows, {"datamodels": model.weights, "diff_in_means": diff}, curve
+    return rows, {"datamodels": model.weights, "diff_in_means": diff}
 
 
 def self_influence(run, config: AttributeConfig, split: dict) -> tuple[pd.DataFrame, dict]:
@@ -311,9 +331,10 @@ def self_influence(run, config: AttributeConfig, split: dict) -> tuple[pd.DataFr
             continue
         n_used = config.trak_models if name == "trak" else config.method_models
         models = list(range(n_used))
-        task = am.Problem(template, params_from_weights(template, run.weights(models)),
+        weights = run.weights(models)
+        task = am.Problem(template, params_from_weights(template, weights),
                           ds.x_train, ds.y_train, ds.x_train[rows], ds.y_train[rows],
-                          mask[models])
+                          mask[models], buffers=buffers_from_weights(template, weights))
         options = method_options(name, config)
         if "damping" in options:
             options["damping"] = 1.0

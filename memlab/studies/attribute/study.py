@@ -57,6 +57,12 @@ def run(config: AttributeConfig, out: Path, execution: Execution, dataset: Any =
         raise ConfigError("give either AttributeConfig.run_dir (an existing run) or a dataset "
                           "to train on, not both")
     data = training_data(config, dataset) if config.run_dir is None else None
+    if data is not None:  # before training: one untrained model says what can score it
+        from memlab.models import build_model
+
+        check_methods(build_model(config.population.model, tuple(data.input_shape),
+                                  data.n_classes, **config.population.model_kwargs).eval(),
+                      config)
     population_run = open_or_train(config, out, execution, data, run_dir=config.run_dir)
     if "test_logodds" not in population_run.record_names:
         raise RunError(f"{population_run.path} has no test_logodds record (an older run); "
@@ -67,17 +73,17 @@ def run(config: AttributeConfig, out: Path, execution: Execution, dataset: Any =
     n_test = population_run.manifest["dataset"]["n_test"]
     if config.n_targets > n_test:
         raise ConfigError(f"--targets {config.n_targets} exceeds the {n_test} test examples")
-    check_exact_hessian(population_run, config)
+    check_methods(build_template(population_run), config)
     outputs = np.asarray(population_run.records("test_logodds")[:, :config.n_targets],
                          np.float64)
     started = time.perf_counter()
     # Trained before the methods run, so that a mismatched OUT/ceiling fails in seconds.
     replicate = (replicate_run(population_run, config, split["heldout"], out / "ceiling",
                                execution) if config.ceiling else None)
-    replicate_seconds = time.perf_counter() - started
-    truth, truth_scores, curve = sc.ground_truth(population_run, config, split, outputs)
-    for name, values in truth_scores.items():
-        sc.save_scores(out / "scores" / f"{name}.npy", values)
+    # Its training time as its run recorded it (the same on a re-run that resumes it).
+    replicate_seconds = (replicate.manifest["summary"]["chunk_seconds_total"]
+                         if replicate is not None else None)
+    truth, truth_scores, curve = sc.ground_truth(population_run, config, split, outputs, out)
     rows, scores = sc.score_methods(population_run, config, out, split, outputs, execution)
     damping_edges = sc.warn_damping_edges(rows)
     self_frame, self_summary = sc.self_influence(population_run, config, split)
@@ -85,7 +91,7 @@ def run(config: AttributeConfig, out: Path, execution: Execution, dataset: Any =
     removal_summary = None
     if config.removal:
         removal_frame, removal_summary = removal_study(
-            population_run, config, {**truth_scores, **scores}, execution)
+            population_run, config, {**truth_scores, **scores}, execution, out / "removal")
         tables["removal"] = removal_frame
     ceiling = None
     if replicate is not None:
@@ -147,11 +153,15 @@ def ceiling_of(population_run, replicate, config: AttributeConfig, split: dict,
 def resolve(config: AttributeConfig, population_run) -> AttributeConfig:
     """``config`` with what None leaves to the population filled in: the methods that
     apply, the self-influence methods, TracIn's checkpoint epochs."""
-    small = am.exact_hessian_applies(build_template(population_run))
-    methods = config.resolved_methods(small)
+    template = build_template(population_run)
+    methods = config.resolved_methods(am.exact_hessian_applies(template))
+    if config.methods is None:  # every method that applies to this model
+        methods = tuple(m for m in methods if am.refusal(m, template) is None)
+    self_methods = config.resolved_self_influence_methods(methods)
+    if config.self_influence_methods is None:
+        self_methods = tuple(m for m in self_methods if am.refusal(m, template) is None)
     return dataclasses.replace(
-        config, methods=methods,
-        self_influence_methods=config.resolved_self_influence_methods(methods),
+        config, methods=methods, self_influence_methods=self_methods,
         tracin_checkpoints=config.resolved_checkpoints(population_run.config.epochs))
 
 
@@ -159,7 +169,8 @@ def split_models(n_models: int, config: AttributeConfig) -> dict[str, np.ndarray
     """Model indices: ``heldout`` (the last n_heldout), ``validation`` (the n_validation
     before them), ``fit`` (every model not held out)."""
     start = n_models - config.n_heldout - config.n_validation
-    used = max(config.method_models, config.trak_models)
+    trak = "trak" in (*(config.methods or ()), *(config.self_influence_methods or ()))
+    used = max(config.method_models, config.trak_models if trak else 1)
     if start < used or start < 10:
         raise ConfigError(
             f"the run has {n_models} models: too few for {config.n_heldout} held-out, "
@@ -170,20 +181,23 @@ def split_models(n_models: int, config: AttributeConfig) -> dict[str, np.ndarray
             "fit": np.arange(0, n_models - config.n_heldout)}
 
 
-def check_exact_hessian(population_run, config: AttributeConfig) -> None:
-    """if_exact needs the full Hessian (linear models, or at most 4,000 parameters): say so
-    before hours of other methods, not when its turn comes."""
-    wanted = [field for field in ("methods", "self_influence_methods")
-              if "if_exact" in getattr(config, field)]
-    if not wanted:
-        return
-    template = build_template(population_run)
-    if not am.exact_hessian_applies(template):
-        n = sum(p.numel() for p in template.parameters())
-        raise ConfigError(f"if_exact needs the exact Hessian, and this model has {n} "
-                          f"parameters (at most {am.EXACT_HESSIAN_MAX_PARAMS}, or a linear "
-                          f"model); drop if_exact from {' and '.join(wanted)} (if_cg and "
-                          "if_ekfac approximate it)")
+def check_methods(template: torch.nn.Module, config: AttributeConfig) -> None:
+    """Refuse, before any work, every method asked for (in ``methods`` or
+    ``self_influence_methods``) that cannot score models like ``template`` (EK-FAC needs
+    Linear layers only, if_exact a small model, ...; :func:`~memlab.measures.attribution.
+    methods.refusal`), all in one message. Methods left to the study (None) are chosen
+    among those that apply instead."""
+    from memlab import validate
+
+    wanted: dict[str, list[str]] = {}
+    for field in ("methods", "self_influence_methods"):
+        for name in getattr(config, field) or ():
+            wanted.setdefault(name, []).append(field)
+    with validate.all_problems("attribution methods for this model"):
+        for name, fields in wanted.items():
+            why = am.refusal(name, template)
+            if why is not None:
+                validate.problem(f"{why}; drop {name} from {' and '.join(fields)}")
 
 
 def headline_lines(result: Result) -> list[str]:

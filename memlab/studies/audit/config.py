@@ -6,6 +6,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
+from memlab import validate
 from memlab.engine.config import PopulationConfig
 from memlab.errors import ConfigError
 from memlab.options import option
@@ -59,7 +60,8 @@ class AuditConfig(PopulationStudyConfig):
     # 100: each resample scores every attack again; the interval is the estimate ± t × the
     # replicates' SD, which 100 resamples give to ±7% (tests/test_audit_coverage.py uses 100).
     n_bootstrap: int = option(100, flag="--bootstrap",
-                              help="bootstrap resamples of the models (targets and shadows)")
+                              help="bootstrap resamples of the models (targets and shadows);"
+                                   " 0: no intervals (point estimates only, CIs null)")
     rmia_a: float = option(0.3, help="RMIA's offline scaling a")
     rmia_gamma: float = option(1.0, help="RMIA's likelihood-ratio threshold gamma")
     shadow_caps: tuple[int, ...] = option((1, 2, 4, 8, 16, 32, 64, 128, 256), help=(
@@ -108,28 +110,52 @@ class AuditConfig(PopulationStudyConfig):
             exposure_width=(8, 16))
 
     def validate(self) -> None:
-        super().validate()
-        check_run_dir(self)
-        for field in ("attacks", "curve_attacks"):
-            unknown = sorted(set(getattr(self, field)) - set(ATTACKS))
-            if unknown:
-                raise ConfigError(f"unknown attacks {unknown} in {field}; choose from "
-                                  f"{', '.join(ATTACKS)}")
-        if not self.attacks:
-            raise ConfigError("attacks is empty: name at least one attack")
-        if self.vulnerability_attack not in ATTACKS:
-            raise ConfigError(f"vulnerability_attack must be one of {', '.join(ATTACKS)}, "
-                              f"got {self.vulnerability_attack!r}")
-        if not 0 < self.vulnerability_fpr < 1:
-            raise ConfigError(f"vulnerability_fpr must lie in (0, 1), got "
-                              f"{self.vulnerability_fpr}")
-        if self.n_bootstrap < 0 or any(c < 1 for c in self.shadow_caps):
-            raise ConfigError("n_bootstrap must be >= 0 and every shadow cap >= 1")
-        if self.curve_examples is not None and self.curve_examples < 1:
-            raise ConfigError(f"curve_examples must be positive (None: all), got "
-                              f"{self.curve_examples}")
-        if self.population.sweep:
-            raise ConfigError("the audit attacks one recipe: no population.sweep (--sweep); "
-                              "--exposure varies epochs, weight decay and width")
-        if self.exposure and self.exposure_models < 2:
-            raise ConfigError(f"exposure_models must be at least 2, got {self.exposure_models}")
+        """Every problem at once (:func:`memlab.validate.all_problems`)."""
+        problem = validate.problem
+        with validate.all_problems("audit settings"):
+            super().validate()
+            with validate.check():
+                check_run_dir(self)
+            for field in ("attacks", "curve_attacks"):
+                unknown = sorted(set(getattr(self, field)) - set(ATTACKS))
+                if unknown:
+                    problem(f"unknown attacks {unknown} in {field}; choose from "
+                            f"{', '.join(ATTACKS)}")
+            if not self.attacks:
+                problem("attacks is empty: name at least one attack")
+            if self.vulnerability_attack not in ATTACKS:
+                problem(f"vulnerability_attack must be one of {', '.join(ATTACKS)}, "
+                        f"got {self.vulnerability_attack!r}")
+            with validate.check():
+                validate.fraction(self.vulnerability_fpr, "vulnerability_fpr")
+            with validate.check():
+                validate.integer(self.n_bootstrap, "n_bootstrap", minimum=0)
+                if self.n_bootstrap == 1:  # one resample gives no interval: say so
+                    problem("n_bootstrap must be 0 (no intervals: point estimates only, "
+                            "every _ci_low/_ci_high null) or at least 2, got 1")
+            with validate.check():
+                validate.integer_list(self.shadow_caps, "shadow_caps", example="1,2,4")
+            if self.curve_examples is not None:
+                with validate.check():
+                    validate.integer(self.curve_examples, "curve_examples", minimum=1,
+                                     fix="0 on the command line (None in Python): all")
+            if self.population.sweep:
+                problem("the audit attacks one recipe: no population.sweep (--sweep); "
+                        "--exposure varies epochs, weight decay and width")
+            if self.exposure:
+                with validate.check():
+                    validate.integer(self.exposure_models, "exposure_models", minimum=2)
+
+    def without_effect(self) -> dict[str, str]:
+        """Settings that change nothing with this config (field -> why); the command line
+        refuses such flags when they are given."""
+        ineffective = {}
+        if not self.exposure:
+            for name in ("exposure_models", "exposure_epochs", "exposure_weight_decay",
+                         "exposure_width"):
+                ineffective[name] = "it belongs to the exposure study: give --exposure"
+        attacks = (*self.attacks, *self.curve_attacks, self.vulnerability_attack)
+        if not any(str(a).startswith("rmia") for a in attacks):
+            for name in ("rmia_a", "rmia_gamma"):
+                ineffective[name] = "no RMIA attack is among the attacks"
+        return ineffective

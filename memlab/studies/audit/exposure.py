@@ -52,6 +52,7 @@ def base_recipe(config: AuditConfig, base_run: Any = None) -> PopulationConfig:
     if base_run is None or is_lm(base_run):
         raise ConfigError("the exposure study trains classifier populations; audit a "
                           "classification run or train one here (no RUN)")
+    base_run.require_trust(purpose="train the exposure study with its recipe")
     return dataclasses.replace(base_run.config, sweep={}, subsets="random")
 
 

@@ -54,6 +54,8 @@ def run(config: AuditConfig, out: Path, execution: Execution, dataset: Any = Non
                           "dataset to train on, not both")
     data = training_data(config, dataset) if config.run_dir is None else None
     population_run = open_or_train(config, out, execution, data, run_dir=config.run_dir)
+    if config.exposure and config.run_dir is not None:  # before the audit, not after it
+        population_run.require_trust(purpose="train the exposure study with its recipe")
     seed = config.population.seed
     settings = dict(n_bootstrap=config.n_bootstrap, seed=seed)
     timing: dict[str, float] = {}

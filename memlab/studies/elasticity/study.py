@@ -112,7 +112,7 @@ def run(config: ElasticityConfig, out: Path, execution: Execution) -> Result:
     in ``out/populations/<key>/`` and resume (finished chunks are kept; the result is
     bit-identical to an uninterrupted call)."""
     if config.run_dir is not None:
-        return _member_result(config)
+        return _member_result(config, execution)
     from memlab.data import load
 
     dataset = load(config.data)
@@ -172,17 +172,18 @@ def run(config: ElasticityConfig, out: Path, execution: Execution) -> Result:
 
 
 def population_member(run_dir: str | Path, k: int, per_class: int = 20, lr: float = 0.05,
-                      seed: int = 0) -> dict:
+                      seed: int = 0, trust_code: bool = False) -> dict:
     """Similarities at the final weights of model ``k`` of a population run (its multi-class
     logits; scalar = logit of the stepped example's class) on ``per_class`` training
     examples per class of the run's dataset (stream ``[seed, ELASTICITY_PROBES]``). Returns
-    the symmetrized matrices, the probes' classes and the two ratios."""
+    the symmetrized matrices, the probes' classes and the two ratios. ``trust_code``: the
+    run may import the model module its manifest names (``open_run``)."""
     from memlab.errors import RunError
     from memlab.population import open_run
 
     if not Path(run_dir).exists():
         raise RunError(f"no run at {run_dir}; train one first (memlab train)")
-    population = open_run(run_dir)
+    population = open_run(run_dir, trust_code=trust_code)
     if not 0 <= k < population.n_models:
         raise ConfigError(f"--member {k} is out of range: {run_dir} has models "
                           f"0..{population.n_models - 1}")
@@ -194,10 +195,10 @@ def population_member(run_dir: str | Path, k: int, per_class: int = 20, lr: floa
     return {**found, "model": population.config.model, "dataset": population.dataset.name}
 
 
-def _member_result(config: ElasticityConfig) -> Result:
+def _member_result(config: ElasticityConfig, execution: Execution) -> Result:
     p = config.population
     member = population_member(config.run_dir, config.member, config.probe_per_class,
-                               p.lr, p.seed)
+                               p.lr, p.seed, execution.trust_code)
     task = f"model {config.member}"
     tables = {"matrices": tb.matrix_rows(task, str(member["model"]), member["s_rel"],
                                          member["s_ker"], member["classes"])}

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
-import math
 from dataclasses import dataclass
 from typing import Any
 
+from memlab import validate
 from memlab.engine.config import PopulationConfig
-from memlab.errors import ConfigError
 from memlab.measures.thresholds import (
     CSCORE_RATIOS,
     HIGH_INFLUENCE,
@@ -107,36 +106,53 @@ class MemorizeConfig(PopulationStudyConfig):
             quick.population, n_models=8, epochs=3))
 
     def validate(self) -> None:
-        """Refuse settings the study cannot use, with the fix."""
-        super().validate()
+        """Refuse settings the study cannot use, with the fix: every problem at once
+        (:func:`memlab.validate.all_problems`)."""
+        check, problem = validate.check, validate.problem
+        with validate.all_problems("memorize settings"):
+            super().validate()
+            if self.membership is not None or self.population.subsets != "random" \
+                    or self.population.sweep:
+                problem("the memorization study draws random subsets for one recipe: no "
+                        "membership mask and no sweep (train explicit masks or sweeps with "
+                        "memlab train, then measure them with memlab audit)")
+            if self.population.task == "language_model":
+                problem("memorize scores classifiers; for language models use "
+                        "memlab lm-memorize")
+            with check():  # (1 model ended in an IndexError after training it)
+                validate.integer(self.population.n_models, "--models", minimum=4, fix=(
+                    "IN/OUT estimates need models on both sides of every example (population"
+                    ".n_models); a few hundred give usable scores"))
+            for name in ("mem_min", "infl_min", "duplicate_threshold"):
+                with check():
+                    validate.real(getattr(self, name), name, minimum=0, maximum=1)
+            if self.estimator not in ("auto", *MEM_ESTIMATORS):
+                problem(f"estimator must be one of auto, {', '.join(MEM_ESTIMATORS)}; "
+                        f"got {self.estimator!r}")
+            with check():
+                validate.real(self.target_se, "target_se", minimum=0, open_low=True)
+            with check():
+                validate.integer(self.reliability_splits, "reliability_splits", minimum=1)
+            if self.removal:
+                with check():
+                    validate.integer(self.removal_seeds, "removal_seeds", minimum=2,
+                                     fix="intervals over seeds need at least 2")
+            if self.cscores:
+                with check():
+                    validate.integer(self.cscore_models, "cscore_models", minimum=1)
+                if not self.cscore_ratios or not all(
+                        isinstance(r, int | float) and not isinstance(r, bool) and 0 < r < 1
+                        for r in self.cscore_ratios):
+                    problem(f"cscore_ratios must be numbers in (0, 1), got "
+                            f"{self.cscore_ratios}")
 
-        def unit(name: str, value: float) -> None:
-            if isinstance(value, bool) or not isinstance(value, int | float) \
-                    or not 0 <= value <= 1:
-                raise ConfigError(f"{name} must be a number in [0, 1], got {value!r}")
-
-        if self.membership is not None or self.population.subsets != "random" \
-                or self.population.sweep:
-            raise ConfigError("the memorization study draws random subsets for one recipe: "
-                              "no membership mask and no sweep (train explicit masks or "
-                              "sweeps with memlab train, then measure them with memlab audit)")
-        if self.population.task == "language_model":
-            raise ConfigError("memorize scores classifiers; for language models use "
-                              "memlab lm-memorize")
-        for name in ("mem_min", "infl_min", "duplicate_threshold"):
-            unit(name, getattr(self, name))
-        if self.estimator not in ("auto", *MEM_ESTIMATORS):
-            raise ConfigError(f"estimator must be one of auto, {', '.join(MEM_ESTIMATORS)}; "
-                              f"got {self.estimator!r}")
-        if not (isinstance(self.target_se, int | float) and math.isfinite(self.target_se)
-                and self.target_se > 0):
-            raise ConfigError(f"target_se must be a positive number, got {self.target_se!r}")
-        if self.removal and self.removal_seeds < 2:
-            raise ConfigError(f"removal_seeds must be at least 2 (intervals over seeds), got "
-                              f"{self.removal_seeds}")
-        if self.reliability_splits < 1 or self.cscore_models < 1:
-            raise ConfigError("reliability_splits and cscore_models must be positive")
-        if self.cscores and (not self.cscore_ratios
-                             or not all(0 < r < 1 for r in self.cscore_ratios)):
-            raise ConfigError(f"cscore_ratios must be numbers in (0, 1), got "
-                              f"{self.cscore_ratios}")
+    def without_effect(self) -> dict[str, str]:
+        """Settings that change nothing with this config (field -> why); the command line
+        refuses such flags when they are given."""
+        ineffective = {}
+        if not self.removal:
+            ineffective["removal_seeds"] = "it belongs to the removal study: give --removal"
+        if not self.cscores:
+            for name in ("cscore_models", "cscore_ratios"):
+                ineffective[name] = "it belongs to the C-score sweep: give --cscores"
+        return ineffective

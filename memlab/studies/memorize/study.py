@@ -99,12 +99,14 @@ def run(config: MemorizeConfig, out: Path, execution: Execution, dataset=None) -
     # pairs with it, 458 with the binary influence, against 278 from 1,000 binary).
     influence_estimator = choice["estimator"] if choice["estimator"] == "probit" and \
         mz.probit_influence_fits(data.n_train, data.n_test) else "binary"
-    infl = mz.influence(population, out=out / "influence.npy", estimator=influence_estimator)
+    infl = mz.influence(population, out=out / "influence.npy", estimator=influence_estimator,
+                        reuse=True)  # (run_study removed it if it was damaged)
     pairs = mz.high_influence_pairs(population, config.mem_min, config.infl_min,
                                     config.same_label, scores=scores, infl=infl,
                                     duplicate_threshold=config.duplicate_threshold)
-    mask = np.asarray(population.membership_mask)
-    records = {name: np.asarray(population.records(name)) for name in
+    rows = population.usable_models()  # (models that diverged: left out, as in the scores)
+    mask = np.asarray(population.membership_mask[rows])
+    records = {name: np.asarray(population.records(name)[rows]) for name in
                ("train_correct", "train_margin") if name in population.record_names}
     curve = mz.reliability_curve(mask, records, n_splits=config.reliability_splits,
                                  seed=p.seed, estimator=choice["estimator"])  # ends with all
