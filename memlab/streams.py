@@ -45,3 +45,4 @@ LESDE_SCAN = 2  # lesde: a threshold-scan cell's start and simulation ([seed, 2,
 LESDE_FIT_SIMULATION = 3  # lesde: a fitted model's simulations ([seed, 3, model, 6])
 LESDE_PERMUTATIONS = 100  # lesde: permuted-mask floors, numpy seeds seed + 100 + p (an offset)
 ATTRIBUTE_CEILING = 37  # attribute: the seed of the held-out masks' second replicate (ceiling)
+MEMORIZE_NULL = 47  # memorize: the permuted masks of the noise floors ([seed, 47])

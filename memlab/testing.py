@@ -11,7 +11,10 @@ One call runs a study's ``tiny()`` preset (seconds on 2 CPU cores) through
 - the config round-trips through JSON; ``Result.load`` gives back the same tables and
   summary without recomputing;
 - the figures draw from the loaded result alone, every axis with data labelled;
-- the report is a self-contained HTML page (nothing fetched);
+- the report is a self-contained HTML page (nothing fetched) that reads well at 1280 px
+  in headless Chromium: no sideways scrolling, no table, figure or text sticking out, no
+  number with more than 12 significant digits, no summary dumped verbatim
+  (:func:`check_report`);
 - a second run with the same ``out`` trains nothing, and neither does one with another
   execution (other workers): execution is not part of a result's identity;
 - every output is listed with its checksum; after a table is deleted and the summary
@@ -107,6 +110,23 @@ def check_command(study: Study, configs: tuple[StudyConfig, ...] = ()) -> None:
         assert config_from_command(study, command) == config, command
 
 
+def check_report(path: str | Path, name: str = "report") -> None:
+    """The report as a reader sees it in headless Chromium at 1280 px: nothing sticks out
+    or scrolls sideways, no number has more than 12 significant digits, no summary is
+    dumped into the page (:mod:`memlab.report.browser`). Without a Chromium binary the
+    check cannot run: a warning says so (install it: ``apt-get install chromium``)."""
+    import warnings
+
+    from memlab.report import browser
+
+    if browser.chromium() is None:
+        warnings.warn(f"{name}: report not checked in a browser (no Chromium binary; "
+                      "apt-get install chromium)", stacklevel=2)
+        return
+    problems = browser.inspect_page(path)
+    assert not problems, f"{name}: the report at 1280 px: " + "; ".join(problems)
+
+
 def check_study(study: Study, directory: str | Path, config: StudyConfig | None = None) -> Result:
     """Run ``config`` (default: the study's ``tiny()`` preset) into ``directory`` and
     check the contract (see the module docstring); returns the result."""
@@ -160,6 +180,7 @@ def check_study(study: Study, directory: str | Path, config: StudyConfig | None 
         f"{study.name}: the report fetches something"
     assert "@import" not in page and "<script src" not in page
     assert "<figure>" in page, f"{study.name}: the report shows no figure"
+    check_report(out / "report.html", study.name)
 
     train = executor.ChunkWork.train
 

@@ -299,3 +299,112 @@ def test_damping_on_the_grid_edge_extends_the_grid_until_the_optimum_is_interior
     assert choose_damping({0.0: 0.9, 1.0: 0.5}, math.log, 3).edge == "lower"
     nan = choose_damping({0.01: 0.9, 1.0: 0.5}, lambda d: float("nan"), 3)
     assert nan.damping == 0.01 and nan.edge == "lower" and "not finite" in nan.reason
+
+
+def test_checkpoint_learning_rates_are_the_mean_rate_of_the_steps_each_stands_for():
+    rates = [1.0, 0.5, 0.25, 0.125, 0.0625, 0.03125]  # a rate per step
+    assert am.checkpoint_learning_rates(rates.__getitem__, [2, 3, 6]) == pytest.approx(
+        [0.75, 0.25, (0.125 + 0.0625 + 0.03125) / 3])
+    assert am.checkpoint_learning_rates(lambda step: 0.3, [3, 6, 9]) == [0.3] * 3  # exactly
+    # The initial weights (step 0) stand for the first step; steps must increase.
+    assert am.checkpoint_learning_rates(rates.__getitem__, [0, 2]) == [1.0, 0.75]
+    from memlab.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="increase"):
+        am.checkpoint_learning_rates(rates.__getitem__, [3, 3])
+
+
+def _torch_schedule(schedule: str, lr: float, total: int) -> list[float]:
+    """The rate of every step from torch's own scheduler (not memlab's schedule code)."""
+    parameter = torch.zeros(1, requires_grad=True)
+    optimizer = torch.optim.SGD([parameter], lr=lr)
+    scheduler = (torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total)
+                 if schedule == "cosine" else None)
+    rates = []
+    for _ in range(total):
+        rates.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        if scheduler is not None:
+            scheduler.step()
+    return rates
+
+
+@pytest.mark.parametrize("schedule", ["cosine", "constant"])
+def test_tracin_weights_each_checkpoint_by_the_learning_rate_it_was_trained_with(tmp_path,
+                                                                                 schedule):
+    """Two logistic regressions trained with a cosine (or constant) schedule and checkpoints
+    after epochs 1, 2 and 4: the study's TracIn equals the hand-computed
+    sum_c lr_c (-grad l_i(w_c) . grad f_z(w_c)), mean over models, with per-example
+    gradients from plain autograd and lr_c the mean rate of the checkpoint's steps from
+    torch's CosineAnnealingLR. Constant: every lr_c is the base rate (TracIn as before)."""
+    from torch.func import functional_call
+
+    from memlab.measures.attribution.gradients import params_from_weights
+    from memlab.measures.callbacks.checkpoints import Checkpoints
+    from memlab.population import train_population
+    from memlab.studies.attribute import AttributeConfig
+    from memlab.studies.attribute.retrain import build_template, tracin_checkpoints
+    from memlab.studies.base import Execution
+    from tests.conftest import make_blobs
+
+    data = make_blobs(n_train=40, n_test=6, n_features=5)
+    lr, epochs, batch = 0.3, (1, 2, 4), 8  # 20 members: 3 steps an epoch, 12 in all
+    run = train_population(data, n_models=2, subset_fraction=0.5, epochs=4, batch_size=batch,
+                           optimizer="sgd", momentum=0.0, lr=lr, schedule=schedule,
+                           model_kwargs={"hidden": []}, callbacks=[Checkpoints(epochs)],
+                           out=tmp_path / "run", progress=False, n_workers=1)
+    template = build_template(run)
+    # The run's own checkpoints are read, at the epochs its manifest says they were saved
+    # (not the study's --tracin-checkpoints, which only says where to replay).
+    config = AttributeConfig.tiny().replace(tracin_checkpoints=(3,))
+    trajectories, used, deviation = tracin_checkpoints(run, template, config, [0, 1],
+                                                       Execution())
+    assert used == list(epochs) and deviation == 0.0
+
+    per_step = _torch_schedule(schedule, lr, total=12)
+    bounds = [0, 3, 6, 12]  # the steps taken when each checkpoint was saved
+    rates = [float(np.mean(per_step[a:b])) for a, b in zip(bounds[:-1], bounds[1:])]
+    for trajectory in trajectories:
+        assert [rate for _, rate in trajectory] == pytest.approx(rates, rel=1e-6)
+        if schedule == "constant":  # the base rate itself, as the old TracIn used
+            assert [rate for _, rate in trajectory] == [lr] * 3
+    if schedule == "cosine":
+        assert rates[0] > rates[1] > rates[2] > 0  # the decay the old TracIn ignored
+
+    names = [name for name, _ in template.named_parameters()]
+    records = {name: np.asarray(run.records(f"ckpt_{name.replace('.', '__')}"))
+               for name in names}
+
+    def gradients(params, x, y, output):  # (n, p) per-example gradients by plain autograd
+        rows = []
+        for xi, yi in zip(torch.as_tensor(x), torch.as_tensor(y)):
+            logits = functional_call(template, params, (xi[None],))[0]
+            if output == "loss":
+                value = torch.nn.functional.cross_entropy(logits[None], yi[None])
+            else:  # log-odds: the true logit minus logsumexp of the others
+                others = torch.cat([logits[:yi], logits[yi + 1:]])
+                value = logits[yi] - torch.logsumexp(others, 0)
+            grads = torch.autograd.grad(value, list(params.values()))
+            rows.append(torch.cat([g.reshape(-1) for g in grads]))
+        return torch.stack(rows).double()
+
+    expected = torch.zeros(40, 6, dtype=torch.float64)
+    base = torch.zeros_like(expected)  # every checkpoint weighted by the base rate
+    for model in (0, 1):
+        for c, rate in enumerate(rates):
+            params = {name: torch.tensor(records[name][model, c], requires_grad=True)
+                      for name in names}
+            dot = -(gradients(params, data.x_train, data.y_train, "loss")
+                    @ gradients(params, data.x_test, data.y_test, "logodds").T)
+            expected += rate * dot / 2
+            base += lr * dot / 2
+    problem = am.Problem(template, params_from_weights(template, run.weights([0, 1])),
+                         data.x_train, data.y_train, data.x_test, data.y_test,
+                         checkpoints=trajectories)
+    scores = am.tracin(problem)
+    scale = float(expected.abs().max())
+    np.testing.assert_allclose(scores, expected.numpy(), rtol=1e-4, atol=1e-5 * scale)
+    if schedule == "constant":  # the old TracIn's result
+        np.testing.assert_allclose(scores, base.numpy(), rtol=1e-4, atol=1e-5 * scale)
+    else:
+        assert not np.allclose(scores, base.numpy(), rtol=1e-2, atol=1e-2 * scale)

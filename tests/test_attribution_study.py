@@ -1,6 +1,5 @@
 """The attribution study and `memlab attribute` end to end on a small population."""
 
-import json
 
 import numpy as np
 import pytest
@@ -103,7 +102,41 @@ def test_second_run_returns_the_saved_result(study):
     again = run(config, out, progress=False)
     assert again.summary == result.summary
     html = (out / "report.html").read_text()
-    assert "LDS of every method" in html and "<svg" in html
+    assert "Ranking: which differences the data resolves" in html and "<svg" in html
+    assert html.index('class="finding"') < html.index("<section>")
+
+
+def test_ranking_says_which_differences_the_data_resolves(study):
+    """The ranking (summary and table): every method's LDS with its 95% interval, paired
+    differences with the random control and down the ranking; the methods that predict the
+    held-out models beat the control, and the finding says so first."""
+    from memlab.studies.attribute.figures import finding_sentences
+    from memlab.studies.attribute.study import headline_lines
+
+    config, out, result = study
+    ranking = result.summary["ranking"]
+    assert ranking["control"] == "random" and ranking["n_models"] == config.n_heldout
+    assert {"if_exact", "trak", "grad_dot"} <= set(ranking["better_than_control"])
+    assert "random" not in ranking["better_than_control"] + ranking["undecided_vs_control"]
+    table = result.tables["ranking"]
+    assert list(table["rank"]) == list(range(1, len(table) + 1))
+    assert set(table["method"]) == {*config.methods, "datamodels", "diff_in_means"}
+    assert (table["lds"].diff().dropna() <= 0).all()  # best first
+    assert (table["lds_low"] < table["lds"]).all() and (table["lds"] < table["lds_high"]).all()
+    methods = result.summary["methods"]
+    for row in table[table.method.isin(list(methods))].itertuples():
+        assert row.lds == pytest.approx(methods[row.method]["lds"])  # the same scores
+        assert row.lds_high - row.lds == pytest.approx(1.959964 * methods[row.method]["lds_se"])
+    assert table.set_index("method").loc["random", "kind"] == "control"
+    best = ranking["best"]
+    assert best == table[table.kind != "control"].iloc[0]["method"]
+    sentences = finding_sentences(result.summary)
+    assert len(sentences) == 3 and best in sentences[0]  # ranking, control, ceiling
+    assert sentences[2].startswith("For scale, training noise caps the LDS")
+    assert headline_lines(result)[-2 - len(sentences):-2] == sentences
+    import html
+
+    assert html.escape(sentences[0]) in (out / "report.html").read_text()
 
 
 def test_cli_attribute_on_an_existing_run(study, tmp_path, capsys):
@@ -117,10 +150,13 @@ def test_cli_attribute_on_an_existing_run(study, tmp_path, capsys):
     assert code == 0
     captured = capsys.readouterr()
     printed = captured.out
-    rows = json.loads(printed[:printed.index("held-out models")])
+    # One rounded line per score (no JSON): "name  LDS value ± se  seconds"
+    rows = {line.split()[0]: float(line.split()[2])
+            for line in printed[:printed.index("held-out models")].splitlines()}
     assert set(rows) == {"grad_dot", "if_exact", "random", "datamodels", "diff_in_means"}
-    assert rows["grad_dot"]["lds"] > rows["random"]["lds"]
-    assert "ceiling_ratio" not in rows["grad_dot"] and "LDS ceiling" not in printed
+    assert rows["grad_dot"] > rows["random"]
+    assert "of the ceiling" not in printed and "LDS ceiling" not in printed
+    assert not printed.lstrip().startswith("{")
     summary = loads_strict((tmp_path / "cli" / "summary.json").read_text())
     assert summary["ceiling"] is None and not (tmp_path / "cli" / "ceiling").exists()
     assert [edge["method"] for edge in summary["damping_edges"]] == ["if_exact"]

@@ -46,7 +46,12 @@ def test_files_and_strict_summary(noisy):
     assert len(examples) == result.summary["population"]["n_train"]
     assert {"mem", "mem_se", "vulnerability", "canary"} <= set(examples.columns)
     html = (out / "report.html").read_text()
-    assert "<svg" in html and "Memorized ⇒ exposed" in html and "data:image/png" in html
+    assert "<svg" in html and "Memorization and exposure" in html and "data:image/png" in html
+    # The planted canaries make the finding: the attacks beat chance, memorized examples
+    # (the canaries among them) are the exposed ones (docs/audit.md, "The report").
+    assert "above chance: AUC" in html and "Memorized examples are more exposed" in html
+    assert result.summary["memorization"]["verdict"] == "higher"
+    assert '"auc_ci_low"' not in html  # no summary dump
 
 
 def test_second_run_returns_the_saved_result(noisy):

@@ -2,6 +2,7 @@
 planted answers of the estimator and of the simplicity-shape test."""
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -16,6 +17,7 @@ from memlab.engine.task import token_loss
 from memlab.measures import shape as shapes
 from memlab.models.lm import build_lm
 from memlab.population import executor
+from memlab.population.run import Run
 from memlab.studies.base import Execution
 from memlab.studies.lm_memorize import (
     LMMemorizeConfig,
@@ -320,8 +322,19 @@ class PlantedRun:
         self.test[:, 0] = np.where(self.mask[:, 3], 0.875, 0.375)
         self.n_models, self.documents = n_models, documents
         self.manifest = {"task": "language_model", "summary": {"chunk_seconds_total": 0.0}}
+        self.diverged, self.path = np.zeros(n_models, bool), "planted"
 
     membership_mask = property(lambda self: self.mask)
+    usable_models = Run.usable_models  # the real rule: diverged models are left out
+
+    def with_a_diverged_model(self) -> "PlantedRun":
+        """The same run plus one more model, marked diverged, whose records are NaN."""
+        self.mask = np.vstack([self.mask, np.ones(self.documents.n_train, bool)])
+        self.acc = np.vstack([self.acc, np.full(self.documents.n_train, np.nan)])
+        self.test = np.vstack([self.test, np.full(self.documents.n_test, np.nan)])
+        self.diverged = np.append(self.diverged, True)
+        self.n_models += 1
+        return self
 
     def records(self, name):
         context = self.documents.context
@@ -356,6 +369,19 @@ def test_the_study_recovers_planted_memorization_and_influence():
     top = tables["lm_top_documents"].iloc[0]
     assert set(top.marks) == {"#"} and len(top.marks) == len(top.shown)
     assert summary["reliability_all_models"] == pytest.approx(1.0)  # noise-free scores
+
+
+def test_a_diverged_model_is_left_out_with_a_warning():
+    """on_diverge="record": the analysis of a run with one more, diverged model (NaN
+    records, IN everywhere) is that of the run without it, with a warning counting it."""
+    documents = tiny_corpus()
+    clean = lm_module.analyze(PlantedRun(documents), documents, LMMemorizeConfig())
+    with pytest.warns(UserWarning, match="1 of 17 models diverged and are left out"):
+        tables, summary, influence = lm_module.analyze(
+            PlantedRun(documents).with_a_diverged_model(), documents, LMMemorizeConfig())
+    for name, table in clean[0].items():
+        pd.testing.assert_frame_equal(tables[name], table, obj=name)
+    np.testing.assert_array_equal(influence.score, clean[2].score)
 
 
 # ------------------------------------------------------------------ the study: config, resume

@@ -149,8 +149,11 @@ def test_cli_lm_memorize_end_to_end(tmp_path, capsys):
     expected = [acc[mask[:, i], i].mean() - acc[~mask[:, i], i].mean() for i in range(24)]
     np.testing.assert_allclose(table["mem"], expected, rtol=1e-9, atol=1e-12)
     summary = loads_strict((out / "summary.json").read_text())  # strict JSON: no NaN
-    assert summary["n_models"] == 12 and summary["simplicity"]["verdict"] in (out / "report.html"
-                                                                             ).read_text()
+    report = (out / "report.html").read_text()
+    assert summary["n_models"] == 12 and summary["simplicity"]["verdict"] in report
+    # The finding's count stands beside its noise floor; no summary or config dumped.
+    assert f"{summary['n_memorized']} of 24 documents" in report
+    assert "expected from estimation noise alone" in report and '"model_kwargs"' not in report
     assert sorted(p.name for p in (tmp_path / "figs").glob("lm_text_*.png")) == [
         "lm_text_distribution.png", "lm_text_duplicates.png", "lm_text_reliability.png",
         "lm_text_simplicity.png"]

@@ -112,7 +112,9 @@ def test_tiny_study_recovers_what_the_generator_planted(tmp_path, monkeypatch):
     assert set(findings.verdict) <= {"yes", "no", "cannot decide"}
 
     # The report, and the figures of a loaded result, from the tables alone.
-    assert "1/4" in (out / "report.html").read_text()
+    page = (out / "report.html").read_text()
+    assert "1/4" in page
+    assert "Singletons are memorized most" in page  # the finding, from the claims above
     loaded = Result.load(out)
     assert sorted(loaded.figures()) == ["accuracy", "cost", "memorization", "tail", "theory"]
     # A second call returns the saved result without training.

@@ -96,6 +96,32 @@ def test_result_round_trips_and_matches_the_run(noisy_digits):
                                       run.dataset.x_train[row.index].ravel())
 
 
+def test_noise_floors_count_with_the_studys_rule(noisy_digits):
+    """The permuted-mask floors count what the study counts: on the real mask the same
+    counters give exactly n_memorized and n_pairs; the planted flips are memorized above
+    their floor, and the scores are reliable enough to rank."""
+    from memlab.studies.memorize.floors import ABOVE_NOISE, RELIABLE, count_memorized, count_pairs
+
+    s = noisy_digits.summary
+    run = open_run(s["run_dir"])
+    mask = np.asarray(run.membership_mask)
+    records = {name: np.asarray(run.records(name)) for name in ("train_correct",
+                                                                "train_margin")}
+    assert count_memorized(mask, records, s["estimator"]["estimator"], s["mem_min"]) == \
+        s["n_memorized"]
+    memorized = np.flatnonzero(noisy_digits.tables["scores"]["mem"].to_numpy() >= s["mem_min"])
+    test = np.asarray(run.records("test_margin" if s["influence_estimator"] == "probit"
+                                  else "test_correct"))
+    ds = run.dataset
+    assert count_pairs(mask[:, memorized], test, s["infl_min"], s["influence_estimator"],
+                       ds.y_train[memorized], ds.y_test) == s["n_pairs"]
+    assert s["null_permutations"] == len(s["n_pairs_null_counts"]) == 5
+    assert s["n_memorized_null"] < s["n_memorized"] / 2
+    assert s["memorized_verdict"] == ABOVE_NOISE and s["reliability_verdict"] == RELIABLE
+    assert s["pairs_verdict"] in (ABOVE_NOISE, "cannot decide")
+    assert s["noise_auroc_lo"] > 0.5 and s["label_error_auroc_lo"] > 0.5
+
+
 def test_removal_arms_are_the_planted_sets(noisy_digits):
     s, tables = noisy_digits.summary, noisy_digits.tables
     scores = tables["scores"]
@@ -168,7 +194,13 @@ def test_report_renders_in_headless_chromium(noisy_digits, tmp_path):
     for heading in ("Memorization scores", "Most memorized examples", "High-influence pairs",
                     "Reliability", "Marginal utility", "Reproduce"):
         assert f"<h2>{heading}" in text, heading
-    assert "separates them almost perfectly" in text  # the caption follows the AUROC
+    # The finding comes first, computed from the summary: the flipped labels are found.
+    start = text.index('<div class="finding">')
+    finding = text[start:text.index("</div>", start)]
+    assert start < text.index("<h2>")
+    assert re.search(r"mem ranks the [\d,]+ flipped labels above the clean ones", finding)
+    assert "memlab attribute" not in finding  # the models fit: no pointer elsewhere
+    assert '<details><summary><h2>Reproduce' in text  # collapsed
     assert not re.search(r'(src|href)\s*=\s*["\'](https?:|//|file:|[\w./-]+\.(png|svg|js|css))',
                          text)
     binary = _chromium()

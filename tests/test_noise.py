@@ -305,7 +305,11 @@ def test_end_to_end_tiny_study_rng_resume_and_saved_result(tmp_path, monkeypatch
     loaded = Result.load(tmp_path / "study")
     assert set(loaded.figures()) == {"curves", "partial", "difficulty", "first_learned",
                                      "capacity", "csr", "sweep"}
-    assert "Verdict:" in loaded.report().html()
+    page = loaded.report().html()
+    assert "Verdict:" in page  # the captions quote the directions
+    # The finding leads, computed from the data: noise30 has clean and corrupted examples.
+    assert page.index('class="finding"') < page.index("<section>")
+    assert "learned last" in page and "Reproduce" in page
 
 
 def test_cli_reports_bad_input_in_one_line(capsys, tmp_path):

@@ -76,7 +76,7 @@ def test_population_report_has_one_row_per_layer_and_readable_figures(population
     layers = population_layers(result.table, accuracy)
     assert len(result.table) == 3 * N_MODELS
     assert len(layers) == 3 and list(layers["models"]) == [N_MODELS] * 3
-    assert layers.loc[2, "models_fitted"] == 0 and "unfitted 100%" in layers.loc[2, "phases"]
+    assert layers.loc[2, "models_fitted"] == 0 and "unfitted 100%" in layers.loc[2, "verdicts"]
     # α was planted to fall as accuracy rises on layer 0: ρ < 0 with an interval below 0.
     assert layers.loc[0, "spearman_hi"] < 0 < layers.loc[0, "spearman_alpha_accuracy"] + 2
     assert_readable(plot_population_alpha(layers, result.table))

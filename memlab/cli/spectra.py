@@ -75,7 +75,11 @@ def run_spectra(args: argparse.Namespace) -> int:
     from memlab.io import atomic_save_table
     from memlab.measures.spectra import TABLE_COLUMNS, analyze_full
     from memlab.measures.spectra.analyze import NON_FINITE_REASON
-    from memlab.studies.spectra_study.figures import write_report
+    from memlab.studies.spectra_study.figures import (
+        layer_finding,
+        population_finding,
+        write_report,
+    )
 
     validate.seed(args.seed, "--seed")
     validate.integer(args.bootstrap, "--bootstrap", minimum=20, maximum=100_000,
@@ -103,7 +107,9 @@ def run_spectra(args: argparse.Namespace) -> int:
         from memlab.measures.spectra import population_layers
 
         accuracy = _population_accuracy(args.source)
-        _print(population_layers(table, accuracy))
+        layers = population_layers(table, accuracy)
+        _print(layers)
+        finding = population_finding(table, layers, accuracy)
     else:
         _print(table[[c for c in TABLE_COLUMNS if c in table and c not in ("reason",
                                                                            "verdict")]])
@@ -111,6 +117,10 @@ def run_spectra(args: argparse.Namespace) -> int:
         print(result.summary.T.to_string(header=False))
         for _, row in table.iterrows():
             print(f"{row['layer_id']:>3} {row['name']}: {row.get('verdict', '')}")
+        finding = layer_finding(table)
+    print()
+    for sentence in finding:  # the report's finding, computed from the same table
+        print(sentence)
     print(f"{len(table)} matrices in {result.seconds:.2f} s (layer order: {result.order})")
     if args.out is not None:
         args.out.mkdir(parents=True, exist_ok=True)

@@ -253,3 +253,35 @@ def spearman_with_interval(a: np.ndarray, b: np.ndarray) -> dict[str, float | in
     rho, low, high = spearman_interval(a, b, method="fisher")
     return {"rho": rho, "ci_low": low, "ci_high": high,
             "n": int((np.isfinite(a) & np.isfinite(b)).sum())}
+
+
+def auroc_interval(scores: np.ndarray, positives: np.ndarray, level: float = 0.95
+                   ) -> tuple[float, float, float]:
+    """(auroc, low, high): the AUROC of ranking ``scores`` (high first) to find
+    ``positives`` (bool), ties counting one half and non-finite scores ranking lowest (as
+    :func:`memlab.measures.memorization.detection_auroc`), with DeLong's (1988) standard
+    error from the placement values (each positive's fraction of negatives ranked below
+    it, each negative's of positives above it), the ``level`` interval taken on the logit
+    scale so it stays inside [0, 1]. All NaN without a positive or a negative; the bounds
+    NaN with fewer than 2 of either; a zero-width interval where the two groups are
+    perfectly separated (every placement equal)."""
+    values = np.asarray(scores, np.float64)
+    values = np.where(np.isfinite(values), values, -np.inf)
+    positives = np.asarray(positives, bool)
+    n_pos, n_neg = int(positives.sum()), int((~positives).sum())
+    if n_pos == 0 or n_neg == 0:
+        return math.nan, math.nan, math.nan
+    ranks = stats.rankdata(values)
+    # rank among all − rank within the own group = the other group's examples below
+    # (midranks: ties with the other group count one half)
+    below = (ranks[positives] - stats.rankdata(values[positives])) / n_neg  # (n_pos,)
+    above = 1 - (ranks[~positives] - stats.rankdata(values[~positives])) / n_pos  # (n_neg,)
+    auroc = float(below.mean())
+    if n_pos < 2 or n_neg < 2:
+        return auroc, math.nan, math.nan
+    se = math.sqrt(below.var(ddof=1) / n_pos + above.var(ddof=1) / n_neg)
+    if se == 0 or auroc in (0.0, 1.0):
+        return auroc, auroc, auroc
+    logit = math.log(auroc / (1 - auroc))
+    half = _z(level) * se / (auroc * (1 - auroc))  # delta method: d logit / d auroc
+    return (auroc, 1 / (1 + math.exp(-(logit - half))), 1 / (1 + math.exp(-(logit + half))))

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
-import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -167,14 +166,18 @@ class Result:
                 return write(self)
         from memlab.report import Report, style
 
-        # No report of its own: the summary, every figure and the head of every table.
+        # No report of its own: the summary's numbers (rounded), every figure and the head
+        # of every table; the full numbers are in summary.json and the tables.
         page = Report(f"memlab {self.study}")
-        page.code(json.dumps(strict_jsonable(self.summary), indent=2))
+        page.heading("Summary")
+        page.table(summary_rows(self.summary), caption="summary.json, rounded")
         with style():
             for name, fig in self.figures().items():
+                page.heading(name)
                 page.figure(fig, caption=name)
         for name, table in self.tables.items():
-            page.table(table.head(30), caption=name)
+            page.heading(f"Table {name}", collapsed=True)
+            page.table(table.head(30), caption=f"{name} (first 30 rows of tables/{name}.parquet)")
         return page
 
     def save(self, out: str | Path | None = None, report: bool = True) -> Path:
@@ -240,6 +243,30 @@ class Result:
                   if name.startswith(f"{TABLES}/") and name.endswith(".parquet")}
         return cls(meta["study"], meta["config"], tables, summary, out,
                    meta.get("inputs", {}))
+
+
+def summary_rows(summary: dict[str, Any], limit: int = 200) -> pd.DataFrame:
+    """A summary as a two-column table for a page: nested keys joined with dots, numbers
+    rounded (:func:`memlab.report.numbers.fmt`), lists of more than 8 items elided."""
+    import pandas as pd
+
+    from memlab.report.numbers import fmt
+
+    rows: list[tuple[str, str]] = []
+
+    def walk(prefix: str, value: Any) -> None:
+        if isinstance(value, dict):
+            for key, item in value.items():
+                walk(f"{prefix}.{key}" if prefix else str(key), item)
+        elif isinstance(value, (list, tuple)):
+            shown = ", ".join(fmt(v) if not isinstance(v, (dict, list)) else "…"
+                              for v in value[:8])
+            rows.append((prefix, f"[{shown}{', …' if len(value) > 8 else ''}]"))
+        else:
+            rows.append((prefix, fmt(value)))
+
+    walk("", summary)
+    return pd.DataFrame(rows[:limit], columns=["quantity", "value"])
 
 
 def sorted_keys(document: Any) -> Any:

@@ -10,7 +10,8 @@ weights by -eta grad l_i, which changes f(z) by -eta g_z . grad l_i):
 
 - ``grad_dot``: -g_z . grad l_i;  ``grad_cos``: the same with both gradients normalized;
 - ``tracin``: TracIn-CP (Pruthi et al. 2020), sum over checkpoints t of
-  eta_t (-g_z(w_t) . grad l_i(w_t));
+  eta_t (-g_z(w_t) . grad l_i(w_t)), eta_t the learning rate the recipe used over the steps
+  checkpoint t stands for (:func:`checkpoint_learning_rates`);
 - ``trak``: TRAK (Park et al. 2023): features phi = P^T grad f (random projection P to
   ``proj_dim`` dimensions), tau = phi_z^T (Phi^T Phi + lam I)^-1 phi_i (1 - p_i), where
   p_i = sigmoid(f_i) is the model's probability of i's label (the "Q" of TRAK);
@@ -33,7 +34,7 @@ import contextlib
 import contextvars
 import dataclasses
 import math
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -89,8 +90,9 @@ class Problem:
     params: name -> (K, ...) stacked trainable parameters of the models.
     train_masks: (K, n_train) bool, the training subset of each model (its loss Hessian
         is taken over it); all ones when None.
-    checkpoints: for TracIn, a list over models of lists of (params (1, ...), lr) pairs
-        (evaluated with the model's final buffers: checkpoints hold parameters only).
+    checkpoints: for TracIn, a list over models of lists of (params (1, ...), lr) pairs,
+        lr the checkpoint's weight eta_t (:func:`checkpoint_learning_rates`), evaluated
+        with the model's final buffers (checkpoints hold parameters only).
     buffers: name -> (K, ...) stacked buffers of the models (BatchNorm's running
         statistics, from ``gradients.buffers_from_weights``), with which every model is
         evaluated; never differentiated. Empty for models without buffers.
@@ -168,8 +170,36 @@ def grad_cos(problem: Problem) -> np.ndarray:
     return grad_dot(problem, cosine=True)
 
 
+def checkpoint_learning_rates(lr_at_step: Callable[[int], float],
+                              checkpoint_steps: Sequence[int]) -> list[float]:
+    """TracIn's weight eta_t of each checkpoint: the mean learning rate over the optimizer
+    steps the checkpoint stands for, from the step after the previous checkpoint (the first
+    step, for the first checkpoint) to its own. ``lr_at_step(s)``: the learning rate the
+    recipe used at step s (0-based; the training loop's own schedule, never a copy of it);
+    ``checkpoint_steps``: the steps taken when each checkpoint was saved, increasing.
+
+    With a constant learning rate every checkpoint gets it (TracIn as before schedules
+    were read); under a decaying schedule (cosine, step) the late checkpoints, around which
+    training moved the weights less, count less, as the sum over steps of
+    eta_s (-g_z . grad l_i) that TracIn approximates weighs them."""
+    rates, start = [], 0
+    for position, end in enumerate(checkpoint_steps):
+        if end == 0 and position == 0:  # the initial weights: they stand for the first step
+            rates.append(float(lr_at_step(0)))
+            continue
+        if end <= start:
+            raise ConfigError(f"checkpoint steps must increase, got {list(checkpoint_steps)}")
+        steps = [float(lr_at_step(step)) for step in range(start, end)]
+        # (a constant rate is returned as it is, not as a sum over n divided by n: the same
+        # bits as the base rate)
+        rates.append(steps[0] if min(steps) == max(steps) else math.fsum(steps) / len(steps))
+        start = end
+    return rates
+
+
 def tracin(problem: Problem) -> np.ndarray:
-    """TracIn-CP over ``problem.checkpoints`` (one list of (params, lr) per model)."""
+    """TracIn-CP over ``problem.checkpoints`` (one list of (params, lr) per model): the mean
+    over models of sum_t lr_t (-g_z(w_t) . grad l_i(w_t))."""
     if not problem.checkpoints:
         raise ConfigError("tracin needs checkpoints saved during training (problem.checkpoints)")
     total = torch.zeros(problem.n_train, problem.n_targets)
@@ -346,6 +376,62 @@ def exact_hessian(loss: callable, params: Mapping[str, torch.Tensor]) -> torch.T
     return torch.func.hessian(f)(flat)
 
 
+HESSIAN_WORK_BYTES = 512 * 2**20  # working memory of the exact Hessian's passes
+
+
+def _activation_numel(template: nn.Module, x_one: torch.Tensor, params: Mapping[str, torch.Tensor],
+                      buffers_one=None) -> int:
+    """Numbers one example's forward pass keeps (the input and every module's output): what
+    each (example, tangent) pair of the Hessian's forward-over-reverse pass holds, about."""
+    total = [x_one.numel()]
+
+    def count(_module, _inputs, output):
+        if isinstance(output, torch.Tensor):
+            total.append(output.numel())
+    hooks = [m.register_forward_hook(count) for m in template.modules()]
+    try:
+        with torch.no_grad():
+            forward(template, params, x_one, buffers_one)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return sum(total)
+
+
+def exact_mean_hessian(template: nn.Module, params: Mapping[str, torch.Tensor], x, y,
+                       buffers_one=None, budget: int = HESSIAN_WORK_BYTES) -> torch.Tensor:
+    """(p, p) float64 Hessian of the mean cross-entropy over (x, y) at ``params`` (one
+    model, float64). In one pass (:func:`exact_hessian`) when p tangents through all the
+    examples fit in ``budget`` bytes; otherwise as a sum over batches of examples, each
+    batch's Hessian built a block of columns at a time (forward-over-reverse
+    Hessian-vector products), so a convolution's activations never exist p times at once:
+    same matrix, bounded memory."""
+    x = torch.as_tensor(np.asarray(x), dtype=torch.float64)
+    y = torch.as_tensor(np.asarray(y), dtype=torch.long)
+    like = {name: t.detach().double() for name, t in params.items()}
+    flat = _flat(like)
+    p, n = flat.numel(), len(y)
+    per_pair = 32 * _activation_numel(template, x[:1], like, buffers_one)  # bytes, generous
+    if per_pair * n * p <= budget:
+        return exact_hessian(_mean_loss_fn(template, x, y, buffers_one), like)
+    batch = int(min(n, max(1, budget // (per_pair * min(p, 64)))))
+    block = int(min(p, max(1, budget // (per_pair * batch))))
+    hessian = torch.zeros(p, p, dtype=torch.float64)
+    basis = torch.eye(p, dtype=torch.float64)
+    for start in range(0, n, batch):
+        rows = slice(start, min(start + batch, n))
+        loss = _mean_loss_fn(template, x[rows], y[rows], buffers_one)
+        gradient = torch.func.grad(lambda v, loss=loss: loss(_unflat(v, like)))
+
+        def column(v, gradient=gradient):
+            return torch.func.jvp(gradient, (flat,), (v,))[1]
+        weight = (rows.stop - rows.start) / n
+        for first in range(0, p, block):
+            cols = slice(first, min(first + block, p))
+            hessian[:, cols] += weight * torch.func.vmap(column)(basis[cols]).T
+    return hessian
+
+
 def _mean_loss_fn(template, x, y, buffers_one=None):
     x = torch.as_tensor(np.asarray(x), dtype=torch.float64)
     y = torch.as_tensor(np.asarray(y), dtype=torch.long)
@@ -480,9 +566,10 @@ def _influence_one(problem: Problem, k: int, solver: str, dampings: list[float],
             probs = torch.softmax(logits, 1)
             hessian = linear_hessian(problem.x_train[members], probs)
         elif exact_hessian_applies(problem.template):
-            hessian = exact_hessian(_mean_loss_fn(problem.template, problem.x_train[members],
-                                                  problem.y_train[members], b_one),
-                                    {n: t.double() for n, t in one.items()})
+            hessian = exact_mean_hessian(problem.template,
+                                         {n: t.double() for n, t in one.items()},
+                                         problem.x_train[members], problem.y_train[members],
+                                         b_one)
         else:
             raise ConfigError(f"the exact Hessian of {p} parameters is too large; use "
                               "solver='cg', 'lissa' or 'ekfac'")

@@ -25,6 +25,8 @@ from memlab.measures.spectra.analyze import (
     spearman_interval,
     summarize,
     tail_candidates,
+    verdict_counts,
+    verdict_kinds,
 )
 from memlab.measures.spectra.bootstrap import (
     TailUncertainty,
@@ -40,9 +42,12 @@ from memlab.measures.spectra.phases import (
     ALPHA_HEAVY_TAILED,
     ALPHA_RANDOM_LIKE,
     ALPHA_VERY_HEAVY,
+    KIND_WORDS,
     MIN_EIGENVALUES_TO_FIT,
     PHASES,
+    VERDICT_KINDS,
     verdict,
+    verdict_kind,
 )
 from memlab.measures.spectra.powerlaw import (
     PowerLawFit,
@@ -63,7 +68,8 @@ from memlab.measures.spectra.weights import (
 
 __all__ = [
     "ALPHA_HEAVY_TAILED", "ALPHA_RANDOM_LIKE", "ALPHA_VERY_HEAVY",
-    "DEFAULT_MAX_EIGENVALUES_PER_MATRIX", "MIN_EIGENVALUES_TO_FIT", "NAMED_MODELS", "PHASES",
+    "DEFAULT_MAX_EIGENVALUES_PER_MATRIX", "KIND_WORDS", "MIN_EIGENVALUES_TO_FIT",
+    "NAMED_MODELS", "PHASES", "VERDICT_KINDS",
     "SUMMARY_METRICS", "TABLE_COLUMNS", "LayerMatrix", "LikelihoodRatio", "LoadedWeights",
     "MarchenkoPasturFit", "PowerLawFit", "SpectraResult", "TailUncertainty", "analyze",
     "analyze_full", "batched_fit", "candidate_scan", "compare", "efficientnet_lite0_path",
@@ -72,5 +78,5 @@ __all__ = [
     "matrix_eigenvalues",
     "minilm_path", "mp_edge", "natural_key", "population_layers", "population_spread",
     "resolve_device", "spearman_interval", "summarize", "svd_smooth", "tail_candidates",
-    "tail_uncertainty", "verdict",
+    "tail_uncertainty", "verdict", "verdict_counts", "verdict_kind", "verdict_kinds",
 ]

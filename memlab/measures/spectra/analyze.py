@@ -39,9 +39,10 @@ from memlab.measures.spectra.eigen import (
 from memlab.measures.spectra.mp import fit_marchenko_pastur, mp_edge, spike_threshold
 from memlab.measures.spectra.phases import (
     MIN_EIGENVALUES_TO_FIT,
-    PHASES,
     RANK_COLLAPSE_FRACTION,
+    VERDICT_KINDS,
     verdict,
+    verdict_kind,
 )
 from memlab.measures.spectra.powerlaw import (
     PowerLawFit,
@@ -277,10 +278,31 @@ SUMMARY_METRICS = ("alpha", "alpha_weighted", "log_spectral_norm", "log_norm",
                    "rand_distance")
 
 
+def verdict_kinds(table: pd.DataFrame) -> pd.Series:
+    """Each row's verdict kind (:func:`.phases.verdict_kind`: the decided α band,
+    "undecided", "no-power-law", ...), from its ``phase`` and ``evidence``."""
+    if "phase" not in table:
+        return pd.Series("unfitted", index=table.index, dtype=object)
+    evidence = table["evidence"] if "evidence" in table else pd.Series(None, index=table.index)
+    return pd.Series([verdict_kind(p, e) for p, e in zip(table["phase"], evidence)],
+                     index=table.index, dtype=object)
+
+
+def verdict_counts(table: pd.DataFrame) -> dict[str, int]:
+    """How many rows of the per-layer table carry each verdict kind (every kind of
+    :data:`.phases.VERDICT_KINDS`, zeros included; they add up to the rows). The one count
+    of verdicts: the summary's ``n_<kind>`` and the reports' counts are this."""
+    found = verdict_kinds(table).value_counts()
+    counts = {kind: int(found.get(kind, 0)) for kind in VERDICT_KINDS}
+    counts.update({kind: int(n) for kind, n in found.items() if kind not in counts})
+    return counts
+
+
 def summarize(table: pd.DataFrame) -> pd.DataFrame:
     """One row per model: the mean of each metric over fitted layers; α and α̂ also
     averaged with each layer's number of eigenvalues as weight (``*_mean_by_evals``);
-    and the number of layers in each phase."""
+    and the number of layers of each verdict kind, ``n_<kind>`` (:func:`verdict_counts`:
+    they add up to ``layers``)."""
     table = table.copy()
     if "model" not in table:
         table["model"] = 0
@@ -300,8 +322,7 @@ def summarize(table: pd.DataFrame) -> pd.DataFrame:
                 summary[f"{metric}_mean_by_evals"] = float((fitted[metric] * weights).sum()
                                                            / weights.sum())
         if "phase" in group:
-            for phase in PHASES:
-                summary[f"n_{phase}"] = int((group["phase"] == phase).sum())
+            summary.update({f"n_{kind}": count for kind, count in verdict_counts(group).items()})
         rows.append(summary)
     return pd.DataFrame(rows)
 
@@ -315,9 +336,9 @@ def population_spread(summary: pd.DataFrame) -> pd.DataFrame:
 def population_layers(table: pd.DataFrame, accuracy: np.ndarray | None = None,
                       seed: int = 0) -> pd.DataFrame:
     """One row per layer across the models of a population: models, α median and
-    quartiles, mean with a bootstrap 95% interval over models, share of models in each
-    decided phase, and (given each model's test ``accuracy``, (n_models,)) Spearman ρ of α
-    with accuracy and its bootstrap interval over models."""
+    quartiles, mean with a bootstrap 95% interval over models, the share of models with
+    each verdict kind (``verdicts``) and (given each model's test ``accuracy``,
+    (n_models,)) Spearman ρ of α with accuracy and its bootstrap interval over models."""
     rows = []
     rng = np.random.default_rng(seed)
     for layer_id, group in table.groupby("layer_id", sort=True):
@@ -333,8 +354,8 @@ def population_layers(table: pd.DataFrame, accuracy: np.ndarray | None = None,
             row.update(alpha_median=median, alpha_q1=q1, alpha_q3=q3,
                        alpha_mean=finite.mean(), alpha_mean_lo=np.quantile(means, 0.025),
                        alpha_mean_hi=np.quantile(means, 0.975))
-        counts = group["phase"].value_counts(normalize=True) if "phase" in group else {}
-        row["phases"] = ", ".join(f"{phase} {share:.0%}" for phase, share in counts.items())
+        shares = verdict_kinds(group).value_counts(normalize=True)
+        row["verdicts"] = ", ".join(f"{kind} {share:.0%}" for kind, share in shares.items())
         if accuracy is not None:
             models = group["model"].to_numpy(dtype=int)
             rho, low, high = spearman_interval(alpha, np.asarray(accuracy)[models], seed=seed)

@@ -44,6 +44,27 @@ SIGNIFICANCE = 0.1
 PHASES = ("random-like", "bleeding-out", "bulk+spikes", "bulk-decay", "heavy-tailed",
           "very-heavy-tailed", "no-power-law", "undecided", "rank-collapse", "unfitted")
 
+# What a layer's verdict says about its tail, one kind per layer: the α band it decided,
+# "undecided" (the interval spans two bands), or why it has no band. The summary's counts
+# and the reports count these (:func:`verdict_kind`), so a count always agrees with the
+# verdicts: a layer whose verdict reads "no power-law tail" is a ``no-power-law`` layer
+# even where its phase is an MP phase (bulk+spikes, bleeding-out).
+VERDICT_KINDS = ("very-heavy-tailed", "heavy-tailed", "bulk-decay", "random-like",
+                 "undecided", "no-power-law", "no-fit", "rank-collapse", "unfitted")
+KIND_WORDS = {"very-heavy-tailed": "very heavy-tailed (α < 2)",
+              "heavy-tailed": "heavy-tailed (α 2–4)",
+              "bulk-decay": "bulk-decay (α 4–6)",
+              "random-like": "random-like (α ≥ 6, or a random MP bulk)",
+              "undecided": "cannot decide: the interval of α spans two bands",
+              "no-power-law": "no power-law tail: the tail tests reject it",
+              "no-fit": "no power-law tail fitted (see the reason)",
+              "rank-collapse": "rank collapse",
+              "unfitted": f"too few eigenvalues to fit (< {MIN_EIGENVALUES_TO_FIT})"}
+# evidence (the second output of :func:`verdict`) -> kind, where the evidence alone decides
+_EVIDENCE_KINDS = {"too few eigenvalues": "unfitted", "rank collapse": "rank-collapse",
+                   "random bulk": "random-like", "no power law": "no-power-law",
+                   "no fit": "no-fit"}
+
 _BANDS = ((ALPHA_VERY_HEAVY, "very-heavy-tailed"), (ALPHA_HEAVY_TAILED, "heavy-tailed"),
           (ALPHA_RANDOM_LIKE, "bulk-decay"), (math.inf, "random-like"))
 _BAND_WORDS = {"very-heavy-tailed": "very heavy-tailed (α < 2: strongly correlated, possibly "
@@ -56,6 +77,15 @@ _BAND_WORDS = {"very-heavy-tailed": "very heavy-tailed (α < 2: strongly correla
 def alpha_band(alpha: float) -> str:
     """The Martin–Mahoney band of an α value."""
     return next(name for edge, name in _BANDS if alpha < edge)
+
+
+def verdict_kind(phase: str, evidence: str | None) -> str:
+    """The kind of one layer's verdict (:data:`VERDICT_KINDS`) from the phase and evidence
+    :func:`verdict` gave it: the evidence where it rules a band out, else the phase (an α
+    band or "undecided")."""
+    if evidence in _EVIDENCE_KINDS:
+        return _EVIDENCE_KINDS[evidence]
+    return phase if phase in VERDICT_KINDS else "undecided"
 
 
 def _mp_phase(num_spikes: float, lambda_max: float, bulk_max: float) -> str | None:

@@ -97,31 +97,60 @@ def replicate_run(run: Run, config: AttributeConfig, heldout: np.ndarray, out: P
 
 def tracin_checkpoints(run, template, config: AttributeConfig, models: list[int],
                        execution: Execution):
-    """[(params (1, ...), lr)] per model at the checkpoint epochs: from the run's own
-    ``ckpt_*`` records when it was trained with :class:`Checkpoints`, else by training the
-    models again with the run's seeds and mask rows and a :class:`Checkpoints` callback
-    (checked: the replayed final weights must equal the stored ones)."""
+    """[(params (1, ...), lr)] per model at the checkpoint epochs, lr the learning rate the
+    recipe used over the steps the checkpoint stands for (:func:`tracin_learning_rates`;
+    under a cosine or step schedule it changes from one checkpoint to the next). The
+    parameters come from the run's own ``ckpt_*`` records when it was trained with
+    :class:`Checkpoints`, else from training the models again with the run's seeds and mask
+    rows and a :class:`Checkpoints` callback (checked: the replayed final weights must
+    equal the stored ones)."""
     epochs = tuple(sorted({e for e in config.tracin_checkpoints if 1 <= e <= run.config.epochs}
                           | {run.config.epochs}))
     names = [name for name, _ in template.named_parameters()]
     stored = params_from_weights(template, run.weights(models))
     keys = [f"ckpt_{name.replace('.', '__')}" for name in names]
     if all(key in run.record_names for key in keys):
-        stored_epochs = tuple(run.manifest.get("callbacks", {}).get("ckpt", {}).get(
-            "epochs", epochs))
+        # The epochs the run's Checkpoints callback saved, as its manifest describes it (a
+        # list of {"name", "class", "settings"}); their learning rates depend on them.
+        described = [cb.get("settings", {}) for cb in run.manifest.get("callbacks") or []
+                     if isinstance(cb, dict) and cb.get("name") == Checkpoints.name]
+        if described and "epochs" in described[0]:
+            epochs = tuple(int(e) for e in described[0]["epochs"])
         records = {key: np.asarray(run.records(key))[models] for key in keys}
-        epochs = stored_epochs
     else:
         _, records = train_with_masks(run, run.membership_mask[models], execution,
                                       callbacks=(Checkpoints(epochs),))
-    lr = run.config.lr
     deviation = max(float(np.abs(records[key][:, -1] - stored[name].numpy()).max())
                     for key, name in zip(keys, names)) if epochs[-1] == run.config.epochs \
         else float("nan")
     trajectories = [[({name: torch.as_tensor(records[key][row:row + 1, t])
-                       for key, name in zip(keys, names)}, lr) for t in range(len(epochs))]
-                    for row in range(len(models))]
+                       for key, name in zip(keys, names)}, lr)
+                     for t, lr in enumerate(tracin_learning_rates(run, model, epochs))]
+                    for row, model in enumerate(models)]
     return trajectories, list(epochs), deviation
+
+
+def tracin_learning_rates(run, model: int, epochs) -> list[float]:
+    """TracIn's weights of model ``model``'s checkpoints after ``epochs`` epochs: the mean
+    learning rate its recipe used over the steps each checkpoint stands for
+    (:func:`memlab.measures.attribution.methods.checkpoint_learning_rates`), read from the
+    training loop's own schedule (:func:`memlab.engine.recipe.set_lr`) with the model's
+    recipe (its sweep value's) and steps per epoch (its subset, in batches)."""
+    from types import SimpleNamespace
+
+    from memlab.engine.recipe import set_lr
+    from memlab.measures.attribution.methods import checkpoint_learning_rates
+
+    recipe = run.config.for_value(run.config.model_key(model)[0])
+    members = int(np.count_nonzero(run.membership_mask[model]))
+    per_epoch = -(-members // recipe.batch_size)  # as the engine's loop counts its steps
+    optimizer = SimpleNamespace(param_groups=[{}])  # set_lr writes the step's rate here
+
+    def lr_at(step: int) -> float:
+        set_lr(optimizer, recipe, step, per_epoch)
+        return optimizer.param_groups[0]["lr"]
+
+    return checkpoint_learning_rates(lr_at, [int(e) * per_epoch for e in epochs])
 
 
 def removal_study(run, config: AttributeConfig, scores: dict[str, np.ndarray],

@@ -1,6 +1,7 @@
 """The attribution study's scoring: every method's scores (resumable files), their LDS on
 the held-out models with dampings chosen on the validation models, the datamodels and
-difference-in-means reference, self-influence and each target's top training examples.
+difference-in-means reference, the ranking with the differences it resolves,
+self-influence and each target's top training examples.
 
 ``config`` here is the study's config with ``methods``, ``self_influence_methods`` and
 ``tracin_checkpoints`` resolved for the population (:func:`memlab.studies.attribute.study.
@@ -21,16 +22,33 @@ import numpy as np
 import pandas as pd
 
 from memlab import streams
-from memlab.io import atomic_write_json, loads_strict
+from memlab.io import atomic_write_json, loads_strict, strict_jsonable
 from memlab.measures.attribution import ceiling as ac
 from memlab.measures.attribution import datamodels as dm
 from memlab.measures.attribution import methods as am
 from memlab.measures.attribution.gradients import buffers_from_weights, params_from_weights
-from memlab.measures.attribution.lds import lds, predict
-from memlab.measures.stats import spearman_brown
+from memlab.measures.attribution.lds import column_spearman, lds, predict
+from memlab.measures.stats import (
+    HIGHER,
+    LOWER,
+    UNDECIDED,
+    Z95,
+    spearman_brown,
+    verdict_from_interval,
+)
 from memlab.studies.attribute.config import AttributeConfig, DampingEdgeWarning
 from memlab.studies.attribute.retrain import build_template, tracin_checkpoints
 from memlab.studies.base import Execution
+
+# The scores fitted on the population itself (every non-held-out model), ranked beside the
+# cheap methods; and the control every method must beat (its LDS is 0 up to noise).
+REFERENCES = ("datamodels", "diff_in_means")
+CONTROL = "random"
+# Verdicts of a method against the control: its LDS minus the control's, paired.
+BETTER, WORSE = "better", "worse"
+# Bootstrap resamples of the ranking: as many as every LDS's se uses, and the same ones
+# (drawn with the study's seed), so that a method's interval is its lds ± 1.96 lds_se.
+RANKING_BOOT = 200
 
 
 def _flops_and_seconds(name: str, task, options: dict):
@@ -167,9 +185,14 @@ def score_methods(run, config: AttributeConfig, out: Path, split: dict, outputs:
         meta_path = out / "methods" / f"{name}.json"
         score_path = out / "scores" / f"{name}.npy"
         if meta_path.exists() and score_path.exists():
-            rows[name] = loads_strict(meta_path.read_text())
-            all_scores[name] = np.load(score_path, mmap_mode="r")
-            continue
+            saved = loads_strict(meta_path.read_text())
+            # TracIn scores saved before checkpoints were weighted by the learning rate
+            # their steps used (no checkpoint_lrs) are computed again, not reused.
+            if name != "tracin" or "checkpoint_lrs" in saved:
+                rows[name] = saved
+                all_scores[name] = np.load(score_path, mmap_mode="r")
+                continue
+            meta_path.unlink()
         n_used = config.trak_models if name == "trak" else config.method_models
         models = list(range(n_used))
         weights = run.weights(models)
@@ -183,7 +206,10 @@ def score_methods(run, config: AttributeConfig, out: Path, split: dict, outputs:
             task.checkpoints, epochs, deviation = tracin_checkpoints(run, template, config,
                                                                      models, execution)
             extra = {"checkpoint_epochs": epochs, "retrain_seconds":
-                     time.perf_counter() - started, "replay_max_abs_deviation": deviation}
+                     time.perf_counter() - started, "replay_max_abs_deviation": deviation,
+                     # each checkpoint's weight eta_t (model 0's; the same for every model
+                     # unless a sweep varies the recipe)
+                     "checkpoint_lrs": [lr for _, lr in task.checkpoints[0]]}
         if execution.progress:
             print(f"attribute: {name} ...", flush=True)
         options = method_options(name, config)
@@ -257,6 +283,126 @@ def noise_ceiling(config: AttributeConfig, mask: np.ndarray, outputs: np.ndarray
     return ceiling.as_dict(), per_method, frame
 
 
+def _sd(values: np.ndarray) -> float:
+    """Standard deviation of the finite values (NaN with fewer than two)."""
+    values = np.asarray(values, np.float64)
+    values = values[np.isfinite(values)]
+    return float(np.std(values, ddof=1)) if len(values) > 1 else float("nan")
+
+
+def _interval(value: float, sd: float) -> tuple[float, float]:
+    """The 95% interval value ± 1.96 sd (NaN bounds without a finite value and sd)."""
+    if not (math.isfinite(value) and math.isfinite(sd)):
+        return float("nan"), float("nan")
+    return value - Z95 * sd, value + Z95 * sd
+
+
+def _mean_lds(predicted: np.ndarray, actual: np.ndarray) -> np.ndarray:
+    """(k,) LDS of k methods' predictions (n_models, n_targets, k) against ``actual``
+    (n_models, n_targets): Spearman over models per target, mean over the finite targets,
+    the formula of :func:`memlab.measures.attribution.lds.lds` for all k at once."""
+    m, t, k = predicted.shape
+    per_target = column_spearman(predicted.reshape(m, t * k),
+                                 np.repeat(actual[:, :, None], k, 2).reshape(m, t * k))
+    with warnings.catch_warnings():  # a method with no finite target: NaN, said in its row
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return np.nanmean(per_target.reshape(t, k), axis=0)
+
+
+def _difference(lds_values: np.ndarray, boots: np.ndarray, i: int, j: int | None
+                ) -> tuple[float, float, float]:
+    """(difference, low, high) of LDS i minus LDS j (j None: minus 0), paired: the
+    difference is taken on every bootstrap resample."""
+    if j is None:
+        value, spread = float(lds_values[i]), _sd(boots[:, i])
+    else:
+        value, spread = float(lds_values[i] - lds_values[j]), _sd(boots[:, i] - boots[:, j])
+    return (value, *_interval(value, spread))
+
+
+def ranking(scores: dict[str, np.ndarray], mask: np.ndarray, outputs: np.ndarray,
+            seed: int = 0, n_boot: int = RANKING_BOOT, control: str = CONTROL
+            ) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """Rank ``scores`` (name -> (n_train, n_targets)) by their LDS on the held-out models
+    (``mask`` (n_models, n_train), ``outputs`` (n_models, n_targets)) and say which
+    differences the data resolves.
+
+    Every LDS and every difference of two LDS gets a 95% interval, estimate ± 1.96
+    bootstrap sd, from one bootstrap over targets and held-out models together: the
+    resamples every ``lds_se`` is computed from (the same draws with the same ``seed``), so
+    a method's interval is its ``lds ± 1.96 lds_se``. A difference is taken on each
+    resample (paired), so what two methods share — the same models and targets — cancels
+    instead of widening it. Verdicts (:func:`memlab.measures.stats.verdict_from_interval`):
+
+    - ``vs_control``: LDS minus the control's (the score named ``control``; without one,
+      the LDS against 0): "better", "worse" or "cannot decide";
+    - ``vs_best``: LDS minus the best's (the highest LDS that is not the control): "lower",
+      or "cannot decide" — tied with the best as far as these models and targets can tell;
+    - ``vs_next``: LDS minus the next one's down the ranking: "higher" or "cannot decide".
+
+    Returns (one row per score, highest LDS first, the control in its place; the summary:
+    ``best``, ``runner_up``, ``tied_with_best``, ``better_than_control``,
+    ``undecided_vs_control``, ``worse_than_control``, ``control`` (None when not scored),
+    ``rows`` (the table's rows) and how the intervals were made)."""
+    names = list(scores)
+    outputs = np.asarray(outputs, np.float64)
+    predicted = np.stack([predict(scores[name], mask) for name in names], axis=2)
+    values = _mean_lds(predicted, outputs)
+    boots = np.array([_mean_lds(predicted[at], outputs[at])
+                      for at in ac._resamples(*outputs.shape, n_boot, seed)])
+    boots = boots.reshape(n_boot, len(names))
+    order = sorted(range(len(names)), key=lambda i: (not math.isfinite(values[i]), -values[i]))
+    has_control = control in names
+    reference = names.index(control) if has_control else None
+    ranked = [i for i in order if names[i] != control]  # the control is not a contender
+    best = ranked[0] if ranked and math.isfinite(values[ranked[0]]) else None
+    rows = []
+    for rank, i in enumerate(order, start=1):
+        name = names[i]
+        kind = "control" if name == control else "reference" if name in REFERENCES else "method"
+        low, high = _interval(float(values[i]), _sd(boots[:, i]))
+        row: dict[str, Any] = {"rank": rank, "method": name, "kind": kind,
+                               "lds": float(values[i]), "lds_low": low, "lds_high": high}
+        if name != control:
+            diff = _difference(values, boots, i, reference)
+            row.update(vs_control=diff[0], vs_control_low=diff[1], vs_control_high=diff[2],
+                       vs_control_verdict=verdict_from_interval(diff[1], diff[2], above=BETTER,
+                                                                below=WORSE))
+        if name != control and best is not None and i != best:
+            diff = _difference(values, boots, i, best)
+            row.update(vs_best=diff[0], vs_best_low=diff[1], vs_best_high=diff[2],
+                       vs_best_verdict=verdict_from_interval(diff[1], diff[2], above=HIGHER,
+                                                             below=LOWER))
+        if name != control and ranked.index(i) + 1 < len(ranked):
+            following = ranked[ranked.index(i) + 1]
+            diff = _difference(values, boots, i, following)
+            row.update(next_method=names[following], vs_next=diff[0], vs_next_low=diff[1],
+                       vs_next_high=diff[2],
+                       vs_next_verdict=verdict_from_interval(diff[1], diff[2], above=HIGHER,
+                                                             below=LOWER))
+        rows.append(row)
+    frame = pd.DataFrame(rows)
+    contenders = [row for row in rows if row["kind"] != "control"]
+
+    def named(verdict_key: str, verdict: str) -> list[str]:
+        return [row["method"] for row in contenders if row.get(verdict_key) == verdict]
+
+    summary = {
+        "control": control if has_control else None,
+        "best": names[best] if best is not None else None,
+        "runner_up": names[ranked[1]] if best is not None and len(ranked) > 1 else None,
+        "tied_with_best": named("vs_best_verdict", UNDECIDED),
+        "better_than_control": named("vs_control_verdict", BETTER),
+        "undecided_vs_control": named("vs_control_verdict", UNDECIDED),
+        "worse_than_control": named("vs_control_verdict", WORSE),
+        "n_boot": n_boot, "n_models": int(outputs.shape[0]), "n_targets": int(outputs.shape[1]),
+        "interval": "95%: estimate ± 1.96 sd of a bootstrap over targets and held-out models "
+                    "together; differences paired on the same resamples",
+        "rows": strict_jsonable(rows),
+    }
+    return frame, summary
+
+
 def ground_truth(run, config: AttributeConfig, split: dict, outputs: np.ndarray, out: Path
                  ) -> tuple[dict, dict[str, np.ndarray], pd.DataFrame]:
     """Datamodels and difference in means fitted on every non-held-out model, their
@@ -267,7 +413,7 @@ def ground_truth(run, config: AttributeConfig, split: dict, outputs: np.ndarray,
     fit, held = split["fit"], split["heldout"]
     curve = pd.DataFrame(dm.models_curve(mask[fit], outputs[fit], mask[held], outputs[held],
                                          seed=config.population.seed))
-    names = ("datamodels", "diff_in_means")
+    names = REFERENCES
     paths = {name: (out / "methods" / f"{name}.json", out / "scores" / f"{name}.npy")
              for name in names}
     if not all(meta.exists() and score.exists() for meta, score in paths.values()):

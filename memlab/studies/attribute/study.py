@@ -18,8 +18,10 @@ The population is the run in ``config.run_dir``, or one trained (or resumed) in
 ``OUT/population``. Scores (n_train, n_targets) float32 of every method stream to
 memory-mapped files ``OUT/scores/<method>.npy``; a method whose scores and
 ``OUT/methods/<method>.json`` exist is not recomputed when the study is resumed. Scoring is
-:mod:`memlab.studies.attribute.scoring`; retraining (TracIn's checkpoints, top-k removal)
-:mod:`memlab.studies.attribute.retrain`.
+:mod:`memlab.studies.attribute.scoring` (with the ranking: every LDS and every paired
+difference with a 95% interval and a verdict, ``summary["ranking"]`` and the ``ranking``
+table, from which the report's finding is written); retraining (TracIn's checkpoints, top-k
+removal) :mod:`memlab.studies.attribute.retrain`.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ import torch
 from memlab.engine.precision import cpu_model
 from memlab.errors import ConfigError, RunError
 from memlab.measures.attribution import methods as am
+from memlab.measures.stats import Z95
 from memlab.studies.attribute import scoring as sc
 from memlab.studies.attribute.config import AttributeConfig
 from memlab.studies.attribute.retrain import build_template, removal_study, replicate_run
@@ -101,6 +104,11 @@ def run(config: AttributeConfig, out: Path, execution: Execution, dataset: Any =
         for name, row in {**rows, **truth}.items():
             row.update(per_method[name], ceiling=ceiling["ceiling"])
     all_rows = {**rows, **truth}
+    held = split["heldout"]
+    tables["ranking"], ranking = sc.ranking(
+        {**scores, **truth_scores}, np.asarray(population_run.membership_mask[held]),
+        outputs[held], seed=config.population.seed)
+    with_ceiling_ratios(tables["ranking"], ranking, all_rows)
     table = pd.DataFrame([{"method": name, **{k: v for k, v in row.items()
                                               if not isinstance(v, dict | list)}}
                           for name, row in all_rows.items()])
@@ -109,7 +117,7 @@ def run(config: AttributeConfig, out: Path, execution: Execution, dataset: Any =
                                              population_run.dataset)
     models = population_run.models_table()
     summary: dict[str, Any] = {
-        "methods": rows, **truth,
+        "methods": rows, **truth, "ranking": ranking,
         "n_heldout_models": int(len(split["heldout"])),
         "n_validation_models": int(len(split["validation"])),
         "n_fit_models": int(len(split["fit"])), "n_targets": config.n_targets,
@@ -148,6 +156,26 @@ def ceiling_of(population_run, replicate, config: AttributeConfig, split: dict,
                    compared_with="lds_replicates: LDS against the mean of the two "
                                  "replicates' outputs (lds: against one)")
     return ceiling, per_method, frame
+
+
+def with_ceiling_ratios(frame: pd.DataFrame, ranking: dict, rows: dict[str, dict]) -> None:
+    """Add each method's ``ceiling_ratio`` with its 95% interval (± 1.96
+    ``ceiling_ratio_se``, NaN without a ceiling) to the ranking's table and rows, in place."""
+    from memlab.io import strict_jsonable
+
+    def number(value) -> float:  # None (no ceiling, or undefined) -> NaN
+        return float("nan") if value is None else float(value)
+
+    ratio = {name: number(row.get("ceiling_ratio")) for name, row in rows.items()}
+    se = {name: number(row.get("ceiling_ratio_se")) for name, row in rows.items()}
+    frame["ceiling_ratio"] = [ratio.get(name, np.nan) for name in frame["method"]]
+    frame["ceiling_ratio_low"] = [ratio.get(n, np.nan) - Z95 * se.get(n, np.nan)
+                                  for n in frame["method"]]
+    frame["ceiling_ratio_high"] = [ratio.get(n, np.nan) + Z95 * se.get(n, np.nan)
+                                   for n in frame["method"]]
+    columns = ["ceiling_ratio", "ceiling_ratio_low", "ceiling_ratio_high"]
+    for row, values in zip(ranking["rows"], frame[columns].to_dict("records")):
+        row.update(strict_jsonable(values))
 
 
 def resolve(config: AttributeConfig, population_run) -> AttributeConfig:
@@ -207,9 +235,15 @@ def headline_lines(result: Result) -> list[str]:
     s = result.summary
     rows = {**s["methods"], "datamodels": s["datamodels"],
             "diff_in_means": s["diff_in_means"]}
-    keys = ("lds", "lds_se", "lds_replicates", "ceiling_ratio", "seconds", "n_models_used")
-    lines = json.dumps({name: {k: row.get(k) for k in keys if k in row}
-                        for name, row in rows.items()}, indent=2).splitlines()
+    from memlab.report.numbers import fmt, fmt_pct, fmt_se
+
+    width = max(map(len, rows))
+    lines = [f"{name:{width}}  LDS {fmt_se(row.get('lds'), row.get('lds_se'))}"
+             + (f"  (replicates' mean {fmt(row['lds_replicates'], 3)}, "
+                f"{fmt_pct(row.get('ceiling_ratio'), 0)} of the ceiling)"
+                if row.get("lds_replicates") is not None else "")
+             + (f"  {fmt(row['seconds'], 2)} s" if row.get("seconds") is not None else "")
+             for name, row in rows.items()]
     lines.append(f"held-out models: {s['n_heldout_models']}")
     ceiling = s.get("ceiling")
     if ceiling:
@@ -221,5 +255,8 @@ def headline_lines(result: Result) -> list[str]:
     for edge in s.get("damping_edges") or ():
         lines.append(f"damping on the grid's {edge['edge']} edge: {edge['method']} "
                      f"({edge['damping']:g})")
+    from memlab.studies.attribute.figures import finding_sentences
+
+    lines += finding_sentences(s)  # the report's finding: the ranking and what it resolves
     return lines + [f"scores:  {result.out / 'scores'}",
                     f"run:     {s['population']['run_dir']}"]

@@ -11,6 +11,7 @@ from memlab.studies.base import Result, Study, register_study
 
 run = STUDY = register_study(Study(
     name="audit", package=__name__, config=AuditConfig,
+    headline="memlab.studies.audit.figures:headline_lines",
     summary="privacy audit: LiRA, RMIA and baselines against every model in turn",
     description=(
         "Membership inference from a population: every model is the target in turn and "

@@ -28,19 +28,26 @@ The population is the run in ``config.run_dir``, or one trained (or resumed) in
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import pandas as pd
+
 from memlab.errors import ConfigError
 from memlab.measures import audit as au
-from memlab.measures import mia
+from memlab.measures import mia, stats
 from memlab.studies.audit.config import AuditConfig
 from memlab.studies.base import Execution, Result, open_or_train, training_data
 
 STUDY = "audit"
 N_EXPOSED = 24  # most exposed examples shown as inputs
+# |ρ(mem, vulnerability)| below this across its whole interval is a relation too weak to
+# call one (Cohen's "small" correlation is 0.1): thousands of examples resolve ρ = 0.04
+# from 0, and "memorized examples are more exposed" would then overstate it.
+NEGLIGIBLE_RHO = 0.1
+NEGLIGIBLE = "negligible"
 
 
 def run(config: AuditConfig, out: Path, execution: Execution, dataset: Any = None) -> Result:
@@ -56,36 +63,21 @@ def run(config: AuditConfig, out: Path, execution: Execution, dataset: Any = Non
     population_run = open_or_train(config, out, execution, data, run_dir=config.run_dir)
     if config.exposure and config.run_dir is not None:  # before the audit, not after it
         population_run.require_trust(purpose="train the exposure study with its recipe")
-    seed = config.population.seed
-    settings = dict(n_bootstrap=config.n_bootstrap, seed=seed)
     timing: dict[str, float] = {}
     started = clock = time.perf_counter()
     inputs = au.attack_inputs(population_run)
-    mask = inputs.mask
-    scores, attacks, full, roc = au.attack_table(inputs, config.attacks, rmia_a=config.rmia_a,
-                                                 rmia_gamma=config.rmia_gamma, **settings)
-    timing["metrics"] = time.perf_counter() - clock  # the scores and their bootstrap
-
+    read_seconds = time.perf_counter() - clock
     clock = time.perf_counter()
     memo = au.memorization_table(population_run)
-    examples = au.examples_table(memo, scores, mask, config.vulnerability_attack,
-                                 config.vulnerability_fpr)
-    relation, by_mem = au.mem_relation(examples)
-    canaries = au.canary_summary(examples)
-    exposed = au.most_exposed(population_run, examples, N_EXPOSED)
-    timing["examples"] = time.perf_counter() - clock
+    memo_seconds = time.perf_counter() - clock
+    tables, summary = audit(inputs, memo, config, timing)
+    timing["metrics"] += read_seconds  # reading the records counts with the attacks
+    timing["examples"] += memo_seconds  # memorization with the per-example tables
 
     clock = time.perf_counter()
-    curve_attacks = tuple(a for a in config.curve_attacks if a in config.attacks) \
-        or config.attacks
-    curve, shadows = au.shadow_curve(inputs, curve_attacks, config.shadow_caps,
-                                     examples=config.curve_examples, rmia_a=config.rmia_a,
-                                     rmia_gamma=config.rmia_gamma, **settings)
-    timing["shadow_curve"] = time.perf_counter() - clock
+    tables["most_exposed"] = au.most_exposed(population_run, tables["examples"], N_EXPOSED)
+    timing["examples"] += time.perf_counter() - clock
     timing["audit_total"] = time.perf_counter() - started  # training not included
-
-    tables = {"attacks": attacks, "roc": roc, "examples": examples, "by_mem": by_mem,
-              "shadows": curve, "most_exposed": exposed}
     if config.exposure:
         from memlab.studies.audit.exposure import exposure_table
 
@@ -94,9 +86,7 @@ def run(config: AuditConfig, out: Path, execution: Execution, dataset: Any = Non
                                             population_run)
         timing["exposure"] = time.perf_counter() - clock
 
-    t, n = mask.shape
-    summary: dict[str, Any] = {
-        name: {**au.strip(full[name]), **mia.n_shadows(mask)} for name in scores}
+    t, n = inputs.mask.shape
     models = population_run.models_table()
     summary["population"] = {
         "run_dir": str(population_run.path), "n_models": t, "n_train": n,
@@ -107,39 +97,86 @@ def run(config: AuditConfig, out: Path, execution: Execution, dataset: Any = Non
         "train_acc_in_mean": float(models["train_acc_in"].mean()),
         "input_shape": list(population_run.manifest["dataset"].get("input_shape") or []),
     }
+    summary["seconds"] = {k: round(v, 3) for k, v in timing.items()}
+    return Result(STUDY, config.to_dict(), tables, summary)
+
+
+def audit(inputs: mia.AttackInputs, memo: pd.DataFrame, config: AuditConfig,
+          timing: dict[str, float] | None = None) -> tuple[dict[str, pd.DataFrame],
+                                                            dict[str, Any]]:
+    """The audit of one population's records, without the run they came from: the
+    attacks (``inputs``), each example's vulnerability next to ``memo``
+    (:func:`memlab.measures.audit.memorization_table`), the shadow curve and every
+    verdict. Returns the tables (attacks, roc, examples, by_mem, shadows) and the summary
+    (per attack, the comparisons, shadows, memorization, canaries, vulnerability);
+    :func:`run` adds the population's description and the most exposed inputs.
+    ``timing``: filled with the seconds of each part (metrics, examples, shadow_curve)."""
+    timing = {} if timing is None else timing
+    seed = config.population.seed
+    settings = dict(n_bootstrap=config.n_bootstrap, seed=seed)
+    mask = inputs.mask
+
+    clock = time.perf_counter()
+    scores, attacks, full, roc = au.attack_table(inputs, config.attacks, rmia_a=config.rmia_a,
+                                                 rmia_gamma=config.rmia_gamma, **settings)
+    timing["metrics"] = time.perf_counter() - clock  # the scores and their bootstrap
+
+    clock = time.perf_counter()
+    examples = au.examples_table(memo, scores, mask, config.vulnerability_attack,
+                                 config.vulnerability_fpr)
+    relation, by_mem = au.mem_relation(examples)
+    canaries = au.canary_summary(examples)
+    timing["examples"] = time.perf_counter() - clock
+
+    clock = time.perf_counter()
+    curve_attacks = tuple(a for a in config.curve_attacks if a in config.attacks) \
+        or config.attacks
+    curve, shadows = au.shadow_curve(inputs, curve_attacks, config.shadow_caps,
+                                     examples=config.curve_examples, rmia_a=config.rmia_a,
+                                     rmia_gamma=config.rmia_gamma, **settings)
+    timing["shadow_curve"] = time.perf_counter() - clock
+
+    tables = {"attacks": attacks, "roc": roc, "examples": examples, "by_mem": by_mem,
+              "shadows": curve}
+    summary: dict[str, Any] = {
+        name: {**au.strip(full[name]), **mia.n_shadows(mask)} for name in scores}
     summary["attacks"] = list(scores)
     summary["lira_online_vs_loss"] = au.compare(full, "lira_online", "loss")
     summary["lira_offline_fixed_vs_loss"] = au.compare(full, "lira_offline_fixed", "loss")
     summary["lira_online_vs_offline_fixed"] = au.compare(full, "lira_online",
                                                          "lira_offline_fixed")
     summary["shadows"] = shadows
-    summary["memorization"] = relation
+    summary["memorization"] = {**relation, **mem_exposure(examples)}
     summary["canaries"] = canaries
     summary["vulnerability"] = {
         "attack": config.vulnerability_attack, "fpr": config.vulnerability_fpr,
         "split_half": au.vulnerability_reliability(
             inputs, config.vulnerability_attack, config.vulnerability_fpr, seed=seed,
             rmia_a=config.rmia_a, rmia_gamma=config.rmia_gamma)}
-    summary["seconds"] = {k: round(v, 3) for k, v in timing.items()}
-    return Result(STUDY, config.to_dict(), tables, summary)
+    return tables, summary
 
 
-def headline_lines(result: Result) -> list[str]:
-    """What ``memlab audit`` prints: each attack's AUC (95% interval) and TPR at 0.1% / 1%
-    FPR, LiRA online against the loss threshold, where the per-example table is."""
-    s = result.summary
-    rows = {name: {k: s[name][k] for k in ("auc", "auc_ci_low", "auc_ci_high",
-                                           "tpr_at_fpr_0.001", "tpr_at_fpr_0.01")}
-            for name in s["attacks"]}
-    lines = json.dumps(rows, indent=2).splitlines()
-    for metric, d in (s.get("lira_online_vs_loss") or {}).items():
-        lines.append(f"{metric}: {d['verdict']} ({d['difference']:+.4f}, 95% CI "
-                     f"[{d['ci_low']:+.4f}, {d['ci_high']:+.4f}])")
-    half = (s.get("vulnerability") or {}).get("split_half")
-    if half:
-        lines.append(f"per-example vulnerability ({s['vulnerability']['attack']}): split-half "
-                     f"reliability {half['reliability']:.3f} (Spearman–Brown; halves "
-                     f"{half['spearman_halves']:.3f})")
-    lines.append(f"examples: {result.out / 'tables' / 'examples.parquet'}")
-    lines.append(f"run:      {s['population']['run_dir']}")
-    return lines
+def mem_exposure(examples: pd.DataFrame) -> dict[str, Any]:
+    """Whether memorized examples are the exposed ones: Spearman ρ(mem, vulnerability)
+    over the examples with both (the same ρ as ``spearman_mem_vulnerability``), its 95%
+    interval (Fisher's z, :func:`memlab.measures.stats.spearman_with_interval`) and
+    :func:`mem_exposure_verdict`. Keys: spearman_ci_low, spearman_ci_high, n_examples,
+    verdict."""
+    rho = stats.spearman_with_interval(examples["mem"].to_numpy(np.float64),
+                                       examples["vulnerability"].to_numpy(np.float64))
+    return {"spearman_ci_low": rho["ci_low"], "spearman_ci_high": rho["ci_high"],
+            "n_examples": rho["n"],
+            "verdict": mem_exposure_verdict(rho["ci_low"], rho["ci_high"])}
+
+
+def mem_exposure_verdict(low: float | None, high: float | None) -> str:
+    """The verdict of ρ(mem, vulnerability)'s interval [low, high]: "higher" (memorized
+    examples are more exposed: the interval above 0), "lower" (below 0), "negligible"
+    (off 0 but inside ±NEGLIGIBLE_RHO throughout: a many-example population resolves a
+    relation too weak to matter) or "cannot decide" (it holds 0, or there is none)."""
+    side = stats.interval_side(low, high)
+    if side == stats.UNDECIDED:
+        return stats.UNDECIDED
+    if max(abs(low), abs(high)) < NEGLIGIBLE_RHO:  # type: ignore[arg-type]
+        return NEGLIGIBLE
+    return stats.HIGHER if side == stats.ABOVE else stats.LOWER

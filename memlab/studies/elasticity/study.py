@@ -58,6 +58,7 @@ from memlab.measures.elasticity import (
     member_similarities,
     per_class_sample,
 )
+from memlab.measures.stats import ABOVE, BELOW, NO, UNDECIDED, YES, interval_side
 from memlab.studies.base import Execution, Result
 from memlab.studies.elasticity import tables as tb
 from memlab.studies.elasticity.config import ElasticityConfig
@@ -66,6 +67,7 @@ from memlab.studies.elasticity.data import ElasticityData, multiclass_data, pair
 STUDY = "elasticity"
 ACTIVATIONS = tb.ACTIVATIONS
 HEATMAP_TASKS = 2  # the multi-class population and the first pair: their matrices are tabled
+MEMBER_BOOTSTRAP = 1000  # resamples of the probes behind one member's ratio interval
 
 
 def check_data(config: ElasticityConfig, dataset: Dataset) -> None:
@@ -195,6 +197,33 @@ def population_member(run_dir: str | Path, k: int, per_class: int = 20, lr: floa
     return {**found, "model": population.config.model, "dataset": population.dataset.name}
 
 
+def ratio_interval(s: np.ndarray, classes: np.ndarray, n_bootstrap: int = MEMBER_BOOTSTRAP,
+                   seed: int | list[int] = 0, level: float = 0.95) -> dict:
+    """The intra/inter ratio of one similarity matrix s (n, n) of probes of ``classes``
+    (n,) with a percentile bootstrap interval over the probes (resampled with replacement
+    within each class, so every class keeps its size; a pair of copies of one probe is
+    not a pair), and whether it lies above 1: "yes" (a step moves its own class more),
+    "no" (below 1) or "cannot decide"."""
+    s, classes = np.asarray(s, np.float64), np.asarray(classes)
+    rng = np.random.default_rng(seed)
+    groups = [np.flatnonzero(classes == c) for c in np.unique(classes)]
+    ratios = np.empty(n_bootstrap)
+    for b in range(n_bootstrap):
+        pick = np.concatenate([rng.choice(g, len(g)) for g in groups])
+        same = classes[pick][:, None] == classes[pick][None, :]
+        distinct = pick[:, None] != pick[None, :]
+        sub = s[np.ix_(pick, pick)]
+        intra, inter = sub[same & distinct], sub[~same]
+        ratios[b] = intra.mean() / inter.mean() if intra.size and inter.size else np.nan
+    ratios = ratios[np.isfinite(ratios)]
+    low, high = ((float(np.quantile(ratios, (1 - level) / 2)),
+                  float(np.quantile(ratios, (1 + level) / 2))) if ratios.size
+                 else (None, None))
+    side = interval_side(low, high, reference=1.0)
+    return {"low": low, "high": high, "n_bootstrap": n_bootstrap,
+            "verdict": {ABOVE: YES, BELOW: NO}.get(side, UNDECIDED)}
+
+
 def _member_result(config: ElasticityConfig, execution: Execution) -> Result:
     p = config.population
     member = population_member(config.run_dir, config.member, config.probe_per_class,
@@ -202,9 +231,15 @@ def _member_result(config: ElasticityConfig, execution: Execution) -> Result:
     task = f"model {config.member}"
     tables = {"matrices": tb.matrix_rows(task, str(member["model"]), member["s_rel"],
                                          member["s_ker"], member["classes"])}
+    # The bootstrap's own stream: the probes' stream [seed, ELASTICITY_PROBES] with a key.
+    interval = ratio_interval(member["s_rel"], member["classes"],
+                              seed=[p.seed, streams.ELASTICITY_PROBES, 1])
     summary = {"mode": "member", "run_dir": str(config.run_dir), "member": config.member,
                "model": str(member["model"]), "dataset": member["dataset"],
-               "ratio_rel": member["ratio_rel"], "ratio_ker": member["ratio_ker"]}
+               "ratio_rel": member["ratio_rel"], "ratio_ker": member["ratio_ker"],
+               "ratio_rel_low": interval["low"], "ratio_rel_high": interval["high"],
+               "ratio_rel_verdict": interval["verdict"],
+               "n_bootstrap": interval["n_bootstrap"]}
     return Result(STUDY, config.to_dict(), tables, summary)
 
 
@@ -213,7 +248,10 @@ def headline_lines(result: Result) -> list[str]:
     clustering verdict (or the member's two ratios)."""
     s = result.summary
     if s.get("mode") == "member":
-        return [f"ratio_rel {s['ratio_rel']:.3f}  ratio_ker {s['ratio_ker']:.3f}"]
+        low, high = s.get("ratio_rel_low"), s.get("ratio_rel_high")
+        interval = "" if low is None else f" [{low:.3f}, {high:.3f}]"
+        return [f"ratio_rel {s['ratio_rel']:.3f}{interval}  ratio_ker {s['ratio_ker']:.3f}; "
+                f"above 1: {s.get('ratio_rel_verdict', 'cannot decide')}"]
     lines = []
     for task, row in s["ratio"].items():
         interval = ("no interval" if row["ci_low"] is None

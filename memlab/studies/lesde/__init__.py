@@ -12,6 +12,7 @@ from memlab.studies.lesde.config import RECIPE, LESDEConfig
 
 run = STUDY = register_study(Study(
     name="lesde", package=__name__, config=LESDEConfig,
+    headline="memlab.studies.lesde.figures:headline_lines",
     summary="LE-SDE phase diagram, fit to real networks, locally elastic stability",
     description=(
         "Simulate locally elastic SDEs (Zhang, Wang & Su 2021) over intra/inter strength "

@@ -1,8 +1,12 @@
-"""Figures and the report of the LE-SDE study, drawn from a Result's tables and summary."""
+"""Figures and the report of the LE-SDE study, drawn from a Result's tables and summary.
+
+The report opens with its finding: one sentence per part, each computed from the summary by
+a function below (:func:`transition_sentence`, :func:`fit_sentence`,
+:func:`stability_sentence`) with its interval and a verdict that can be "cannot decide"."""
 
 from __future__ import annotations
 
-import json
+from typing import Any
 
 import matplotlib
 
@@ -11,8 +15,17 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from memlab.measures.stats import UNDECIDED  # noqa: E402
 from memlab.report import Report  # noqa: E402
-from memlab.studies.base import Result  # noqa: E402
+from memlab.report.numbers import fmt, fmt_interval, fmt_pct, fmt_se  # noqa: E402
+from memlab.studies.base import Result, command_line  # noqa: E402
+from memlab.studies.lesde.config import LESDEConfig  # noqa: E402
+from memlab.studies.lesde.verdicts import (  # noqa: E402
+    AT_ONE,
+    NOT_AT_ONE,
+    NOT_SEPARATING,
+    SEPARATING,
+)
 
 DRIFT_LABELS = {"ce": "cross-entropy drift (LE-SDE)", "linear": "linearized drift (LE-ODE)"}
 FIT_STATS = ("loss", "accuracy", "nc1", "between_norm")
@@ -161,16 +174,144 @@ def draw_figures(result: Result) -> dict[str, plt.Figure]:
     return figures
 
 
-STABILITY_COLUMNS = ["dataset", "loss", "n_models", "m", "gap", "gap_se", "beta_uniform",
-                     "beta_uniform_floor", "beta_le", "beta_le_floor", "beta_le_signed",
-                     "beta_le_signed_floor", "bound_uniform", "bound_uniform_vacuous",
-                     "bound_le", "bound_le_vacuous", "bound_le_signed",
-                     "bound_le_signed_vacuous"]
+# ------------------------------------------------------------------ the finding
+
+
+DRIFT_SHORT = {"ce": "the LE-SDE (cross-entropy drift)", "linear": "the linearized LE-ODE"}
+
+
+def transition_sentence(phase: dict[str, Any]) -> str:
+    """Where the simulated features start to separate (their initial growth along their own
+    class turns positive), per drift: the scanned ratios that bracket it at every noise
+    level and whether that is the predicted α/β = 1, or "cannot decide"."""
+    clauses, undecided = [], False
+    for drift, d in phase.items():
+        label = DRIFT_SHORT.get(drift, drift)
+        verdict = d.get("transition", UNDECIDED)
+        low, high = d.get("threshold_lo"), d.get("threshold_hi")
+        n, found = d.get("n_noises", 0), d.get("noises_bracketed", 0)
+        if verdict == AT_ONE:
+            clauses.append(f"in {label} it turns positive between α/β = {fmt(low)} and "
+                           f"{fmt(high)} at all {n} noise levels: at the predicted α/β = 1")
+        elif verdict == NOT_AT_ONE:
+            away = [f"between {fmt(b[0])} and {fmt(b[1])} at σ = {noise}"
+                    for noise, b in d.get("bracket_by_noise", {}).items()
+                    if b and not b[0] <= 1 <= b[1]]
+            clauses.append(f"in {label} it turns positive {'; '.join(away)}, a bracket "
+                           "that excludes the predicted α/β = 1")
+        else:
+            undecided = True
+            clauses.append(f"in {label}, cannot decide where it turns positive: the scan "
+                           f"resolves the sign change at {found} of {n} noise levels")
+    sentence = ("Where the simulated features start to separate (their initial growth along "
+                "their own class, 95% intervals over runs): " + "; ".join(clauses) + ".")
+    if undecided:
+        sentence += (" More runs or scan ratios on both sides of 1 (--n-runs, --scan-ratios) "
+                     "can decide it.")
+    return sentence
+
+
+def fit_sentence(fit: dict[str, Any]) -> str:
+    """Which side of the threshold α/β = 1 the networks' fitted strengths put them, with
+    the Student-t interval over networks, and how closely the fitted LE-SDE follows them."""
+    words = {SEPARATING: "above 1, the separating phase", NOT_SEPARATING: "below 1, not "
+             "separating", UNDECIDED: "cannot decide which side of 1"}
+    clauses = []
+    for name, f in fit.items():
+        r = f.get("ratio_interval") or {"mean": f["strengths"]["ratio"]["mean"], "n": 0}
+        verdict = r.get("verdict", UNDECIDED)
+        error = f["error_fitted"]["loss"]["relative_to_range"]
+        ratio = fmt_interval(r.get("mean"), r.get("low"), r.get("high"))
+        clauses.append(f"on {name}, α/β = {ratio} over {r.get('n', 0)} networks: "
+                       f"{words.get(verdict, verdict)}; the "
+                       f"simulated loss is off by {fmt_pct(error)} of the real loss's range "
+                       "(rms)")
+    return "Fitted to real networks (intra/inter strength ratio, 95% interval): " \
+        + "; ".join(clauses) + "."
+
+
+def stability_sentence(stability: dict[str, Any]) -> str:
+    """In how many dataset/loss settings the locally elastic constant stands above its
+    permuted-mask noise floor and, among those, how many bounds are tighter than the
+    uniform one and non-vacuous; suppressed where β_LE is at its floor."""
+    rows = list(stability.values())
+    total = len(rows)
+    real = [r for r in rows if r["beta_le_above_floor"]]
+    if not real:
+        return (f"Locally elastic stability: β_LE cannot be told from its permuted-mask noise "
+                f"floor in any of the {total} dataset/loss settings (cannot decide whether "
+                "influence is locally elastic; its bounds say nothing beyond noise here).")
+    tighter = sum(r["bound_le"] < r["bound_uniform"] for r in real)
+    useful = sum(not r["bound_le_vacuous"] for r in real)
+    return (f"Locally elastic stability: β_LE stands above its permuted-mask noise floor in "
+            f"{len(real)} of {total} dataset/loss settings (cannot decide in "
+            f"{total - len(real)}); there, the locally elastic bound is tighter than the "
+            f"uniform one in {tighter} of {len(real)} and non-vacuous (below M) in {useful} "
+            f"of {len(real)}: plug-in estimates, not certified bounds.")
+
+
+def lesde_finding(summary: dict[str, Any]) -> list[str]:
+    """The report's finding: one sentence per part run."""
+    sentences = []
+    if summary.get("phase"):
+        sentences.append(transition_sentence(summary["phase"]))
+    if summary.get("fit"):
+        sentences.append(fit_sentence(summary["fit"]))
+    if summary.get("stability"):
+        sentences.append(stability_sentence(summary["stability"]))
+    return sentences
+
+
+# ------------------------------------------------------------------ the report
+
+
+def _transition_table(phase: dict[str, Any]) -> pd.DataFrame:
+    rows = []
+    for drift, d in phase.items():
+        bracket = ("–" if d.get("threshold_lo") is None
+                   else f"({fmt(d['threshold_lo'])}, {fmt(d['threshold_hi'])})")
+        crossing = d["threshold"] if d["threshold"] is not None else np.nan
+        rows.append({"drift": drift, "crossing (mean over σ)": crossing,
+                     "bracket": bracket, "verdict": d.get("transition", UNDECIDED),
+                     "separated, α/β > 1": d["separated_above"],
+                     "separated, α/β ≤ 1": d["separated_at_or_below"],
+                     "LP-separable, α/β < 1": d["lp_separable_below"]})
+    return pd.DataFrame(rows)
+
+
+def _fit_table(fit: dict[str, Any]) -> pd.DataFrame:
+    rows = []
+    for name, f in fit.items():
+        r = f.get("ratio_interval") or {}
+        st = f["strengths"]
+        rows.append({"dataset": name, "networks": f["models"],
+                     "α/β fitted": fmt_interval(r.get("mean"), r.get("low"), r.get("high")),
+                     "verdict": r.get("verdict", UNDECIDED),
+                     "α/β from kernel": fmt_se(st["kernel_ratio"]["mean"],
+                                               st["kernel_ratio"]["se"]),
+                     "R²": fmt_se(st["r2"]["mean"], st["r2"]["se"]),
+                     "final accuracy": f["final_real_accuracy"],
+                     "loss rms / range": f["error_fitted"]["loss"]["relative_to_range"]})
+    return pd.DataFrame(rows)
+
+
+STABILITY_COLUMNS = {"dataset": "dataset", "loss": "loss", "n_models": "models", "m": "m",
+                     "gap": "gap", "gap_se": "gap_se", "beta_uniform": "β_U",
+                     "beta_uniform_floor": "β_U floor", "beta_le": "β_LE",
+                     "beta_le_floor": "β_LE floor", "bound_uniform": "uniform bound",
+                     "bound_le": "LE bound", "bound_le_vacuous": "LE vacuous"}
+
+
+def _reproduce(result: Result) -> str | None:
+    return command_line("lesde", LESDEConfig.from_dict(result.config), result.out)
 
 
 def build_report(result: Result) -> Report:
+    """The finding, then one section per part (figure with what to look at, its table
+    rounded), secondary figures and per-model tables collapsed, Reproduce last."""
     s = result.summary
     page = Report("memlab lesde: locally elastic dynamics and stability")
+    page.finding(*lesde_finding(s))
     figures = draw_figures(result)
     if "phase" in figures:
         page.heading("LE-SDE phase diagram")
@@ -180,17 +321,16 @@ def build_report(result: Result) -> Report:
                   f"{cfg['n_runs']} runs per cell, Euler–Maruyama dt = {cfg['dt']:g} to "
                   f"t = {cfg['t_end']:g}. Separated: every example classified by its own "
                   "logit (training error 0).")
-        page.figure(figures["phase"], caption="phase diagram and threshold scan", fmt="png")
-        lines = []
-        for drift, d in s["phase"].items():
-            lines.append(f"{drift}: measured threshold {d['threshold']} (predicted 1; largest "
-                         f"deviation over noise levels {d['max_abs_deviation']}); separated "
-                         f"fraction {d['separated_above']:.2f} above α/β = 1, "
-                         f"{d['separated_at_or_below']:.2f} at or below; linearly separable "
-                         f"by some classifier below 1: {d['lp_separable_below']:.2f}")
-        page.text(" · ".join(lines), note=True)
-        page.figure(figures["phase_trajectories"], caption="trajectories at the second noise "
-                    "level", fmt="png")
+        page.figure(figures["phase"], fmt="png", caption=(
+            "Left: log10 final training loss over (α/β, σ), the fraction of runs separated "
+            "in each cell. Right: the initial growth rate along the own class (± 2 se). Look "
+            "for the loss dropping and the rate crossing 0 at the dashed line α/β = 1."))
+        page.table(_transition_table(s["phase"]), caption=(
+            "Where the rate crosses 0: the interpolated crossing, and the bracket of scanned "
+            "ratios whose rates are resolved below and above 0 (95%); separated fractions"))
+        page.heading("Trajectories", collapsed=True)
+        page.figure(figures["phase_trajectories"], fmt="png", caption=(
+            "Loss, accuracy and NC1 over time at the second noise level, one line per α/β"))
     if "fit" in figures:
         page.heading("LE-SDE fitted to real networks")
         page.text("One-hidden-layer ReLU MLPs, plain SGD on all of a training subset; a "
@@ -199,9 +339,16 @@ def build_report(result: Result) -> Report:
                   "increments on the class gradients ('fitted'), or read off the kernel "
                   "('kernel'); the LE-SDE simulated from each model's initial features with "
                   "its recorded read-out.")
-        page.figure(figures["fit"], caption="real (solid) vs simulated (dashed: fitted, dotted: "
-                    "kernel), mean ± sd over models", fmt="png")
-        page.table(result.tables["fit_strengths"], caption="fitted strengths per model")
+        page.figure(figures["fit"], fmt="png", caption=(
+            "Real (solid) vs simulated (dashed: fitted strengths, dotted: kernel strengths), "
+            "mean ± sd over models. Look for the dashed line tracking the solid one."))
+        page.table(_fit_table(s["fit"]), caption=(
+            "Per dataset: fitted α/β [Student-t 95% over networks] and its side of 1; the "
+            "kernel's α/β and R² (mean ± se)"))
+        page.heading("Fitted strengths and simulation errors", collapsed=True)
+        page.table(result.tables["fit_strengths"].drop(columns=["steps_per_epoch"],
+                                                       errors="ignore"),
+                   caption="fitted strengths per model")
         rows = []
         for name, f in s["fit"].items():
             for source in ("fitted", "kernel"):
@@ -217,14 +364,34 @@ def build_report(result: Result) -> Report:
                   "bounds are the Bousquet–Elisseeff form 2β + (4mβ + M)√(ln(1/δ)/(2m)) with "
                   "β the plug-in constant: an empirical estimate, not a certified bound. "
                   "Floors: the same computation on permuted masks.", note=True)
-        page.figure(figures["stability"], caption="gap vs bounds", fmt="png")
+        page.figure(figures["stability"], fmt="png", caption=(
+            "Measured gap and the bounds (log scale), with the permuted-mask floors (orange "
+            "ticks) and M (dashed: a bound above it is vacuous). Look for bars well above "
+            "their floor and below M."))
         table = result.tables["stability"]
-        page.table(table[[c for c in STABILITY_COLUMNS if c in table]],
-                   caption="stability table")
+        shown = table[[c for c in STABILITY_COLUMNS if c in table]].rename(
+            columns=STABILITY_COLUMNS)
+        page.table(shown, se={"gap": "gap_se"}, caption=(
+            "Gap (mean ± se over models), plug-in constants beside their noise floors, bounds"))
         page.text(" · ".join(f"{r['dataset']}/{r['loss']}: {r['verdict']}"
                              for _, r in table.iterrows()))
-        page.figure(figures["stability_examples"], caption="per-example locally elastic "
-                    "constants", fmt="png")
-    page.heading("Summary")
-    page.code(json.dumps(s, indent=1, default=str)[:30000])
+        page.heading("Per-example constants", collapsed=True)
+        page.figure(figures["stability_examples"], fmt="png", caption=(
+            "Per training example, the mean over test points of |Δ̂(z, ·)| with the real mask "
+            "and a permuted one. Look for a right tail of the real histogram beyond the "
+            "permuted one."))
+    command = _reproduce(result)
+    if command is not None:
+        page.heading("Reproduce", collapsed=True)
+        page.code(command)
     return page
+
+
+def headline_lines(result: Result) -> list[str]:
+    """What ``memlab lesde`` prints: the report's finding, then the measured durations (the
+    full numbers: summary.json)."""
+    s = result.summary
+    timings = ", ".join(f"{part} {fmt(seconds)} s"
+                        for part, seconds in (s.get("timing_s") or {}).items())
+    return [*lesde_finding(s), *([f"time: {timings}"] if timings else [])]
+

@@ -28,7 +28,6 @@ The populations live in ``out/populations/{fit,stability}-<dataset>`` and resume
 from __future__ import annotations
 
 import dataclasses
-import json
 import time
 from pathlib import Path
 from typing import Any
@@ -39,13 +38,23 @@ import pandas as pd
 from memlab import streams
 from memlab.measures import lesde, stability
 from memlab.measures.callbacks.features import FeatureCallback
-from memlab.measures.stats import mean_se
+from memlab.measures.stats import (
+    mean_se,
+)
 from memlab.studies.base import Execution, Result
 from memlab.studies.lesde.config import LESDEConfig
 from memlab.studies.lesde.phase import phase_diagram, phase_summary, stream_seed, threshold_summary
+from memlab.studies.lesde.verdicts import (
+    ratio_interval,
+    stability_verdict,
+    transition_summary,
+)
 
 STUDY = "lesde"
 STATS = lesde.TRAJECTORY_STATS
+
+
+# ------------------------------------------------------------------ 1. where the phase changes
 
 
 # ------------------------------------------------------------------ 2. fitted to real networks
@@ -136,7 +145,8 @@ def fit_real(name: str, config: LESDEConfig, out: Path, execution: Execution
                                             ["value"].mean()),
                "strengths": {c: mean_se(strengths[c], skip="nan", n=len(strengths)).as_dict(
                    "mean", "se") for c in ("intra", "inter", "ratio", "noise", "r2",
-                                           "kernel_intra", "kernel_inter", "kernel_ratio")}}
+                                           "kernel_intra", "kernel_inter", "kernel_ratio")},
+               "ratio_interval": ratio_interval(strengths["ratio"].to_numpy())}
     for source in ("fitted", "kernel"):
         summary[f"error_{source}"] = {}
         for s in STATS:
@@ -203,7 +213,9 @@ def stability_rows(name: str, config: LESDEConfig, out: Path, execution: Executi
             row[f"{const}_floor"] = float(values.mean())
             row[f"{const}_floor_sd"] = float(values.std(ddof=1)) if len(values) > 1 else 0.0
             spread = max(row[f"{const}_floor_sd"], 1e-12)
-            row[f"{const}_above_floor"] = bool(real[const] > values.mean() + 3 * spread)
+            # One permuted mask gives no spread of the floor: nothing is "above" it then.
+            row[f"{const}_above_floor"] = bool(len(values) > 1
+                                               and real[const] > values.mean() + 3 * spread)
         for which, const in (("uniform", "beta_uniform"), ("le", "beta_le"),
                              ("le_signed", "beta_le_signed")):
             b = stability.stability_bound(real[const], m, bound, config.confidence_delta)
@@ -211,7 +223,7 @@ def stability_rows(name: str, config: LESDEConfig, out: Path, execution: Executi
             row[f"bound_{which}_floor"] = stability.stability_bound(
                 row[f"{const}_floor"], m, bound, config.confidence_delta)
             row[f"bound_{which}_vacuous"] = bool(b >= bound)
-        row["verdict"] = stability_verdict(row)
+        row["verdict"] = stability_verdict(row, config.n_permutations)
         rows.append(row)
         per_example.append(pd.DataFrame({
             "dataset": name, "loss": kind, "example": np.arange(mask.shape[1]),
@@ -221,17 +233,6 @@ def stability_rows(name: str, config: LESDEConfig, out: Path, execution: Executi
                 stability.permuted_mask(mask, seed=floor_seed), test_loss).delta).mean(1),
         }))
     return rows, pd.concat(per_example, ignore_index=True)
-
-
-def stability_verdict(row: dict) -> str:
-    parts = []
-    for const, label in (("beta_le", "β_LE"), ("beta_uniform", "β_U")):
-        if row[f"{const}_above_floor"]:
-            parts.append(f"{label} is above its noise floor")
-        else:
-            parts.append(f"{label} cannot be told from its noise floor with "
-                         f"{row['n_models']} models")
-    return "; ".join(parts)
 
 
 # ------------------------------------------------------------------ the study
@@ -254,7 +255,9 @@ def _run_parts(config: LESDEConfig, out: Path, execution: Execution) -> Result:
         clock = time.perf_counter()
         phase, traj, scan = phase_diagram(config)
         tables.update(phase=phase, phase_trajectories=traj, threshold_scan=scan)
-        summary["phase"] = {drift: {**threshold, **phase_summary(phase)[drift]}
+        transitions = transition_summary(scan)
+        summary["phase"] = {drift: {**threshold, **phase_summary(phase)[drift],
+                                    **transitions[drift]}
                             for drift, threshold in threshold_summary(scan).items()}
         summary["timing_s"]["phase"] = time.perf_counter() - clock
     if "fit" in config.parts:
@@ -276,22 +279,3 @@ def _run_parts(config: LESDEConfig, out: Path, execution: Execution) -> Result:
         summary["stability"] = {f"{r['dataset']}/{r['loss']}": r for r in rows}
         summary["timing_s"]["stability"] = time.perf_counter() - clock
     return Result(STUDY, config.to_dict(), tables, summary)
-
-
-def headline_lines(result: Result) -> list[str]:
-    """What ``memlab lesde`` prints: per part its headline numbers, then the timings."""
-    s, lines = result.summary, []
-    for drift, d in s.get("phase", {}).items():
-        lines.append(f"phase/{drift}: threshold {d['threshold']} (predicted 1), separated "
-                     f"above {d['separated_above']:.2f}, at or below "
-                     f"{d['separated_at_or_below']:.2f}")
-    for name, f in s.get("fit", {}).items():
-        st = f["strengths"]
-        lines.append(f"fit/{name}: α/β fitted {st['ratio']['mean']:.2f}, kernel "
-                     f"{st['kernel_ratio']['mean']:.2f}; loss rms error "
-                     f"{f['error_fitted']['loss']['rms']:.4f}")
-    for key, r in s.get("stability", {}).items():
-        lines.append(f"stability/{key}: gap {r['gap']:.4f}, uniform bound "
-                     f"{r['bound_uniform']:.3g}, LE bound {r['bound_le']:.3g} (floor "
-                     f"{r['bound_le_floor']:.3g})")
-    return lines + [json.dumps(s.get("timing_s", {}))]

@@ -32,6 +32,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from scipy.stats import norm
 
 from memlab.data.text import Documents
 from memlab.errors import RunError
@@ -105,9 +106,10 @@ def run(config: LMMemorizeConfig, out: Path, execution: Execution) -> Result:
 def analyze(population: Run, documents: Documents, config: LMMemorizeConfig
             ) -> tuple[dict[str, pd.DataFrame], dict[str, Any], Any]:
     """Tables, summary and the (n_train, n_val) influence estimates of a trained run."""
-    mask = np.asarray(population.membership_mask)
-    acc = np.asarray(population.records("train_acc"), np.float64)
-    loss = np.asarray(population.records("train_loss"), np.float64)
+    rows = population.usable_models()  # (models that diverged: left out, with a warning)
+    mask = np.asarray(population.membership_mask[rows])
+    acc = np.asarray(population.records("train_acc")[rows], np.float64)
+    loss = np.asarray(population.records("train_loss")[rows], np.float64)
     mem = in_out(mask, acc)
     mem_loss = in_out(mask, -loss)  # OUT loss − IN loss, nats per token
     missing = int(((mem.n_in == 0) | (mem.n_out == 0)).sum())
@@ -124,7 +126,7 @@ def analyze(population: Run, documents: Documents, config: LMMemorizeConfig
         "text": documents.texts("train"),
     })
 
-    influence = in_out_pairs(mask, np.asarray(population.records("test_acc"), np.float64))
+    influence = in_out_pairs(mask, np.asarray(population.records("test_acc")[rows], np.float64))
     pairs = top_pairs(influence.score, influence.se, frame, documents)
     # The synthetic corpus plants validation near-duplicates "near:<training id>": are they
     # the strongest pairs?
@@ -138,7 +140,7 @@ def analyze(population: Run, documents: Documents, config: LMMemorizeConfig
     shape = simplicity_shape(frame.simplicity.to_numpy(), frame.mem.to_numpy())
     top = frame.sort_values("mem", ascending=False).head(TOP_DOCUMENTS)
     token_correct = population.records("train_token_correct")
-    top_documents = pd.DataFrame([token_marks(documents, int(i), token_correct, mask)
+    top_documents = pd.DataFrame([token_marks(documents, int(i), token_correct, mask, rows)
                                   for i in top["index"]])
     top_documents = top.drop(columns=["text"]).reset_index(drop=True).join(top_documents)
 
@@ -153,6 +155,8 @@ def analyze(population: Run, documents: Documents, config: LMMemorizeConfig
         "mem_mean": float(np.nanmean(mem.score)), "mem_median": float(np.nanmedian(mem.score)),
         "memorized_threshold": MEMORIZED,
         "fraction_memorized": float(np.nanmean(mem.score >= MEMORIZED)),
+        "n_memorized": int(np.sum(mem.score >= MEMORIZED)),
+        "memorized_noise_floor": memorized_noise_floor(mem.score, mem.se, MEMORIZED),
         "se_median": float(np.nanmedian(mem.se)),
         "documents_without_in_or_out": missing,
         "train_acc_in": float(models.train_acc_in.mean()),
@@ -181,6 +185,21 @@ def _pearson(a: np.ndarray, b: np.ndarray) -> float:
     if finite.sum() < 3 or not np.ptp(a[finite]) or not np.ptp(b[finite]):
         return float("nan")
     return float(np.corrcoef(a[finite], b[finite])[0, 1])
+
+
+def memorized_noise_floor(mem: np.ndarray, se: np.ndarray, threshold: float
+                          ) -> dict[str, float | int]:
+    """How many documents would score at least ``threshold`` from estimation noise alone.
+    With no document memorized each score is about N(0, se_i²) (a difference of two group
+    means), so the count at or above the threshold is a sum of independent Bernoulli(p_i),
+    p_i = P(N(0, se_i²) ≥ threshold): its mean ``expected`` and standard deviation ``sd``
+    over the ``n`` documents with a score and a standard error. The report sets the
+    observed count (``n_memorized``) beside it."""
+    ok = np.isfinite(mem) & np.isfinite(se)
+    with np.errstate(divide="ignore"):  # se = 0: a score that cannot move, p = 0
+        p = norm.sf(threshold / se[ok])
+    return {"expected": float(p.sum()), "sd": float(np.sqrt((p * (1 - p)).sum())),
+            "n": int(ok.sum())}
 
 
 def group_summary(frame: pd.DataFrame, column: str | list[str]) -> pd.DataFrame:
@@ -232,13 +251,14 @@ def _mark(delta: float) -> str:
 
 
 def token_marks(documents: Documents, index: int, token_correct: np.ndarray,
-                mask: np.ndarray) -> dict[str, str]:
+                mask: np.ndarray, rows: np.ndarray | slice = slice(None)) -> dict[str, str]:
     """Training document ``index`` as one character per token (``↵`` a newline, ``·`` a
     token that is not one character) and, per token, a mark of the IN models' accuracy
     minus the OUT models' ('#' >= .5, '+' >= .25, '.' >= .1, '-' <= -.1).
-    ``token_correct``: (n_models, n_train, context) bool."""
+    ``token_correct``: (n_models, n_train, context) bool; ``rows``: the models ``mask``
+    holds (the population less its diverged models)."""
     length = int(documents.lengths_train[index])
-    correct = np.asarray(token_correct[:, index, :length], np.float64)  # (t, L)
+    correct = np.asarray(token_correct[:, index, :length], np.float64)[rows]  # (t, L)
     with np.errstate(invalid="ignore"):  # NaN: no IN or no OUT model, no mark
         delta = np.subtract(*masked_means(mask[:, [index]], correct))
     chars = [documents.token_strings[t] for t in documents.tokens_train[index, 1:length + 1]]

@@ -126,6 +126,12 @@ def cost_row(prior: str, knob: str, measures: PopulationMeasures,
     row["theory_carry_over"] = row["theory"] * gap
     row["cost_per_unfit_singleton"] = _divide(row["extra_error_1"], row["extra_unfit"])
     row["measured_over_theory"] = _divide(row["extra_error_1"], row["theory"])
+    # Its standard error by the delta method (the two paired means' errors as independent):
+    # var(e / t) = se_e² / t² + e² se_t² / t⁴, with t = τ₁ · extra_unfit.
+    theory_se = tau1 * row["extra_unfit_se"]
+    row["measured_over_theory_se"] = math.sqrt(
+        _divide(row["extra_error_1_se"] ** 2, row["theory"] ** 2)
+        + _divide(row["extra_error_1"] ** 2 * theory_se ** 2, row["theory"] ** 4))
     return row
 
 

@@ -11,6 +11,7 @@ from memlab.studies.memorize.config import RECIPE, MemorizeConfig, TargetSEWarni
 
 run = STUDY = register_study(Study(
     name="memorize", package=__name__, config=MemorizeConfig,
+    headline="memlab.studies.memorize.figures:headline_lines",
     summary="memorization and influence scores, C-scores, removal study, report",
     description=(
         "Train (or resume) a population of subset-trained models and estimate every "

@@ -13,10 +13,19 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.gridspec import GridSpec  # noqa: E402
 
-from memlab.report import COLORS, Report, draw_input, plot_reliability, style  # noqa: E402
+from memlab.measures.stats import ABOVE, BELOW, UNDECIDED, interval_side  # noqa: E402
+from memlab.report import COLORS, Report, draw_input, numbers, plot_reliability, style  # noqa: E402
 from memlab.studies.base import Result, command_line  # noqa: E402
 from memlab.studies.memorize import removal as rm  # noqa: E402
 from memlab.studies.memorize.config import MemorizeConfig  # noqa: E402
+from memlab.studies.memorize.floors import (  # noqa: E402
+    ABOVE_NOISE,
+    RELIABILITY_MIN,
+    RELIABLE,
+    UNRELIABLE,
+    reliability_verdict,
+)
+from memlab.studies.memorize.study import FIT_MIN  # noqa: E402
 
 BLUE, ORANGE, RED, GREY = COLORS["blue"], COLORS["orange"], COLORS["red"], COLORS["grey"]
 
@@ -202,13 +211,172 @@ def draw_figures(result: Result) -> dict[str, plt.Figure]:
     return figures
 
 
+# ------------------------------------------------------------------ the finding
+#
+# Every sentence the report leads with is a function of the summary alone (so a loaded
+# result says the same), with its interval and a verdict that can be "cannot decide"; the
+# noise floors, intervals and verdicts it reads were computed at analysis time (study.py).
+
+
+def _given(value: object) -> bool:
+    return value is not None and isinstance(value, (int, float)) and math.isfinite(value)
+
+
+def _pct(value: float, low: float | None = None, high: float | None = None) -> str:
+    """A fraction as a percentage, with its interval when given, rounded to the
+    interval's half-width (:func:`numbers.decimals_for`)."""
+    if not (_given(low) and _given(high)):
+        return numbers.fmt_pct(value)
+    places = numbers.decimals_for(50 * (high - low))  # the half-width in points
+    return (f"{100 * value:.{places}f}% [{100 * low:.{places}f}%, "
+            f"{100 * high:.{places}f}%]")
+
+
+def _floor(s: dict, name: str) -> str:
+    """A noise floor as mean ± sd over the permutations."""
+    return numbers.fmt_se(s[name], s.get(f"{name}_sd"))
+
+
+def _auroc(s: dict, name: str) -> str:
+    return numbers.fmt_interval(s[f"{name}_auroc"], s.get(f"{name}_auroc_lo"),
+                                s.get(f"{name}_auroc_hi"))
+
+
+def _reliability_verdict(s: dict) -> str:
+    return s.get("reliability_verdict") or reliability_verdict(s.get("reliability"),
+                                                               s.get("reliability_sd"))
+
+
+def _more_models(s: dict) -> str:
+    """How to get more reliable scores: the models the summary measured as needed."""
+    needed = s.get("models_needed") or {}
+    chosen = (s.get("estimator") or {}).get("estimator")
+    n = needed.get(chosen, min(needed.values()) if needed else None)
+    if n is None or n <= s["n_models"]:
+        return "train more models (--models, or --grow)"
+    return (f"train more models (--models {n:,} brings 90% of the standard errors to "
+            f"≤ {s['target_se']:g}; or --grow)")
+
+
+def memorized_sentence(s: dict) -> str:
+    """How many examples are memorized (count, fraction with its bootstrap interval, beside
+    the count a permuted mask gives) and whether the scores are reliable."""
+    threshold = s["mem_min"]
+    text = (f"{s['n_memorized']:,} of {s['n_train']:,} training examples have mem ≥ "
+            f"{threshold:g}: " + _pct(s["memorized_fraction"], s.get("memorized_fraction_lo"),
+                                      s.get("memorized_fraction_hi"))
+            + " (95% interval: bootstrap over models)")
+    if _given(s.get("n_memorized_null")):
+        floor = _floor(s, "n_memorized_null")
+        if s.get("memorized_verdict") == ABOVE_NOISE:
+            text += f", against {floor} from the same population with its membership mask "
+            text += "permuted"
+        else:
+            text += (f", but the same population with its membership mask permuted gives "
+                     f"{floor}: {UNDECIDED} whether they are memorized or noise")
+    r = numbers.fmt_se(s["reliability"], s.get("reliability_sd"))
+    verdict = _reliability_verdict(s)
+    if verdict == RELIABLE:
+        return text + (f". The scores are reproducible: split-half reliability {r} "
+                       f"(above {RELIABILITY_MIN:g}).")
+    if verdict == UNRELIABLE:
+        return text + (f". The scores are not reliable: split-half reliability {r}, below "
+                       f"{RELIABILITY_MIN:g}, so which examples score high (the rankings "
+                       f"and pairs below) is mostly noise; {_more_models(s)}.")
+    return text + (f". Split-half reliability {r} cannot be told from {RELIABILITY_MIN:g} "
+                   f"({UNDECIDED}): the rankings and pairs below are not reliable; "
+                   f"{_more_models(s)}.")
+
+
+def pairs_sentence(s: dict) -> str:
+    """The high-influence pairs beside their noise floor; not a finding when the scores
+    are unreliable or the count is within the floor."""
+    n = s["n_pairs"]
+    rule = (f"mem ≥ {s['mem_min']:g}, infl ≥ {s['infl_min']:g}"
+            + (", same label" if s.get("same_label", True) else ""))
+    if not _given(s.get("n_pairs_null")):
+        return f"{n:,} high-influence pairs ({rule}); this result has no noise floor for them."
+    noise = ("the memorized examples with their membership permuted give "
+             + _floor(s, "n_pairs_null"))
+    if _reliability_verdict(s) != RELIABLE:
+        return (f"The {n:,} high-influence pairs ({rule}; {noise}) are not a finding: the "
+                "scores are too unreliable to say which pairs pass the thresholds.")
+    if n == 0:
+        return f"No pair passes {rule} ({noise})."
+    if s.get("pairs_verdict") == ABOVE_NOISE:
+        return (f"{n:,} high-influence pairs ({rule}) on {s['n_pair_tests']:,} test examples, "
+                f"where {noise}: about {n - s['n_pairs_null']:,.0f} more than chance; "
+                f"{s['n_pairs_near_duplicate']:,} of the pairs are near-duplicates (cosine ≥ "
+                f"{s['duplicate_threshold']:g}).")
+    return (f"{n:,} high-influence pairs ({rule}), but {noise}: the count cannot be told "
+            f"from noise ({UNDECIDED} whether any pair is real).")
+
+
+def fits(s: dict) -> bool:
+    """Whether the subset models fit their own training examples."""
+    return s["train_acc_in_mean"] >= s.get("fit_min", FIT_MIN)
+
+
+def label_noise_sentence(s: dict) -> str | None:
+    """What mem says about the planted label noise (AUROC with its interval and verdict),
+    beside the label-error score; None without planted noise."""
+    if "noise_auroc" not in s:
+        return None
+    if not _given(s["noise_auroc"]):
+        return "The planted label noise cannot be scored (no flipped or no clean example)."
+    flipped = (f"the {s['n_flipped']:,} flipped labels" if "n_flipped" in s
+               else "the flipped labels")
+    side = interval_side(s.get("noise_auroc_lo"), s.get("noise_auroc_hi"), 0.5)
+    auroc = _auroc(s, "noise")
+    if side == ABOVE:
+        text = f"Planted label noise: mem ranks {flipped} above the clean ones, AUROC {auroc}"
+    elif side == BELOW:
+        text = f"Planted label noise: mem ranks {flipped} below the clean ones, AUROC {auroc}"
+    else:
+        text = (f"Planted label noise: AUROC {auroc} — {UNDECIDED} whether mem ranks "
+                f"{flipped} above the clean ones")
+    if _given(s.get("label_error_auroc")):
+        text += (f"; the label-error score (does the rest of the population believe the "
+                 f"label?) gives AUROC {_auroc(s, 'label_error')}")
+    return text + " (95% DeLong intervals)."
+
+
+def pointer_sentence(s: dict) -> str | None:
+    """Where the subset models do not fit their own training examples: memorization
+    cannot find mislabeled examples; which scores can, and how to get memorization.
+    None where they fit."""
+    if fits(s):
+        return None
+    text = (f"The subset models fit only {numbers.fmt_pct(s['train_acc_in_mean'])} of their "
+            f"own training examples (below {s.get('fit_min', FIT_MIN):.0%}), so memorization "
+            "cannot find mislabeled examples in this population: a label the models never "
+            "fit is not memorized")
+    if _given(s.get("noise_auroc")):
+        text += f" (AUROC of mem for the planted flips: {_auroc(s, 'noise')})"
+    label_error = ("the label-error score (the label_error column of the scores table: "
+                   "minus the log-odds of the given label under the models that held the "
+                   "example out" + (f"; AUROC {_auroc(s, 'label_error')}"
+                                    if _given(s.get("label_error_auroc")) else "") + ")")
+    final_loss = (f"the final-loss proxy of memlab attribute {s['run_dir']}"
+                  + (f" (here the final_loss column of the proxies table: AUROC "
+                     f"{_auroc(s, 'final_loss')})" if _given(s.get("final_loss_auroc"))
+                     else ""))
+    scores = [label_error, final_loss] if s.get("has_label_error", True) else [final_loss]
+    return (text + ". The scores that look for them without memorization: " + " and ".join(scores)
+            + ". For memorization scores, train until the models fit their subsets (more "
+            f"epochs: --epochs, now {s['epochs']}).")
+
+
+def finding(s: dict) -> list[str]:
+    """The report's finding, computed from the summary: the memorized examples and the
+    scores' reliability; the high-influence pairs beside their noise floor; the planted
+    label noise, or, where the models do not fit, the pointer to the scores that find
+    mislabeled examples."""
+    third = pointer_sentence(s) or label_noise_sentence(s)
+    return [memorized_sentence(s), pairs_sentence(s), *([third] if third else [])]
+
+
 # ------------------------------------------------------------------ the report
-
-
-def _interval(mean: float, low: float, high: float, digits: int = 3) -> str:
-    if not np.isfinite(low):
-        return f"{mean:.{digits}f}"
-    return f"{mean:.{digits}f} [{low:.{digits}f}, {high:.{digits}f}]"
 
 
 def _architecture(s: dict) -> str:
@@ -218,21 +386,6 @@ def _architecture(s: dict) -> str:
     return "MLP " + "-".join(map(str, [math.prod(s["input_shape"]), *hidden, s["n_classes"]]))
 
 
-def noise_caption(s: dict) -> str | None:
-    """What the planted label noise shows, from the AUROC and the group means."""
-    if "noise_auroc" not in s:
-        return None
-    auroc = s["noise_auroc"]
-    if auroc is None:
-        return "The planted label noise cannot be scored (no flipped or no clean example)."
-    quality = ("separates them almost perfectly" if auroc >= 0.95 else
-               "ranks them above most clean examples" if auroc >= 0.8 else
-               "separates them only weakly" if auroc > 0.6 else "does not separate them")
-    return (f"Planted label noise: {s['label_noise_fraction']:.0%} of the labels were flipped; "
-            f"mem {quality} (AUROC {auroc:.3f}; mean mem {s['mem_mean_flipped']:.2f} flipped, "
-            f"{s['mem_mean_clean']:.2f} clean).")
-
-
 def removal_caption(s: dict, summary: pd.DataFrame) -> str:
     """The removal study's verdict, computed from the paired intervals."""
     r = s["removal"]
@@ -240,7 +393,8 @@ def removal_caption(s: dict, summary: pd.DataFrame) -> str:
     def said(metric: str, what: str) -> str:
         row = summary[(summary.comparison == "memorized - random") & (summary.metric == metric)]
         verdict = rm.verdict(summary, metric)
-        value = _interval(*row[["mean", "ci_low", "ci_high"]].iloc[0]) if len(row) else "–"
+        value = (numbers.fmt_interval(*row[["mean", "ci_low", "ci_high"]].iloc[0])
+                 if len(row) else numbers.MISSING)
         if verdict == rm.UNDECIDED:
             return (f"on {what} the data cannot tell removing the memorized examples from "
                     f"removing random ones (memorized − random {value}, the interval holds 0)")
@@ -265,10 +419,60 @@ def reproduce_text(result: Result) -> str:
     return command
 
 
+def summary_table(s: dict) -> pd.DataFrame:
+    """The numbers a reader needs, rounded to their uncertainty (the full ones are in
+    summary.json)."""
+    def floor(name: str) -> str:
+        return f"; permuted mask: {_floor(s, name)}" if _given(s.get(name)) else ""
+
+    rows = [
+        ("models × subset fraction", f"{s['n_models']:,} × {s['subset_fraction']:g}"),
+        ("test accuracy (mean ± sd over models)",
+         numbers.fmt_se(s["test_acc_mean"], s["test_acc_sd"])),
+        ("accuracy on their own training examples (mean; worst model)",
+         f"{numbers.fmt_pct(s['train_acc_in_mean'])}; "
+         f"{numbers.fmt_pct(s['train_acc_in_min'])}"),
+        (f"examples with mem ≥ {s['mem_min']:g} (95% bootstrap interval)",
+         f"{s['n_memorized']:,}: " + _pct(s["memorized_fraction"],
+                                          s.get("memorized_fraction_lo"),
+                                          s.get("memorized_fraction_hi"))
+         + floor("n_memorized_null")),
+        ("median standard error of mem", numbers.fmt(s["se_median"], 2)),
+        ("split-half reliability (mean ± sd over splits)",
+         f"{numbers.fmt_se(s['reliability'], s.get('reliability_sd'))} "
+         f"({_reliability_verdict(s)})"),
+        ("high-influence pairs (test examples; near-duplicates)",
+         f"{s['n_pairs']:,} ({s['n_pair_tests']:,}; {s['n_pairs_near_duplicate']:,})"
+         + floor("n_pairs_null")),
+    ]
+    for name, what in (("noise", "mem"), ("label_error", "the label-error score"),
+                       ("final_loss", "the final training loss")):
+        if _given(s.get(f"{name}_auroc")):
+            rows.append((f"AUROC of {what} for the flipped labels (95% interval)",
+                         _auroc(s, name)))
+    if s.get("models_needed"):
+        rows.append((f"models for se ≤ {s['target_se']:g} at 90% of the examples",
+                     ", ".join(f"{k}: {v:,}" for k, v in s["models_needed"].items())))
+    if _given(s.get("spearman_mem_cscore")):
+        rows.append(("Spearman(mem, C-score)", numbers.fmt(s["spearman_mem_cscore"], 2)))
+    return pd.DataFrame(rows, columns=["quantity", "value"])
+
+
+def _unreliable_note(report: Report, s: dict, what: str) -> None:
+    if _reliability_verdict(s) != RELIABLE:
+        report.text(f"Not a finding: split-half reliability "
+                    f"{numbers.fmt_se(s['reliability'], s.get('reliability_sd'))} is not "
+                    f"above {RELIABILITY_MIN:g}, so {what} is mostly noise; "
+                    f"{_more_models(s)}.", note=True)
+
+
 def build_report(result: Result) -> Report:
-    """The study's self-contained HTML page, captions computed from the numbers."""
+    """The study's self-contained HTML page: the finding (computed from the summary), the
+    figures with captions saying what to look at, tables rounded to their uncertainty,
+    secondary sections collapsed, Reproduce last."""
     s, tables = result.summary, result.tables
     report = Report(f"Memorization and influence: {s['dataset']}")
+    report.finding(*finding(s))
     report.text(
         f"{s['n_models']:,} models ({_architecture(s)}), each trained on a random "
         f"{s['subset_fraction']:.0%} of the {s['n_train']:,} training examples for "
@@ -276,102 +480,77 @@ def build_report(result: Result) -> Report:
         "For every training example i, mem(i) is the accuracy on it of the models that "
         "trained on it minus that of the models that held it out; influence infl(i, j) is "
         "the same difference on test example j (Feldman & Zhang 2020; docs/science.md §1). "
-        "Standard errors are the 95% intervals' half-widths / 1.96 (for the binary "
-        "estimator Newcombe's, Wilson per side), which stay positive at accuracy 0 or 1; "
-        "reliability is the Spearman correlation between the scores of two disjoint halves "
-        "of the models.")
+        "Reliability is the Spearman correlation between the scores of two disjoint halves "
+        "of the models; a noise floor is the same count from the population with each "
+        "example's membership shuffled across the models (mean ± sd over "
+        f"{s.get('null_permutations', 0)} shuffles).")
     choice = s.get("estimator")
-    if choice and choice["estimator"] != "binary":
-        report.text(
-            f"Estimator: {choice['estimator']} ({choice['reason']}). It estimates the same "
-            "mem from the margins (true-class logit minus the best other; right iff "
-            "positive): per example and side a Gaussian, P(right) = Φ(mean/sd), mem = "
-            "P_IN − P_OUT, with a MOVER interval; the binary estimate is in the scores "
-            "table as mem_binary (docs/memorization.md, 'Ground truth from fewer models').")
-    elif choice:
-        report.text(f"Estimator: binary ({choice['reason']}).")
+    if choice:
+        report.text(f"Estimator: {choice['estimator']} ({choice['reason']}); "
+                    "docs/memorization.md, 'Ground truth from fewer models'.")
     if s.get("advice"):
         report.text("Standard error: " + s["advice"], note=True)
-    rows = [
-        ("models × subset fraction", f"{s['n_models']:,} × {s['subset_fraction']:g}"),
-        ("population test accuracy (mean ± sd over models)",
-         f"{s['test_acc_mean']:.3f} ± {s['test_acc_sd']:.3f}"),
-        ("subset-model training accuracy, IN (mean; worst model)",
-         f"{s['train_acc_in_mean']:.3f}; {s['train_acc_in_min']:.3f}"),
-        ("accuracy on held-out training examples, OUT (mean)", f"{s['train_acc_out_mean']:.3f}"),
-        (f"examples with mem ≥ {s['mem_min']:g} (95% interval: bootstrap over models)",
-         f"{s['n_memorized']:,} ({s['memorized_fraction']:.1%}"
-         + (f", [{s['memorized_fraction_lo']:.1%}, {s['memorized_fraction_hi']:.1%}])"
-            if s.get("memorized_fraction_lo") is not None else ")")),
-        ("mean memorization score", f"{s['mem_mean']:.3f}"),
-        ("median standard error of mem", f"{s['se_median']:.3f}"),
-        ("a-priori RMS error bound (docs/science.md §1)", f"{s['error_bound']:.3f}"),
-        ("split-half reliability (Spearman, all models)",
-         f"{s['reliability']:.3f} ± {s['reliability_sd']:.3f}"),
-        (f"high-influence pairs (mem ≥ {s['mem_min']:g}, infl ≥ {s['infl_min']:g})",
-         f"{s['n_pairs']:,} ({s['n_pair_tests']:,} test examples)"),
-        (f"… of which near-duplicates (cosine ≥ {s['duplicate_threshold']:g})",
-         f"{s['n_pairs_near_duplicate']:,}"),
-        (f"pairs with infl > {s['strong_influence']:g} (near-duplicates among them)",
-         f"{s['n_pairs_strong']:,} ({s['n_pairs_strong_near_duplicate']:,})"),
-        ("test examples with a near-duplicate in training", f"{s['n_near_duplicate_tests']:,}"),
-    ]
-    if s.get("noise_auroc") is not None:
-        rows.append((f"AUROC of mem for the {s['label_noise_fraction']:.0%} flipped labels",
-                     f"{s['noise_auroc']:.3f}"))
-    if s.get("label_error_auroc") is not None:
-        rows.append(("AUROC of the label-error score (not memorization: the OUT models' "
-                     "log-odds of the given label) for the flipped labels",
-                     f"{s['label_error_auroc']:.3f}"))
-    if s.get("models_needed"):
-        rows.append((f"models for se ≤ {s['target_se']:g} at 90% of the examples, "
-                     "measured on this population (per estimator)",
-                     ", ".join(f"{k}: {v:,}" for k, v in s["models_needed"].items())))
-    if s.get("spearman_mem_cscore") is not None:
-        rows.append(("Spearman(mem, C-score)", f"{s['spearman_mem_cscore']:.3f}"))
-    report.table(pd.DataFrame(rows, columns=["quantity", "value"]), caption="Summary")
-    caption = noise_caption(s)
-    if caption:
-        report.text(caption)
-    if s["train_acc_in_mean"] < 0.95:
-        report.text(f"The subset models reach only {s['train_acc_in_mean']:.1%} accuracy on "
-                    "their own training examples: under-trained models inflate memorization "
-                    "and marginal-utility estimates. Consider more epochs.", note=True)
+    if not fits(s):
+        report.text(f"The subset models reach only {numbers.fmt_pct(s['train_acc_in_mean'])} "
+                    "accuracy on their own training examples: under-trained models inflate "
+                    "memorization and marginal-utility estimates. Train more epochs "
+                    f"(--epochs, now {s['epochs']}).", note=True)
+    report.table(summary_table(s), caption="Summary (the full numbers: summary.json)")
 
     report.heading("Memorization scores")
+    look = (" Orange: the planted flipped labels, which a population that fits its data "
+            "memorizes (right of the line)." if "noise_auroc" in s else "")
     report.figure(plot_overview(result), fmt="png", caption=(
-        "(a) Distribution of memorization scores; dashed: the threshold for 'memorized'. "
-        "(b) Per class (given label): the fraction of training examples memorized (bars) and "
-        "the mean score (dots). (c) Agreement of the scores from two disjoint halves of the "
-        "population, as the population grows (mean ± sd over random splits)."))
+        "(a) Memorization scores; right of the dashed line: examples the models get right "
+        "mostly when they trained on them (memorized)." + look + " (b) Per class (given "
+        "label): fraction memorized (bars) and mean score (dots); look for the classes "
+        "memorized most. (c) Split-half reliability as the population grows (mean ± sd over "
+        "random splits): a curve still rising at the right means more models would change "
+        "the ranking."))
 
     report.heading("Most memorized examples")
+    _unreliable_note(report, s, "which examples head this list")
     report.figure(plot_examples(result), fmt="png", caption=(
         "The most memorized training examples with their given label and the label the "
-        "models that held them out predict most often (red: they disagree)."))
+        "models that held them out predict most often. Look at the red ones: without the "
+        "example, the population predicts another class — atypical or mislabeled."))
     top = tables["examples"]
-    columns = ["index", "label", *(["original_label"] if "original_label" in top else []),
-               "pred_out", "mem", "se", "acc_in", "acc_out", "n_in", "n_out"]
-    report.table(top[columns].head(20), caption="Top 20 memorized examples",
-                 float_format="{:.3f}")
+    columns = {"index": "example", "label": "given",
+               **({"original_label": "was"} if "original_label" in top else {}),
+               "pred_out": "predicted (OUT)", "mem": "mem ± se", "se": "se",
+               "acc_in": "acc IN", "acc_out": "acc OUT", "n_in": "IN", "n_out": "OUT"}
+    report.table(top[list(columns)].head(20).rename(columns=columns),
+                 caption="Top 20 memorized examples (acc: accuracy of the models that "
+                         "trained on it, IN, and of those that held it out, OUT)",
+                 float_format="{:.2f}", se={"mem ± se": "se"})
 
     report.heading("High-influence pairs")
+    _unreliable_note(report, s, "which pairs pass the thresholds")
+    if _reliability_verdict(s) == RELIABLE and s["n_pairs"] and _given(s.get("n_pairs_null")) \
+            and s.get("pairs_verdict") != ABOVE_NOISE:
+        report.text(f"Not a finding: the memorized examples with their membership permuted "
+                    f"give {_floor(s, 'n_pairs_null')} pairs against these {s['n_pairs']:,} "
+                    f"({UNDECIDED} whether any pair is real); the strongest are shown for "
+                    "inspection.", note=True)
     if len(tables["pairs"]):
         report.figure(plot_pairs(result), fmt="png", caption=(
             "Training example (left) and the test example whose accuracy depends on it "
-            "(right), strongest first. Red: near-duplicate inputs (cosine similarity of the "
-            f"centred inputs ≥ {s['duplicate_threshold']:g}), the known confounder."))
-        report.table(tables["pairs"].head(20), float_format="{:.3f}", caption=(
-            "Top 20 high-influence pairs (nn_rank: rank of the training input among the test "
-            "input's nearest training neighbours)"))
+            "(right), strongest first. Look for pairs that look alike: red marks "
+            f"near-duplicate inputs (cosine of the centred inputs ≥ "
+            f"{s['duplicate_threshold']:g}), the known confounder."))
+        pairs = tables["pairs"].head(20)
+        same = bool((pairs["train_label"] == pairs["test_label"]).all())
+        labels = ({"train_label": "label"} if same else
+                  {"train_label": "train label", "test_label": "test label"})
+        columns = {"train": "train", "test": "test", **labels, "mem": "mem ± se",
+                   "mem_se": "mem_se", "infl": "infl ± se", "infl_se": "infl_se",
+                   "cosine": "cosine", "nn_rank": "NN rank", "near_duplicate": "near-dup."}
+        report.table(pairs[list(columns)].rename(columns=columns), float_format="{:.2f}",
+                     se={"mem ± se": "mem_se", "infl ± se": "infl_se"}, caption=(
+                         "Top 20 high-influence pairs (NN rank: rank of the training input "
+                         "among the test input's nearest training inputs)"))
     else:
         report.text("No pair passes the thresholds.")
-
-    report.heading("Reliability")
-    curve = tables["reliability"]
-    report.table(curve, float_format="{:.3f}", caption=(
-        "Split-half reliability: Spearman correlation of memorization scores from two "
-        "disjoint halves of n_models models (mean and sd over random splits)"))
 
     if "removal" in tables:
         r = s["removal"]
@@ -382,29 +561,63 @@ def build_report(result: Result) -> Report:
             f"without {r['n_removed']:,} random examples (a new random set per seed); same "
             "recipe as the population, and seed s starts every arm from the same weights. "
             "Intervals: 95% Student-t over seeds; differences are paired by seed. "
-            + removal_caption(s, tables["removal_summary"]))
-        report.figure(plot_removal(result), fmt="svg",
-                      caption="Points: seeds; bars: mean with 95% confidence interval.")
-        summary = tables["removal_summary"].copy()
-        summary["mean [95% CI]"] = [_interval(row.mean, row.ci_low, row.ci_high)
-                                    for row in summary.itertuples()]
-        report.table(summary[["comparison", "metric", "mean [95% CI]", "seeds"]],
+            + removal_caption(s, tables["removal_summary"])
+            + ("" if s.get("pairs_verdict", ABOVE_NOISE) == ABOVE_NOISE
+               and _reliability_verdict(s) == RELIABLE else
+               " The pairs that chose those test examples are not a finding here (above)."))
+        report.figure(plot_removal(result), fmt="svg", caption=(
+            "Points: seeds; bars: mean with 95% confidence interval. Compare the orange "
+            "arm (without the memorized examples) with the blue one (without as many random "
+            "ones): panel (b) shows what the memorized examples do for the test examples "
+            "they influence."))
+        summary = tables["removal_summary"].rename(columns={"mean": "mean [95% CI]"})
+        report.table(summary[["comparison", "metric", "mean [95% CI]", "ci_low", "ci_high",
+                              "seeds"]],
+                     intervals={"mean [95% CI]": ("ci_low", "ci_high")},
                      caption="Removal study (train_acc: each arm's models on their own "
                              "training set)")
 
-    report.heading("Difficulty proxies")
+    report.heading("Reliability", collapsed=True)
+    curve = tables["reliability"].rename(columns={"n_models": "models",
+                                                  "spearman": "Spearman ± sd"})
+    report.table(curve, se={"Spearman ± sd": "spearman_sd"}, caption=(
+        "Split-half reliability: Spearman correlation of memorization scores from two "
+        "disjoint halves of the models (mean ± sd over random splits)"))
+
+    report.heading("Difficulty proxies", collapsed=True)
     if "cscores" in tables:
         ratios = ", ".join(f"{r:g}" for r in s["cscore_ratios"])
         report.figure(plot_cscores(result), fmt="png", caption=(
             "C-scores: each example's accuracy under models that held it out, averaged over "
             f"subset ratios {ratios} ({s['cscore_models']} models per ratio; the population "
-            f"itself at {s['subset_fraction']:g})."))
-    report.table(tables["proxy_correlations"], float_format="{:.3f}", caption=(
+            f"itself at {s['subset_fraction']:g}). Look at (b): memorized examples sit at "
+            "low C-scores."))
+    report.table(tables["proxy_correlations"], float_format="{:.2f}", caption=(
         "Spearman correlation of cheap proxies from the training records (averaged over the "
         "models that trained on each example) with memorization and held-out accuracy"
         + ("" if s["recorded_epochs"] else
            "; train with --record-epochs for first_learned and cumulative_accuracy")))
 
-    report.heading("Reproduce")
+    report.heading("Reproduce", collapsed=True)
     report.code(reproduce_text(result))
     return report
+
+
+def headline_lines(result: Result) -> list[str]:
+    """What ``memlab memorize`` prints: the finding (the report's first sentences), the
+    estimator, and where the tables are (the full numbers: summary.json)."""
+    s = result.summary
+    lines = list(finding(s))
+    if s.get("estimator"):
+        lines.append(f"estimator: {s['estimator']['estimator']} ({s['estimator']['reason']})")
+    if s.get("grown"):
+        lines.append(f"grown from {s['grown']['pilot_models']} to {s['grown']['models']} "
+                     f"models for se <= {s['target_se']} at 90% of the examples")
+    if "removal" in s:
+        lines.append(removal_caption(s, result.tables["removal_summary"]))
+    out = result.out
+    return lines + [f"summary:   {out / 'summary.json'}",
+                    f"scores:    {out / 'tables' / 'scores.parquet'}",
+                    f"influence: {out / 'influence.npy'} (+ influence_se.npy)",
+                    f"pairs:     {out / 'tables' / 'pairs.parquet'}",
+                    f"run:       {s['run_dir']}"]

@@ -32,14 +32,24 @@ import pandas as pd
 
 from memlab.measures import cscores as cs
 from memlab.measures import memorization as mz
+from memlab.measures.stats import auroc_interval
 from memlab.studies.base import Execution, Result, open_or_train, training_data
 from memlab.studies.memorize import removal as rm
 from memlab.studies.memorize.config import MemorizeConfig, TargetSEWarning
+from memlab.studies.memorize.floors import (
+    RELIABILITY_MIN,
+    count_verdict,
+    noise_floors,
+    reliability_verdict,
+)
 
 STUDY = "memorize"
 STRONG_INFLUENCE = 0.4  # Feldman & Zhang: pairs above this are mostly near-duplicates
 N_EXAMPLES = 24  # most memorized examples drawn in the report
 N_PAIRS = 12  # strongest pairs drawn in the report
+# Subset models below this mean accuracy on their own training examples do not fit them:
+# memorization is then inflated, and a mislabeled example (never fitted) is not memorized.
+FIT_MIN = 0.95
 
 
 def _flat_inputs(x: np.ndarray, rows: np.ndarray) -> list[list[float]]:
@@ -139,6 +149,24 @@ def run(config: MemorizeConfig, out: Path, execution: Execution, dataset=None) -
     seconds["analysis"] = time.perf_counter() - clock
 
     summary = headline(config, population, data, scores, pairs, curve, duplicates, tables)
+    # The counts' noise floors: the same counts from populations with a permuted mask.
+    clock = time.perf_counter()
+    labels = population.dataset
+    test_records = np.asarray(population.records(
+        "test_margin" if influence_estimator == "probit" else "test_correct")[rows])
+    floors = noise_floors(
+        mask, records, test_records, np.flatnonzero(np.nan_to_num(mem, nan=-np.inf)
+                                                    >= config.mem_min),
+        estimator=choice["estimator"], influence_estimator=influence_estimator,
+        mem_min=config.mem_min, infl_min=config.infl_min,
+        train_labels=labels.y_train if config.same_label else None,
+        test_labels=labels.y_test if config.same_label else None, seed=p.seed)
+    del test_records
+    summary.update(floors)
+    summary["memorized_verdict"] = count_verdict(summary["n_memorized"],
+                                                 floors["n_memorized_null_upper"])
+    summary["pairs_verdict"] = count_verdict(summary["n_pairs"], floors["n_pairs_null_upper"])
+    seconds["noise_floors"] = time.perf_counter() - clock
     summary["advice"] = advice
     summary["estimator"] = choice
     summary["influence_estimator"] = influence_estimator
@@ -192,6 +220,9 @@ def class_table(scores: pd.DataFrame, n_classes: int, mem_min: float) -> pd.Data
     return pd.DataFrame(rows)
 
 
+# ------------------------------------------------------------------ noise floors, verdicts
+
+
 def headline(config: MemorizeConfig, population, data, scores: pd.DataFrame,
              pairs: pd.DataFrame, curve: pd.DataFrame, duplicates: pd.DataFrame,
              tables: dict[str, pd.DataFrame]) -> dict[str, Any]:
@@ -227,6 +258,10 @@ def headline(config: MemorizeConfig, population, data, scores: pd.DataFrame,
         "target_se": config.target_se,
         "reliability": float(curve.spearman.iloc[-1]),
         "reliability_sd": float(curve.spearman_sd.iloc[-1]),
+        "reliability_verdict": reliability_verdict(float(curve.spearman.iloc[-1]),
+                                                   float(curve.spearman_sd.iloc[-1])),
+        "reliability_min": RELIABILITY_MIN, "fit_min": FIT_MIN,
+        "same_label": config.same_label,
         "n_pairs": len(pairs), "n_pairs_near_duplicate": int(pairs["near_duplicate"].sum()),
         "n_pair_tests": int(pairs["test"].nunique()) if len(pairs) else 0,
         "strong_influence": STRONG_INFLUENCE, "n_pairs_strong": int(strong.sum()),
@@ -235,41 +270,27 @@ def headline(config: MemorizeConfig, population, data, scores: pd.DataFrame,
         "duplicate_threshold": config.duplicate_threshold,
         "recorded_epochs": bool(p.record_epochs),
     }
+    summary["has_label_error"] = "label_error" in scores
     if "corrupted" in scores:
         corrupted = scores["corrupted"].to_numpy(bool)
         summary["label_noise_fraction"] = float(corrupted.mean())
-        summary["noise_auroc"] = mz.detection_auroc(mem, corrupted)
+        summary["n_flipped"] = int(corrupted.sum())
         summary["mem_mean_flipped"] = float(np.nanmean(mem[corrupted]))
         summary["mem_mean_clean"] = float(np.nanmean(mem[~corrupted]))
-        if "label_error" in scores:  # a different question: is the given label believable?
-            summary["label_error_auroc"] = mz.detection_auroc(
-                scores["label_error"].to_numpy(), corrupted)
+        # AUROC of each score for the flipped labels, with DeLong's 95% interval: mem, and
+        # two scores asking a different question (is the given label believable?) that do
+        # not need the models to fit: the label-error score and the final training loss.
+        candidates = {"noise": mem}
+        if "label_error" in scores:
+            candidates["label_error"] = scores["label_error"].to_numpy()
+        if "final_loss" in tables.get("proxies", {}):
+            candidates["final_loss"] = tables["proxies"]["final_loss"].to_numpy()
+        for name, values in candidates.items():
+            _, low, high = auroc_interval(values, corrupted)
+            summary[f"{name}_auroc"] = mz.detection_auroc(values, corrupted)
+            summary[f"{name}_auroc_lo"], summary[f"{name}_auroc_hi"] = low, high
     if "cscores" in tables:
         summary["spearman_mem_cscore"] = mz.spearman(mem, tables["cscores"]["cscore"].to_numpy())
         summary["cscore_ratios"] = [float(r) for r in config.cscore_ratios]
         summary["cscore_models"] = config.cscore_models
     return summary
-
-
-def headline_lines(result: Result) -> list[str]:
-    """What ``memlab memorize`` prints: the headline numbers and where the tables are."""
-    s = result.summary
-    keys = ["n_models", "test_acc_mean", "train_acc_in_mean", "memorized_fraction",
-            "memorized_fraction_lo", "memorized_fraction_hi", "se_median", "error_bound",
-            "reliability", "n_pairs", "n_pairs_near_duplicate", "noise_auroc",
-            "label_error_auroc", "spearman_mem_cscore", "models_needed"]
-    lines = json.dumps({k: s[k] for k in keys if k in s}, indent=2).splitlines()
-    if s.get("estimator"):
-        lines.append(f"estimator: {s['estimator']['estimator']} ({s['estimator']['reason']})")
-    if s.get("grown"):
-        lines.append(f"grown from {s['grown']['pilot_models']} to {s['grown']['models']} "
-                     f"models for se <= {s['target_se']} at 90% of the examples")
-    if "removal_summary" in result.tables:
-        table = result.tables["removal_summary"]
-        lines += table[table.metric != "train_acc"].to_string(
-            index=False, float_format="%.4f").splitlines()
-    out = result.out
-    return lines + [f"scores:    {out / 'tables' / 'scores.parquet'}",
-                    f"influence: {out / 'influence.npy'} (+ influence_se.npy)",
-                    f"pairs:     {out / 'tables' / 'pairs.parquet'}",
-                    f"run:       {s['run_dir']}"]

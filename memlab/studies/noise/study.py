@@ -44,7 +44,7 @@ from memlab.population.executor import single_thread
 from memlab.studies.base import Execution, Result
 from memlab.studies.noise import parts
 from memlab.studies.noise.config import NoiseConfig
-from memlab.studies.noise.verdicts import directions
+from memlab.studies.noise.verdicts import directions, learned_last
 
 STUDY = "noise"
 PARTS = ("dynamics", "difficulty", "capacity", "critical samples", "regularizer sweep")
@@ -112,7 +112,9 @@ def run(config: NoiseConfig, out: Path, execution: Execution) -> Result:
 
 def summarize(tables: dict[str, pd.DataFrame], dataset, config: NoiseConfig, notes: list[str],
               seconds: dict[str, float], total: float) -> dict[str, Any]:
-    """The summary: data, LASS settings, time, notes, the directions and headline numbers."""
+    """The summary: data, LASS settings, time, notes, the directions and headline numbers
+    (``learned_last``: per partial-noise condition, how much later its corrupted examples
+    are learned than its clean ones, with the interval the report's finding quotes)."""
     described = dataset.describe()
     described.pop("class_names", None)
     dyn = tables["dynamics"].set_index("condition")
@@ -124,6 +126,7 @@ def summarize(tables: dict[str, pd.DataFrame], dataset, config: NoiseConfig, not
         "verdicts": {v: int((verdicts == v).sum())
                      for v in (REPRODUCED, NOT_REPRODUCED, UNDECIDED)},
         "directions": tables["directions"].to_dict(orient="records"),
+        "learned_last": learned_last(tables["examples"], config.population.epochs),
         "dynamics": {name: {key: float(value) for key, value in row.items()}
                      for name, row in dyn.iterrows()},
     }

@@ -13,7 +13,10 @@ Intervals (95%):
   dispersion_interval`);
 - the regularizer row: a t-interval over the sweep's seeds, or with one model per strength
   a normal interval from the Binomial variance of each accuracy over its examples (seed
-  variation is then not in it).
+  variation is then not in it);
+- "noisy labels are learned last" (:func:`learned_last`, the report's headline for partial
+  label noise): a normal interval over examples (Welch's standard error) of the corrupted
+  examples' mean first-learned epoch minus the clean ones'.
 """
 
 from __future__ import annotations
@@ -30,6 +33,8 @@ from memlab.measures.stats import (
     NOT_REPRODUCED,
     REPRODUCED,
     UNDECIDED,
+    Z95,
+    mean_se,
     t_interval,
     verdict_from_interval,
 )
@@ -269,3 +274,40 @@ def _dropout(sweep: pd.DataFrame) -> dict[str, Any] | None:
                 f"{means(base, 'real_best_val_acc'):.3f} -> "
                 f"{means(strong, 'real_best_val_acc'):.3f}; difference of the drops {mean:+.3f}"
                 f" {_ci(low, high)}", mean, low, high, sign_verdict(low, high), what)
+
+
+def censored_first_learned(examples: pd.DataFrame, epochs: int) -> np.ndarray:
+    """Each example's first-learned epoch averaged over all seeds, a seed that never learned
+    it counting as ``epochs + 1`` (the ``examples`` table keeps the mean over the seeds that
+    learned it, ``first_learned``, and the share that never did, ``never_learned_fraction``;
+    leaving the never-learned out would make the hardest examples look early)."""
+    never = examples.never_learned_fraction.to_numpy(float)
+    first = np.nan_to_num(examples.first_learned.to_numpy(float))  # NaN only where never = 1
+    return (1 - never) * first + never * (epochs + 1)
+
+
+def learned_last(examples: pd.DataFrame, epochs: int) -> list[dict[str, Any]]:
+    """"Noisy labels are learned last", per condition that has both clean and corrupted
+    training examples (partial label noise): the corrupted examples' mean first-learned
+    epoch (:func:`censored_first_learned`) minus the clean ones', with a 95% normal
+    interval over examples (Welch's standard error) and its verdict (reproduced: the
+    interval lies above 0). Keys: condition, clean, corrupted, difference, ci_low,
+    ci_high, n_clean, n_corrupted, never_learned_corrupted (the corrupted examples' share
+    of seeds that never learned them), verdict."""
+    rows = []
+    for name, frame in examples.groupby("condition", sort=False):
+        corrupted = frame.corrupted.to_numpy(bool)
+        if corrupted.all() or not corrupted.any():  # real, randY, randX: nothing to compare
+            continue
+        epoch = censored_first_learned(frame, epochs)
+        clean, noisy = mean_se(epoch[~corrupted]), mean_se(epoch[corrupted])
+        difference = noisy.mean - clean.mean
+        half = Z95 * math.hypot(clean.se, noisy.se)
+        low, high = difference - half, difference + half
+        rows.append({"condition": name, "clean": clean.mean, "corrupted": noisy.mean,
+                     "difference": difference, "ci_low": low, "ci_high": high,
+                     "n_clean": int((~corrupted).sum()), "n_corrupted": int(corrupted.sum()),
+                     "never_learned_corrupted": float(
+                         frame.never_learned_fraction.to_numpy(float)[corrupted].mean()),
+                     "verdict": sign_verdict(low, high)})
+    return rows

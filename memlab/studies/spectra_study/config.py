@@ -82,7 +82,8 @@ class SpectraStudyConfig(StudyConfig):
 
     @classmethod
     def tiny(cls) -> SpectraStudyConfig:
-        population = dataclasses.replace(RECIPE, model_kwargs={"hidden": [32, 32]},
+        # width 64: the hidden × hidden layer has 64 eigenvalues, enough to fit α (50)
+        population = dataclasses.replace(RECIPE, model_kwargs={"hidden": [64, 64]},
                                          epochs=2, n_models=2)
         return cls.quick(knobs={"label_noise": [0.0, 1.0]}, n_bootstrap=50,
                          population=population)
