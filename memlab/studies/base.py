@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -515,6 +516,31 @@ def _registered(name: str, role: str) -> Callable | None:
 
 
 # ------------------------------------------------------------------ the Reproduce line
+
+
+def _double_quoted(match: re.Match) -> str:
+    text = match.group(1)
+    for special in ("\\", '"', "$", "`"):  # what a shell reads specially inside "..."
+        text = text.replace(special, "\\" + special)
+    return f'"{text}"'
+
+
+def reproduce_text(result: Result) -> str:
+    """The report's Reproduce line: the ``memlab`` command that recreates ``result``
+    (:func:`command_line`), or why none can and the Python call that does. A JSON argument
+    (``--knobs '{...}'``) is shown double-quoted, which a shell reads as the same
+    argument: the page check that refuses summaries dumped as JSON
+    (:mod:`memlab.report.browser`) would take a single-quoted object for one."""
+    study = get_study(result.study)
+    config = study.config.from_dict(result.config)
+    command = command_line(study, config, result.out)
+    if command is not None:
+        return re.sub(r"'(\{[^']*\})'", _double_quoted, command)
+    module = study.package or f"memlab.studies.{study.name}"
+    return (f"No memlab {study.command} command recreates this config: "
+            + "; ".join(python_only(config)) + f". Reproduce it in Python with {module}.run("
+            f"{type(config).__name__}.from_dict(config)) and the same objects (the config is "
+            "in config.json).")
 
 
 def python_only(config: StudyConfig) -> list[str]:

@@ -23,8 +23,8 @@ from memlab.measures.stats import HIGHER, UNDECIDED, Z95  # noqa: E402
 from memlab.report import Report  # noqa: E402
 from memlab.report.figures import COLORS  # noqa: E402
 from memlab.report.numbers import decimals_for, fmt, fmt_interval, fmt_se  # noqa: E402
-from memlab.studies.attribute.config import METHODS, AttributeConfig  # noqa: E402
-from memlab.studies.base import Result, command_line  # noqa: E402
+from memlab.studies.attribute.config import METHODS  # noqa: E402
+from memlab.studies.base import Result, reproduce_text  # noqa: E402
 
 # The scores fitted on the population itself (scoring.REFERENCES, written out so that
 # drawing a report imports no torch; tests/test_attribute_findings.py checks they agree).
@@ -346,20 +346,6 @@ def _removal_table(removal: dict[str, dict]) -> pd.DataFrame:
                      "k": entry.get("k"), "targets": entry.get("n_targets"),
                      "seeds": entry.get("seeds")})
     return pd.DataFrame(rows)
-
-
-def reproduce_text(result: Result) -> str:
-    config = AttributeConfig.from_dict(result.config)
-    command = command_line("attribute", config, result.out)
-    if command is None:
-        return ("No memlab attribute command recreates this config: "
-                + "; ".join(config.python_only()) + ". Reproduce it in Python with "
-                "memlab.studies.attribute.run(AttributeConfig.from_dict(config)) and the same "
-                "objects (the config is in config.json).")
-    return command
-
-
-# ------------------------------------------------------------------ the report
 
 
 def _population_text(s: dict[str, Any]) -> str:

@@ -21,14 +21,13 @@ import pandas as pd  # noqa: E402
 
 from memlab.measures import stats  # noqa: E402
 from memlab.report import Report, numbers  # noqa: E402
-from memlab.studies.audit.config import AuditConfig  # noqa: E402
 from memlab.studies.audit.study import (  # noqa: E402
     NEGLIGIBLE,
     NEGLIGIBLE_RHO,
     mem_exposure,
     mem_exposure_verdict,
 )
-from memlab.studies.base import Result, command_line  # noqa: E402
+from memlab.studies.base import Result, reproduce_text  # noqa: E402
 
 LABELS = {"lira_online": "LiRA online", "lira_online_fixed": "LiRA online, fixed var",
           "lira_offline": "LiRA offline", "lira_offline_fixed": "LiRA offline, fixed var",
@@ -588,18 +587,6 @@ def canary_sentence(canaries: dict | None) -> str | None:
         tail += (f"; a canary ranks above a clean example with probability "
                  f"{canaries['canaries_rank_above_clean']:.2f}")
     return f"{head}: {compared}{tail}."
-
-
-def reproduce_text(result: Result) -> str:
-    """The ``memlab audit`` command that recreates this result (or why none can)."""
-    config = AuditConfig.from_dict(result.config)
-    command = command_line("audit", config, result.out)
-    if command is None:
-        return ("No memlab audit command recreates this config: "
-                + "; ".join(config.python_only()) + ". Reproduce it in Python with "
-                "memlab.studies.audit.run(AuditConfig.from_dict(config)) and the same "
-                "objects (the config is in config.json).")
-    return command
 
 
 def draw_figures(result: Result) -> dict[str, plt.Figure]:

@@ -24,8 +24,8 @@ from memlab.measures.shape import MIN_BIN, N_BINS, PEAKS, UNDECIDED  # noqa: E40
 from memlab.measures.stats import Z95, verdict_from_interval  # noqa: E402
 from memlab.report import COLORS, Report, plot_reliability, style  # noqa: E402
 from memlab.report.numbers import fmt, fmt_interval, fmt_pct, fmt_se  # noqa: E402
-from memlab.studies.base import Result, command_line  # noqa: E402
-from memlab.studies.lm_memorize.config import CORPORA, LMMemorizeConfig  # noqa: E402
+from memlab.studies.base import Result, reproduce_text  # noqa: E402
+from memlab.studies.lm_memorize.config import CORPORA  # noqa: E402
 from memlab.studies.lm_memorize.study import TOP_DOCUMENTS, TOP_PAIRS, token_view  # noqa: E402
 
 GROWS, SHRINKS = "grows", "shrinks"  # memorization against the number of copies
@@ -279,15 +279,6 @@ def _group_table(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 GROUP_INTERVAL = {"mean mem [95% CI]": ("mem_ci_low", "mem_ci_high")}
-
-
-def reproduce_text(result: Result) -> str:
-    """The command that recreates the result (or how to, in Python)."""
-    command = command_line("lm_memorize", LMMemorizeConfig.from_dict(result.config),
-                           result.out)
-    return command or ("No memlab lm-memorize command recreates this config; in Python: "
-                       "memlab.studies.lm_memorize.run(LMMemorizeConfig.from_dict(config)) "
-                       "with the config in config.json.")
 
 
 def build_report(result: Result) -> Report:

@@ -11,7 +11,6 @@ no-tail control and Feldman's τ₁ prediction)."""
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 import matplotlib
@@ -26,8 +25,8 @@ from memlab.measures.memorization import MEMORIZED  # noqa: E402
 from memlab.measures.stats import NO, UNDECIDED, YES  # noqa: E402
 from memlab.report import COLORS, Report, style  # noqa: E402
 from memlab.report.numbers import fmt, fmt_interval, fmt_pct, fmt_se  # noqa: E402
-from memlab.studies.base import Result, command_line  # noqa: E402
-from memlab.studies.longtail.config import BASELINE, CONTROL, LongtailConfig  # noqa: E402
+from memlab.studies.base import Result, reproduce_text  # noqa: E402
+from memlab.studies.longtail.config import BASELINE, CONTROL  # noqa: E402
 from memlab.studies.longtail.verdicts import FACTOR, LIMITING_FIT  # noqa: E402
 
 
@@ -330,26 +329,6 @@ THEORY_COLUMNS = {"prior": "prior", "k": "k", "m": "m", "tau1_times_m": "τ₁·
                   "tau1_monte_carlo_se": "tau1_monte_carlo_se", "tau1": "τ₁",
                   "expected_singletons": "singletons expected",
                   "observed_singletons": "observed", "singleton_mass": "their test mass"}
-
-
-def _double_quoted(match: re.Match) -> str:
-    text = match.group(1)
-    for special in ("\\", '"', "$", "`"):  # what a shell reads specially inside "..."
-        text = text.replace(special, "\\" + special)
-    return f'"{text}"'
-
-
-def reproduce_text(result: Result) -> str:
-    """The command that recreates the result (or how to, in Python). A --knobs JSON
-    argument is shown double-quoted ("{\\"wd\\": ...}"), which a shell reads as the same
-    argument as the single-quoted form: the page-check that refuses summaries dumped as
-    JSON (memlab.report.browser) would take a single-quoted object for one."""
-    command = command_line("longtail", LongtailConfig.from_dict(result.config), result.out)
-    if command is None:
-        return ("No memlab longtail command recreates this config; in Python: "
-                "memlab.studies.longtail.run(LongtailConfig.from_dict(config)) with the "
-                "config in config.json.")
-    return re.sub(r"'(\{[^']*\})'", _double_quoted, command)
 
 
 def build_report(result: Result) -> Report:

@@ -15,9 +15,8 @@ from matplotlib.gridspec import GridSpec  # noqa: E402
 
 from memlab.measures.stats import ABOVE, BELOW, UNDECIDED, interval_side  # noqa: E402
 from memlab.report import COLORS, Report, draw_input, numbers, plot_reliability, style  # noqa: E402
-from memlab.studies.base import Result, command_line  # noqa: E402
+from memlab.studies.base import Result, reproduce_text  # noqa: E402
 from memlab.studies.memorize import removal as rm  # noqa: E402
-from memlab.studies.memorize.config import MemorizeConfig  # noqa: E402
 from memlab.studies.memorize.floors import (  # noqa: E402
     ABOVE_NOISE,
     RELIABILITY_MIN,
@@ -406,17 +405,6 @@ def removal_caption(s: dict, summary: pd.DataFrame) -> str:
             + said("high_influence_acc", f"the {r['n_high_influence_tests']:,} "
                    "high-influence test examples") + ". (The high-influence test examples "
             "were selected with the same population's estimates.)")
-
-
-def reproduce_text(result: Result) -> str:
-    config = MemorizeConfig.from_dict(result.config)
-    command = command_line("memorize", config, result.out)
-    if command is None:
-        return ("No memlab memorize command recreates this config: "
-                + "; ".join(config.python_only()) + ". Reproduce it in Python with "
-                "memlab.studies.memorize.run(MemorizeConfig.from_dict(config)) and the same "
-                "objects (the config is in config.json).")
-    return command
 
 
 def summary_table(s: dict) -> pd.DataFrame:

@@ -22,8 +22,7 @@ import pandas as pd  # noqa: E402
 
 from memlab.report import COLORS, Report, style  # noqa: E402
 from memlab.report.numbers import fmt, fmt_interval  # noqa: E402
-from memlab.studies.base import Result, command_line  # noqa: E402
-from memlab.studies.noise.config import NoiseConfig  # noqa: E402
+from memlab.studies.base import Result, reproduce_text  # noqa: E402
 from memlab.studies.noise.parts import sweep_means  # noqa: E402
 from memlab.studies.noise.verdicts import (  # noqa: E402
     FLAT_MARGIN,
@@ -430,14 +429,6 @@ DISPERSION_COLUMNS = {"condition": "condition", "mean_rate": "mean error rate",
                       "dispersion_index": "dispersion index", "p_value": "p",
                       "dispersion_index_within_class": "index within class",
                       "p_value_within_class": "p within class", "n_examples": "examples"}
-
-
-def reproduce_text(result: Result) -> str:
-    """The command that recreates the result (or how to, in Python)."""
-    command = command_line("noise", NoiseConfig.from_dict(result.config), result.out)
-    return command or ("No memlab noise command recreates this config; in Python: "
-                       "memlab.studies.noise.run(NoiseConfig.from_dict(config)) with the "
-                       "config in config.json.")
 
 
 def build_report(result: Result) -> Report:
