@@ -1,26 +1,34 @@
-"""How fast is the population engine? Three ways to train the same models, side by side.
+"""How fast is the population engine? Every way a user could train the same models, raced.
 
-  (a) the per-model loop a user writes today: nn.Module + torch.optim + DataLoader,
-      torch's default thread count, one model after another;
-  (b) the same loop tuned: one thread per process, batches by index (no DataLoader),
-      the models split over one process per core (started like the engine's workers), and
-      as many models as the engine trains, so that both amortize their start-up alike;
-  (c) memlab's engine: chunks of models trained as one stacked model, one single-thread
-      worker per core, every record written to a run directory; in float32 and (c-bf16)
-      with ``compute_dtype="bfloat16"`` (bfloat16 products, float32 master weights).
+Contenders, all training the same models on the same subsets with SGD + momentum, batch 128,
+and all computing the same final per-example records (loss, correctness and log-odds of
+every model on every training and test example; ``contenders.records``):
 
-Earlier releases timed (b) on 32 MLPs only (16 per process, about 4 s): its process
-start-up and first optimizer construction (torch.optim imports torch._dynamo, about 1 s)
-were then most of its time, and the engine's ratios to (b) came out about 3x too high.
+  (a) the per-model loop a user writes first: nn.Module + torch.optim + DataLoader, torch's
+      default thread count, one model after another;
+  (b) the same loop tuned: batches by index, one thread per process, the models split
+      over one process per core;
+  (r) the PyTorch documentation's model-ensembling recipe (``torch.func.stack_module_state``
+      + ``functional_call`` + ``vmap``), trained with torch.optim over the stacked
+      parameters, split over one single-thread process per core like (b);
+  (c) memlab's engine: chunks of models as one stacked model, one single-thread worker per
+      core, every record written to a run directory; in float32 and (c-bf16) with
+      ``compute_dtype="bfloat16"``.
 
-All three train MNIST-1D models on 50% subsets with batch 128 and SGD+momentum. Rounds are
-interleaved (a, b, c, a, b, c, ...) so that a busy machine slows all three alike; the
-median of each is reported, with the fp32 and bf16 GEMM peaks of all cores measured in the
-same run, and the engine's ceiling: the rate at which it would train if its batched matrix
-products were all it did (``gemm_ceiling``; every other pass and all dispatch free), which
-bounds any speed-up over loop (b) that stacking alone can give.
+Workloads: the MLP 40-100-100-10 and the MNIST-1D paper's CNN on MNIST-1D (the engine's
+hand-written paths), a user's CNN with BatchNorm and a user's ResNet-style block on real
+MNIST (the generic path: any nn.Module). Rounds are interleaved (peaks, ceiling, a, b, r,
+c, c-bf16, then again) so that a busy machine slows all alike; each figure is the median
+over rounds. Every contender is timed by wall clock *and* by CPU time (this process and its
+children), so the rates per CPU-second hold on a shared machine where wall time does not;
+``--cpu-time`` makes them the headline. Measured in the same rounds: the fp32 and bf16 GEMM
+peak of one core, and the engine's products-only ceiling (``gemm_ceiling``: its step's
+batched matrix products alone, every other pass free), which bounds what any stacked
+formulation of these products could reach.
 
-    python benchmarks/population.py              # MLP 40-100-100-10 and the 1-D CNN
+    python benchmarks/population.py              # the race, about 8 minutes on 2 cores
+    python benchmarks/population.py --cpu-time   # ratios per CPU-second
+    python benchmarks/population.py --only user  # one workload
     python benchmarks/population.py --full       # plus 2,000 MLPs x 30 epochs, timed
     python benchmarks/population.py --memory     # peak memory against the number of models
     python benchmarks/population.py --agreement  # bfloat16 vs float32 memorization scores
@@ -38,41 +46,50 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from memlab.data import load
-from memlab.engine.config import PopulationConfig, membership_mask
-from memlab.engine.precision import cpu_flags, cpu_model, resolve_compute_dtype
-from memlab.models import MODELS, build_model
-from memlab.population import train_population
-from memlab.population.executor import worker_start_method
-from memlab.population.plan import flops_per_example_step
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import contenders  # noqa: E402  (registers the bench_user_* models)
+from contenders import loop_train, recipe_train  # noqa: E402
+
+from memlab.data import load  # noqa: E402
+from memlab.engine.config import PopulationConfig  # noqa: E402
+from memlab.engine.precision import cpu_flags, cpu_model, resolve_compute_dtype  # noqa: E402
+from memlab.models import build_model  # noqa: E402
+from memlab.population import train_population  # noqa: E402
+from memlab.population.executor import worker_start_method  # noqa: E402
+from memlab.population.plan import flops_per_example_step  # noqa: E402
 
 SUBSET, BATCH, LR = 0.5, 128, 0.05
+UserCNN = contenders.UserCNN1d  # (the 1-D user CNN of earlier releases)
 
 
-class UserCNN(nn.Module):
-    """A user's 1-D CNN with BatchNorm (not a memlab model): how the generic path fares."""
-
-    def __init__(self, input_shape, n_classes, channels: int = 16):
-        super().__init__()
-        self.body = nn.Sequential(
-            nn.Unflatten(1, (1, input_shape[-1])),
-            nn.Conv1d(1, channels, 5, stride=2, padding=2, bias=False),
-            nn.BatchNorm1d(channels), nn.ReLU(),
-            nn.Conv1d(channels, channels, 3, stride=2, padding=1, bias=False),
-            nn.BatchNorm1d(channels), nn.ReLU(), nn.Flatten(),
-            nn.Linear(channels * ((input_shape[-1] + 3) // 4), n_classes))
-
-    def forward(self, x):
-        return self.body(x)
+@dataclass(frozen=True)
+class Workload:
+    title: str
+    data: str
+    model: str
+    n_models: int  # trained by (b), (r) and (c)
+    n_naive: int  # trained by (a), whose rate is per model anyway
+    epochs: int
+    n_train: int | None = None  # the first n_train training examples (None: all)
+    model_kwargs: dict = field(default_factory=dict)
 
 
-MODELS.setdefault("bench_user_cnn", UserCNN)  # the per-model loops build it by name
+WORKLOADS = {
+    "mlp": Workload("MLP 40-100-100-10, MNIST-1D", "mnist1d", "mlp", 256, 4, 10,
+                    model_kwargs={"hidden": [100, 100]}),
+    "cnn1d": Workload("CNN1d (MNIST-1D paper, 25 channels), MNIST-1D", "mnist1d", "cnn1d",
+                      32, 2, 4),
+    "user_cnn": Workload("user CNN with BatchNorm (Conv2d 1-8-16 s2 + BN, Linear 784-10), "
+                         "MNIST", "mnist", "bench_user_cnn2d", 16, 2, 2, n_train=10000),
+    "user_resnet": Workload("user ResNet-style block (width 8, BN, residual, max pool), "
+                            "MNIST", "mnist", "bench_user_resnet", 8, 1, 1, n_train=10000),
+}
 
 
 def cpu_description() -> str:
@@ -82,46 +99,30 @@ def cpu_description() -> str:
     return f"{model}; ISA: {' '.join(f for f in wanted if f in flags) or 'none of ' + str(wanted)}"
 
 
-# ------------------------------------------------------------------ (a) and (b): per-model loops
+# ------------------------------------------------------------------ contenders split over cores
 
 
-def loop_train(dataset, config: PopulationConfig, models: list[int], dataloader: bool) -> None:
-    mask = membership_mask(config, dataset.n_train)
-    x, y = torch.from_numpy(dataset.x_train), torch.from_numpy(dataset.y_train)
-    for k in models:
-        model = build_model(config.model, dataset.input_shape, dataset.n_classes,
-                            **config.model_kwargs)
-        optimizer = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum)
-        members = torch.from_numpy(np.flatnonzero(mask[k]))
-        if dataloader:
-            loader = torch.utils.data.DataLoader(
-                torch.utils.data.TensorDataset(x[members], y[members]),
-                batch_size=config.batch_size, shuffle=True)
-        for _ in range(config.epochs):
-            if dataloader:
-                batches = iter(loader)
-            else:
-                order = members[torch.randperm(len(members))]
-                batches = ((x[i], y[i]) for i in order.split(config.batch_size))
-            for inputs, labels in batches:
-                loss = F.cross_entropy(model(inputs), labels)
-                optimizer.zero_grad()
-                loss.backward()
-                optimizer.step()
-
-
-def _tuned_worker(args) -> None:
+def _split_worker(args) -> None:
     torch.set_num_threads(1)
-    dataset, config, models = args
-    loop_train(dataset, config, models, dataloader=False)
+    trainer, dataset, config, models = args
+    if trainer == "loop":
+        loop_train(dataset, config, models, dataloader=False)
+    else:
+        recipe_train(dataset, config, models)
+
+
+def split_over_cores(trainer: str, dataset, config: PopulationConfig, n_processes: int) -> None:
+    """``trainer`` ("loop" or "recipe") on the models split over one single-thread process
+    per core, started like the engine's workers."""
+    models = list(range(config.n_models))
+    shares = [models[i::n_processes] for i in range(n_processes)]
+    context = multiprocessing.get_context(worker_start_method())
+    with context.Pool(n_processes) as pool:
+        pool.map(_split_worker, [(trainer, dataset, config, share) for share in shares])
 
 
 def loop_tuned(dataset, config: PopulationConfig, n_processes: int) -> None:
-    models = list(range(config.n_models))
-    shares = [models[i::n_processes] for i in range(n_processes)]
-    context = multiprocessing.get_context(worker_start_method())  # as the engine's workers
-    with context.Pool(n_processes) as pool:
-        pool.map(_tuned_worker, [(dataset, config, share) for share in shares])
+    split_over_cores("loop", dataset, config, n_processes)
 
 
 # ------------------------------------------------------------------ GEMM peak
@@ -160,16 +161,30 @@ def gemm_peak(n_processes: int, seconds: float = 3.0, dtype: torch.dtype = torch
 def product_shapes(template: nn.Module, input_shape: tuple[int, ...], batch: int
                    ) -> list[tuple[int, int, int]]:
     """(M, K, N) of every matrix product in one training step of one model as the engine
-    forms them: per linear / 1-D convolution layer the forward, the weight gradient and
-    (not for the first layer) the input gradient; convolutions as im2col products."""
-    shapes, length, first = [], input_shape[-1], True
+    forms them: per linear / convolution layer the forward, the weight gradient and (not
+    for the first layer) the input gradient; convolutions as im2col products. Pooling
+    layers change the spatial size; a layer's input size is its predecessor's output (the
+    modules in registration order: a residual block's convolutions keep the size)."""
+    shapes, spatial, first = [], tuple(input_shape[1:]) or tuple(input_shape), True
     for layer in template.modules():
         if isinstance(layer, nn.Linear):
             rows, inner, cols = layer.out_features, layer.in_features, batch
-        elif isinstance(layer, nn.Conv1d):
-            (kernel,), (stride,), (padding,) = layer.kernel_size, layer.stride, layer.padding
-            length = (length + 2 * padding - kernel) // stride + 1
-            rows, inner, cols = layer.out_channels, layer.in_channels * kernel, batch * length
+        elif isinstance(layer, (nn.Conv1d, nn.Conv2d)):
+            kernel, stride = layer.kernel_size, layer.stride
+            padding, dilation = layer.padding, layer.dilation
+            spatial = tuple((size + 2 * p - d * (k - 1) - 1) // s + 1 for size, k, s, p, d
+                            in zip(spatial[-len(kernel):], kernel, stride, padding, dilation))
+            rows = layer.out_channels
+            inner = layer.in_channels * int(np.prod(kernel))
+            cols = batch * int(np.prod(spatial))
+        elif isinstance(layer, (nn.MaxPool2d, nn.AvgPool2d)):
+            kernel = (layer.kernel_size,) * 2 if isinstance(layer.kernel_size, int) \
+                else layer.kernel_size
+            stride = layer.stride or kernel
+            stride = (stride,) * 2 if isinstance(stride, int) else stride
+            spatial = tuple((size - k) // s + 1 for size, k, s in zip(spatial[-2:], kernel,
+                                                                       stride))
+            continue
         else:
             continue
         shapes += [(rows, inner, cols), (rows, cols, inner)]  # forward, weight gradient
@@ -202,10 +217,18 @@ def gemm_ceiling(template: nn.Module, input_shape: tuple[int, ...], n_models: in
 # ------------------------------------------------------------------ driver
 
 
-def timed(fn) -> float:
-    started = time.perf_counter()
+def cpu_seconds() -> float:
+    """CPU seconds of this process and of its children that have ended."""
+    own, children = (resource.getrusage(who) for who in (resource.RUSAGE_SELF,
+                                                          resource.RUSAGE_CHILDREN))
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
+def timed(fn) -> tuple[float, float]:
+    """(wall seconds, CPU seconds) of ``fn()``."""
+    wall, cpu = time.perf_counter(), cpu_seconds()
     fn()
-    return time.perf_counter() - started
+    return time.perf_counter() - wall, cpu_seconds() - cpu
 
 
 BASELINE_SCRIPT = """
@@ -236,54 +259,122 @@ def baseline_engine(tree: str, model: str, n_models: int, epochs: int, chunk_siz
     return float(result.stdout.strip().splitlines()[-1])
 
 
-def compare(dataset, model: str, model_kwargs: dict, epochs: int, n_engine: int, n_tuned: int,
-            n_naive: int, rounds: int, chunk_size: int, workers: int,
-            baseline: str | None = None) -> dict:
-    template = build_model(model, dataset.input_shape, dataset.n_classes, **model_kwargs)
+NAIVE, TUNED, RECIPE = ("(a) per-model loop, DataLoader, default threads",
+                        "(b) tuned loop, 1 thread x 1 process per core",
+                        "(r) torch.func ensembling recipe, 1 process per core")
+ENGINE, ENGINE_BF16 = "(c) memlab engine", "(c-bf16) memlab engine, bfloat16"
+
+
+def race(workload: Workload, rounds: int, workers: int, chunk_size: int | None = None,
+         baseline: str | None = None) -> dict:
+    """Every contender on ``workload``, interleaved over ``rounds``, with the GEMM peaks
+    and the engine's products-only ceiling measured in every round."""
+    dataset = load(workload.data)
+    if workload.n_train is not None:
+        dataset = dataset.subset(range(workload.n_train))
+    template = build_model(workload.model, dataset.input_shape, dataset.n_classes,
+                           **workload.model_kwargs)
     flops = flops_per_example_step(template, dataset.input_shape)
     subset = PopulationConfig(subset_fraction=SUBSET).subset_size(dataset.n_train)
+    n_models = workload.n_models
+    chunk = chunk_size or max(1, min(32, n_models // workers))
 
-    def config(n_models):
-        return PopulationConfig(model=model, model_kwargs=model_kwargs, n_models=n_models,
-                                subset_fraction=SUBSET, epochs=epochs, batch_size=BATCH, lr=LR)
+    def config(models: int) -> PopulationConfig:
+        return PopulationConfig(model=workload.model, model_kwargs=workload.model_kwargs,
+                                n_models=models, subset_fraction=SUBSET,
+                                epochs=workload.epochs, batch_size=BATCH, lr=LR)
 
-    def engine(compute_dtype: str = "float32"):
+    def engine(compute_dtype: str):
         with tempfile.TemporaryDirectory() as out:
-            train_population(dataset, model=model, model_kwargs=model_kwargs, n_models=n_engine,
-                             subset_fraction=SUBSET, epochs=epochs, batch_size=BATCH, lr=LR,
-                             chunk_size=chunk_size, out=os.path.join(out, "run"),
-                             n_workers=workers, progress=False, save_weights=False,
-                             compute_dtype=compute_dtype)
+            train_population(dataset, model=workload.model,
+                             model_kwargs=workload.model_kwargs, n_models=n_models,
+                             subset_fraction=SUBSET, epochs=workload.epochs,
+                             batch_size=BATCH, lr=LR, chunk_size=chunk,
+                             out=os.path.join(out, "run"), n_workers=workers, progress=False,
+                             save_weights=False, compute_dtype=compute_dtype)
 
     runs = {
-        "(a) per-model loop, DataLoader, default threads":
-            (n_naive, lambda: loop_train(dataset, config(n_naive), list(range(n_naive)), True)),
-        "(b) tuned loop, 1 thread x 1 process per core":
-            (n_tuned, lambda: loop_tuned(dataset, config(n_tuned), workers)),
-        "(c) memlab engine": (n_engine, engine),
-        "(c-bf16) memlab engine, compute_dtype=bfloat16":
-            (n_engine, lambda: engine("bfloat16")),
+        NAIVE: (workload.n_naive, lambda: loop_train(dataset, config(workload.n_naive),
+                                                     list(range(workload.n_naive)), True)),
+        TUNED: (n_models, lambda: split_over_cores("loop", dataset, config(n_models),
+                                                   workers)),
+        RECIPE: (n_models, lambda: split_over_cores("recipe", dataset, config(n_models),
+                                                    workers)),
+        ENGINE: (n_models, lambda: engine("float32")),
+        ENGINE_BF16: (n_models, lambda: engine("bfloat16")),
     }
-    if baseline and not model.startswith("bench_"):
+    if baseline and workload.data == "mnist1d" and not workload.model.startswith("bench_"):
         runs["(c0) memlab engine of " + os.path.basename(baseline.rstrip("/"))] = (
-            n_engine, lambda: baseline_engine(baseline, model, n_engine, epochs, chunk_size,
-                                              workers))
-    rates: dict[str, list[float]] = {name: [] for name in runs}
-    peaks, peaks_bf16, loads = [], [], []
+            n_models, lambda: (baseline_engine(baseline, workload.model, n_models,
+                                               workload.epochs, chunk, workers),) * 2)
+    wall: dict[str, list[float]] = {name: [] for name in runs}
+    cpu: dict[str, list[float]] = {name: [] for name in runs}
+    measured: dict[str, list[float]] = {"peak": [], "peak_bf16": [], "ceiling": [],
+                                        "ceiling_bf16": [], "load": []}
     for _ in range(rounds):
-        loads.append(os.getloadavg()[0])
-        peaks.append(gemm_peak(workers))  # in every round: the machine's load drifts
-        peaks_bf16.append(gemm_peak(workers, dtype=torch.bfloat16))
-        for name, (n_models, fn) in runs.items():
-            seconds = fn() if name.startswith("(c0)") else timed(fn)
-            rates[name].append(n_models * epochs * subset / seconds)
-    median = {name: statistics.median(values) for name, values in rates.items()}
-    ceilings = {dtype: gemm_ceiling(template, dataset.input_shape, chunk_size, workers, dtype)
-                for dtype in (torch.float32, torch.bfloat16)}
-    return {"flops_per_example_step": flops, "rates": median, "ceilings": ceilings,
-            "models": {name: n_models for name, (n_models, _) in runs.items()},
-            "gemm_peak": statistics.median(peaks), "gemm_peak_bf16": statistics.median(peaks_bf16),
-            "load_averages": loads}
+        measured["load"].append(os.getloadavg()[0])
+        # per core: n single-thread processes at once, divided by n
+        measured["peak"].append(gemm_peak(workers, 1.5) / workers)
+        measured["peak_bf16"].append(gemm_peak(workers, 1.5, torch.bfloat16) / workers)
+        for key, dtype in (("ceiling", torch.float32), ("ceiling_bf16", torch.bfloat16)):
+            measured[key].append(gemm_ceiling(template, dataset.input_shape, chunk, workers,
+                                              dtype, 1.5) / workers)
+        for name, (models, fn) in runs.items():
+            if name.startswith("(c0)"):
+                seconds, used = fn()[0], float("nan")
+            else:
+                seconds, used = timed(fn)
+            steps = models * workload.epochs * subset
+            wall[name].append(steps / seconds)
+            cpu[name].append(steps / used)
+    return {"workload": workload, "flops": flops, "subset": subset, "chunk": chunk,
+            "models": {name: models for name, (models, _) in runs.items()},
+            "wall": {name: statistics.median(v) for name, v in wall.items()},
+            "cpu": {name: statistics.median(v) for name, v in cpu.items()},
+            **{key: statistics.median(v) if key != "load" else v
+               for key, v in measured.items()}}
+
+
+def report(result: dict, rounds: int, cpu_time: bool) -> list[str]:
+    """The race's table (markdown, ready for docs/performance.md) and its verdict lines."""
+    workload: Workload = result["workload"]
+    headline = result["cpu" if cpu_time else "wall"]
+    per = "CPU-second" if cpu_time else "wall-second"
+    engine, engine_bf16 = headline[ENGINE], headline[ENGINE_BF16]
+    lines = [f"#### {workload.title}",
+             "",
+             f"{result['subset']:,} examples per model, batch {BATCH}, {workload.epochs} "
+             f"epochs, engine chunks of {result['chunk']}; median of {rounds} interleaved "
+             f"rounds; load average at each round: "
+             f"{', '.join(f'{x:.1f}' for x in result['load'])}",
+             "",
+             "| contender | models | M model-example-steps per wall-s | per CPU-s | "
+             "GFLOP per CPU-s | of the fp32 GEMM peak | engine fp32 is | engine bf16 is |",
+             "|---|---|---|---|---|---|---|---|"]
+    for name in headline:
+        rate_cpu = result["cpu"][name]
+        gflops = rate_cpu * result["flops"] / 1e9
+        peak = result["peak_bf16"] if "bf16" in name else result["peak"]
+        lines.append(
+            f"| {name} | {result['models'][name]} | {result['wall'][name] / 1e6:.3f} | "
+            f"{rate_cpu / 1e6:.3f} | {gflops:.1f} | {100 * gflops / peak:.0f}%"
+            f"{' (bf16 peak)' if 'bf16' in name else ''} | "
+            f"{engine / headline[name]:.2f}x | {engine_bf16 / headline[name]:.2f}x |")
+    lines.append("")
+    for key, label in (("ceiling", "fp32"), ("ceiling_bf16", "bf16")):
+        ceiling = result[key]  # model-example-steps per CPU-second
+        rate = result["cpu"][ENGINE if label == "fp32" else ENGINE_BF16]
+        lines.append(f"- products-only ceiling, {label} (the engine's batched products "
+                     f"alone, chunks of {result['chunk']}): {ceiling / 1e6:.3f} M per CPU-s "
+                     f"= {ceiling / result['cpu'][TUNED]:.2f}x loop (b), "
+                     f"{ceiling / result['cpu'][RECIPE]:.2f}x the recipe; the engine "
+                     f"reaches {100 * rate / ceiling:.0f}% of it")
+    lines.append(f"- GEMM peak of one core (2048^2, median of rounds): fp32 "
+                 f"{result['peak']:.1f}, bf16 {result['peak_bf16']:.1f} GFLOP/s; "
+                 f"{result['flops'] / 1e3:.0f} kFLOP per example-step")
+    lines.append(f"- ratios above per {per}; records and start-up included for every "
+                 "contender")
+    return lines
 
 
 def memory_probe(n_models: int, chunk_size: int) -> None:
@@ -357,8 +448,14 @@ def precision_agreement(name: str, n_models: int, workers: int) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--epochs", type=int, default=10)
-    parser.add_argument("--chunk-size", type=int, default=32)
+    parser.add_argument("--epochs", type=int, default=None,
+                        help="epochs of every workload (default: each workload's own)")
+    parser.add_argument("--chunk-size", type=int, default=None,
+                        help="the engine's chunk size (default: the models split over the "
+                             "workers, at most 32)")
+    parser.add_argument("--cpu-time", action="store_true",
+                        help="ratios per CPU-second (this process and its children) instead "
+                             "of per wall-second; both rates are printed either way")
     parser.add_argument("--full", action="store_true",
                         help="also time 2,000 MLPs x 30 epochs with the engine")
     parser.add_argument("--memory", action="store_true",
@@ -384,68 +481,35 @@ def main() -> None:
         return None
     workers = os.cpu_count() or 1
     torch.set_num_threads(workers)  # (a) uses torch's default: all cores
-    dataset = load("mnist1d")
     print(f"CPU: {cpu_description()}")
     print(f"load average before: {os.getloadavg()[0]:.2f}")
     print(f"machine: {workers} cores, torch {torch.__version__}, "
           f"compute_dtype='auto' here: {resolve_compute_dtype('auto', 'cpu')}, "
-          f"{torch.backends.cpu.get_cpu_capability()}; threads: (a) {workers}, (b)/(c) 1 per "
-          f"process x {workers} processes")
+          f"{torch.backends.cpu.get_cpu_capability()}; threads: (a) {workers}, (b)/(r)/(c) 1 "
+          f"per process x {workers} processes")
     print()
-
-    settings = {
-        "MLP 40-100-100-10": dict(model="mlp", model_kwargs={"hidden": [100, 100]},
-                                  n_engine=1024, n_tuned=1024, n_naive=4),
-        "CNN1d (MNIST-1D paper, 25 channels)": dict(model="cnn1d", model_kwargs={},
-                                                    n_engine=64, n_tuned=64, n_naive=2),
-        "user CNN with BatchNorm (generic path)": dict(model="bench_user_cnn", model_kwargs={},
-                                                       n_engine=64, n_tuned=64, n_naive=2),
-    }
-    if args.only:
-        settings = {k: v for k, v in settings.items() if args.only.lower() in k.lower()}
+    workloads = {key: w for key, w in WORKLOADS.items()
+                 if args.only is None or args.only.lower() in (key + w.title).lower()}
+    if args.epochs is not None:
+        workloads = {key: Workload(**{**w.__dict__, "epochs": args.epochs})
+                     for key, w in workloads.items()}
     tuned_mlp = None
-    for title, setting in settings.items():
-        result = compare(dataset, epochs=args.epochs, rounds=args.rounds,
-                         chunk_size=args.chunk_size, workers=workers, baseline=args.baseline,
-                         **setting)
-        rates = result["rates"]
-        engine_rate = rates["(c) memlab engine"]
-        print(f"{title}: 50% subsets ({dataset.n_train // 2} examples), batch {BATCH}, "
-              f"{args.epochs} epochs, median of {args.rounds} interleaved rounds")
-        bf16_rate = rates["(c-bf16) memlab engine, compute_dtype=bfloat16"]
-        if title.startswith("MLP"):
-            tuned_mlp = rates["(b) tuned loop, 1 thread x 1 process per core"]
-        print(f"  load average at each round: {result['load_averages']}")
-        for name, rate in rates.items():
-            print(f"  {name:50s} {result['models'][name]:5d} models {rate / 1e6:8.3f} M "
-                  "model-example-steps/s"
-                  f"   engine is {engine_rate / rate:5.2f}x, bf16 engine {bf16_rate / rate:5.2f}x")
-        gflops = engine_rate * result["flops_per_example_step"] / 1e9
-        gflops_bf16 = bf16_rate * result["flops_per_example_step"] / 1e9
-        peak, peak_bf16 = result["gemm_peak"], result["gemm_peak_bf16"]
-        print(f"  2048^2 GEMM peak, {workers} single-thread processes at once: fp32 {peak:.1f}, "
-              f"bf16 {peak_bf16:.1f} GFLOP/s")
-        print(f"  engine fp32: {gflops:.1f} GFLOP/s = {100 * gflops / peak:.0f}% of the fp32 peak; "
-              f"bf16: {gflops_bf16:.1f} GFLOP/s = {100 * gflops_bf16 / peak_bf16:.0f}% of the "
-              f"bf16 peak ({result['flops_per_example_step'] / 1e3:.0f} kFLOP per "
-              "example-step, process start-up and record writing included)")
-        tuned = rates["(b) tuned loop, 1 thread x 1 process per core"]
-        for dtype, ceiling in result["ceilings"].items():
-            engine = engine_rate if dtype == torch.float32 else bf16_rate
-            print(f"  ceiling, {str(dtype)[6:]}: the step's batched products alone (chunks of "
-                  f"{args.chunk_size}, nothing else, no dispatch) {ceiling / 1e6:.3f} M "
-                  f"model-example-steps/s = {ceiling / tuned:.2f}x loop (b); the engine "
-                  f"reaches {100 * engine / ceiling:.0f}% of it")
+    for key, workload in workloads.items():
+        result = race(workload, args.rounds, workers, args.chunk_size, args.baseline)
+        if key == "mlp":
+            tuned_mlp = result["wall"][TUNED]
+        print("\n".join(report(result, args.rounds, args.cpu_time)), flush=True)
         print()
 
     if args.full:
+        dataset = load("mnist1d")
         subset = PopulationConfig(subset_fraction=SUBSET).subset_size(dataset.n_train)
 
         def full_run(compute_dtype: str) -> float:
             with tempfile.TemporaryDirectory() as out:
                 started = time.perf_counter()
                 train_population(dataset, n_models=2000, subset_fraction=SUBSET, epochs=30,
-                                 batch_size=BATCH, lr=LR, chunk_size=args.chunk_size,
+                                 batch_size=BATCH, lr=LR, chunk_size=args.chunk_size or 32,
                                  out=os.path.join(out, "run"), n_workers=workers,
                                  progress=False, compute_dtype=compute_dtype)
                 return time.perf_counter() - started
@@ -453,7 +517,7 @@ def main() -> None:
         runs = {"float32": lambda: full_run("float32"), "bfloat16": lambda: full_run("bfloat16")}
         if args.baseline:  # before and after in the same run
             runs["float32, engine of " + os.path.basename(args.baseline.rstrip("/"))] = (
-                lambda: baseline_engine(args.baseline, "mlp", 2000, 30, args.chunk_size,
+                lambda: baseline_engine(args.baseline, "mlp", 2000, 30, args.chunk_size or 32,
                                         workers, save_weights=True))
         for label, run in runs.items():
             seconds = run()

@@ -154,9 +154,9 @@ def workers(value: Any, name: str = "--workers") -> int | None:
                    fix="give 1 or more processes, or leave it out for one per core")
 
 
-def threads(value: Any, name: str = "--threads") -> int:
-    """torch CPU threads: an integer in [1, 1024]."""
-    return integer(value, name, minimum=1, maximum=1024)
+def threads(value: Any, name: str = "--threads", fix: str | None = None) -> int:
+    """torch CPU threads: an integer in [1, 1024] (the rule: :mod:`memlab.threads`)."""
+    return integer(value, name, minimum=1, maximum=1024, fix=fix)
 
 
 DEVICE_TYPES = ("cpu", "cuda", "mps")

@@ -75,10 +75,9 @@ ENTRIES = (
           "python scripts/attribution_mnist.py lr --out {runs}/attribution-mnist-lr", (), 15.0),
     Entry("attribute-mnist-mlp",
           "python scripts/attribution_mnist.py mlp --out {runs}/attribution-mnist-mlp", (), 15.0),
-    # The README's performance tables (it adds --baseline OLD, a worktree of the previous
-    # release, for the before/after columns) and the LM roofline.
-    Entry("engine-benchmark", "python benchmarks/population.py --rounds 3 --epochs 10 --full",
-          (), 30.0),
+    # docs/performance.md's race (add --baseline OLD, a worktree of the previous release,
+    # for before/after rows) and the LM roofline.
+    Entry("engine-benchmark", "python benchmarks/population.py --cpu-time --full", (), 30.0),
     Entry("lm-roofline", "python benchmarks/lm_population.py --roofline", (), 2.0),
 )
 

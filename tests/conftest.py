@@ -25,6 +25,16 @@ def blobs() -> Dataset:
 
 
 @pytest.fixture(autouse=True)
+def _one_thread_per_test():
+    # Every test starts on one thread, as the engine's workers train: a command run
+    # in-process (main([...])) sets the count its rule chooses and keeps it, as a command
+    # would, and the next test would otherwise inherit it.
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(1)
+
+
+@pytest.fixture(autouse=True)
 def _isolated_cache(tmp_path_factory, monkeypatch):
     # Generated datasets are cached once per test session, outside the user's cache.
     monkeypatch.setenv("MEMLAB_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
@@ -41,6 +51,19 @@ def chunk_of(data, config, models: range, membership, model=None, **options):
                              config.model_kwargs if not isinstance(model, torch.nn.Module)
                              else None, task)
     return train_chunk(task, data, config, spec, models, membership, **options)
+
+
+def assert_same_models_in_every_chunk(data, config, mask, chunks, model=None) -> None:
+    """Model k's weights and every record are the same bits trained in each of ``chunks``
+    (ranges of model indices) as in one chunk of all ``config.n_models`` models."""
+    full = chunk_of(data, config, range(config.n_models), mask, model=model)
+    for models in chunks:
+        part = chunk_of(data, config, models, mask[models.start:models.stop], model=model)
+        for kind in ("weights", "arrays"):
+            for name, array in getattr(part, kind).items():
+                np.testing.assert_array_equal(
+                    array, getattr(full, kind)[name][models.start:models.stop],
+                    err_msg=f"{name} {models}")
 
 
 def initial_state(config, data, replicate: int, model=None) -> dict:

@@ -26,7 +26,12 @@ from memlab.engine import recipe as rc
 from memlab.engine.config import STREAM_SHUFFLE, PopulationConfig, membership_mask, model_rng
 from memlab.errors import ConfigError, RunError
 from memlab.population import open_run, store, train_population
-from tests.conftest import chunk_of, initial_state, make_blobs
+from tests.conftest import (
+    assert_same_models_in_every_chunk,
+    chunk_of,
+    initial_state,
+    make_blobs,
+)
 from tests.engine_data import make_images
 from tests.user_models import LabelsToZero, SelfInitialized, TinyCNN, seeding_factory
 
@@ -137,15 +142,9 @@ def test_a_model_is_the_same_bits_in_chunks_of_1_4_and_32_with_dropout():
     config = PopulationConfig(model="TinyCNN", n_models=32, subset_fraction=0.5, epochs=2,
                               batch_size=8, augment=("shift:2",), input_dropout=0.1, lr=0.05)
     mask = membership_mask(config, data.n_train)
-    full = chunk_of(data, config, range(32), mask, model=TinyCNN)
-    for models in (range(0, 4), range(28, 32), range(5, 6), range(31, 32)):
-        part = chunk_of(data, config, models, mask[models.start:models.stop], model=TinyCNN)
-        for name, array in part.weights.items():
-            np.testing.assert_array_equal(array, full.weights[name][models.start:models.stop],
-                                          err_msg=f"{name} {models}")
-        for name, array in part.arrays.items():
-            np.testing.assert_array_equal(array, full.arrays[name][models.start:models.stop],
-                                          err_msg=f"{name} {models}")
+    assert_same_models_in_every_chunk(
+        data, config, mask, (range(0, 4), range(28, 32), range(5, 6), range(31, 32)),
+        model=TinyCNN)
 
 
 def test_sweep_equals_one_population_per_value_and_adding_a_value_changes_no_model(tmp_path):

@@ -1,11 +1,14 @@
-"""The engine's two paths for the built-in CNN1d give the same bits.
+"""The engine's two paths for the built-in CNN1d train the same models.
 
 ``loop.stacked_forward`` runs the MNIST-1D CNN as batched-matmul convolutions over its own
 im2col (``_Im2col``, ``_stacked_cnn1d``); any other module goes through
-``torch.func.functional_call`` under ``vmap`` with its convolutions swapped for
-``stackable.MatmulConv1d``. The same architecture under another class name (a subclass:
-the fast path is chosen by ``type(template) is CNN1d``) takes the generic path, from the
-same initial weights (the factory is called under the same seed).
+``torch.func.functional_call`` under ``vmap`` with its convolutions swapped for the fused
+grouped convolutions (``engine/fused.py``). The same architecture under another class name
+(a subclass: the fast path is chosen by ``type(template) is CNN1d``) takes the generic
+path, from the same initial weights (the factory is called under the same seed). The two
+paths' products are different kernels (an im2col GEMM, a grouped oneDNN convolution), so
+they agree to float32 rounding, not bit for bit (they did while the generic path was an
+im2col GEMM too).
 """
 
 from __future__ import annotations
@@ -57,6 +60,11 @@ def test_cnn1d_im2col_and_generic_paths_give_identical_records(recipe, monkeypat
 
     assert sorted(fast.arrays) == sorted(generic.arrays)
     for name in fast.arrays:
-        assert np.array_equal(fast.arrays[name], generic.arrays[name]), name
+        a, b = fast.arrays[name], generic.arrays[name]
+        if a.dtype.kind == "f":
+            np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-4, err_msg=name)
+        else:  # correctness, predictions: the same but for near-ties
+            assert np.mean(a == b) > 0.99, name
     for name in fast.weights:
-        assert np.array_equal(fast.weights[name], generic.weights[name]), name
+        np.testing.assert_allclose(fast.weights[name], generic.weights[name], rtol=1e-3,
+                                   atol=1e-5, err_msg=name)

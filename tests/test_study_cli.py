@@ -2,9 +2,9 @@
 
 For every registered study: each flag the parser accepts, given a non-default value,
 changes the config at exactly its field, or reaches the Execution or the output step
-(--workers --device --executor --ray-address --quiet --out --figures); every command has
---quick --full --seed --workers --figures --out; the Reproduce line parses back into the
-config it was printed from.
+(--workers --device --executor --ray-address --quiet --threads --out --figures); every
+command has --quick --full --seed --workers --figures --out; the Reproduce line parses back
+into the config it was printed from.
 """
 
 from __future__ import annotations
@@ -23,7 +23,8 @@ from memlab.testing import COMMON_FLAGS, check_command, study_parser
 STUDIES = {name: s for name, s in sorted(all_studies().items())}
 EXECUTION = {"--workers": ("3", "n_workers", 3), "--executor": ("ray", "executor", "ray"),
              "--ray-address": ("auto", "ray_address", "auto"),
-             "--device": ("cuda", "device", "cuda"), "--quiet": (None, "progress", False)}
+             "--device": ("cuda", "device", "cuda"), "--quiet": (None, "progress", False),
+             "--threads": ("3", "threads", 3)}
 TRUST = {"--trust-run": (None, "trust_code", True)}
 OUTPUT = ("--out", "--figures", "--quick", "--full")
 

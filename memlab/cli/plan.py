@@ -28,10 +28,15 @@ def register(subparsers) -> None:
                         help="plan for a dataset of this shape instead of --data "
                              "(INPUT like 3x32x32)")
     parser.add_argument("--gflops", type=float, default=None,
-                        help="sustained GFLOP/s of one worker (default: an assumed CPU "
-                             "core's; see --calibrate)")
-    parser.add_argument("--calibrate", action="store_true",
-                        help="measure one worker's GFLOP/s here first (a few seconds)")
+                        help="sustained GFLOP/s of one worker on the target machine (e.g. a "
+                             "GPU's) instead of measuring here; start-up is then assumed")
+    parser.add_argument("--calibrate", action="store_true", default=True,
+                        help="(the default) time this recipe here: a fresh process's "
+                             "start-up and short runs of the model on random data of the "
+                             "data's shape, by CPU time (a few seconds)")
+    parser.add_argument("--no-calibrate", dest="calibrate", action="store_false",
+                        help="an instant estimate instead: FLOPs at assumed per-layer, "
+                             "per-precision CPU rates and an assumed start-up")
     parser.add_argument("--pilot", default=None, metavar="RUN",
                         help="a finished small population: say how many models each "
                              "memorization estimator needs for --target-se (measured on "
@@ -98,7 +103,8 @@ def parse_shape(text: str) -> DataShape:
     return DataShape(n_train, n_test, dims, n_classes, name=f"shape {text}")
 
 
-def run(args: argparse.Namespace) -> int:
+def plan_from_args(args: argparse.Namespace) -> tuple:
+    """(data shape, population config, Plan) of the parsed ``memlab plan`` arguments."""
     from memlab.studies.base import PopulationStudyConfig, training_data
 
     # The target machine may be another one: --device cuda plans without a GPU here.
@@ -113,6 +119,7 @@ def run(args: argparse.Namespace) -> int:
     if args.target_se is not None and not args.pilot:
         raise ConfigError("--target-se needs --pilot RUN (the population whose errors it "
                           "extrapolates)")
+    source = None  # the dataset a real run would load (its loading is timed)
     if args.pilot:
         recipe_flags = [flag.name for flag in options.flags(PopulationStudyConfig)
                         if flag.template is None and hasattr(args, flag.dest)]
@@ -126,12 +133,52 @@ def run(args: argparse.Namespace) -> int:
     else:
         config = apply_flags(PopulationStudyConfig(), args)
         data = DataShape.of(training_data(config))
+        source = config.data
     if not args.pilot:
         config = config.population
     plan = plan_run(data, config, workers=workers, gflops_per_worker=gflops,
-                    calibrate=args.calibrate)
+                    calibrate=args.calibrate, data_source=source, device=args.device)
+    return data, config, plan
+
+
+def run(args: argparse.Namespace) -> int:
+    data, config, plan = plan_from_args(args)
     print(f"{data.name}: {data.n_train:,} train / {data.n_test:,} test, input "
           f"{data.input_shape}, model {config.model}, {config.epochs} epochs, subsets of "
           f"{config.subset_size(data.n_train):,}")
     print(plan.describe())
     return 0
+
+
+def train_cpu_seconds(flags: list[str], out: str) -> float:
+    """CPU seconds (user + system, its children included) of a real ``memlab train
+    FLAGS --workers 1 --out OUT`` in a fresh process: what tests/test_plan_accuracy.py
+    holds a plan against."""
+    import os
+    import subprocess
+    import sys
+
+    import memlab
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(memlab.__file__)))
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        [root, *filter(None, [os.environ.get("PYTHONPATH")])])}
+    command = [sys.executable, "-m", "memlab", "train", *flags, "--workers", "1",
+               "--quiet", "--out", out]
+    child = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                             env=env)
+    _, status, usage = os.wait4(child.pid, 0)  # the child's own and its children's
+    error = child.stderr.read().decode(errors="replace") if child.stderr else ""
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise RuntimeError(f"{' '.join(command)} failed: {error[-500:]}")
+    return usage.ru_utime + usage.ru_stime
+
+
+def markdown_table(rows: list[dict]) -> str:
+    lines = ["| case | flags | planned CPU-s (±) | of which start-up | measured CPU-s | "
+             "planned / measured |", "|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['case']} | `{r['flags']}` | {r['planned']:.1f} "
+                     f"(±{100 * r['error']:.0f}%) | {r['startup']:.1f} | "
+                     f"{r['measured']:.1f} | {r['ratio']:.2f} |")
+    return "\n".join(lines)

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from memlab.cli.study import add_threads_flag
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
@@ -46,6 +48,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="dtype of the Gram matrices and eigensolves: auto (float32 for "
                              "≤32-bit weights, float64 where float32 cannot resolve the "
                              "result), or forced")
+    add_threads_flag(parser)
     parser.set_defaults(func=run_spectra)
 
     compare = subparsers.add_parser(
@@ -58,7 +61,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     compare.add_argument("--layers", default=None, help="regular expression on layer names")
     compare.add_argument("--out", type=Path, default=None, help="write compare.parquet here")
     compare.add_argument("--device", default="auto")
+    add_threads_flag(compare)
     compare.set_defaults(func=run_compare)
+
+
+def _use_threads(args: argparse.Namespace) -> None:
+    """The thread count of memlab.threads' rule (--threads N), set and said."""
+    from memlab import threads
+
+    choice = threads.choose(args.threads)
+    threads.use(choice.count)
+    print(choice.message, flush=True)
 
 
 def _print(frame: pd.DataFrame) -> None:
@@ -86,6 +99,7 @@ def run_spectra(args: argparse.Namespace) -> int:
                      fix="a 95% interval needs at least 20 resamples; 200 is the default")
     if args.out is not None:
         validate.output_dir(args.out)
+    _use_threads(args)
     result = analyze_full(
         args.source, layers=args.layers, mp_fit=not args.no_mp_fit,
         randomize=not args.no_randomize, seed=args.seed, device=args.device,
@@ -146,6 +160,7 @@ def run_compare(args: argparse.Namespace) -> int:
     from memlab.io import atomic_save_table
     from memlab.measures.spectra import compare
 
+    _use_threads(args)
     table = compare(args.base, args.tuned, layers=args.layers, device=args.device)
     _print(table)
     if args.out is not None:

@@ -9,6 +9,8 @@ recipe among them, plus the options every study command shares:
     --figures DIR      also write the figures as PNG files
     --workers N, --device D, --executor local|ray, --ray-address A, --quiet
                        how to compute (an Execution: never part of the result's identity)
+    --threads N        CPU threads of the study's own linear algebra (default: the rule of
+                       memlab.threads; the command prints the count and why)
     --trust-run        (studies that measure an existing run, RUN / --from-run) let the
                        run's manifest name model code to import (Execution.trust_code)
 
@@ -29,7 +31,8 @@ from memlab import options
 from memlab.studies.base import Execution, Study, StudyConfig
 
 # Options every study command has besides its config's, and where each one goes.
-EXECUTION_FLAGS = ("--workers", "--device", "--executor", "--ray-address", "--quiet")
+EXECUTION_FLAGS = ("--workers", "--device", "--executor", "--ray-address", "--quiet",
+                   "--threads")
 TRUST_FLAG = "--trust-run"  # the commands that open an existing run (a study with run_dir)
 OUTPUT_FLAGS = ("--out", "--figures", "--quick", "--full")
 
@@ -89,6 +92,7 @@ def _add_common(parser: argparse.ArgumentParser, study: Study) -> None:
     output.add_argument("--figures", default=None, metavar="DIR",
                         help="also write the figures as PNG files into DIR")
     how = add_execution_flags(parser)
+    add_threads_flag(how)
     if "run_dir" in {f.name for f in dataclasses.fields(study.config)}:
         add_trust_flag(how)
 
@@ -99,6 +103,15 @@ def add_trust_flag(group: Any) -> None:
         "trust the given run: import the package.module its manifest names as its model "
         "factory (or augmentation) to rebuild or retrain its models; without it such a run "
         "runs no code (built-in and memlab's own models need no trust)"))
+
+
+def add_threads_flag(group: Any) -> None:
+    """--threads N: the CPU threads of a command's own linear algebra (every command that
+    computes outside the training engine's workers has it; :mod:`memlab.threads`)."""
+    from memlab import threads
+
+    group.add_argument(threads.FLAG, dest="threads", default=None, metavar="N",
+                       help=threads.HELP)
 
 
 def add_execution_flags(parser: argparse.ArgumentParser) -> Any:
@@ -227,22 +240,26 @@ def _auto_chunk_size(config: StudyConfig, device: str, data: Any = None) -> Stud
 
 
 def execution_from_args(args: argparse.Namespace) -> Execution:
-    from memlab import validate
+    from memlab import threads, validate
 
     return Execution(n_workers=validate.workers(args.workers, "--workers"),
                      device=validate.device(args.device, "--device"),
                      executor=args.executor, ray_address=args.ray_address,
                      progress=not args.quiet,
-                     trust_code=bool(getattr(args, "trust_run", False)))
+                     trust_code=bool(getattr(args, "trust_run", False)),
+                     threads=None if getattr(args, "threads", None) is None
+                     else threads.parse(args.threads))
 
 
 def run_command(study: Study, args: argparse.Namespace) -> int:
     """Options -> config + execution -> ``run_study`` -> headline, where the results are."""
-    from memlab import validate
+    from memlab import threads, validate
     from memlab.studies.base import default_out, run_study
 
     config = config_from_args(study, args)
     execution = execution_from_args(args)
+    choice = threads.choose(execution.threads)
+    execution = dataclasses.replace(execution, threads=choice.count)
     if execution.trust_code and getattr(config, "run_dir", None) is None:
         from memlab.errors import ConfigError
 
@@ -252,6 +269,9 @@ def run_command(study: Study, args: argparse.Namespace) -> int:
     out = validate.output_dir(args.out if args.out is not None else default_out(study))
     if args.figures is not None:
         validate.output_dir(args.figures, "--figures")  # before any work is done
+    threads.use(choice.count)
+    if not args.quiet:  # (--quiet: only the results)
+        print(choice.message, flush=True)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:

@@ -16,7 +16,8 @@ measurements during training from callbacks (``callbacks.py``), the precision fr
   (K, features, batch), so that bias, softmax and ReLU passes are cheap. The hot path.
 - ``_GenericStep``: autograd through ``stacked_forward``: batched-matmul convolutions for
   the MNIST-1D CNN, and ``torch.func.functional_call`` under ``vmap`` for any other
-  ``nn.Module`` (BatchNorm with per-model running statistics, dropout, user models).
+  ``nn.Module`` (user models: their linear, convolution, BatchNorm and pooling layers run
+  fused over the chunk, ``fused.py``; dropout from per-model streams).
 
 Every random draw about model k comes from its replicate's streams (``config.py``), so model
 k is the same bits in a chunk of 1 or 64, on any worker, after a resume.
@@ -34,17 +35,13 @@ import numpy as np
 import torch
 from torch.func import functional_call, vmap
 
-from memlab.engine import recipe
+from memlab.engine import products, recipe
 from memlab.engine.callbacks import EpochRecords, TrainState, callback_epochs
 from memlab.engine.config import STREAM_SHUFFLE, PopulationConfig, model_rng
 from memlab.engine.modelspec import ModelSpec
 from memlab.engine.precision import autocast, dtype_name, resolve_compute_dtype
-from memlab.engine.stackable import (
-    use_float32_norms,
-    use_low_precision_linears,
-    use_stackable_convolutions,
-)
-from memlab.engine.task import ClassificationTask
+from memlab.engine.stackable import use_float32_norms, use_fused_layers
+from memlab.engine.task import ClassificationTask, eval_models_per_pass
 from memlab.engine.usermodel import frozen_parameters, stacking_names, use_stream_randomness
 from memlab.errors import ConfigError, DivergenceError
 from memlab.models import MLP, CNN1d, layer_profile
@@ -144,9 +141,9 @@ class _MLPStep:
         biases = [b.to(self.dtype) for b in self.biases] if low else self.biases
         activations = [x.transpose(1, 2).to(self.dtype)]  # (K, d, b): batch contiguous
         for weight, bias in zip(weights[:-1], biases[:-1]):
-            hidden = torch.baddbmm(bias.unsqueeze(2), weight, activations[-1])
+            hidden = products.baddbmm(bias.unsqueeze(2), weight, activations[-1])
             activations.append(hidden.relu_() if self.relu else hidden)
-        logits = torch.baddbmm(biases[-1].unsqueeze(2), weights[-1], activations[-1])
+        logits = products.baddbmm(biases[-1].unsqueeze(2), weights[-1], activations[-1])
         logits = logits.float()  # (K, C, b): softmax and loss in float32
 
         batch = y.shape[1]
@@ -175,11 +172,11 @@ class _MLPStep:
                 self.bias_grads[layer].copy_(grad.sum(2))
             if low:
                 grad = grad.to(self.dtype)
-                self.weight_grads[layer].copy_(torch.bmm(grad, inputs.transpose(1, 2)))
+                self.weight_grads[layer].copy_(products.bmm(grad, inputs.transpose(1, 2)))
             else:
-                torch.bmm(grad, inputs.transpose(1, 2), out=self.weight_grads[layer])
+                products.bmm(grad, inputs.transpose(1, 2), out=self.weight_grads[layer])
             if layer > 0:
-                grad = torch.bmm(weights[layer].transpose(1, 2), grad)
+                grad = products.bmm(weights[layer].transpose(1, 2), grad)
                 if self.relu:
                     # in place (the product above is a fresh tensor): no allocation
                     torch.ops.aten.threshold_backward.grad_input(grad, inputs, 0.0,
@@ -220,8 +217,9 @@ def stacked_forward(template: torch.nn.Module, train: bool, shared_input: bool =
     """f(params, buffers, x) -> logits (K, b, C) for stacked params (K, ...).
 
     x is (K, b, *input_shape), or (b, *input_shape) shared by all models if ``shared_input``.
-    The MNIST-1D CNN (without dropout) gets batched-matmul convolutions, which are faster
-    on a CPU than vmap's grouped convolutions; any other module goes through vmap.
+    The MNIST-1D CNN (without dropout) gets batched-matmul convolutions over its own im2col
+    (3x faster on a CPU than the fused grouped convolutions at its 25 channels); any other
+    module goes through vmap, with the fused layers of ``stackable.use_fused_layers``.
     """
     if type(template) is CNN1d and (template.drop.p == 0 or not train) \
             and not frozen_parameters(template):
@@ -302,7 +300,7 @@ def _stacked_conv1d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,
     (kernel,), (stride,), (padding,) = conv.kernel_size, conv.stride, conv.padding
     n_models, _, batch, _ = x.shape
     columns = _Im2col.apply(x, kernel, stride, padding)  # (K, C * k, b * L_out)
-    out = torch.baddbmm(bias.unsqueeze(2), weight.flatten(2), columns)  # (autocast: bf16)
+    out = products.baddbmm(bias.unsqueeze(2), weight.flatten(2), columns)  # (autocast: bf16)
     return out.view(n_models, -1, batch, columns.shape[2] // batch)
 
 
@@ -317,7 +315,7 @@ def _stacked_cnn1d(template: CNN1d, params: dict[str, torch.Tensor],
                                             params[f"{name}.bias"], getattr(template, name)))
     n_models, channels, batch, length = hidden.shape
     features = hidden.permute(0, 2, 1, 3).reshape(n_models, batch, channels * length)
-    return torch.baddbmm(params["linear.bias"].unsqueeze(1), features,
+    return products.baddbmm(params["linear.bias"].unsqueeze(1), features,
                          params["linear.weight"].transpose(1, 2))
 
 
@@ -365,11 +363,12 @@ def train_chunk(task: Any, data: Any, config: PopulationConfig, spec: ModelSpec,
     dropout_keys = recipe.use_stream_dropout(template)
     dropout_keys += use_stream_randomness(template, task, data)  # randn_like etc. in forward
     dropping = any(isinstance(m, recipe.StreamDropout) and m.p > 0 for m in template.modules())
-    use_stackable_convolutions(template)  # each model its own GEMMs: chunk-size invariant
+    # Linear, convolutions, BatchNorm, pooling: all K models in one call, and model k the
+    # same bits in a chunk of any size
+    use_fused_layers(template)
     dtype = resolve_compute_dtype(recipe_config.compute_dtype, device)
     if dtype != torch.float32:
         use_float32_norms(template)  # batch statistics in float32 under autocast
-        use_low_precision_linears(template)  # (vmap + autocast left them in float32)
     trained, fixed = stacking_names(template)  # (tied weights once, frozen ones fixed)
     stacked = StackedParameters({n: state[n] for n in trained})
     params = stacked.values
@@ -390,7 +389,8 @@ def train_chunk(task: Any, data: Any, config: PopulationConfig, spec: ModelSpec,
     optimizer = recipe.make_optimizer(stacked.leaves, recipe_config,
                                       model_dims={n: len(s) for n, s in stacked.shapes.items()})
     values_per_example = _values_per_example(template, task, data, input_shape)
-    eval_forward = _eval_forward(template, task, params, buffers, fast, device, dtype)
+    eval_forward = _eval_forward(template, params, buffers, fast, device, dtype,
+                                 values_per_example)
 
     callbacks = list(callbacks)
     if config.record_epochs:
@@ -599,21 +599,32 @@ def _values_per_example(template: torch.nn.Module, task: Any, data: Any,
         return 64 * task.outputs(data)
 
 
-def _eval_forward(template: torch.nn.Module, task: Any, params: dict[str, torch.Tensor],
+def _eval_forward(template: torch.nn.Module, params: dict[str, torch.Tensor],
                   buffers: dict[str, torch.Tensor], fast: bool, device: torch.device,
-                  dtype: torch.dtype) -> Callable:
+                  dtype: torch.dtype, values_per_example: int) -> Callable:
     """f(x shared (b, ...)) -> (K, b, ...) eval-mode float32 outputs of the live weights,
     computed in the precision the models train in (``dtype``): a bfloat16 population's
     records are those of its bfloat16 forward, and cost a quarter of float32's products."""
     if fast:
-        return _mlp_shared_forward(template, params, dtype)
-    vmapped = stacked_forward(template, train=False, shared_input=True)
+        one_pass = _mlp_shared_forward(template, dtype)
+    else:
+        vmapped = stacked_forward(template, train=False, shared_input=True)
+
+        def one_pass(part: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+            with autocast(device, dtype):
+                out = vmapped({n: part[n] for n in params}, {n: part[n] for n in buffers}, x)
+            return out.float() if out.is_floating_point() else out
+
+    state = {**buffers, **params}
+    per_pass = eval_models_per_pass(values_per_example)
 
     def forward(x: torch.Tensor) -> torch.Tensor:
-        plain = {name: tensor.detach() for name, tensor in params.items()}
-        with autocast(device, dtype):
-            out = vmapped(plain, buffers, x)
-        return out.float() if out.is_floating_point() else out
+        # Models in passes of a fixed size (the memory budget), so that a pass's batch does
+        # not shrink with the chunk size (task.eval_batch_size).
+        n_models = next(iter(params.values())).shape[0]
+        return torch.cat([one_pass({n: t[start:start + per_pass].detach()
+                                    for n, t in state.items()}, x)
+                          for start in range(0, n_models, per_pass)])
     return forward
 
 
@@ -628,19 +639,19 @@ def _train_forward(template: torch.nn.Module, params: dict[str, torch.Tensor],
     return forward
 
 
-def _mlp_shared_forward(template: MLP, params: dict[str, torch.Tensor],
-                        dtype: torch.dtype = torch.float32):
+def _mlp_shared_forward(template: MLP, dtype: torch.dtype = torch.float32):
+    """f(stacked params of some models, shared x (b, ...)) -> (K', b, C) logits."""
     n_layers = len(template.layers)
     relu = template.activation == "relu"
 
-    def forward(x: torch.Tensor) -> torch.Tensor:
+    def forward(params: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
         n_models = params["layers.0.weight"].shape[0]
         # (K, d, b): the shared inputs as a batch, so that every model's products are its
         # own GEMMs (one GEMM over all models' rows rounds differently with K).
         hidden = x.flatten(1).T.to(dtype).unsqueeze(0).expand(n_models, -1, -1)
         for i in range(n_layers):
             weight, bias = params[f"layers.{i}.weight"], params[f"layers.{i}.bias"]
-            hidden = torch.baddbmm(bias.to(dtype).unsqueeze(2), weight.to(dtype), hidden)
+            hidden = products.baddbmm(bias.to(dtype).unsqueeze(2), weight.to(dtype), hidden)
             if relu and i < n_layers - 1:
                 hidden.relu_()
         return hidden.transpose(1, 2).float()  # (K, b, C)

@@ -10,6 +10,7 @@ process only tracks progress and updates the manifest.
 from __future__ import annotations
 
 import atexit
+import ctypes
 import multiprocessing
 import os
 import queue
@@ -116,6 +117,24 @@ def commit_chunk(run_dir: Path, chunk: store.ChunkPlan, result: ChunkResult, dev
         arrays = {name: store.encode_record(name, array) for name, array in arrays.items()}
     store.write_chunk(run_dir, chunk.index, arrays, result.weights, info)
     return info
+
+
+def retain_freed_memory() -> None:
+    """Make this process's allocator (glibc) keep freed memory for reuse, in a worker.
+
+    Why: a training step allocates the same large tensors (stacked activations, im2col
+    patches) every step. glibc returns blocks above its mmap threshold to the kernel when
+    freed, so every step page-faulted them in again: measured, the im2col copy of a small
+    CNN's second convolution (14 MB) ran at 2.2 GB/s into a fresh buffer and 7.4 GB/s into
+    a reused one. A worker's peak memory is unchanged (each step needs the same sizes); only
+    memlab's own worker processes get this (a user's process keeps its allocator's
+    settings). A no-op where glibc's mallopt is not available."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(-3, 2**30)  # M_MMAP_THRESHOLD: big blocks from the heap, not mmap
+        libc.mallopt(-1, 2**31 - 1)  # M_TRIM_THRESHOLD: never give the heap back
+    except (OSError, AttributeError):
+        pass
 
 
 @contextmanager
@@ -286,6 +305,7 @@ def _init_worker(run_dir: str, work: bytes, progress_queue, parent: int | None =
     atexit.register(os._exit, 0)
     os.environ["OMP_NUM_THREADS"] = "1"
     torch.set_num_threads(1)
+    retain_freed_memory()
     run_path = Path(run_dir)
     work = ChunkWork.loads(work)
     _WORKER.update(

@@ -64,8 +64,11 @@ def _train_chunk_task(dataset, work: bytes, chunk: store.ChunkPlan,
     """Runs on a Ray worker: train one chunk, return its ChunkResult."""
     import torch
 
+    from memlab.population.executor import retain_freed_memory
+
     if device == "cpu":
         torch.set_num_threads(1)  # one core per task, as the local executor does
+        retain_freed_memory()
     return ChunkWork.loads(work).train(dataset, range(chunk.start, chunk.stop), membership,
                                        device)
 

@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from memlab import options, streams, validate
+from memlab import options, streams, threads, validate
 from memlab.engine.config import PopulationConfig
 from memlab.errors import ConfigError, RunError
 from memlab.io import dumps_strict, loads_strict, strict_jsonable
@@ -332,7 +332,11 @@ class Execution:
     one). progress: progress bars on standard error. trust_code: a study given an existing
     run (``run_dir``, ``RUN``) may import the ``package.module`` its manifest names as its
     model factory or augmentation (to rebuild or retrain its models; ``--trust-run``): a
-    permission, not a setting, so it never changes a number either.
+    permission, not a setting, so it never changes a number either. threads: CPU threads
+    of the study's own linear algebra while it runs (None: leave the process's setting;
+    ``--threads``, the command line's rule: :mod:`memlab.threads`); the training engine's
+    workers run one each regardless. It may change the last bits of a parallel reduction,
+    never a finding.
     """
 
     n_workers: int | None = None
@@ -341,6 +345,7 @@ class Execution:
     ray_address: str | None = None
     progress: bool = True
     trust_code: bool = False
+    threads: int | None = None
 
     def __post_init__(self) -> None:
         validate.workers(self.n_workers, "n_workers")
@@ -348,6 +353,8 @@ class Execution:
         validate.choice(self.executor, "executor", ("local", "ray"))
         validate.boolean(self.progress, "progress")
         validate.boolean(self.trust_code, "trust_code")
+        if self.threads is not None:
+            validate.threads(self.threads, "threads")
 
     def training(self) -> dict[str, Any]:
         """The keyword arguments of :func:`memlab.population.train_population`."""
@@ -401,8 +408,8 @@ class Study:
                  execution: Execution | None = None, **inputs: Any) -> Result:
         """``run_study(self, ...)``: ``memlab.studies.<name>.run`` is the study itself.
         Keywords that name :class:`Execution` fields (``n_workers``, ``device``,
-        ``executor``, ``ray_address``, ``progress``, ``trust_code``) build the execution;
-        the rest are inputs (e.g. ``dataset=``)."""
+        ``executor``, ``ray_address``, ``progress``, ``trust_code``, ``threads``) build the
+        execution; the rest are inputs (e.g. ``dataset=``)."""
         how = {k: inputs.pop(k) for k in list(inputs) if k in EXECUTION_FIELDS}
         if how:
             if execution is not None:
@@ -623,7 +630,8 @@ def run_study(study: Study | str, config: StudyConfig | None = None,
         if run is None:
             raise ConfigError(f"study {study.name!r} has no run function ({study.package}"
                               ".study:run is missing)")
-        result = run(config, out, execution, **inputs)
+        with threads.limited(execution.threads):
+            result = run(config, out, execution, **inputs)
         result.study, result.config, result.inputs = study.name, config.to_dict(), identity
         if timings is not None:  # a repair: the durations are the original computation's
             result.summary.update(timings)
