@@ -42,6 +42,8 @@ def strict_jsonable(obj: Any) -> Any:
     if isinstance(obj, dict):
         return {str(k): strict_jsonable(v) for k, v in obj.items()}
     if isinstance(obj, list | tuple | set | frozenset):
+        if all(type(v) is int for v in obj):  # (a subset's indices: one pass, no recursion)
+            return list(obj)
         return [strict_jsonable(v) for v in obj]
     if isinstance(obj, np.ndarray):
         return strict_jsonable(obj.tolist())

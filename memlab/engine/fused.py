@@ -82,9 +82,9 @@ class _Ungroup(torch.autograd.Function):
     hands the grouped layer its gradient in the grouped layout (b, *spatial, K', C).
 
     Why a Function: autograd's own backward of these views (a slice) made a zero tensor in
-    the default layout, and a channels-last BatchNorm's backward given a gradient in
-    another layout took torch's generic kernel (ten times slower, and rounding otherwise
-    than the channels-last one: a model's bits would then depend on its layout)."""
+    the default layout, and a grouped layer's backward given a gradient in another layout
+    than its input's takes torch's generic kernels (measured: torch's BatchNorm backward ten
+    times slower) and may round otherwise, so a model's bits would depend on its chunk."""
 
     @staticmethod
     def forward(ctx, y, n_models):

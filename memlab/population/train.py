@@ -353,8 +353,8 @@ def _check_device(device: str) -> None:
 def versions() -> dict[str, str]:
     from importlib.metadata import PackageNotFoundError, version
 
-    import mnist1d  # noqa: F401  (its version identifies the generated data)
-
+    # (mnist1d's version identifies the generated data: read from its metadata, without
+    # importing it, which cost every run about a second of scipy imports)
     found = {"memlab": __version__, "python": sys.version.split()[0],
              "platform": platform.platform()}
     for package in ("torch", "numpy", "scipy", "pandas", "mnist1d", "safetensors"):
