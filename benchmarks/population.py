@@ -121,10 +121,6 @@ def split_over_cores(trainer: str, dataset, config: PopulationConfig, n_processe
         pool.map(_split_worker, [(trainer, dataset, config, share) for share in shares])
 
 
-def loop_tuned(dataset, config: PopulationConfig, n_processes: int) -> None:
-    split_over_cores("loop", dataset, config, n_processes)
-
-
 # ------------------------------------------------------------------ GEMM peak
 
 

@@ -61,6 +61,13 @@ def _low_precision(device_type: str) -> torch.dtype | None:
 # ------------------------------------------------------------------ the grouped view
 
 
+def _grouped_order(dims: int) -> tuple[tuple[int, ...], list[int]]:
+    """For a (K, b, C, *spatial) tensor of ``dims`` dimensions: the permutation to the
+    grouped memory order (b, *spatial, K, C), and its inverse."""
+    order = (1, *range(3, dims), 0, 2)
+    return order, [order.index(d) for d in range(dims)]
+
+
 def _grouped(x: torch.Tensor) -> torch.Tensor:
     """(K, b, C, *spatial) -> (b, K * C, *spatial), laid out (b, *spatial, K, C) in memory:
     a view when x is already so (the output of the layers here), else one copy. K = 1 gives
@@ -68,11 +75,10 @@ def _grouped(x: torch.Tensor) -> torch.Tensor:
     if x.shape[0] == 1:
         x = x.expand(2, *x.shape[1:])
     n_models, batch, channels, *spatial = x.shape
-    order = (1, *range(3, x.dim()), 0, 2)  # memory order: b, *spatial, K, C
+    order, back = _grouped_order(x.dim())
     physical = x.permute(order)
     if not physical.is_contiguous():
         physical = physical.contiguous()
-    back = [order.index(d) for d in range(x.dim())]
     return physical.permute(back).transpose(0, 1).reshape(batch, n_models * channels,
                                                           *spatial)
 
@@ -95,7 +101,7 @@ class _Ungroup(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad):
         n_models, stacked = ctx.n_models, ctx.stacked
-        order = (1, *range(3, grad.dim()), 0, 2)  # memory order: b, *spatial, K, C
+        order, back = _grouped_order(grad.dim())
         physical = grad.permute(order)
         if n_models == stacked and physical.is_contiguous():
             buffer = physical
@@ -104,7 +110,6 @@ class _Ungroup(torch.autograd.Function):
             shape[-2] = stacked
             buffer = grad.new_zeros(shape)
             buffer[..., :n_models, :] = physical
-        back = [order.index(d) for d in range(grad.dim())]
         full = buffer.permute(back)  # (K', b, C, *spatial)
         return full.transpose(0, 1).flatten(1, 2), None
 

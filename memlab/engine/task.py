@@ -43,9 +43,9 @@ EVAL_BATCH = 256
 EVAL_MEMORY_BYTES = 256 * 2**20  # activations of one evaluation pass, all models of a chunk
 
 
-def eval_batch_size(n_models: int, values_per_example: int) -> int:
+def eval_batch_size(values_per_example: int) -> int:
     """Examples per evaluation pass: what one model's activations allow within the budget,
-    at most EVAL_BATCH. It does not depend on ``n_models``: a GEMM's rounding depends on
+    at most EVAL_BATCH. It does not depend on the number of models: a GEMM's rounding depends on
     its number of rows (measured: 3e-5 on a (100, 784) @ (784, 64) product), and a batch
     shrunk for a bigger chunk gave records that differed by up to 4.8e-7 between chunk
     sizes. Many models are evaluated in passes of :func:`eval_models_per_pass`."""
@@ -56,7 +56,7 @@ def eval_batch_size(n_models: int, values_per_example: int) -> int:
 def eval_models_per_pass(values_per_example: int) -> int:
     """Models evaluated together on one batch of :func:`eval_batch_size` examples so that
     their activations stay within EVAL_MEMORY_BYTES."""
-    batch = eval_batch_size(1, values_per_example)
+    batch = eval_batch_size(values_per_example)
     return max(1, EVAL_MEMORY_BYTES // (2 * 4 * max(values_per_example, 1) * batch))
 
 
@@ -124,7 +124,7 @@ class ClassificationTask:
     def evaluate(self, forward: Forward, split: tuple, n_models: int,
                  values_per_example: int) -> dict[str, torch.Tensor]:
         x, y = split
-        batch = eval_batch_size(n_models, values_per_example)
+        batch = eval_batch_size(values_per_example)
         outputs: dict[str, list] = {k: [] for k in ("correct", "margin", "loss", "pred",
                                                     "logodds")}
         for start in range(0, len(y), batch):
@@ -213,7 +213,7 @@ class BinaryTask(ClassificationTask):
     def evaluate(self, forward: Forward, split: tuple, n_models: int,
                  values_per_example: int) -> dict[str, torch.Tensor]:
         x, y = split
-        batch = eval_batch_size(n_models, values_per_example)
+        batch = eval_batch_size(values_per_example)
         parts: dict[str, list] = {k: [] for k in ("correct", "margin", "loss", "pred",
                                                   "logodds")}
         for start in range(0, len(y), batch):

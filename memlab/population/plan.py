@@ -321,7 +321,7 @@ def plan_run(data: Dataset | DataShape, config: PopulationConfig, workers: int =
 
     # Layer outputs and their gradients for a chunk's batch, with room for temporaries.
     chunk = min(config.chunk_size, n_models)
-    eval_batch = eval_batch_size(chunk, profile.activation_values)
+    eval_batch = eval_batch_size(profile.activation_values)
     activations = 4.0 * 3 * chunk * max(config.batch_size, eval_batch) * (
         profile.activation_values)
     worker = {
@@ -395,7 +395,7 @@ def _calibration_size(shape: DataShape, config: PopulationConfig, profile: Profi
     fraction = config.subset_fraction if config.subsets == "random" else 0.5
     n_train = int(min(shape.n_train, max(2, math.ceil(2 * config.batch_size / fraction))))
     n_test = 8
-    eval_batch = eval_batch_size(k, profile.activation_values)
+    eval_batch = eval_batch_size(profile.activation_values)
     memory = ((n_train + n_test + 2 * eval_batch) * shape.example_bytes
               + 16.0 * k * profile.n_params
               + 12.0 * k * max(config.batch_size, eval_batch) * profile.activation_values)
@@ -521,7 +521,7 @@ def calibrate(data: Dataset | DataShape, config: PopulationConfig,
     clock = time.process_time if on_cpu else time.perf_counter
     spent = time.process_time()
     rng = np.random.default_rng(0)
-    eval_batch = eval_batch_size(k, profile.activation_values)
+    eval_batch = eval_batch_size(profile.activation_values)
     x_train = rng.standard_normal((n_train, *shape.input_shape), dtype=np.float32)
     x_test = rng.standard_normal((n_test, *shape.input_shape), dtype=np.float32)
     names = [str(c) for c in range(shape.n_classes)]

@@ -124,15 +124,20 @@ def ratio_caption(verdicts: pd.DataFrame) -> str:
     return " ".join(parts)
 
 
+def _clustering_tally(versus: pd.DataFrame) -> tuple[pd.Series, pd.Series]:
+    """(verdict counts, the most accurate method's row) of the clustering comparison with
+    K-means on the raw inputs: what the caption and the finding both report."""
+    return versus["verdict"].value_counts(), versus.loc[versus["accuracy"].idxmax()]
+
+
 def clustering_caption(versus: pd.DataFrame) -> str:
     """How many similarity-based methods beat K-means on the raw inputs, from the intervals."""
     if versus.empty:
         return "No clustering experiment (no class pairs)."
-    counts = versus["verdict"].value_counts()
-    best = versus.loc[versus["accuracy"].idxmax()]
+    counts, best = _clustering_tally(versus)
     return (f"Against K-means on the raw inputs (paired over pairs and seeds): "
-            f"{counts.get('yes', 0)} of {len(versus)} methods beat it, "
-            f"{counts.get('no', 0)} do not, and {counts.get('cannot decide', 0)} cannot be "
+            f"{counts.get(YES, 0)} of {len(versus)} methods beat it, "
+            f"{counts.get(NO, 0)} do not, and {counts.get(UNDECIDED, 0)} cannot be "
             f"told apart. Highest mean symmetric accuracy: {best['method']} on "
             f"{best['features']} features, {best['accuracy']:.3f} ({_interval(best)} vs "
             f"raw inputs).")
@@ -173,8 +178,7 @@ def clustering_sentence(versus: pd.DataFrame) -> str:
     paired intervals, and the best one."""
     if versus.empty:
         return ""
-    counts = versus["verdict"].value_counts()
-    best = versus.loc[versus["accuracy"].idxmax()]
+    counts, best = _clustering_tally(versus)
     return (f"Clustering a label's two hidden classes: {counts.get(YES, 0)} of {len(versus)} "
             f"similarity-based methods beat K-means on the raw inputs, "
             f"{counts.get(NO, 0)} do not, and {counts.get(UNDECIDED, 0)} cannot decide (paired "
