@@ -78,6 +78,7 @@ ENTRIES = (
     # docs/performance.md's race (add --baseline OLD, a worktree of the previous release,
     # for before/after rows) and the LM roofline.
     Entry("engine-benchmark", "python benchmarks/population.py --cpu-time --full", (), 30.0),
+    Entry("stacking-ceiling", "python benchmarks/stacking_ceiling.py", (), 2.0),
     Entry("lm-roofline", "python benchmarks/lm_population.py --roofline", (), 2.0),
 )
 
