@@ -17,6 +17,8 @@ INIT = 1  # its initial weights
 SHUFFLE = 2  # its minibatch order
 DROPOUT = 3  # its dropout masks
 AUGMENT = 4  # its augmentations (+ epoch)
+DP_SAMPLE = 5  # DP-SGD: its Poisson batches (which examples each step holds)
+DP_NOISE = 6  # DP-SGD: the Gaussian noise added to its summed gradients
 
 # ---- datasets: [seed, stream]
 N_TRAIN = 7  # which training examples a study's n_train keeps (also: a corpus's order)

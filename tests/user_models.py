@@ -178,3 +178,17 @@ def partly_frozen_factory(input_shape, n_classes):
                           nn.Linear(16, n_classes))
     model[1].requires_grad_(False)
     return model
+
+
+class GroupNormCNN(nn.Module):
+    """A user's CNN for DP-SGD: GroupNorm where TinyCNN has BatchNorm."""
+
+    def __init__(self, input_shape, n_classes, width: int = 4):
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(input_shape[0], width, 3, padding=1), nn.GroupNorm(2, width), nn.ReLU(),
+            nn.Conv2d(width, width, 3, stride=2, padding=1), nn.ReLU(), nn.Flatten())
+        self.head = nn.Linear(width * ((input_shape[1] + 1) // 2) ** 2, n_classes)
+
+    def forward(self, x):
+        return self.head(self.features(x))

@@ -63,6 +63,10 @@ class PopulationConfig:
         with one dimension per model) in a group without weight decay.
     clip_grad_norm: clip each model's gradient to this global L2 norm (0 = off), as
         ``torch.nn.utils.clip_grad_norm_`` does for one model.
+    dp_noise_multiplier, dp_max_grad_norm, dp_epsilon, dp_delta: DP-SGD
+        (:mod:`memlab.engine.dp`): Poisson batches of expected size ``batch_size``, every
+        example's gradient clipped to ``dp_max_grad_norm``, Gaussian noise of std
+        σ·C; σ given, or solved for a target ``dp_epsilon`` at ``dp_delta``.
     augment: ``crop:P`` (random crop after zero-padding P pixels; images),
         ``flip`` (horizontal flip with probability 1/2; images), ``shift:S`` (random
         circular shift by up to S steps; signals), or ``package.module:function`` (your
@@ -134,6 +138,16 @@ class PopulationConfig:
     lr_gamma: float = option(0.1, help="factor of each step-schedule drop")
     clip_grad_norm: float = option(0.0, help="clip each model's gradient norm (0 = off)")
     label_smoothing: float = option(0.0, help="label smoothing of the cross-entropy")
+    dp_noise_multiplier: float = option(0.0, help=(
+        "DP-SGD: Gaussian noise multiplier sigma (noise std sigma*C on each model's summed "
+        "clipped gradients, Poisson batches); 0 = no DP unless --dp-epsilon"), example="1.1")
+    dp_max_grad_norm: float = option(1.0, help=(
+        "DP-SGD: every example's gradient is clipped to this L2 norm C"))
+    dp_epsilon: float = option(0.0, help=(
+        "DP-SGD: a target epsilon for the whole run (sigma is solved for it with the RDP "
+        "accountant); 0 = give --dp-noise-multiplier instead"), example="4")
+    dp_delta: float = option(1e-5, help=(
+        "DP-SGD: delta of the (epsilon, delta) guarantee; below 1/(examples per model)"))
     augment: tuple[str, ...] = option(
         (), repeat=True, metavar="SPEC", parse=tuple, show=list, example="flip",
         help="crop:P | flip | shift:S | package.module:function, repeatable")
@@ -217,6 +231,9 @@ class PopulationConfig:
                 check_augmentation(spec)
         with check():
             check_sweep(self.sweep)
+        if self.dp:
+            with check():
+                self._check_dp()
         # Settings combined: only where each one passed its own check above.
         numbers = all(isinstance(getattr(self, name), int | float)
                       and not isinstance(getattr(self, name), bool)
@@ -229,6 +246,33 @@ class PopulationConfig:
         if self.schedule.startswith("warmup") and not 0 < self.warmup_epochs < self.epochs:
             validate.problem(f"schedule {self.schedule!r} needs 0 < warmup_epochs < epochs "
                              f"({self.epochs}), got {self.warmup_epochs}")
+
+    @property
+    def dp(self) -> bool:
+        """Whether the models train with DP-SGD (memlab.engine.dp)."""
+        return bool(self.dp_noise_multiplier) or bool(self.dp_epsilon)
+
+    def _check_dp(self) -> None:
+        """DP-SGD's own settings, and what it cannot be combined with (one line each)."""
+        for name in ("dp_noise_multiplier", "dp_max_grad_norm", "dp_epsilon", "dp_delta"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float) \
+                    or not math.isfinite(value) or value < 0:
+                raise ConfigError(f"--{name.replace('_', '-')} must be a finite number >= 0, "
+                                  f"got {value!r}")
+        if self.dp_noise_multiplier and self.dp_epsilon:
+            raise ConfigError("give --dp-noise-multiplier or --dp-epsilon, not both (a target "
+                              "epsilon sets the noise multiplier)")
+        conflicts = {"clip_grad_norm": self.clip_grad_norm != 0,
+                     "compute_dtype": self.compute_dtype != "float32",
+                     "task": self.task not in ("classification", "binary")}
+        fixes = {"clip_grad_norm": "DP-SGD clips every example's gradient to "
+                                  "--dp-max-grad-norm; drop --clip-grad-norm",
+                 "compute_dtype": "DP-SGD trains in float32 only; drop --compute-dtype",
+                 "task": "DP-SGD supports the classification and binary tasks"}
+        for name, bad in conflicts.items():
+            if bad:
+                raise ConfigError(fixes[name])
 
     @property
     def n_values(self) -> int:

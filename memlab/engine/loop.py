@@ -33,9 +33,9 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.func import functional_call, vmap
+from torch.func import functional_call, grad_and_value, vmap
 
-from memlab.engine import products, recipe
+from memlab.engine import dp, products, recipe
 from memlab.engine.callbacks import EpochRecords, TrainState, callback_epochs
 from memlab.engine.config import STREAM_SHUFFLE, PopulationConfig, model_rng
 from memlab.engine.modelspec import ModelSpec
@@ -133,9 +133,13 @@ class _MLPStep:
         self.label_smoothing = label_smoothing
         self.dtype = dtype
 
-    def __call__(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    def __call__(self, x: torch.Tensor, y: torch.Tensor, dp_weight: torch.Tensor | None = None,
+                 max_grad_norm: float = 0.0, accumulate: bool = False) -> torch.Tensor:
         """x: (K, b, d) inputs, y: (K, b) labels. Writes every parameter's gradient and
-        returns the (K,) mean training loss of the batch."""
+        returns the (K,) mean training loss of the batch. With ``dp_weight`` (K, b) (DP-SGD:
+        1 on real rows, 0 on padding) the gradients are each model's *sum* of per-example
+        gradients clipped to ``max_grad_norm`` (added to them if ``accumulate``; noise and
+        scaling: dp.privatize), and it returns the (K,) *sum* of the real rows' losses."""
         low = self.dtype != torch.float32
         weights = [w.to(self.dtype) for w in self.weights] if low else self.weights
         biases = [b.to(self.dtype) for b in self.biases] if low else self.biases
@@ -158,6 +162,13 @@ class _MLPStep:
         if eps:
             grad.sub_(eps / logits.shape[1])
         grad.scatter_add_(1, y.unsqueeze(1), torch.full_like(true_log_prob, eps - 1).unsqueeze(1))
+        if dp_weight is not None:  # DP-SGD: each example's gradient, clipped, summed
+            per_example = -true_log_prob
+            if eps:
+                per_example = (1 - eps) * per_example - eps * log_probs.mean(1)
+            self._clipped_backward(grad, activations, weights, dp_weight, max_grad_norm,
+                                   accumulate)
+            return (per_example * dp_weight).sum(1)
         grad.div_(batch)
 
         for layer in range(len(weights) - 1, -1, -1):
@@ -182,6 +193,34 @@ class _MLPStep:
                     torch.ops.aten.threshold_backward.grad_input(grad, inputs, 0.0,
                                                                  grad_input=grad)
         return loss
+
+
+    def _clipped_backward(self, grad: torch.Tensor, activations: list[torch.Tensor],
+                          weights: list[torch.Tensor], dp_weight: torch.Tensor,
+                          max_grad_norm: float, accumulate: bool) -> None:
+        """Per-example clipping without per-example gradients: a linear layer's gradient
+        for example i is the outer product of its output gradient δ_i and its input a_i, so
+        its squared norm is |δ_i|²·(|a_i|² + 1) (with the bias), and scaling δ_i by the clip
+        factor scales every layer's gradient of example i. grad: (K, C, b) d loss_i/d logits."""
+        deltas = [grad]  # (K, out, b) per layer, last layer first
+        for layer in range(len(weights) - 1, 0, -1):
+            back = products.bmm(weights[layer].transpose(1, 2), deltas[-1])
+            if self.relu:
+                torch.ops.aten.threshold_backward.grad_input(back, activations[layer], 0.0,
+                                                             grad_input=back)
+            deltas.append(back)
+        deltas.reverse()  # first layer first
+        squared = sum(d.square().sum(1) * (a.square().sum(1) + 1)
+                      for d, a in zip(deltas, activations))  # (K, b)
+        factor = dp.clip_factors(squared, dp_weight, max_grad_norm).unsqueeze(1)
+        for layer, (delta, inputs) in enumerate(zip(deltas, activations)):
+            clipped = delta * factor
+            if accumulate:  # another pass of the step (dp.PoissonBatches)
+                self.bias_grads[layer].add_(clipped.sum(2))
+                self.weight_grads[layer].add_(products.bmm(clipped, inputs.transpose(1, 2)))
+            else:
+                torch.sum(clipped, 2, out=self.bias_grads[layer])
+                products.bmm(clipped, inputs.transpose(1, 2), out=self.weight_grads[layer])
 
 
 class _GenericStep:
@@ -211,6 +250,58 @@ class _GenericStep:
         total = losses.sum()
         (self.scaler.scale(total) if self.scaler is not None else total).backward()
         return losses.detach()
+
+
+class _GenericDPStep:
+    """One DP-SGD step of K copies of any nn.Module: per-example gradients under vmap
+    (torch.func.grad over each example, vmapped over the batch and over the models), each
+    clipped to C and summed per model. Memory: K × batch × parameters floats."""
+
+    def __init__(self, stacked: StackedParameters, buffers: dict[str, torch.Tensor],
+                 template: torch.nn.Module, task: Any, label_smoothing: float,
+                 max_grad_norm: float):
+        self.stacked, self.buffers = stacked, buffers
+
+        def example_loss(params, buffers, x, y):
+            out = functional_call(template, (params, buffers), (x.unsqueeze(0),))
+            return task.loss(out.unsqueeze(0).float(), y.view(1, 1), label_smoothing)[0]
+
+        per_example = vmap(grad_and_value(example_loss), in_dims=(None, None, 0, 0))
+
+        def one_model(params, buffers, x, y, weight):
+            template.train(True)
+            grads, losses = per_example(params, buffers, x, y)  # (b, ...) per parameter
+            squared = sum(g.flatten(1).square().sum(1) for g in grads.values())  # (b,)
+            factor = dp.clip_factors(squared, weight, max_grad_norm)
+            summed = {name: torch.tensordot(factor, g, dims=1) for name, g in grads.items()}
+            return summed, (losses * weight).sum()
+
+        self.per_model = vmap(one_model, randomness="error")
+
+    def __call__(self, x: torch.Tensor, y: Any, dp_weight: torch.Tensor,
+                 max_grad_norm: float, accumulate: bool = False) -> torch.Tensor:
+        """Each model's sum of clipped per-example gradients into its gradient (added to it
+        if ``accumulate``); returns the (K,) sum of the real rows' losses."""
+        inputs = (self.stacked.values, self.buffers, x, y, dp_weight)
+        if x.shape[0] == 1:  # a chunk of one runs as two: vmap over one model takes other
+            inputs = _twice(inputs)  # kernels, which round otherwise (products.py)
+        summed, losses = self.per_model(*inputs)
+        for name, value in summed.items():
+            value = value[:1] if x.shape[0] == 1 else value
+            if accumulate:
+                self.stacked.grads[name].add_(value)
+            else:
+                self.stacked.grads[name].copy_(value)
+        return losses[:x.shape[0]].detach()
+
+
+def _twice(tree: Any) -> Any:
+    """Every tensor in ``tree`` (dicts, tuples) concatenated with itself on its first axis."""
+    if isinstance(tree, torch.Tensor):
+        return torch.cat([tree, tree])
+    if isinstance(tree, dict):
+        return {key: _twice(value) for key, value in tree.items()}
+    return type(tree)(_twice(value) for value in tree)
 
 
 def stacked_forward(template: torch.nn.Module, train: bool, shared_input: bool = False):
@@ -363,9 +454,13 @@ def train_chunk(task: Any, data: Any, config: PopulationConfig, spec: ModelSpec,
     dropout_keys = recipe.use_stream_dropout(template)
     dropout_keys += use_stream_randomness(template, task, data)  # randn_like etc. in forward
     dropping = any(isinstance(m, recipe.StreamDropout) and m.p > 0 for m in template.modules())
-    # Linear, convolutions, BatchNorm, pooling: all K models in one call, and model k the
-    # same bits in a chunk of any size
-    use_fused_layers(template)
+    if recipe_config.dp:
+        dp.check_model(template)
+    else:
+        # Linear, convolutions, BatchNorm, pooling: all K models in one call, and model k the
+        # same bits in a chunk of any size. (DP-SGD's per-example gradients nest a vmap over
+        # the examples, which the fused layers' rules do not handle: torch's own rules.)
+        use_fused_layers(template)
     dtype = resolve_compute_dtype(recipe_config.compute_dtype, device)
     if dtype != torch.float32:
         use_float32_norms(template)  # batch statistics in float32 under autocast
@@ -383,9 +478,14 @@ def train_chunk(task: Any, data: Any, config: PopulationConfig, spec: ModelSpec,
     # float16 only: a dynamic loss scale (one per chunk; a step with an overflow in any
     # model is skipped for the chunk, so float16 chunks are not chunk-size invariant).
     scaler = torch.amp.GradScaler(device.type) if dtype == torch.float16 else None
-    step = (_MLPStep(stacked, template, recipe_config.label_smoothing, dtype) if fast
-            else _GenericStep(stacked, buffers, template, task, recipe_config.label_smoothing,
-                              device, dtype, scaler))
+    if fast:
+        step = _MLPStep(stacked, template, recipe_config.label_smoothing, dtype)
+    elif recipe_config.dp:
+        step = _GenericDPStep(stacked, buffers, template, task, recipe_config.label_smoothing,
+                              recipe_config.dp_max_grad_norm)
+    else:
+        step = _GenericStep(stacked, buffers, template, task, recipe_config.label_smoothing,
+                            device, dtype, scaler)
     optimizer = recipe.make_optimizer(stacked.leaves, recipe_config,
                                       model_dims={n: len(s) for n, s in stacked.shapes.items()})
     values_per_example = _values_per_example(template, task, data, input_shape)
@@ -406,7 +506,11 @@ def train_chunk(task: Any, data: Any, config: PopulationConfig, spec: ModelSpec,
     shufflers = [model_rng(config.seed, r, STREAM_SHUFFLE) for r in replicates]
     n_members = members.shape[1]
     batch_size = recipe_config.batch_size
-    steps_per_epoch = -(-n_members // batch_size)
+    steps_per_epoch = dp.steps_per_epoch(n_members, batch_size)
+    dp_plan = dp.plan(recipe_config, n_members)
+    if dp_plan is not None:  # each model's own Poisson batches and noise
+        poisson = dp.PoissonBatches(members, config.seed, replicates, dp_plan, device)
+        noise = dp.GaussianNoise(config.seed, replicates, device)
     augment = recipe.has_augmentation(recipe_config)
     batches_from = _batch_source(tensors["train"], data, dtype,
                                  low_precision_copy=fast and not augment and not before_step)
@@ -423,11 +527,16 @@ def train_chunk(task: Any, data: Any, config: PopulationConfig, spec: ModelSpec,
 
     run_callbacks(0)
     for epoch in range(recipe_config.epochs):
-        order = _epoch_order(members, shufflers, device)
         rngs = [recipe.augment_rng(config, r, epoch) for r in replicates] if augment else None
         loss_sum = torch.zeros(n_models, device=device)
-        for start in range(0, n_members, batch_size):
-            index = order[:, start:start + batch_size]  # (K, b)
+        rows = torch.zeros(n_models, device=device)
+        if dp_plan is None:  # (index (K, b), no weights): each model's shuffled batches
+            order = _epoch_order(members, shufflers, device)
+            batches = ((order[:, start:start + batch_size], None)
+                       for start in range(0, n_members, batch_size))
+        else:  # (index (K, B), weight (K, B)): padded Poisson batches
+            batches = poisson.epoch(steps_per_epoch)
+        for index, dp_weight in batches:
             x, y = task.batch(batches_from, index)
             if augment:
                 x = recipe.augment_batch(x, rngs, recipe_config, transforms)
@@ -437,13 +546,26 @@ def train_chunk(task: Any, data: Any, config: PopulationConfig, spec: ModelSpec,
             recipe.set_lr(optimizer, recipe_config, global_step, steps_per_epoch)
             if dropping:  # (a walk over the modules: not for models without dropout)
                 recipe.set_dropout_step(template, global_step)
-            batch_loss = step(x.flatten(2) if fast else x, y)
+            if dp_plan is None:
+                batch_loss = step(x.flatten(2) if fast else x, y)
+                batch_rows = index.shape[1]
+            else:  # passes of dp_plan.padded_batch rows (almost always one)
+                loss_total, rows_per_pass = 0.0, dp_plan.padded_batch
+                for part in range(index.shape[1] // rows_per_pass):
+                    cols = slice(part * rows_per_pass, (part + 1) * rows_per_pass)
+                    loss_total = loss_total + step(
+                        x[:, cols].flatten(2) if fast else x[:, cols], y[:, cols],
+                        dp_weight[:, cols], dp_plan.max_grad_norm, accumulate=part > 0)
+                dp.privatize(stacked.grads, noise, dp_plan)
+                batch_rows = dp_weight.sum(1)
+                batch_loss = loss_total / batch_rows.clamp(min=1)
             if scaler is not None and divergence.flags.any():
                 divergence.freeze(stacked)  # (float16: or every step of the chunk is skipped)
             _update(optimizer, scaler, stacked, recipe_config.clip_grad_norm)
             global_step += 1
-            loss_sum += batch_loss * index.shape[1]
-        epoch_loss = (loss_sum / n_members).cpu()
+            loss_sum += batch_loss * batch_rows
+            rows += batch_rows
+        epoch_loss = (loss_sum / rows.clamp(min=1)).cpu()
         divergence.check(~torch.isfinite(epoch_loss).numpy(), "the training loss",
                          f"in epoch {epoch + 1} of {recipe_config.epochs}", epoch_loss.numpy())
         epoch_losses.append(epoch_loss)

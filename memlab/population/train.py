@@ -34,7 +34,7 @@ import torch
 
 from memlab import __version__, io, validate
 from memlab.data import load
-from memlab.engine import recipe
+from memlab.engine import dp, recipe
 from memlab.engine.callbacks import describe_callback
 from memlab.engine.config import PopulationConfig, membership_mask
 from memlab.engine.modelspec import ModelSpec, check_distinct_inits
@@ -117,6 +117,7 @@ def train_population(
         raise ConfigError("subsets='explicit' needs the mask: "
                           "train_population(..., membership=mask)")
     described = check_models(task, dataset, config, spec)
+    dp_plans = _dp_plans(task, dataset, config, spec, membership)  # DP's errors before work
     if membership is None:
         config.subset_size(task.n_examples(dataset, "train"))
     _check_device(device)
@@ -152,6 +153,9 @@ def train_population(
                                              membership, callbacks, verifier)
             try:
                 _record_compute_dtype(run_dir, manifest, config, compute_dtype)
+                if dp_plans and manifest.get("dp") != dp_plans:
+                    manifest["dp"] = dp_plans
+                    store.write_manifest(run_dir, manifest)
                 _train_and_finalize(run_dir, manifest, dataset, task, config, work, device,
                                     n_workers, executor, ray_address, progress, verifier)
             finally:
@@ -164,6 +168,20 @@ def train_population(
     if temporary:  # removed with the Run (or at exit); mapped arrays stay valid on Linux
         weakref.finalize(run, shutil.rmtree, str(run_dir), True)
     return run
+
+
+def _dp_plans(task: Any, dataset: Any, config: PopulationConfig, spec: ModelSpec,
+              membership: np.ndarray | None) -> list[dict] | None:
+    """DP-SGD's plan for every subset size in the run (the accountant's ε, the σ solved for
+    a target ε), checked before any work: a model DP cannot train, a δ too large for the
+    subsets, a target ε beyond σ = 50 are one line each. None without DP."""
+    if not config.dp:
+        return None
+    dp.check_model(spec.build(task.input_shape(dataset), task.outputs(dataset)))
+    n_train = task.n_examples(dataset, "train")
+    sizes = (sorted({int(n) for n in np.asarray(membership).sum(1)}) if membership is not None
+             else [config.subset_size(n_train)])
+    return [{"n_members": size, **dp.plan(config, size).as_dict()} for size in sizes]
 
 
 def _record_compute_dtype(run_dir: Path, manifest: dict, config: PopulationConfig,
@@ -671,6 +689,10 @@ def _finalize(run_dir: Path, manifest: dict, config: PopulationConfig,
             # on_diverge="record": its records keep their NaN/inf (left out of estimates)
             "diverged": np.isin(models, infos[chunk.index].get("diverged", [])),
         }
+        if manifest.get("dp"):  # each model's (ε, δ) guarantee, by its subset size
+            by_size = {plan["n_members"]: plan for plan in manifest["dp"]}
+            for key in ("dp_epsilon", "dp_delta", "dp_noise_multiplier", "dp_max_grad_norm"):
+                columns[key] = np.array([by_size[int(n)][key] for n in n_in], dtype=float)
         for key in config.sweep:
             values = [sweep[k // config.n_models][key] for k in models]
             columns[f"sweep_{key}"] = values if not isinstance(values[0], list | dict) else [

@@ -1,0 +1,157 @@
+"""DP-SGD for a population: Poisson batches, per-example clipping and Gaussian noise, per model.
+
+A DP model's step (Abadi et al. 2016, as Opacus does it): every member of the model's subset
+enters the step's batch independently with probability q = batch_size / m (Poisson
+sampling, which the accountant's analysis assumes); each example's gradient is clipped to
+L2 norm C; the clipped gradients are summed, Gaussian noise of standard deviation σ·C is
+added, and the sum is divided by the *expected* batch size q·m. Then the optimizer steps as
+usual (post-processing). ε comes from :mod:`memlab.engine.accountant`.
+
+Everything random comes from the model's own streams (``DP_SAMPLE``, ``DP_NOISE``), so a DP
+model is the same bits in a chunk of any size, on any worker, after any resume. Poisson
+batches differ in size between models and steps: every model's batch is padded to a width
+that depends only on (m, q) — never on the chunk — and padded rows carry weight 0. A step in
+which some model's batch is wider takes extra passes of the same width for the whole chunk
+(about one step in a thousand per model): the other models' extra rows are all padding, whose
+clipped gradients are exact zeros, so adding them changes no bit.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from memlab.engine import accountant
+from memlab.engine.config import PopulationConfig, model_rng, model_seed
+from memlab.errors import ConfigError
+from memlab.streams import DP_NOISE, DP_SAMPLE
+
+# Rows of a pass: the mean batch plus this many standard deviations (a wider batch, about
+# 0.1% of a model's steps, takes another pass). Padding costs compute; extra passes too.
+PAD_SIGMAS = 3.0
+CLIP_EPS = 1e-6  # the clip factor is C / (norm + CLIP_EPS), as in Opacus
+
+
+@dataclass(frozen=True)
+class DPPlan:
+    """What a DP population's models do at every step, and what it buys."""
+
+    noise_multiplier: float  # σ: noise std is σ·C
+    max_grad_norm: float  # C: every example's gradient is clipped to this L2 norm
+    sampling_rate: float  # q: each member's chance to be in a step's batch
+    expected_batch: float  # q·m: the clipped sum plus noise is divided by it
+    padded_batch: int  # rows of one pass of a step (padded rows weigh 0)
+    steps: int  # steps of the whole run (epochs × steps per epoch)
+    delta: float
+    epsilon: float  # the accountant's ε for the whole run (RDP)
+
+    def as_dict(self) -> dict[str, float | int]:
+        return {f"dp_{name}": getattr(self, name) for name in self.__dataclass_fields__}
+
+
+def steps_per_epoch(n_members: int, batch_size: int) -> int:
+    """Steps of one epoch: as many as the shuffled batches of a non-DP run."""
+    return -(-n_members // batch_size)
+
+
+def padded_batch_size(n_members: int, rate: float) -> int:
+    """Rows of one pass: the mean batch plus PAD_SIGMAS standard deviations."""
+    mean, sd = n_members * rate, math.sqrt(n_members * rate * (1 - rate))
+    return int(min(n_members, math.ceil(mean + PAD_SIGMAS * sd) + 1))
+
+
+def plan(config: PopulationConfig, n_members: int) -> DPPlan | None:
+    """The DP plan of ``config`` for models of ``n_members`` examples (None without DP).
+    A target ε is met by solving for σ (one-line error when σ would exceed 50)."""
+    if not config.dp:
+        return None
+    accountant.check_dp_settings(
+        config.dp_noise_multiplier or None, config.dp_max_grad_norm, config.dp_delta,
+        n_members, config.dp_epsilon or None)
+    rate = min(1.0, config.batch_size / n_members)
+    steps = config.epochs * steps_per_epoch(n_members, config.batch_size)
+    sigma = config.dp_noise_multiplier
+    if config.dp_epsilon:
+        sigma = accountant.noise_multiplier_for(config.dp_epsilon, config.dp_delta, rate, steps)
+    epsilon = accountant.epsilon(sigma, rate, steps, config.dp_delta)
+    return DPPlan(sigma, config.dp_max_grad_norm, rate, rate * n_members,
+                  padded_batch_size(n_members, rate), steps, config.dp_delta, epsilon)
+
+
+def check_model(template: torch.nn.Module) -> None:
+    """Refuse what per-example clipping cannot bound, in one line."""
+    for name, module in template.named_modules():
+        if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+            raise ConfigError(
+                f"DP-SGD cannot train BatchNorm ({name or 'the model'}: its statistics mix "
+                "the examples of a batch, so no example's gradient is its own): use GroupNorm "
+                "or LayerNorm instead")
+
+
+class PoissonBatches:
+    """Each model's Poisson batches, padded: (index (K, P·n), weight (K, P·n)) per step, P
+    the plan's ``padded_batch`` and n the passes the widest batch needs (almost always 1).
+
+    members: (K, m) each model's examples. Model k draws from its own ``DP_SAMPLE`` stream,
+    one uniform per member per step, in step order: the same batches in any chunk.
+    """
+
+    def __init__(self, members: np.ndarray, seed: int, replicates: Sequence[int],
+                 dp: DPPlan, device: torch.device):
+        self.members, self.dp, self.device = members, dp, device
+        self.rngs = [model_rng(seed, r, DP_SAMPLE) for r in replicates]
+
+    def epoch(self, n_steps: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        n_models, pass_rows = len(self.rngs), self.dp.padded_batch
+        for _ in range(n_steps):
+            chosen = [self.members[k][rng.random(self.members.shape[1]) < self.dp.sampling_rate]
+                      for k, rng in enumerate(self.rngs)]
+            width = pass_rows * max(1, -(-max(len(c) for c in chosen) // pass_rows))
+            index = np.zeros((n_models, width), dtype=np.int64)
+            weight = np.zeros((n_models, width), dtype=np.float32)
+            for k, rows in enumerate(chosen):
+                index[k, :len(rows)] = rows
+                weight[k, :len(rows)] = 1.0
+            yield (torch.as_tensor(index, device=self.device),
+                   torch.as_tensor(weight, device=self.device))
+
+
+class GaussianNoise:
+    """Each model's noise: a torch generator seeded from its ``DP_NOISE`` stream, drawn for
+    its parameters in a fixed order every step (the same draws in any chunk)."""
+
+    def __init__(self, seed: int, replicates: Sequence[int], device: torch.device):
+        self.device = device
+        self.generators = []
+        for r in replicates:
+            generator = torch.Generator(device=device)
+            generator.manual_seed(model_seed(seed, r, DP_NOISE))
+            self.generators.append(generator)
+
+    def draw(self, k: int, numel: int) -> torch.Tensor:
+        """Model k's next ``numel`` standard normal draws."""
+        return torch.randn(numel, generator=self.generators[k], device=self.device)
+
+
+def privatize(grads: dict[str, torch.Tensor], noise: GaussianNoise, dp: DPPlan) -> None:
+    """In place: grads (K, ...) hold each model's sum of clipped per-example gradients; add
+    σ·C noise (model k's draws, parameters in name order) and divide by the expected batch."""
+    names = sorted(grads)
+    sizes = [grads[name][0].numel() for name in names]
+    scale = dp.noise_multiplier * dp.max_grad_norm
+    for k in range(len(noise.generators)):
+        z = noise.draw(k, sum(sizes)).split(sizes)
+        for name, part in zip(names, z):
+            grads[name][k].add_(part.view_as(grads[name][k]), alpha=scale)
+    for name in names:
+        grads[name].div_(dp.expected_batch)
+
+
+def clip_factors(squared_norms: torch.Tensor, weight: torch.Tensor,
+                 max_grad_norm: float) -> torch.Tensor:
+    """(K, B) per-example multipliers: min(1, C / (norm + 1e-6)) on real rows, 0 on padding."""
+    return weight * (max_grad_norm / (squared_norms.sqrt() + CLIP_EPS)).clamp(max=1.0)
