@@ -142,13 +142,12 @@ def privatize(grads: dict[str, torch.Tensor], noise: GaussianNoise, dp: DPPlan) 
     σ·C noise (model k's draws, parameters in name order) and divide by the expected batch."""
     names = sorted(grads)
     sizes = [grads[name][0].numel() for name in names]
+    # (K, parameters): model k's draws in row k, one add per parameter for all models
+    draws = torch.stack([noise.draw(k, sum(sizes)) for k in range(len(noise.generators))])
     scale = dp.noise_multiplier * dp.max_grad_norm
-    for k in range(len(noise.generators)):
-        z = noise.draw(k, sum(sizes)).split(sizes)
-        for name, part in zip(names, z):
-            grads[name][k].add_(part.view_as(grads[name][k]), alpha=scale)
-    for name in names:
-        grads[name].div_(dp.expected_batch)
+    for name, part in zip(names, draws.split(sizes, dim=1)):
+        flat = grads[name].flatten(1)  # a view: each model's row of the padded gradient
+        flat.add_(part, alpha=scale).div_(dp.expected_batch)
 
 
 def clip_factors(squared_norms: torch.Tensor, weight: torch.Tensor,

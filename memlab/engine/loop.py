@@ -210,7 +210,7 @@ class _MLPStep:
                                                              grad_input=back)
             deltas.append(back)
         deltas.reverse()  # first layer first
-        squared = sum(d.square().sum(1) * (a.square().sum(1) + 1)
+        squared = sum(torch.linalg.vecdot(d, d, dim=1) * (torch.linalg.vecdot(a, a, dim=1) + 1)
                       for d, a in zip(deltas, activations))  # (K, b)
         factor = dp.clip_factors(squared, dp_weight, max_grad_norm).unsqueeze(1)
         for layer, (delta, inputs) in enumerate(zip(deltas, activations)):
