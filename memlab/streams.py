@@ -19,12 +19,14 @@ DROPOUT = 3  # its dropout masks
 AUGMENT = 4  # its augmentations (+ epoch)
 DP_SAMPLE = 5  # DP-SGD: its Poisson batches (which examples each step holds)
 DP_NOISE = 6  # DP-SGD: the Gaussian noise added to its summed gradients
+PRIVACY_CANARY = 7  # which privacy canaries it trains on (Dataset.with_privacy_canaries)
 
 # ---- datasets: [seed, stream]
 N_TRAIN = 7  # which training examples a study's n_train keeps (also: a corpus's order)
 LABEL_NOISE = 101  # which labels Dataset.with_label_noise flips, and to what
 RANDOM_INPUTS = 102  # Dataset.with_random_inputs
 DUPLICATES = 103  # Dataset.with_duplicates: which examples are copied, and where
+PRIVACY_CANARIES = 104  # Dataset.with_privacy_canaries: their inputs and labels
 TEXT_SYNTHETIC = 11  # data.text: the synthetic corpus's documents and their duplicates
 MIA_SHADOWS = 0x5AD0  # measures.mia: which shadow models a capped attack uses
 MIA_BOOTSTRAP = 0xB007  # measures.mia: bootstrap resamples of the models (targets and shadows)
@@ -48,3 +50,4 @@ LESDE_FIT_SIMULATION = 3  # lesde: a fitted model's simulations ([seed, 3, model
 LESDE_PERMUTATIONS = 100  # lesde: permuted-mask floors, numpy seeds seed + 100 + p (an offset)
 ATTRIBUTE_CEILING = 37  # attribute: the seed of the held-out masks' second replicate (ceiling)
 MEMORIZE_NULL = 47  # memorize: the permuted masks of the noise floors ([seed, 47])
+DP_AUDIT_SPLIT = 71  # audit --dp: which models select the guesses, which are evaluated

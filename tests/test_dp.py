@@ -57,7 +57,7 @@ def plain_dp_loop(data, config: PopulationConfig, k: int, model: torch.nn.Module
     return {name: p.detach() for name, p in params.items()}
 
 
-DP = dict(dp_noise_multiplier=0.8, dp_max_grad_norm=0.5, dp_delta=1e-3)
+DP = dict(dp_noise_multiplier=0.8, dp_max_grad_norm=0.5, dp_delta=1e-3, dp_canaries=0)
 
 
 @pytest.mark.parametrize("path", ["mlp fast path", "generic path"])

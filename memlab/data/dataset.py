@@ -166,6 +166,25 @@ class Dataset:
             duplicates=record,
         )
 
+    def with_privacy_canaries(self, n_canaries: int, seed: int = 0) -> Dataset:
+        """Append ``n_canaries`` privacy canaries for a DP audit: Gaussian-noise inputs with
+        the training data's per-feature mean and standard deviation, each with a uniformly
+        random label — examples unlike any other, which a model can only fit by memorizing
+        them. (Not the planted mislabeled examples the membership audit calls canaries.)
+        Records where they landed."""
+        if isinstance(n_canaries, bool) or not isinstance(n_canaries, int | np.integer) \
+                or n_canaries < 1:
+            raise ConfigError(f"privacy canaries need a count >= 1, got {n_canaries!r}")
+        rng = np.random.default_rng([seed, streams.PRIVACY_CANARIES])
+        mean, std = self.x_train.mean(axis=0), self.x_train.std(axis=0)
+        inputs = (rng.standard_normal((n_canaries, *self.input_shape)) * std + mean)
+        labels = rng.integers(0, self.n_classes, n_canaries)
+        indices = np.arange(self.n_train, self.n_train + n_canaries)
+        return self._replace(
+            x_train=np.concatenate([self.x_train, inputs.astype(self.x_train.dtype)]),
+            y_train=np.concatenate([self.y_train, labels.astype(self.y_train.dtype)]),
+            privacy_canaries={"n": int(n_canaries), "seed": seed, "indices": indices})
+
     def _replace(self, **changes: Any) -> Dataset:
         arrays = {k: v for k, v in changes.items() if k in ("x_train", "y_train")}
         records = {k: v for k, v in changes.items() if k not in arrays}

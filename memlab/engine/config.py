@@ -35,6 +35,7 @@ STREAM_SUBSET, STREAM_INIT, STREAM_SHUFFLE, STREAM_DROPOUT, STREAM_AUGMENT = (
 # Settings a sweep may vary per model (besides the model's own keyword arguments).
 # (Not epochs: records over epochs must have one length per run; record checkpoints of
 # one longer run with a callback instead.)
+DEFAULT_PRIVACY_CANARIES = 100  # a DP run's canaries unless dp_canaries says otherwise
 SWEEPABLE = ("lr", "weight_decay", "momentum", "label_smoothing", "input_noise",
              "input_dropout", "clip_grad_norm")
 
@@ -148,6 +149,10 @@ class PopulationConfig:
         "accountant); 0 = give --dp-noise-multiplier instead"), example="4")
     dp_delta: float = option(1e-5, help=(
         "DP-SGD: delta of the (epsilon, delta) guarantee; below 1/(examples per model)"))
+    dp_canaries: int = option(-1, help=(
+        "privacy canaries appended to the training set for `memlab audit --dp` (random "
+        "inputs with random labels, each IN for a random half of the models); -1: 100 in a "
+        "DP run, none otherwise; 0: none"), example="200")
     augment: tuple[str, ...] = option(
         (), repeat=True, metavar="SPEC", parse=tuple, show=list, example="flip",
         help="crop:P | flip | shift:S | package.module:function, repeatable")
@@ -231,6 +236,8 @@ class PopulationConfig:
                 check_augmentation(spec)
         with check():
             check_sweep(self.sweep)
+        with check():
+            validate.integer(self.dp_canaries, "dp_canaries", minimum=-1)
         if self.dp:
             with check():
                 self._check_dp()
@@ -246,6 +253,12 @@ class PopulationConfig:
         if self.schedule.startswith("warmup") and not 0 < self.warmup_epochs < self.epochs:
             validate.problem(f"schedule {self.schedule!r} needs 0 < warmup_epochs < epochs "
                              f"({self.epochs}), got {self.warmup_epochs}")
+
+    def privacy_canaries(self) -> int:
+        """Privacy canaries the run appends (``dp_canaries``; -1: 100 with DP, else 0)."""
+        if self.dp_canaries == -1:
+            return DEFAULT_PRIVACY_CANARIES if self.dp else 0
+        return self.dp_canaries
 
     @property
     def dp(self) -> bool:
@@ -266,13 +279,14 @@ class PopulationConfig:
         conflicts = {"clip_grad_norm": self.clip_grad_norm != 0,
                      "compute_dtype": self.compute_dtype != "float32",
                      "task": self.task not in ("classification", "binary")}
-        fixes = {"clip_grad_norm": "DP-SGD clips every example's gradient to "
+        fixes = {"clip_grad_norm": "every example's gradient is clipped to "
                                   "--dp-max-grad-norm; drop --clip-grad-norm",
-                 "compute_dtype": "DP-SGD trains in float32 only; drop --compute-dtype",
-                 "task": "DP-SGD supports the classification and binary tasks"}
+                 "compute_dtype": "trains in float32 only; drop --compute-dtype",
+                 "task": "DP-SGD supports the classification and binary tasks only"}
+        asked = "--dp-epsilon" if self.dp_epsilon else "--dp-noise-multiplier"
         for name, bad in conflicts.items():
             if bad:
-                raise ConfigError(fixes[name])
+                raise ConfigError(f"{asked} (DP-SGD): {fixes[name]}")
 
     @property
     def n_values(self) -> int:
@@ -430,11 +444,28 @@ def membership_mask(config: PopulationConfig, n_train: int,
     """(n_total, n_train) bool: row k marks the examples model k trains on (drawn from
     model k's replicate stream: every sweep value's replicate r has the same subset)."""
     models = range(config.n_total) if models is None else models
-    size = config.subset_size(n_train)
+    n_base = n_train - config.privacy_canaries()  # the privacy canaries come last
+    size = config.subset_size(n_base)
     mask = np.zeros((len(models), n_train), dtype=bool)
     for row, k in enumerate(models):
         replicate = config.model_key(k)[1]
-        chosen = model_rng(config.seed, replicate, STREAM_SUBSET).choice(n_train, size,
+        chosen = model_rng(config.seed, replicate, STREAM_SUBSET).choice(n_base, size,
                                                                        replace=False)
         mask[row, chosen] = 1
+    mask[:, n_base:] = privacy_canary_columns(config, models)
     return mask
+
+
+def privacy_canary_columns(config: PopulationConfig, models: range) -> np.ndarray:
+    """(len(models), n_canaries) bool: which privacy canaries each model trains on, from its
+    own stream. With DP each canary is in independently with probability 1/2: a canary's
+    presence is then an added example, the neighbouring datasets the accountant's ε is
+    about (a fixed-size draw would swap it for another, a bound of 2ε). Without DP a random
+    half, so that every model has as many examples as the others."""
+    n_canaries = config.privacy_canaries()
+    columns = np.zeros((len(models), n_canaries), dtype=bool)
+    for row, k in enumerate(models):
+        rng = model_rng(config.seed, config.model_key(k)[1], streams.PRIVACY_CANARY)
+        columns[row] = (rng.random(n_canaries) < 0.5 if config.dp
+                        else rng.permutation(n_canaries) < n_canaries // 2)
+    return columns

@@ -64,9 +64,11 @@ def padded_batch_size(n_members: int, rate: float) -> int:
     return int(min(n_members, math.ceil(mean + PAD_SIGMAS * sd) + 1))
 
 
-def plan(config: PopulationConfig, n_members: int) -> DPPlan | None:
+def plan(config: PopulationConfig, n_members: int, n_canaries: int = 0) -> DPPlan | None:
     """The DP plan of ``config`` for models of ``n_members`` examples (None without DP).
-    A target ε is met by solving for σ (one-line error when σ would exceed 50)."""
+    A target ε is met by solving for σ (one-line error when σ would exceed 50). Privacy
+    canaries (``n_canaries``, each model drawing its own) are sampled at the same rate: they
+    widen the padded batch, not q or ε."""
     if not config.dp:
         return None
     accountant.check_dp_settings(
@@ -79,7 +81,8 @@ def plan(config: PopulationConfig, n_members: int) -> DPPlan | None:
         sigma = accountant.noise_multiplier_for(config.dp_epsilon, config.dp_delta, rate, steps)
     epsilon = accountant.epsilon(sigma, rate, steps, config.dp_delta)
     return DPPlan(sigma, config.dp_max_grad_norm, rate, rate * n_members,
-                  padded_batch_size(n_members, rate), steps, config.dp_delta, epsilon)
+                  padded_batch_size(n_members + n_canaries, rate), steps, config.dp_delta,
+                  epsilon)
 
 
 def check_model(template: torch.nn.Module) -> None:
@@ -96,11 +99,12 @@ class PoissonBatches:
     """Each model's Poisson batches, padded: (index (K, P·n), weight (K, P·n)) per step, P
     the plan's ``padded_batch`` and n the passes the widest batch needs (almost always 1).
 
-    members: (K, m) each model's examples. Model k draws from its own ``DP_SAMPLE`` stream,
-    one uniform per member per step, in step order: the same batches in any chunk.
+    members: each model's examples (K rows, lengths may differ). Model k draws from its own
+    ``DP_SAMPLE`` stream, one uniform per member per step, in step order: the same batches
+    in any chunk.
     """
 
-    def __init__(self, members: np.ndarray, seed: int, replicates: Sequence[int],
+    def __init__(self, members: Sequence[np.ndarray], seed: int, replicates: Sequence[int],
                  dp: DPPlan, device: torch.device):
         self.members, self.dp, self.device = members, dp, device
         self.rngs = [model_rng(seed, r, DP_SAMPLE) for r in replicates]
@@ -108,7 +112,7 @@ class PoissonBatches:
     def epoch(self, n_steps: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         n_models, pass_rows = len(self.rngs), self.dp.padded_batch
         for _ in range(n_steps):
-            chosen = [self.members[k][rng.random(self.members.shape[1]) < self.dp.sampling_rate]
+            chosen = [self.members[k][rng.random(len(self.members[k])) < self.dp.sampling_rate]
                       for k, rng in enumerate(self.rngs)]
             width = pass_rows * max(1, -(-max(len(c) for c in chosen) // pass_rows))
             index = np.zeros((n_models, width), dtype=np.int64)

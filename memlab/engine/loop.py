@@ -502,15 +502,21 @@ def train_chunk(task: Any, data: Any, config: PopulationConfig, spec: ModelSpec,
                              template, task, data, tensors, eval_forward,
                              _train_forward(template, params, buffers))
 
-    members = np.stack([np.flatnonzero(row) for row in membership])  # (K, m), sorted
-    shufflers = [model_rng(config.seed, r, STREAM_SHUFFLE) for r in replicates]
-    n_members = members.shape[1]
     batch_size = recipe_config.batch_size
-    steps_per_epoch = dp.steps_per_epoch(n_members, batch_size)
-    dp_plan = dp.plan(recipe_config, n_members)
-    if dp_plan is not None:  # each model's own Poisson batches and noise
-        poisson = dp.PoissonBatches(members, config.seed, replicates, dp_plan, device)
+    n_canaries = recipe_config.privacy_canaries()
+    if recipe_config.dp:  # each model's own Poisson batches and noise; with privacy canaries
+        # (each model its own independent draw of them) the rows differ in length
+        ragged = [np.flatnonzero(row) for row in membership]
+        n_members = int(membership[0, :membership.shape[1] - n_canaries].sum())
+        dp_plan = dp.plan(recipe_config, n_members, n_canaries)
+        poisson = dp.PoissonBatches(ragged, config.seed, replicates, dp_plan, device)
         noise = dp.GaussianNoise(config.seed, replicates, device)
+    else:
+        dp_plan = None
+        members = np.stack([np.flatnonzero(row) for row in membership])  # (K, m), sorted
+        n_members = members.shape[1]
+    shufflers = [model_rng(config.seed, r, STREAM_SHUFFLE) for r in replicates]
+    steps_per_epoch = dp.steps_per_epoch(n_members, batch_size)
     augment = recipe.has_augmentation(recipe_config)
     batches_from = _batch_source(tensors["train"], data, dtype,
                                  low_precision_copy=fast and not augment and not before_step)

@@ -33,10 +33,10 @@ import numpy as np
 import torch
 
 from memlab import __version__, io, validate
-from memlab.data import load
+from memlab.data import Dataset, load
 from memlab.engine import dp, recipe
 from memlab.engine.callbacks import describe_callback
-from memlab.engine.config import PopulationConfig, membership_mask
+from memlab.engine.config import PopulationConfig, membership_mask, privacy_canary_columns
 from memlab.engine.modelspec import ModelSpec, check_distinct_inits
 from memlab.engine.precision import dtype_name, resolve_compute_dtype
 from memlab.engine.probe import check_output_type, probe_training
@@ -109,6 +109,7 @@ def train_population(
         raise ConfigError(f"unknown population setting: {error}") from None
     task = task_for(dataset, config.task)
     task.check_config(config)
+    dataset, membership = _plant_privacy_canaries(dataset, config, membership)
     spec = ModelSpec.resolve(model, config.model_kwargs, task)
     config = dataclasses.replace(config, model=spec.label, task=task.name)
     # Normalize through JSON (tuples become lists) so a resumed config compares equal.
@@ -119,7 +120,7 @@ def train_population(
     described = check_models(task, dataset, config, spec)
     dp_plans = _dp_plans(task, dataset, config, spec, membership)  # DP's errors before work
     if membership is None:
-        config.subset_size(task.n_examples(dataset, "train"))
+        config.subset_size(task.n_examples(dataset, "train") - config.privacy_canaries())
     _check_device(device)
     # Resolved once, here: "auto" becomes what this device supports (from its flags, never
     # a timing) and the slower-than-float32 warning is given once, not once per worker.
@@ -170,6 +171,23 @@ def train_population(
     return run
 
 
+def _plant_privacy_canaries(dataset: Any, config: PopulationConfig,
+                            membership: np.ndarray | None) -> tuple[Any, np.ndarray | None]:
+    """The dataset with the run's privacy canaries appended (``config.dp_canaries``), and an
+    explicit mask with their columns (each model's own draw); unchanged without canaries."""
+    n_canaries = config.privacy_canaries()
+    if not n_canaries:
+        return dataset, membership
+    if not isinstance(dataset, Dataset):
+        raise ConfigError("privacy canaries (--dp-canaries) are for classification "
+                          "datasets; give --dp-canaries 0")
+    planted = dataset.with_privacy_canaries(n_canaries, seed=config.seed)
+    if membership is not None:
+        membership = np.concatenate([membership, privacy_canary_columns(
+            config, range(len(membership)))], axis=1)
+    return planted, membership
+
+
 def _dp_plans(task: Any, dataset: Any, config: PopulationConfig, spec: ModelSpec,
               membership: np.ndarray | None) -> list[dict] | None:
     """DP-SGD's plan for every subset size in the run (the accountant's ε, the σ solved for
@@ -178,9 +196,9 @@ def _dp_plans(task: Any, dataset: Any, config: PopulationConfig, spec: ModelSpec
     if not config.dp:
         return None
     dp.check_model(spec.build(task.input_shape(dataset), task.outputs(dataset)))
-    n_train = task.n_examples(dataset, "train")
-    sizes = (sorted({int(n) for n in np.asarray(membership).sum(1)}) if membership is not None
-             else [config.subset_size(n_train)])
+    n_base = task.n_examples(dataset, "train") - config.privacy_canaries()
+    sizes = (sorted({int(n) for n in np.asarray(membership)[:, :n_base].sum(1)})
+             if membership is not None else [config.subset_size(n_base)])
     return [{"n_members": size, **dp.plan(config, size).as_dict()} for size in sizes]
 
 
@@ -565,8 +583,9 @@ def _mask_digest(mask: np.ndarray) -> str:
 
 def _plan(config: PopulationConfig, mask: np.ndarray,
           existing: list[store.ChunkPlan] | None = None) -> list[store.ChunkPlan]:
-    """Chunks that hold one sweep value and one subset size each."""
-    sizes = mask.sum(1)
+    """Chunks that hold one sweep value and one subset size each (privacy canaries left
+    out: a DP model draws its own, and its Poisson batches do not need equal sizes)."""
+    sizes = mask[:, :mask.shape[1] - config.privacy_canaries()].sum(1)
     boundaries = [v * config.n_models for v in range(1, config.n_values)]
     boundaries += (np.flatnonzero(np.diff(sizes)) + 1).tolist()
     return store.plan_chunks(config.n_total, config.chunk_size, boundaries, existing)
@@ -691,8 +710,10 @@ def _finalize(run_dir: Path, manifest: dict, config: PopulationConfig,
         }
         if manifest.get("dp"):  # each model's (ε, δ) guarantee, by its subset size
             by_size = {plan["n_members"]: plan for plan in manifest["dp"]}
+            n_base = in_subset.shape[1] - config.privacy_canaries()
             for key in ("dp_epsilon", "dp_delta", "dp_noise_multiplier", "dp_max_grad_norm"):
-                columns[key] = np.array([by_size[int(n)][key] for n in n_in], dtype=float)
+                columns[key] = np.array([by_size[int(n)][key]
+                                         for n in in_subset[:, :n_base].sum(1)], dtype=float)
         for key in config.sweep:
             values = [sweep[k // config.n_models][key] for k in models]
             columns[f"sweep_{key}"] = values if not isinstance(values[0], list | dict) else [

@@ -75,6 +75,10 @@ class AuditConfig(PopulationStudyConfig):
         "the attack whose per-example TPR is each example's vulnerability"))
     vulnerability_fpr: float = option(0.01, help=(
         "global FPR at which each example's TPR is its vulnerability"))
+    dp: bool = option(False, help=(
+        "also audit the run's differential privacy: epsilon lower bounds from its privacy "
+        "canaries beside the accountant's epsilon (runs trained with --dp-noise-multiplier or "
+        "--dp-epsilon, or with --dp-canaries N)"))
     exposure: bool = option(False, help=(
         "also train one population per epochs / weight-decay / width value and audit each"))
     exposure_models: int = option(128, help="models per population of the exposure study")
@@ -145,6 +149,8 @@ class AuditConfig(PopulationStudyConfig):
             if self.exposure:
                 with validate.check():
                     validate.integer(self.exposure_models, "exposure_models", minimum=2)
+            with validate.check():
+                validate.boolean(self.dp, "dp")
 
     def without_effect(self) -> dict[str, str]:
         """Settings that change nothing with this config (field -> why); the command line

@@ -38,6 +38,7 @@ import pandas as pd
 from memlab.errors import ConfigError
 from memlab.measures import audit as au
 from memlab.measures import mia, stats
+from memlab.measures.dp_canaries import audit_privacy_canaries
 from memlab.studies.audit.config import AuditConfig
 from memlab.studies.base import Execution, Result, open_or_train, training_data
 
@@ -77,6 +78,10 @@ def run(config: AuditConfig, out: Path, execution: Execution, dataset: Any = Non
     clock = time.perf_counter()
     tables["most_exposed"] = au.most_exposed(population_run, tables["examples"], N_EXPOSED)
     timing["examples"] += time.perf_counter() - clock
+    if config.dp:  # ε lower bounds from the privacy canaries, beside the accountant's ε
+        clock = time.perf_counter()
+        summary["dp"] = audit_privacy_canaries(population_run, seed=config.population.seed)
+        timing["dp"] = time.perf_counter() - clock
     timing["audit_total"] = time.perf_counter() - started  # training not included
     if config.exposure:
         from memlab.studies.audit.exposure import exposure_table
