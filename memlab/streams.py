@@ -20,6 +20,7 @@ AUGMENT = 4  # its augmentations (+ epoch)
 DP_SAMPLE = 5  # DP-SGD: its Poisson batches (which examples each step holds)
 DP_NOISE = 6  # DP-SGD: the Gaussian noise added to its summed gradients
 PRIVACY_CANARY = 7  # which privacy canaries it trains on (Dataset.with_privacy_canaries)
+GRADIENT_CANARY = 8  # DP-SGD: which gradient canaries it has, and when each is sampled
 
 # ---- datasets: [seed, stream]
 N_TRAIN = 7  # which training examples a study's n_train keeps (also: a corpus's order)
@@ -27,6 +28,7 @@ LABEL_NOISE = 101  # which labels Dataset.with_label_noise flips, and to what
 RANDOM_INPUTS = 102  # Dataset.with_random_inputs
 DUPLICATES = 103  # Dataset.with_duplicates: which examples are copied, and where
 PRIVACY_CANARIES = 104  # Dataset.with_privacy_canaries: their inputs and labels
+GRADIENT_CANARY_COORDINATES = 105  # DP-SGD: the parameters the gradient canaries push
 TEXT_SYNTHETIC = 11  # data.text: the synthetic corpus's documents and their duplicates
 MIA_SHADOWS = 0x5AD0  # measures.mia: which shadow models a capped attack uses
 MIA_BOOTSTRAP = 0xB007  # measures.mia: bootstrap resamples of the models (targets and shadows)

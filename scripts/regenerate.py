@@ -79,6 +79,9 @@ ENTRIES = (
     # for before/after rows) and the LM roofline.
     Entry("engine-benchmark", "python benchmarks/population.py --cpu-time --full", (), 30.0),
     Entry("stacking-ceiling", "python benchmarks/stacking_ceiling.py", (), 2.0),
+    # docs/dp.md: the ε table and the DP speed race
+    Entry("dp-audit-table", "python scripts/dp_audit_table.py --out {runs}/dp-table", (), 6.0),
+    Entry("dp-benchmark", "python benchmarks/dp_population.py", (), 1.0),
     Entry("lm-roofline", "python benchmarks/lm_population.py --roofline", (), 2.0),
 )
 

@@ -16,7 +16,7 @@ from memlab.cli import main
 from memlab.engine import dp
 from memlab.engine.config import PopulationConfig, membership_mask
 from memlab.errors import ConfigError
-from memlab.measures.dp_canaries import audit_trials
+from memlab.measures.dp_canaries import audit_variants
 from memlab.population import train_population
 from tests.conftest import chunk_of, make_blobs
 
@@ -25,8 +25,9 @@ CLAIM = dict(dp_epsilon=1.0, dp_delta=1e-5, dp_max_grad_norm=3.0)
 
 
 def canary_audit(seed: int, dp_settings: dict, noise_off: bool = False,
-                 monkeypatch=None) -> dict:
-    """32 MLPs on 200 blobs (100 each) plus 100 privacy canaries, 40 epochs; their audit."""
+                 clipping_off: bool = False, monkeypatch=None) -> dict:
+    """32 MLPs on 200 blobs (100 each) plus 100 privacy canaries (and, with DP, 100
+    gradient canaries), 40 epochs; their audit."""
     config = PopulationConfig(model="mlp", model_kwargs={"hidden": [32]}, n_models=32,
                               epochs=40, batch_size=32, lr=0.3, seed=seed,
                               dp_canaries=N_CANARIES, **dp_settings)
@@ -36,12 +37,18 @@ def canary_audit(seed: int, dp_settings: dict, noise_off: bool = False,
         real = dp.privatize
         monkeypatch.setattr(dp, "privatize", lambda grads, noise, plan: real(
             grads, noise, dataclasses.replace(plan, noise_multiplier=0.0)))
+    if clipping_off:  # the bug: every clip factor 1 (examples and gradient canaries)
+        monkeypatch.setattr(dp, "clip_factors", lambda squared, weight, c: weight)
     result = chunk_of(data, config, range(32), mask)
     canaries = data.corruption["privacy_canaries"]["indices"]
     plan = dp.plan(config, config.subset_size(200), N_CANARIES)
-    return audit_trials(result.arrays["train_logodds"][:, canaries], mask[:, canaries],
-                        plan.epsilon if plan else None, plan.delta if plan else 1e-5,
-                        seed=seed, independent_inclusion=plan is not None)
+    variants = {"blackbox": (result.arrays["train_logodds"][:, canaries], mask[:, canaries])}
+    if plan is not None:
+        variants["whitebox"] = (result.arrays["dp_gradient_canary_score"],
+                                result.arrays["dp_gradient_canary_in"])
+    return audit_variants(variants, plan.epsilon if plan else None,
+                          plan.delta if plan else 1e-5, seed=seed,
+                          independent_inclusion=plan is not None)
 
 
 def test_a_non_private_population_gets_an_epsilon_lower_bound_of_at_least_2():
@@ -55,6 +62,14 @@ def test_noise_switched_off_is_caught_at_a_claimed_epsilon_of_1(monkeypatch):
     assert audit["n_models"] * audit["n_canaries"] >= 1000  # canary trials
     assert abs(audit["epsilon"] - 1.0) < 0.01
     assert audit["epsilon_lower_bound"] > 1, audit
+    assert audit["verdict"].startswith("violated")
+
+
+def test_clipping_skipped_is_caught_white_box_with_gradient_canaries(monkeypatch):
+    audit = canary_audit(0, CLAIM, clipping_off=True, monkeypatch=monkeypatch)
+    assert dp.GRADIENT_CANARY_NORM >= 10  # canaries of norm 10 C
+    assert audit["whitebox_canaries"] * audit["n_models"] >= 1000
+    assert audit["epsilon_lower_bound_whitebox_one_run"] > 1, audit
     assert audit["verdict"].startswith("violated")
 
 
@@ -95,12 +110,11 @@ def test_audit_dp_end_to_end_and_its_errors(tmp_path, capsys):
                  "--out", str(tmp_path / "audit")]) == 0
     summary = json.loads((tmp_path / "audit" / "summary.json").read_text())["dp"]
     assert summary["epsilon"] == pytest.approx(epsilon)
-    for key in ("epsilon_lower_bound", "epsilon_lower_bound_blackbox_population",
-                "epsilon_lower_bound_blackbox_one_run"):
+    variants = [f"epsilon_lower_bound_{kind}_{estimator}" for kind in ("blackbox", "whitebox")
+                for estimator in ("population", "one_run")]
+    for key in ("epsilon_lower_bound", *variants):
         assert 0 <= summary[key] < np.inf
-    assert summary["epsilon_lower_bound"] == max(
-        summary["epsilon_lower_bound_blackbox_population"],
-        summary["epsilon_lower_bound_blackbox_one_run"])
+    assert summary["epsilon_lower_bound"] == max(summary[key] for key in variants)
     # a run without privacy canaries: one line naming the fix
     train_population(data, model="mlp", model_kwargs={"hidden": [16]}, n_models=4, epochs=1,
                      out=tmp_path / "plain", progress=False)

@@ -464,7 +464,7 @@ def privacy_canary_columns(config: PopulationConfig, models: range) -> np.ndarra
     half, so that every model has as many examples as the others."""
     n_canaries = config.privacy_canaries()
     columns = np.zeros((len(models), n_canaries), dtype=bool)
-    for row, k in enumerate(models):
+    for row, k in enumerate(models if n_canaries else ()):
         rng = model_rng(config.seed, config.model_key(k)[1], streams.PRIVACY_CANARY)
         columns[row] = (rng.random(n_canaries) < 0.5 if config.dp
                         else rng.permutation(n_canaries) < n_canaries // 2)

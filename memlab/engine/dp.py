@@ -28,12 +28,15 @@ import torch
 from memlab.engine import accountant
 from memlab.engine.config import PopulationConfig, model_rng, model_seed
 from memlab.errors import ConfigError
-from memlab.streams import DP_NOISE, DP_SAMPLE
+from memlab.streams import DP_NOISE, DP_SAMPLE, GRADIENT_CANARY, GRADIENT_CANARY_COORDINATES
 
 # Rows of a pass: the mean batch plus this many standard deviations (a wider batch, about
 # 0.1% of a model's steps, takes another pass). Padding costs compute; extra passes too.
 PAD_SIGMAS = 3.0
 CLIP_EPS = 1e-6  # the clip factor is C / (norm + CLIP_EPS), as in Opacus
+# A gradient canary's gradient has this many times C as its norm: a correct step clips it to
+# C, a step that skips clipping lets all of it through (and the white-box audit sees it).
+GRADIENT_CANARY_NORM = 10.0
 
 
 @dataclass(frozen=True)
@@ -158,3 +161,60 @@ def clip_factors(squared_norms: torch.Tensor, weight: torch.Tensor,
                  max_grad_norm: float) -> torch.Tensor:
     """(K, B) per-example multipliers: min(1, C / (norm + 1e-6)) on real rows, 0 on padding."""
     return weight * (max_grad_norm / (squared_norms.sqrt() + CLIP_EPS)).clamp(max=1.0)
+
+
+class GradientCanaries:
+    """White-box canaries (Dirac gradients, Steinke, Nasr & Jagielski 2023): canary c is a
+    gradient of norm GRADIENT_CANARY_NORM·C on one parameter coordinate (the same for every
+    model, from the run's seed). Model k has canary c with probability 1/2, independently;
+    a canary it has is sampled into each step with the examples' rate q and clipped like an
+    example. The white-box score of (k, c) is the sum over steps of model k's noisy gradient
+    at c's coordinate — what an auditor who sees every update reads.
+
+    Random draws: the run's stream for the coordinates, model k's ``GRADIENT_CANARY`` stream
+    for its canaries and their sampling: the same in any chunk.
+    """
+
+    def __init__(self, n_canaries: int, seed: int, replicates: Sequence[int],
+                 shapes: dict[str, tuple[int, ...]], dp: DPPlan, device: torch.device):
+        self.dp, self.n = dp, n_canaries
+        names = sorted(shapes)
+        sizes = [math.prod(shapes[name]) for name in names]
+        if n_canaries > sum(sizes):
+            raise ConfigError(f"{n_canaries} gradient canaries need as many parameters; the "
+                              f"model has {sum(sizes)}: give a smaller --dp-canaries")
+        flat = np.sort(np.random.default_rng([seed, GRADIENT_CANARY_COORDINATES]).choice(
+            sum(sizes), n_canaries, replace=False))
+        starts = np.cumsum([0, *sizes])
+        # per parameter: (canary numbers, flat indices inside the parameter)
+        self.where = {}
+        for i, name in enumerate(names):
+            inside = np.flatnonzero((flat >= starts[i]) & (flat < starts[i + 1]))
+            if len(inside):
+                self.where[name] = (torch.as_tensor(inside, device=device),
+                                    torch.as_tensor(flat[inside] - starts[i], device=device))
+        self.rngs = [model_rng(seed, r, GRADIENT_CANARY) for r in replicates]
+        self.included = np.stack([rng.random(n_canaries) < 0.5 for rng in self.rngs])
+        self.score = torch.zeros(len(replicates), n_canaries, dtype=torch.float64,
+                                 device=device)
+        # a canary's clipped size, through the examples' own clipping
+        norm = torch.tensor([[GRADIENT_CANARY_NORM * dp.max_grad_norm]], device=device)
+        self.size = float(clip_factors(norm.square(), torch.ones_like(norm),
+                                       dp.max_grad_norm)[0, 0] * norm[0, 0])
+
+    def insert(self, grads: dict[str, torch.Tensor]) -> None:
+        """Add this step's sampled canaries to the models' sums of clipped gradients."""
+        sampled = np.stack([rng.random(self.n) < self.dp.sampling_rate for rng in self.rngs])
+        pushes = torch.as_tensor(sampled & self.included, dtype=torch.float32,
+                                 device=self.score.device) * self.size  # (K, N)
+        for name, (canaries, index) in self.where.items():
+            grads[name].flatten(1).index_add_(1, index, pushes[:, canaries])
+
+    def observe(self, grads: dict[str, torch.Tensor]) -> None:
+        """Accumulate each model's released (noisy) gradient at every canary's coordinate."""
+        for name, (canaries, index) in self.where.items():
+            self.score[:, canaries] += grads[name].flatten(1)[:, index].double()
+
+    def records(self) -> dict[str, np.ndarray]:
+        return {"dp_gradient_canary_score": self.score.cpu().numpy(),
+                "dp_gradient_canary_in": self.included.copy()}

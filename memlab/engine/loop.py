@@ -511,6 +511,9 @@ def train_chunk(task: Any, data: Any, config: PopulationConfig, spec: ModelSpec,
         dp_plan = dp.plan(recipe_config, n_members, n_canaries)
         poisson = dp.PoissonBatches(ragged, config.seed, replicates, dp_plan, device)
         noise = dp.GaussianNoise(config.seed, replicates, device)
+        gradient_canaries = (dp.GradientCanaries(n_canaries, config.seed, replicates,
+                                                 stacked.shapes, dp_plan, device)
+                             if n_canaries else None)
     else:
         dp_plan = None
         members = np.stack([np.flatnonzero(row) for row in membership])  # (K, m), sorted
@@ -562,7 +565,11 @@ def train_chunk(task: Any, data: Any, config: PopulationConfig, spec: ModelSpec,
                     loss_total = loss_total + step(
                         x[:, cols].flatten(2) if fast else x[:, cols], y[:, cols],
                         dp_weight[:, cols], dp_plan.max_grad_norm, accumulate=part > 0)
+                if gradient_canaries is not None:  # white-box canaries, clipped like examples
+                    gradient_canaries.insert(stacked.grads)
                 dp.privatize(stacked.grads, noise, dp_plan)
+                if gradient_canaries is not None:
+                    gradient_canaries.observe(stacked.grads)
                 batch_rows = dp_weight.sum(1)
                 batch_loss = loss_total / batch_rows.clamp(min=1)
             if scaler is not None and divergence.flags.any():
@@ -581,6 +588,8 @@ def train_chunk(task: Any, data: Any, config: PopulationConfig, spec: ModelSpec,
 
     arrays = _records(task, eval_forward, tensors, n_models, values_per_example, epoch_losses,
                       collected)
+    if dp_plan is not None and gradient_canaries is not None:
+        arrays.update(gradient_canaries.records())
     final_state = {**params, **{n: buffers[n] for n in saved_buffers}}
     task_records = [name for name in arrays
                     if name != "epoch_train_loss_mean" and name not in collected]

@@ -4,18 +4,22 @@ A run trained with ``dp_canaries`` (100 by default with DP) has privacy canaries
 its training set (:meth:`memlab.data.Dataset.with_privacy_canaries`: random inputs with
 random labels); each model trains on each canary with probability 1/2, independently in a DP
 run (``memlab.engine.config.privacy_canary_columns``). Every (model, canary) pair is a trial
-with a known answer. The score is black-box: the model's log-odds of the canary's label (its
-final outputs only, nothing from the other models). Two estimators
-(:mod:`memlab.measures.dp_audit`):
+with a known answer. The black-box score is the model's log-odds of the canary's label (its
+final outputs only, nothing from the other models). A DP run also carries as many white-box
+gradient canaries (:class:`memlab.engine.dp.GradientCanaries`): Dirac gradients of norm 10·C,
+clipped like examples, scored by the sum of the model's released noisy gradients at their
+coordinate. Two estimators for each kind (:mod:`memlab.measures.dp_audit`):
 
 - **population** (Clopper–Pearson): one trial per model — model k's score on canary
   k mod N — so the trials are independent (every model is its own training run); the
   threshold is chosen on half of them and the bound computed on the other half.
-- **one run per model, pooled** (Steinke, Nasr & Jagielski 2023): every (model, canary)
-  pair. Each model's canaries are in independently with probability 1/2, so each model is
-  one of their one-run audits, and the count of correct guesses over independent models is
-  dominated by the binomial as each model's is. The share of trials guessed on is chosen on
-  half the models and the bound computed on the other half.
+- **one run, pooled** (Steinke, Nasr & Jagielski 2023): every (model, canary) pair. Each
+  model's canaries are in independently with probability 1/2 and only model k sees its
+  draws, so the population as one algorithm is ε-DP in each of the K·N inclusions and is
+  one of their one-run audits; the guesses may read every model. Scores are centred per
+  canary on their median over the models (a canary that scores high everywhere is not in
+  every model). The shares of trials guessed IN and OUT are chosen on half the models and
+  the bound computed on the other half.
 
 ε̂ is a lower bound at ``confidence``: above the accountant's ε it shows the run leaks more
 than claimed (a bug); below it, it shows nothing about whether the claim holds.
@@ -50,21 +54,74 @@ def canary_trials(run: Any) -> tuple[np.ndarray, np.ndarray]:
     return scores, np.asarray(run.membership_mask[rows][:, indices], dtype=bool)
 
 
+def gradient_canary_trials(run: Any) -> tuple[np.ndarray, np.ndarray] | None:
+    """(scores (K, N), included (K, N)) of the white-box gradient canaries (DP runs with
+    canaries: :class:`memlab.engine.dp.GradientCanaries`), or None."""
+    if "dp_gradient_canary_score" not in run.record_names:
+        return None
+    rows = run.usable_models()
+    return (np.asarray(run.records("dp_gradient_canary_score")[rows], dtype=np.float64),
+            np.asarray(run.records("dp_gradient_canary_in")[rows], dtype=bool))
+
+
 def audit_privacy_canaries(run: Any, confidence: float = 0.95, seed: int = 0) -> dict:
-    """The run's DP audit: both ε lower bounds, the accountant's ε and a verdict."""
-    scores, included = canary_trials(run)
+    """The run's DP audit: the ε lower bounds of every variant (black-box from the privacy
+    canaries; white-box from the gradient canaries when the run has them), the accountant's
+    ε and a verdict."""
     plans = run.manifest.get("dp") or []
     # explicit masks of several subset sizes have several plans: the weakest claim counts
     epsilon = max((plan["dp_epsilon"] for plan in plans), default=None)
     delta = plans[0]["dp_delta"] if plans else DEFAULT_DELTA
-    return audit_trials(scores, included, epsilon, delta, confidence, seed,
-                        independent_inclusion=bool(plans))
+    variants = {"blackbox": canary_trials(run)}
+    whitebox = gradient_canary_trials(run)
+    if whitebox is not None:
+        variants["whitebox"] = whitebox
+    return audit_variants(variants, epsilon, delta, confidence, seed,
+                          independent_inclusion=bool(plans))
+
+
+def audit_variants(variants: dict[str, tuple[np.ndarray, np.ndarray]],
+                   epsilon: float | None, delta: float, confidence: float = 0.95,
+                   seed: int = 0, independent_inclusion: bool = True) -> dict:
+    """The audit of several kinds of canaries (name -> (scores, included), each (K, N)):
+    every bound as ``epsilon_lower_bound_<name>_<estimator>``, their best as
+    ``epsilon_lower_bound``, and the verdict against the accountant's ``epsilon``."""
+    parts = {name: audit_trials(scores, included, epsilon, delta, confidence, seed,
+                                independent_inclusion)
+             for name, (scores, included) in variants.items()}
+    summary = {key: value for key, value in parts["blackbox"].items()
+               if not key.startswith("epsilon_lower_bound")}
+    for name, part in parts.items():
+        for estimator in ("population", "one_run"):
+            summary[f"epsilon_lower_bound_{name}_{estimator}"] = part[
+                f"epsilon_lower_bound_{estimator}"]
+        summary[name] = {key: part[key] for key in ("population", "one_run")}
+        if name != "blackbox":
+            summary[f"{name}_canaries"] = part["n_canaries"]
+    summary.pop("population"), summary.pop("one_run")
+    best = max(value for key, value in summary.items()
+               if key.startswith("epsilon_lower_bound_"))
+    summary["epsilon_lower_bound"] = best
+    summary["verdict"] = _verdict(best, epsilon, confidence)
+    return summary
+
+
+def _verdict(best: float, epsilon: float | None, confidence: float) -> str:
+    if epsilon is None:
+        return "no DP claim to check (the run trained without DP)"
+    if best > epsilon:
+        return (f"violated: the audited lower bound {best:.2f} exceeds the accountant's "
+                f"ε = {epsilon:.2f} at {confidence:.0%} confidence")
+    return (f"no violation found: ε̂ = {best:.2f} ≤ ε = {epsilon:.2f} (a lower bound below ε "
+            "does not show that the claim holds)")
 
 
 def audit_trials(scores: np.ndarray, included: np.ndarray, epsilon: float | None,
                  delta: float, confidence: float = 0.95, seed: int = 0,
                  independent_inclusion: bool = True) -> dict:
-    """:func:`audit_privacy_canaries` on (K, N) canary scores and their answers."""
+    """One kind of canaries' audit from (K, N) scores and their answers: the two bounds
+    (``epsilon_lower_bound_population``, ``epsilon_lower_bound_one_run``), their best, the
+    canaries' accuracy in and out and a verdict."""
     n_models, n_canaries = scores.shape
     if n_models < 4:
         raise ConfigError(f"a DP audit needs at least 4 models, the run has {n_models}")
@@ -82,7 +139,13 @@ def audit_trials(scores: np.ndarray, included: np.ndarray, epsilon: float | None
                                                   rng=seed)
 
     def one_run(models: np.ndarray, shares: tuple[float, float]) -> dict:
-        flat, answers = scores[models].ravel(), included[models].ravel()
+        # Each canary's scores centred on their median over these models: a canary whose
+        # random label or coordinate draws high scores in every model is not a member of
+        # all. (The guesses may read every model: the population as one algorithm is
+        # ε-DP in each (model, canary) inclusion, since only model k sees k's draw.)
+        part = scores[models]
+        flat = (part - np.median(part, axis=0)).ravel()
+        answers = included[models].ravel()
         guess_in, guess_out = (int(share * len(flat)) for share in shares)
         return dp_audit.one_run_audit(flat, answers, guess_in, guess_out, delta, confidence)
 
@@ -93,8 +156,8 @@ def audit_trials(scores: np.ndarray, included: np.ndarray, epsilon: float | None
                  key=lambda pair: one_run(select, pair)["epsilon_lower_bound"])
     pooled = {**one_run(evaluate, shares), "guess_share_in": shares[0],
               "guess_share_out": shares[1], "n_models": len(evaluate)}
-    bounds = {"blackbox_population": float(population["epsilon_lower_bound"]),
-              "blackbox_one_run": float(pooled["epsilon_lower_bound"])}
+    bounds = {"population": float(population["epsilon_lower_bound"]),
+              "one_run": float(pooled["epsilon_lower_bound"])}
     best = max(bounds.values())
     summary = {
         "epsilon": epsilon, "delta": delta, "confidence": confidence,
@@ -110,14 +173,7 @@ def audit_trials(scores: np.ndarray, included: np.ndarray, epsilon: float | None
                                 if (~included).any() else None),
         "population": _plain(population), "one_run": _plain(pooled),
     }
-    if epsilon is None:
-        summary["verdict"] = "no DP claim to check (the run trained without DP)"
-    elif best > epsilon:
-        summary["verdict"] = (f"violated: the audited lower bound {best:.2f} exceeds the "
-                              f"accountant's ε = {epsilon:.2f} at {confidence:.0%} confidence")
-    else:
-        summary["verdict"] = (f"no violation found: ε̂ = {best:.2f} ≤ ε = {epsilon:.2f} (a "
-                              "lower bound below ε does not show that the claim holds)")
+    summary["verdict"] = _verdict(best, epsilon, confidence)
     return summary
 
 

@@ -417,11 +417,12 @@ def _reliability(summary: dict) -> float | None:
 
 
 def finding_sentences(result: Result) -> list[str]:
-    """The report's finding: the strongest attack against chance, LiRA against the loss
-    threshold, memorization against exposure — each with its interval and verdict."""
+    """The report's finding: the DP audit's verdict (with --dp), the strongest attack
+    against chance, LiRA against the loss threshold, memorization against exposure — each
+    with its interval and verdict."""
     s = result.summary
-    sentences = [attack_sentence(s), lira_sentence(s),
-                 memorization_sentence(mem_relation(result), _reliability(s))]
+    sentences = [dp_sentence(s["dp"]) if s.get("dp") else None, attack_sentence(s),
+                 lira_sentence(s), memorization_sentence(mem_relation(result), _reliability(s))]
     return [sentence for sentence in sentences if sentence]
 
 
@@ -687,6 +688,17 @@ def build_report(result: Result) -> Report:
         "positive rate the attacks that read shadow models should sit well above the loss "
         "and confidence thresholds."))
 
+    if s.get("dp"):
+        page.heading("Differential privacy")
+        page.text(dp_sentence(s["dp"]))
+        page.table(_dp_frame(s["dp"]), caption=(
+            "ε lower bounds at 95% confidence from the run's canaries, each in a known random "
+            "half of the models: black-box (privacy canaries: random inputs with random "
+            "labels, scored by the final model's log-odds) and white-box (gradient canaries, "
+            "scored by the released noisy gradients); population: one trial per model, "
+            "Clopper–Pearson; one run: Steinke et al.'s bound on all (model, canary) pairs. "
+            "docs/dp.md"))
+
     page.heading("Memorization and exposure")
     page.figure(figures["vulnerability"], fmt="png", caption=(
         "Left: each dot a training example, its memorization against its vulnerability (the "
@@ -741,6 +753,25 @@ def build_report(result: Result) -> Report:
     page.heading("Reproduce", collapsed=True)
     page.code(reproduce_text(result))
     return page
+
+
+def dp_sentence(dp: dict) -> str:
+    """The DP audit in one sentence: the accountant's ε, the best lower bound, the verdict."""
+    claim = (f"The accountant's ε is {dp['epsilon']:.2f} at δ = {dp['delta']:g}"
+             if dp.get("epsilon") is not None else "The run trained without DP")
+    return (f"{claim}; the best audited lower bound is ε̂ = {dp['epsilon_lower_bound']:.2f} "
+            f"({dp['confidence']:.0%} confidence, {dp['n_models']} models, "
+            f"{dp['n_canaries']} canaries): {dp['verdict']}.")
+
+
+def _dp_frame(dp: dict) -> pd.DataFrame:
+    rows = []
+    for kind in ("blackbox", "whitebox"):
+        if f"epsilon_lower_bound_{kind}_one_run" in dp:
+            rows.append({"canaries": kind.replace("box", "-box"),
+                         "ε̂ population": dp[f"epsilon_lower_bound_{kind}_population"],
+                         "ε̂ one run": dp[f"epsilon_lower_bound_{kind}_one_run"]})
+    return pd.DataFrame(rows).round(2)
 
 
 def headline_lines(result: Result) -> list[str]:
