@@ -58,22 +58,27 @@ def plain_dp_loop(data, config: PopulationConfig, k: int, model: torch.nn.Module
 
 
 DP = dict(dp_noise_multiplier=0.8, dp_max_grad_norm=0.5, dp_delta=1e-3, dp_canaries=0)
+PATHS = ["mlp fast path", "generic path"]
 
 
-@pytest.mark.parametrize("path", ["mlp fast path", "generic path"])
-def test_a_dp_model_equals_a_plain_dp_sgd_loop(path):
+def workload(path: str, n_models: int, epochs: int = 2):
+    """(data, config, a fresh model as the user builds it, the user's class or None) of the
+    MLP fast path (built-in MLP on blobs) or the generic path (a GroupNorm CNN on images)."""
     if path == "mlp fast path":
         data = make_blobs(n_train=120)
-        config = PopulationConfig(model="mlp", model_kwargs={"hidden": [16]}, n_models=3,
-                                  epochs=3, batch_size=16, lr=0.1, **DP)
-        make = lambda: build_model("mlp", data.input_shape, data.n_classes, hidden=[16])  # noqa: E731
-        model = None
-    else:
-        data = make_images(n_train=48, n_test=16)
-        config = PopulationConfig(model="GroupNormCNN", n_models=3, epochs=2, batch_size=8,
-                                  lr=0.1, **DP)
-        make = lambda: GroupNormCNN(data.input_shape, data.n_classes)  # noqa: E731
-        model = GroupNormCNN
+        config = PopulationConfig(model="mlp", model_kwargs={"hidden": [16]},
+                                  n_models=n_models, epochs=epochs, batch_size=16, lr=0.1, **DP)
+        return data, config, lambda: build_model("mlp", data.input_shape, data.n_classes,
+                                                 hidden=[16]), None
+    data = make_images(n_train=48, n_test=16)
+    config = PopulationConfig(model="GroupNormCNN", n_models=n_models, epochs=epochs,
+                              batch_size=8, lr=0.1, **DP)
+    return data, config, lambda: GroupNormCNN(data.input_shape, data.n_classes), GroupNormCNN
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_a_dp_model_equals_a_plain_dp_sgd_loop(path):
+    data, config, make, model = workload(path, 3)
     together = chunk_of(data, config, range(3), membership_mask(config, data.n_train),
                         model=model)
     for k in range(3):
@@ -89,18 +94,9 @@ def test_a_dp_model_equals_a_plain_dp_sgd_loop(path):
     assert not np.allclose(other.weights[name], together.weights[name], atol=1e-3)
 
 
-@pytest.mark.parametrize("path", ["mlp fast path", "generic path"])
+@pytest.mark.parametrize("path", PATHS)
 def test_a_dp_model_is_the_same_bits_in_chunks_of_1_4_and_32(path):
-    if path == "mlp fast path":
-        data = make_blobs(n_train=160)
-        config = PopulationConfig(model="mlp", model_kwargs={"hidden": [16]}, n_models=32,
-                                  epochs=2, batch_size=16, **DP)
-        model = None
-    else:
-        data = make_images(n_train=40, n_test=8)
-        config = PopulationConfig(model="GroupNormCNN", n_models=32, epochs=1, batch_size=8,
-                                  **DP)
-        model = GroupNormCNN
+    data, config, _, model = workload(path, 32)
     mask = membership_mask(config, data.n_train)
     assert_same_models_in_every_chunk(
         data, config, mask, (range(0, 4), range(28, 32), range(5, 6), range(31, 32)),
@@ -146,22 +142,11 @@ def test_batchnorm_and_a_large_delta_are_refused_in_one_line():
     assert "\n" not in str(error.value)
 
 
-@pytest.mark.parametrize("path", ["mlp fast path", "generic path"])
+@pytest.mark.parametrize("path", PATHS)
 def test_steps_wider_than_one_pass_keep_the_bits_and_equal_the_plain_loop(path, monkeypatch):
     # No slack: about half the steps have some model's batch wider than one pass.
     monkeypatch.setattr(dp, "PAD_SIGMAS", 0.0)
-    if path == "mlp fast path":
-        data = make_blobs(n_train=120)
-        config = PopulationConfig(model="mlp", model_kwargs={"hidden": [16]}, n_models=8,
-                                  epochs=2, batch_size=16, lr=0.1, **DP)
-        make = lambda: build_model("mlp", data.input_shape, data.n_classes, hidden=[16])  # noqa: E731
-        model = None
-    else:
-        data = make_images(n_train=48, n_test=16)
-        config = PopulationConfig(model="GroupNormCNN", n_models=8, epochs=1, batch_size=8,
-                                  lr=0.1, **DP)
-        make = lambda: GroupNormCNN(data.input_shape, data.n_classes)  # noqa: E731
-        model = GroupNormCNN
+    data, config, make, model = workload(path, 8)
     mask = membership_mask(config, data.n_train)
     members = np.flatnonzero(mask[0])
     plan = dp.plan(config, len(members))

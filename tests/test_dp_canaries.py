@@ -115,6 +115,8 @@ def test_audit_dp_end_to_end_and_its_errors(tmp_path, capsys):
     for key in ("epsilon_lower_bound", *variants):
         assert 0 <= summary[key] < np.inf
     assert summary["epsilon_lower_bound"] == max(summary[key] for key in variants)
+    for kind in ("blackbox", "whitebox"):  # one model alone, for comparison
+        assert 0 <= summary[kind]["one_run"]["single_model_median"] < np.inf
     # a run without privacy canaries: one line naming the fix
     train_population(data, model="mlp", model_kwargs={"hidden": [16]}, n_models=4, epochs=1,
                      out=tmp_path / "plain", progress=False)
