@@ -153,7 +153,7 @@ def privatize(grads: dict[str, torch.Tensor], noise: GaussianNoise, dp: DPPlan) 
     draws = torch.stack([noise.draw(k, sum(sizes)) for k in range(len(noise.generators))])
     scale = dp.noise_multiplier * dp.max_grad_norm
     for name, part in zip(names, draws.split(sizes, dim=1)):
-        flat = grads[name].flatten(1)  # a view: each model's row of the padded gradient
+        flat = _rows(grads[name])  # each model's row of the padded gradient
         flat.add_(part, alpha=scale).div_(dp.expected_batch)
 
 
@@ -208,13 +208,19 @@ class GradientCanaries:
         pushes = torch.as_tensor(sampled & self.included, dtype=torch.float32,
                                  device=self.score.device) * self.size  # (K, N)
         for name, (canaries, index) in self.where.items():
-            grads[name].flatten(1).index_add_(1, index, pushes[:, canaries])
+            _rows(grads[name]).index_add_(1, index, pushes[:, canaries])
 
     def observe(self, grads: dict[str, torch.Tensor]) -> None:
         """Accumulate each model's released (noisy) gradient at every canary's coordinate."""
         for name, (canaries, index) in self.where.items():
-            self.score[:, canaries] += grads[name].flatten(1)[:, index].double()
+            self.score[:, canaries] += _rows(grads[name])[:, index].double()
 
     def records(self) -> dict[str, np.ndarray]:
         return {"dp_gradient_canary_score": self.score.cpu().numpy(),
                 "dp_gradient_canary_in": self.included.copy()}
+
+
+def _rows(grad: torch.Tensor) -> torch.Tensor:
+    """(K, ...) -> (K, size): a view (``view`` raises where ``flatten`` would silently copy,
+    and an in-place update of a copy would be lost)."""
+    return grad.view(grad.shape[0], -1)
