@@ -291,6 +291,12 @@ def test_compact_records_decode_to_the_same_arrays(tmp_path, blobs):
         "train_margin").nbytes
     pd_plain, pd_compact = plain.models_table(), compact.models_table()
     np.testing.assert_allclose(pd_compact.train_acc_in, pd_plain.train_acc_in)
+    # The sizes the docs state (README, docs/scaling.md, --compact-records' help): 15 bytes
+    # per model and example, about 10 compact (240 train + 60 test examples: bits padded).
+    for run, expected in ((plain, 15.0), (compact, 10.125)):
+        final = [name for name in run.record_names if name.startswith(("train_", "test_"))]
+        stored = sum(run._stored_record(name).nbytes for name in final)
+        assert stored / (5 * (240 + 60)) == pytest.approx(expected, abs=0.01)
 
 
 def test_a_temporary_run_directory_goes_with_its_run():

@@ -86,8 +86,8 @@ class PopulationConfig:
     record_epochs: also record correctness and loss of every example after every epoch.
     chunk_size: models trained together in one vectorized chunk, the unit of work,
         storage and resumption. Memory grows with it, not with n_models.
-    compact_records: store correctness as bits and margins/losses as float16 (about 6
-        instead of 11 bytes per model and example), for large runs.
+    compact_records: store correctness as bits and margins/losses as float16 (about 10
+        instead of 15 bytes per model and example), for large runs.
     compute_dtype: precision of the training step's matrix products and activations:
         ``float32``; ``bfloat16`` (float32 master weights, optimizer state, loss and
         softmax; fast on CPUs with AVX512-BF16 or AMX and on GPUs); ``float16`` (GPUs
@@ -177,7 +177,7 @@ class PopulationConfig:
                                   "do not change), or 'auto': 32 on a CPU, as many as fit in a "
                                   "GPU's free memory", example="16")
     compact_records: bool = option(False, help=(
-        "store correctness as bits and margins/losses as float16 (~6 instead of 11 bytes "
+        "store correctness as bits and margins/losses as float16 (~10 instead of 15 bytes "
         "per model and example)"))
     compute_dtype: str = option("float32", choices=COMPUTE_DTYPES, metavar="DTYPE", help=(
         "precision of the training step's matrix products: float32 | bfloat16 (float32 "

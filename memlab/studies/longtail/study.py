@@ -189,9 +189,9 @@ def run(config: LongtailConfig, out: Path, execution: Execution) -> Result:
 
     out = Path(out)
     n_models = config.population.n_models
-    # Each population's membership mask and final records (11 bytes per model and
-    # example, train and test) exist at once while it is analysed.
-    validate.fits_in_memory(12.0 * n_models * (config.n_train + config.n_test),
+    # Each population's membership mask (1 byte) and final records (15 bytes per model
+    # and example, train and test) exist at once while it is analysed.
+    validate.fits_in_memory(16.0 * n_models * (config.n_train + config.n_test),
                             f"--models {n_models}", "give fewer models")
     started = time.perf_counter()
     workers = execution.n_workers or os.cpu_count() or 1
