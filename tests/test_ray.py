@@ -1,9 +1,11 @@
 """The Ray executor on a real local cluster (head + worker node on loopback)."""
 
+import contextlib
 import os
 import shutil
 import socket
 import subprocess
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -27,9 +29,21 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def processes_of(temp_dir: str) -> list:
+    """The processes of the Ray cluster whose session lives under ``temp_dir`` (theirs
+    only: every Ray process names its session directory on its command line)."""
+    found = []
+    for process in psutil.process_iter(["cmdline"]):
+        if temp_dir in " ".join(process.info["cmdline"] or []):
+            found.append(process)
+    return found
+
+
 @pytest.fixture
 def ray_cluster(tmp_path, monkeypatch):
-    """A head node and one worker node, 1 CPU each, on 127.0.0.1."""
+    """A head node and one worker node, 1 CPU each, on 127.0.0.1, in a temp dir of their
+    own; stopped by killing exactly their processes (``ray stop --force`` would kill every
+    Ray cluster on the machine, a user's included)."""
     ray_cli = shutil.which("ray") or str(Path(os.sys.executable).parent / "ray")
     # A loopback-only test cluster: no token (a token left in ~/.ray by an earlier local
     # ray.init would otherwise be demanded by the head and missing on the worker node).
@@ -45,14 +59,23 @@ def ray_cluster(tmp_path, monkeypatch):
                                 capture_output=True, text=True)
         assert result.returncode == 0, f"ray start {args} failed:\n{result.stderr[-3000:]}"
 
-    ray_start("--head", f"--port={port}", "--include-dashboard=false")
+    # short: Ray's socket paths inside it must stay under the 107-character limit
+    temp_dir = tempfile.mkdtemp(prefix="rt", dir="/tmp")
     try:
+        ray_start("--head", f"--port={port}", "--include-dashboard=false",
+                  f"--temp-dir={temp_dir}")
         ray_start(f"--address={address}")
         yield address
     finally:
         if ray.is_initialized():
             ray.shutdown()
-        subprocess.run([ray_cli, "stop", "--force"], env=env, capture_output=True)
+        ours = processes_of(temp_dir)
+        for process in ours:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                process.kill()
+        psutil.wait_procs(ours, timeout=10)
+        assert not processes_of(temp_dir), "a process of the test's Ray cluster survived"
+        shutil.rmtree(temp_dir, ignore_errors=True)
 
 
 def kill_one_running_task(killed: list, stop: threading.Event) -> None:
