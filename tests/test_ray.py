@@ -114,3 +114,24 @@ def test_ray_run_with_a_killed_worker_equals_local_run(ray_cluster, tmp_path):
         np.testing.assert_array_equal(via_ray.weights()[name], array)
     infos = [open_run(tmp_path / "ray").manifest["chunks"][str(i)] for i in range(6)]
     assert infos == ["done"] * 6
+
+
+def test_without_an_address_a_private_instance_starts_whatever_ray_address_says(
+        monkeypatch, tmp_path):
+    # ray.init(address=None) would join the cluster RAY_ADDRESS names (or the last one
+    # `ray start` made here); "local" always starts a private one (Ray's documented rule).
+    monkeypatch.setenv("RAY_ADDRESS", "127.0.0.1:6379")
+    called = {}
+
+    class Stop(Exception):
+        pass
+
+    def init(address=None, **options):
+        called["address"] = address
+        raise Stop
+
+    monkeypatch.setattr(ray, "init", init)
+    with pytest.raises(Stop):
+        train_population(make_blobs(n_train=40), **{**SETTINGS, "epochs": 1},
+                         out=tmp_path / "run", executor="ray")
+    assert called["address"] == "local"

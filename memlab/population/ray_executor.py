@@ -79,14 +79,17 @@ def run_ray(run_dir: Path, dataset, work: ChunkWork, chunks: list[store.ChunkPla
     """Train ``chunks`` as Ray tasks; commit each result as it arrives.
 
     address: a running cluster (``"auto"``, ``"ray://host:10001"``, ``"host:6379"``) or
-    None to start a local one for this run.
+    None to start a private local one for this run (whatever RAY_ADDRESS says).
     """
     ray = _ray()
     started_here = not ray.is_initialized()
     if started_here:
         check_reachable(address)
         try:
-            ray.init(address=address, log_to_driver=False, include_dashboard=False)
+            # "local": a private instance for this run, even when RAY_ADDRESS is set or a
+            # cluster started with `ray start` runs on this machine (None would join it)
+            ray.init(address=address or "local", log_to_driver=False,
+                     include_dashboard=False)
         except ConnectionError as error:
             raise ConfigError(f"cannot connect to the Ray cluster at --ray-address {address} "
                               f"({str(error).splitlines()[0]}); start it (ray start --head), "
