@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from memlab.errors import RunError
-from memlab.population import store
+from memlab.population import provenance, store
 from memlab.population.run import Run
 
 
@@ -44,6 +44,13 @@ def run(args: argparse.Namespace) -> int:
     if result.code_modules:  # named by the manifest; info imports nothing
         print(f"code:    module {', '.join(map(repr, result.code_modules))}, imported to "
               "rebuild its models only with --trust-run / open_run(path, trust_code=True)")
+    committed = {int(index): store.read_chunk_info(path, int(index))
+                 for index, status in chunks.items() if status == "done"
+                 and (store.chunk_dir(path, int(index)) / "done.json").is_file()}
+    if committed:  # where the chunks were trained (memlab.population.provenance)
+        print("trained on (chunks):")
+        for description, count in provenance.table(committed):
+            print(f"  {count:5d}  {description}")
     if result.complete:
         table = result.models_table()
         print(f"records: {', '.join(result.record_names)}")

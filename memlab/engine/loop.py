@@ -58,6 +58,9 @@ class ChunkResult:
     compute_dtype: str = "float32"  # the precision the step ran in ("auto" resolved)
     # (K,) bool: the models that diverged (on_diverge="record"; with "error" none finish)
     diverged: np.ndarray | None = None
+    # where it was trained (host, CPU, device, versions), set by the process that trained
+    # it: memlab.population.provenance
+    provenance: dict | None = None
 
 
 def uses_fast_path(template: torch.nn.Module, task: Any,

@@ -35,6 +35,7 @@ from memlab.engine.probe import user_model_errors
 from memlab.engine.task import TASKS
 from memlab.errors import ConfigError
 from memlab.population import store
+from memlab.population.provenance import chunk_provenance
 
 # Test-only (the signal and kill tests): MEMLAB_TEST_HOLD="N" or "N:PATH" makes every
 # chunk whose first model is N or later wait before training (until PATH exists, if
@@ -87,9 +88,12 @@ class ChunkWork:
               on_epoch: Callable[[int], None] | None = None) -> ChunkResult:
         _test_hold(models)
         with user_model_errors(self.spec, models):  # a user model's exception: one line
-            return train_chunk(TASKS[self.task], data, self.config, self.spec, models,
-                               membership, device=device, callbacks=self.callbacks,
-                               on_epoch=on_epoch, transforms=self.transforms)
+            result = train_chunk(TASKS[self.task], data, self.config, self.spec, models,
+                                 membership, device=device, callbacks=self.callbacks,
+                                 on_epoch=on_epoch, transforms=self.transforms)
+        # taken here, in the process that trained it (a Ray node, a worker), not the driver
+        result.provenance = chunk_provenance(device, result.compute_dtype)
+        return result
 
 
 def train_and_commit(run_dir: Path, data, work: ChunkWork, chunk: store.ChunkPlan,
@@ -109,7 +113,7 @@ def commit_chunk(run_dir: Path, chunk: store.ChunkPlan, result: ChunkResult, dev
     info = {"chunk": chunk.index, "start": chunk.start, "stop": chunk.stop,
             "seconds": round(result.seconds, 3),
             "model_example_steps": result.model_example_steps,
-            "device": str(device), "executor": executor}
+            "device": str(device), "executor": executor, "provenance": result.provenance}
     if result.diverged is not None and result.diverged.any():  # (on_diverge="record")
         info["diverged"] = [chunk.start + int(i) for i in np.flatnonzero(result.diverged)]
     arrays = result.arrays

@@ -42,7 +42,7 @@ from memlab.engine.precision import dtype_name, resolve_compute_dtype
 from memlab.engine.probe import check_output_type, probe_training
 from memlab.engine.task import task_for
 from memlab.errors import ConfigError, RunError
-from memlab.population import store
+from memlab.population import provenance, store
 from memlab.population.executor import ChunkWork, Terminated, exit_on_signals, run_local
 from memlab.population.ray_executor import check_reachable, run_ray
 from memlab.population.run import Run, upgrade_manifest
@@ -661,8 +661,14 @@ def _finalize(run_dir: Path, manifest: dict, config: PopulationConfig,
     (bool ``correct``, or the per-token accuracy ``acc`` of language models)."""
     score = task.score_record
     n_total = config.n_total
-    names = [name[:-4] for name in store.read_chunk_info(run_dir, 0)["files"]
-             if name.endswith(".npy")]
+    infos = {chunk.index: store.read_chunk_info(run_dir, chunk.index) for chunk in chunks}
+    # where the chunks were trained: a mixed compute dtype is refused, the rest flagged
+    manifest["provenance"] = provenance.check_chunks(infos)
+    if manifest["provenance"]["mixed"]:
+        _say(f"this run's chunks were trained with different "
+             f"{', '.join(manifest['provenance']['mixed'])} (memlab info {run_dir} lists "
+             "them): its models agree within their errors, not bit for bit")
+    names = [name[:-4] for name in infos[0]["files"] if name.endswith(".npy")]
     records_dir = run_dir / "records"
     # Damage repaired by rebuilding: a file where a directory belongs, or the reverse.
     for directory in (records_dir, run_dir / "tables"):
@@ -684,7 +690,6 @@ def _finalize(run_dir: Path, manifest: dict, config: PopulationConfig,
     mask = np.load(run_dir / "membership_mask.npy", mmap_mode="r")
     sweep = config.sweep_values()
     parts: dict[str, list] = {}
-    infos = {chunk.index: store.read_chunk_info(run_dir, chunk.index) for chunk in chunks}
     for chunk in chunks:
         in_subset = np.asarray(mask[chunk.start:chunk.stop])
         train_score = store.decode_record(
