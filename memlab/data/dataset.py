@@ -138,11 +138,8 @@ class Dataset:
         rng = np.random.default_rng([seed, streams.RANDOM_INPUTS])
         n_replace = int(round(fraction * self.n_train))
         indices = np.sort(rng.choice(self.n_train, n_replace, replace=False))
-        mean = self.x_train.mean(axis=0)
-        std = self.x_train.std(axis=0)
-        noise = rng.standard_normal((n_replace, *self.input_shape)) * std + mean
         x_train = self.x_train.copy()
-        x_train[indices] = noise.astype(x_train.dtype)
+        x_train[indices] = self._noise_inputs(n_replace, rng)
         record = {"fraction": fraction, "seed": seed, "indices": indices}
         return self._replace(x_train=x_train, random_inputs=record)
 
@@ -176,14 +173,20 @@ class Dataset:
                 or n_canaries < 1:
             raise ConfigError(f"privacy canaries need a count >= 1, got {n_canaries!r}")
         rng = np.random.default_rng([seed, streams.PRIVACY_CANARIES])
-        mean, std = self.x_train.mean(axis=0), self.x_train.std(axis=0)
-        inputs = (rng.standard_normal((n_canaries, *self.input_shape)) * std + mean)
+        inputs = self._noise_inputs(n_canaries, rng)
         labels = rng.integers(0, self.n_classes, n_canaries)
         indices = np.arange(self.n_train, self.n_train + n_canaries)
         return self._replace(
-            x_train=np.concatenate([self.x_train, inputs.astype(self.x_train.dtype)]),
+            x_train=np.concatenate([self.x_train, inputs]),
             y_train=np.concatenate([self.y_train, labels.astype(self.y_train.dtype)]),
             privacy_canaries={"n": int(n_canaries), "seed": seed, "indices": indices})
+
+    def _noise_inputs(self, n: int, rng: np.random.Generator) -> np.ndarray:
+        """``n`` Gaussian-noise inputs with the training data's per-feature mean and
+        standard deviation, in its dtype (randX inputs, privacy canaries)."""
+        mean, std = self.x_train.mean(axis=0), self.x_train.std(axis=0)
+        noise = rng.standard_normal((n, *self.input_shape)) * std + mean
+        return noise.astype(self.x_train.dtype)
 
     def _replace(self, **changes: Any) -> Dataset:
         arrays = {k: v for k, v in changes.items() if k in ("x_train", "y_train")}

@@ -260,6 +260,11 @@ class PopulationConfig:
             return DEFAULT_PRIVACY_CANARIES if self.dp else 0
         return self.dp_canaries
 
+    def base_examples(self, n_train: int) -> int:
+        """Of ``n_train`` training examples, those before the run's privacy canaries (which
+        the run appends last): the ones random subsets and DP's sampling rate are of."""
+        return n_train - self.privacy_canaries()
+
     @property
     def dp(self) -> bool:
         """Whether the models train with DP-SGD (memlab.engine.dp)."""
@@ -444,7 +449,7 @@ def membership_mask(config: PopulationConfig, n_train: int,
     """(n_total, n_train) bool: row k marks the examples model k trains on (drawn from
     model k's replicate stream: every sweep value's replicate r has the same subset)."""
     models = range(config.n_total) if models is None else models
-    n_base = n_train - config.privacy_canaries()  # the privacy canaries come last
+    n_base = config.base_examples(n_train)
     size = config.subset_size(n_base)
     mask = np.zeros((len(models), n_train), dtype=bool)
     for row, k in enumerate(models):

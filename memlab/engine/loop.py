@@ -510,7 +510,7 @@ def train_chunk(task: Any, data: Any, config: PopulationConfig, spec: ModelSpec,
     if recipe_config.dp:  # each model's own Poisson batches and noise; with privacy canaries
         # (each model its own independent draw of them) the rows differ in length
         ragged = [np.flatnonzero(row) for row in membership]
-        n_members = int(membership[0, :membership.shape[1] - n_canaries].sum())
+        n_members = int(membership[0, :recipe_config.base_examples(membership.shape[1])].sum())
         dp_plan = dp.plan(recipe_config, n_members, n_canaries)
         poisson = dp.PoissonBatches(ragged, config.seed, replicates, dp_plan, device)
         noise = dp.GaussianNoise(config.seed, replicates, device)
@@ -518,7 +518,7 @@ def train_chunk(task: Any, data: Any, config: PopulationConfig, spec: ModelSpec,
                                                  stacked.shapes, dp_plan, device)
                              if n_canaries else None)
     else:
-        dp_plan = None
+        dp_plan = gradient_canaries = None
         members = np.stack([np.flatnonzero(row) for row in membership])  # (K, m), sorted
         n_members = members.shape[1]
     shufflers = [model_rng(config.seed, r, STREAM_SHUFFLE) for r in replicates]
@@ -558,14 +558,14 @@ def train_chunk(task: Any, data: Any, config: PopulationConfig, spec: ModelSpec,
             recipe.set_lr(optimizer, recipe_config, global_step, steps_per_epoch)
             if dropping:  # (a walk over the modules: not for models without dropout)
                 recipe.set_dropout_step(template, global_step)
-            if dp_plan is None:
-                batch_loss = step(x.flatten(2) if fast else x, y)
+            if dp_plan is None:  # the batch's mean loss, times its rows
                 batch_rows = index.shape[1]
-            else:  # passes of dp_plan.padded_batch rows (almost always one)
-                loss_total, rows_per_pass = 0.0, dp_plan.padded_batch
+                batch_loss_sum = step(x.flatten(2) if fast else x, y) * batch_rows
+            else:  # passes of dp_plan.padded_batch rows (almost always one); loss sums
+                batch_loss_sum, rows_per_pass = 0.0, dp_plan.padded_batch
                 for part in range(index.shape[1] // rows_per_pass):
                     cols = slice(part * rows_per_pass, (part + 1) * rows_per_pass)
-                    loss_total = loss_total + step(
+                    batch_loss_sum = batch_loss_sum + step(
                         x[:, cols].flatten(2) if fast else x[:, cols], y[:, cols],
                         dp_weight[:, cols], dp_plan.max_grad_norm, accumulate=part > 0)
                 if gradient_canaries is not None:  # white-box canaries, clipped like examples
@@ -574,12 +574,11 @@ def train_chunk(task: Any, data: Any, config: PopulationConfig, spec: ModelSpec,
                 if gradient_canaries is not None:
                     gradient_canaries.observe(stacked.grads)
                 batch_rows = dp_weight.sum(1)
-                batch_loss = loss_total / batch_rows.clamp(min=1)
             if scaler is not None and divergence.flags.any():
                 divergence.freeze(stacked)  # (float16: or every step of the chunk is skipped)
             _update(optimizer, scaler, stacked, recipe_config.clip_grad_norm)
             global_step += 1
-            loss_sum += batch_loss * batch_rows
+            loss_sum += batch_loss_sum
             rows += batch_rows
         epoch_loss = (loss_sum / rows.clamp(min=1)).cpu()
         divergence.check(~torch.isfinite(epoch_loss).numpy(), "the training loss",
@@ -591,7 +590,7 @@ def train_chunk(task: Any, data: Any, config: PopulationConfig, spec: ModelSpec,
 
     arrays = _records(task, eval_forward, tensors, n_models, values_per_example, epoch_losses,
                       collected)
-    if dp_plan is not None and gradient_canaries is not None:
+    if gradient_canaries is not None:
         arrays.update(gradient_canaries.records())
     final_state = {**params, **{n: buffers[n] for n in saved_buffers}}
     task_records = [name for name in arrays

@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from memlab import streams
+from memlab import io, streams
 from memlab.errors import ConfigError
 from memlab.measures import dp_audit
 
@@ -179,13 +179,8 @@ def audit_trials(scores: np.ndarray, included: np.ndarray, epsilon: float | None
         "canary_accuracy_in": float((scores[included] > 0).mean()) if included.any() else None,
         "canary_accuracy_out": (float((scores[~included] > 0).mean())
                                 if (~included).any() else None),
-        "population": _plain(population), "one_run": _plain(pooled),
+        "population": io.strict_jsonable(population),
+        "one_run": io.strict_jsonable(pooled),
     }
     summary["verdict"] = _verdict(best, epsilon, confidence)
     return summary
-
-
-def _plain(values: dict) -> dict:
-    """JSON-ready: numpy scalars as Python numbers."""
-    return {key: value.item() if isinstance(value, np.generic) else value
-            for key, value in values.items()}

@@ -120,7 +120,7 @@ def train_population(
     described = check_models(task, dataset, config, spec)
     dp_plans = _dp_plans(task, dataset, config, spec, membership)  # DP's errors before work
     if membership is None:
-        config.subset_size(task.n_examples(dataset, "train") - config.privacy_canaries())
+        config.subset_size(config.base_examples(task.n_examples(dataset, "train")))
     _check_device(device)
     # Resolved once, here: "auto" becomes what this device supports (from its flags, never
     # a timing) and the slower-than-float32 warning is given once, not once per worker.
@@ -196,7 +196,7 @@ def _dp_plans(task: Any, dataset: Any, config: PopulationConfig, spec: ModelSpec
     if not config.dp:
         return None
     dp.check_model(spec.build(task.input_shape(dataset), task.outputs(dataset)))
-    n_base = task.n_examples(dataset, "train") - config.privacy_canaries()
+    n_base = config.base_examples(task.n_examples(dataset, "train"))
     sizes = (sorted({int(n) for n in np.asarray(membership)[:, :n_base].sum(1)})
              if membership is not None else [config.subset_size(n_base)])
     return [{"n_members": size, **dp.plan(config, size).as_dict()} for size in sizes]
@@ -585,7 +585,7 @@ def _plan(config: PopulationConfig, mask: np.ndarray,
           existing: list[store.ChunkPlan] | None = None) -> list[store.ChunkPlan]:
     """Chunks that hold one sweep value and one subset size each (privacy canaries left
     out: a DP model draws its own, and its Poisson batches do not need equal sizes)."""
-    sizes = mask[:, :mask.shape[1] - config.privacy_canaries()].sum(1)
+    sizes = mask[:, :config.base_examples(mask.shape[1])].sum(1)
     boundaries = [v * config.n_models for v in range(1, config.n_values)]
     boundaries += (np.flatnonzero(np.diff(sizes)) + 1).tolist()
     return store.plan_chunks(config.n_total, config.chunk_size, boundaries, existing)
@@ -715,7 +715,7 @@ def _finalize(run_dir: Path, manifest: dict, config: PopulationConfig,
         }
         if manifest.get("dp"):  # each model's (ε, δ) guarantee, by its subset size
             by_size = {plan["n_members"]: plan for plan in manifest["dp"]}
-            n_base = in_subset.shape[1] - config.privacy_canaries()
+            n_base = config.base_examples(in_subset.shape[1])
             for key in ("dp_epsilon", "dp_delta", "dp_noise_multiplier", "dp_max_grad_norm"):
                 columns[key] = np.array([by_size[int(n)][key]
                                          for n in in_subset[:, :n_base].sum(1)], dtype=float)
