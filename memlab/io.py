@@ -258,16 +258,28 @@ class DirectoryLock:
         self.path = Path(path)
         self.fd: int | None = None
 
-    def acquire(self, directory: str | Path) -> DirectoryLock:
-        """Take the lock or raise a one-line RunError naming the process that holds it."""
+    def acquire(self, directory: str | Path, wait: float = 0.0) -> DirectoryLock:
+        """Take the lock or raise a one-line RunError naming the process that holds it.
+        ``wait``: seconds to keep trying first (the shards of one run take it in turns, each
+        for a moment), saying once on standard error whom it waits for."""
         self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
-        try:
-            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = self.holder()
-            os.close(self.fd)
-            self.fd = None
-            raise RunError(f"{directory} is in use by {holder}; {self.busy}") from None
+        deadline, said = time.monotonic() + wait, False
+        while True:
+            try:
+                fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                holder = self.holder()
+                if time.monotonic() < deadline:
+                    if not said and time.monotonic() > deadline - wait + 5:
+                        print(f"memlab: waiting for {directory}, in use by {holder}",
+                              file=sys.stderr)
+                        said = True
+                    time.sleep(0.1)
+                    continue
+                os.close(self.fd)
+                self.fd = None
+                raise RunError(f"{directory} is in use by {holder}; {self.busy}") from None
         try:  # who holds it: informational, so a full disk here is not an error
             # Written over the old text, then cut to length: a reader never finds the file
             # empty (truncating first made a second caller report "pid unknown").

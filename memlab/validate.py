@@ -154,6 +154,23 @@ def workers(value: Any, name: str = "--workers") -> int | None:
                    fix="give 1 or more processes, or leave it out for one per core")
 
 
+def shard(value: Any, name: str = "--shard") -> tuple[int, int] | None:
+    """A shard of a run: None (the whole run), ``"i/N"`` or ``(i, N)`` with 0 <= i < N."""
+    if value is None:
+        return None
+    fix = "give i/N with 0 <= i < N, e.g. --shard $SLURM_ARRAY_TASK_ID/4"
+    if isinstance(value, str):
+        first, slash, second = value.partition("/")
+        if not slash or not first.strip().isdigit() or not second.strip().isdigit():
+            raise _fail(name, "i/N", value, fix)
+        value = (int(first), int(second))
+    if not isinstance(value, tuple | list) or len(value) != 2:
+        raise _fail(name, "i/N or a pair (i, N)", value, fix)
+    n = integer(value[1], f"{name}'s N", minimum=1, fix=fix)
+    i = integer(value[0], f"{name}'s i", minimum=0, maximum=n - 1, fix=fix)
+    return i, n
+
+
 def threads(value: Any, name: str = "--threads", fix: str | None = None) -> int:
     """torch CPU threads: an integer in [1, 1024] (the rule: :mod:`memlab.threads`)."""
     return integer(value, name, minimum=1, maximum=1024, fix=fix)

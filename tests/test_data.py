@@ -121,3 +121,37 @@ def test_real_mnist_from_the_wheel():
     assert dataset.x_train.shape == (60000, 1, 28, 28) and dataset.n_test == 10000
     assert 0 <= dataset.x_train.min() and dataset.x_train.max() <= 1
     assert np.bincount(dataset.y_test).min() > 800  # every digit present
+
+
+def test_reading_a_memory_mapped_dataset_end_to_end_keeps_resident_memory_down(tmp_path):
+    """Its validation (finite values), fingerprint and copy into a run read every block;
+    each block's pages are let go before the next, so resident memory grows by about a
+    block, not by the file (it grew by the whole 256 MiB before)."""
+    import subprocess
+    import sys
+
+    from memlab.data import load_npy_dir
+    from memlab.data.dataset import BLOCK_BYTES
+
+    x = np.lib.format.open_memmap(tmp_path / "x_train.npy", mode="w+", dtype=np.float32,
+                                  shape=(16_384, 4096))  # 256 MiB
+    x[:] = 1.0
+    x.flush()
+    del x
+    np.save(tmp_path / "y_train.npy", np.arange(16_384) % 2)
+    np.save(tmp_path / "x_test.npy", np.ones((4, 4096), np.float32))
+    np.save(tmp_path / "y_test.npy", np.arange(4) % 2)
+    assert load_npy_dir(tmp_path).memory_mapped
+    script = (
+        "import sys\n"
+        "from memlab.data import load_npy_dir, save_npy_dir\n"
+        "kib = lambda: next(int(l.split()[1]) for l in open('/proc/self/status') "
+        "if l.startswith('VmHWM:'))\n"
+        "before = kib()\n"
+        f"data = load_npy_dir({str(tmp_path)!r})\n"
+        "data.fingerprint()\n"
+        f"save_npy_dir(data, {str(tmp_path / 'copy')!r})\n"
+        "print((kib() - before) // 1024)\n")
+    grown = int(subprocess.run([sys.executable, "-c", script], capture_output=True,
+                               text=True, check=True).stdout)
+    assert grown < 3 * BLOCK_BYTES // 2**20, f"peak resident memory grew by {grown} MiB"

@@ -27,6 +27,13 @@ def test_disk_estimate_matches_a_real_run(tmp_path):
     for name, real in on_disk.items():
         estimate = plan.disk_bytes[name]
         assert abs(estimate - real) / real < 0.1, (name, estimate, real)
+    # what memlab memorize adds: the influence matrix and its errors, as the plan says
+    from memlab.measures.memorization import influence
+
+    influence(run, out=tmp_path / "influence.npy")
+    real = directory_bytes(tmp_path, "influence*.npy")
+    assert abs(plan.influence_bytes - real) / real < 0.01, (plan.influence_bytes, real)
+    assert "influence matrix" in plan.describe()
 
 
 def test_flop_count_of_an_mlp():

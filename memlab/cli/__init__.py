@@ -1,5 +1,5 @@
-"""The ``memlab`` command line: the tools (one module each: train, info, spectra, plan,
-verify) and one generated sub-command per registered study (:mod:`memlab.cli.study`).
+"""The ``memlab`` command line: the tools (one module each: train, consolidate, info,
+spectra, plan, verify) and one generated sub-command per registered study (:mod:`memlab.cli.study`).
 
 Each tool module defines ``register(subparsers)``, which adds its parser and sets ``func``
 (called with the parsed arguments; its return value is the exit code).
@@ -13,7 +13,7 @@ import sys
 
 from memlab.errors import MemlabError
 
-COMMAND_MODULES = ["train", "info", "spectra", "plan", "verify"]
+COMMAND_MODULES = ["train", "consolidate", "info", "spectra", "plan", "verify"]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -47,6 +47,11 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("\nmemlab: interrupted; run the same command again to resume.", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `memlab info RUN | head`: the reader has what it wanted
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # (no flush error)
+        return 141
 
 
 if __name__ == "__main__":

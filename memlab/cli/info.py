@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from memlab.errors import RunError
-from memlab.population import provenance, store
+from memlab.population import provenance, shards, store
 from memlab.population.run import Run
 
 
@@ -29,10 +29,16 @@ def run(args: argparse.Namespace) -> int:
                        "of a memlab train/memorize run")
     result = Run(path)
     manifest = result.manifest
-    chunks = manifest["chunks"]
-    done = sum(status == "done" for status in chunks.values())
+    plan = store.chunk_plan_from_json(manifest.get("chunk_plan") or [])
+    # committed: on disk (shards commit chunks without writing the manifest)
+    committed = {chunk.index: store.read_chunk_info(path, chunk.index) for chunk in plan
+                 if (store.chunk_dir(path, chunk.index) / "done.json").is_file()}
     print(repr(result))
-    print(f"status:  {manifest['status']} ({done}/{len(chunks)} chunks done)")
+    print(f"status:  {manifest['status']} ({len(committed)}/{len(plan)} chunks committed)")
+    if manifest.get("shards"):
+        live = shards.live(path)
+        print(f"shards:  trained as {manifest['shards']} shards"
+              + (f"; training now: {', '.join(sorted(live))}" if live else ""))
     print(f"created: {manifest['created']} with memlab {manifest['versions']['memlab']}, "
           f"torch {manifest['versions']['torch']}")
     print("config:")
@@ -44,9 +50,6 @@ def run(args: argparse.Namespace) -> int:
     if result.code_modules:  # named by the manifest; info imports nothing
         print(f"code:    module {', '.join(map(repr, result.code_modules))}, imported to "
               "rebuild its models only with --trust-run / open_run(path, trust_code=True)")
-    committed = {int(index): store.read_chunk_info(path, int(index))
-                 for index, status in chunks.items() if status == "done"
-                 and (store.chunk_dir(path, int(index)) / "done.json").is_file()}
     if committed:  # where the chunks were trained (memlab.population.provenance)
         print("trained on (chunks):")
         for description, count in provenance.table(committed):

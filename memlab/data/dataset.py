@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -355,11 +356,32 @@ def validate(dataset: Dataset) -> None:
 BLOCK_BYTES = 16 * 2**20  # rows of a memory-mapped array read at once
 
 
-def row_blocks(array: np.ndarray) -> list[slice]:
-    """Slices of rows of about BLOCK_BYTES each (one slice for a small array)."""
+def row_blocks(array: np.ndarray) -> Iterator[slice]:
+    """Slices of rows of about BLOCK_BYTES each (one slice for a small array). For a
+    memory-mapped array, the pages read for a block are let go before the next block
+    (``MADV_DONTNEED``): reading a dataset larger than memory from end to end (its
+    fingerprint, a copy) never grows this process's resident memory by more than a block."""
     row_bytes = max(1, array[0].nbytes if len(array) else 1)
     step = max(1, BLOCK_BYTES // row_bytes)
-    return [slice(i, min(i + step, len(array))) for i in range(0, max(len(array), 1), step)]
+    for start in range(0, max(len(array), 1), step):
+        yield slice(start, min(start + step, len(array)))
+        _release_pages(array)
+
+
+def _release_pages(array: np.ndarray) -> None:
+    """Drop a read-only memory map's resident pages from this process (they stay in the
+    page cache, and are read again if touched); anything else is left alone."""
+    import mmap
+
+    while array is not None and not isinstance(getattr(array, "_mmap", None), mmap.mmap):
+        array = getattr(array, "base", None)
+    if array is None or getattr(array, "mode", None) != "r" \
+            or not hasattr(mmap, "MADV_DONTNEED"):
+        return
+    try:
+        array._mmap.madvise(mmap.MADV_DONTNEED)
+    except (OSError, ValueError):  # closed, or a platform without it
+        pass
 
 
 NPY_FILES = ("x_train", "y_train", "x_test", "y_test")

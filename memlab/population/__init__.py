@@ -13,8 +13,12 @@ in a run directory that survives crashes.
 Calling ``train_population`` again with the same ``out`` resumes: finished chunks are kept,
 the rest are trained, and the result equals an uninterrupted run.
 
-Modules: ``train`` (the run lifecycle: create, lock, resume, repair, grow, consolidate,
-progress), ``run`` (``open_run`` -> ``Run``), ``store`` (the run-directory format),
+Several processes can train one run, each its shard of the chunks (``shard="i/N"``, a
+Slurm job array); the last to finish consolidates it (or ``consolidate(out)``).
+
+Modules: ``train`` (the run lifecycle: create, lock, resume, repair, grow, progress),
+``consolidate`` (chunks into records), ``shards`` (several processes, one run),
+``run`` (``open_run`` -> ``Run``), ``store`` (the run-directory format),
 ``executor`` and ``ray_executor`` (chunks in worker processes or Ray tasks), ``plan``
 (disk, memory and time before a run starts). The math of training K models at once, with
 no files and no processes, is :mod:`memlab.engine`.
@@ -22,7 +26,8 @@ no files and no processes, is :mod:`memlab.engine`.
 
 from memlab.engine.config import PopulationConfig
 from memlab.engine.task import TASKS
+from memlab.population.consolidate import consolidate
 from memlab.population.run import Run, open_run
 from memlab.population.train import train_population
 
-__all__ = ["PopulationConfig", "Run", "TASKS", "open_run", "train_population"]
+__all__ = ["PopulationConfig", "Run", "TASKS", "consolidate", "open_run", "train_population"]

@@ -221,6 +221,8 @@ class Plan:
     n_chunks: int = 1
     relative_error: float = float("nan")  # the timing's own error, as a fraction
     notes: list[str] = field(default_factory=list)
+    # what `memlab memorize` adds beside the run: influence.npy and influence_se.npy
+    influence_bytes: float = 0.0
 
     @property
     def parallel_workers(self) -> int:
@@ -251,6 +253,10 @@ class Plan:
         lines = [f"plan for {self.n_models:,} models"]
         lines.append(f"  disk   {_size(sum(self.disk_bytes.values())):>10s}  ("
                      + ", ".join(f"{k} {_size(v)}" for k, v in self.disk_bytes.items()) + ")")
+        if self.influence_bytes:
+            lines.append(f"       + {_size(self.influence_bytes):>8s}  if memlab memorize writes "
+                         "its influence matrix (influence.npy + influence_se.npy: float32, "
+                         "test x train each; streamed, never held in memory)")
         lines.append(f"  RAM    {_size(sum(self.worker_ram_bytes.values())):>10s}  per worker ("
                      + ", ".join(f"{k} {_size(v)}" for k, v in self.worker_ram_bytes.items())
                      + "), plus torch itself (~0.4 GB per process)")
@@ -335,6 +341,7 @@ def plan_run(data: Dataset | DataShape, config: PopulationConfig, workers: int =
     plan = Plan(n_models, disk, worker, float(n_models) * shape.n_train, training_flops,
                 eval_flops, 0.0, workers, False)
     plan.n_chunks = int(config.n_values * math.ceil(config.n_models / config.chunk_size))
+    plan.influence_bytes = 2 * 4.0 * shape.n_test * shape.n_train
     plan.worker_start_seconds = WORKER_START_SECONDS + (shape.data_bytes
                                                        / WORKER_READ_BYTES_PER_SECOND)
     skipped = None

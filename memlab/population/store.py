@@ -223,9 +223,11 @@ def write_chunk(run_dir: Path, chunk_index: int, arrays: dict[str, np.ndarray],
         raise ConfigError(f"record name {bad[0]!r} is not a plain name (letters, digits, "
                           "_ . -, not starting with a dot); rename the callback's key")
     final = chunk_dir(run_dir, chunk_index)
-    if not final.parent.is_dir():
-        clear_path(final.parent)  # chunks/ replaced by a file: damage being repaired
-    final.parent.mkdir(parents=True, exist_ok=True)
+    try:  # (never "remove unless a directory, then create": two workers race in between)
+        final.parent.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:  # chunks/ replaced by a file: damage being repaired
+        clear_path(final.parent)
+        final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
     try:
         files, checksums = {}, {}

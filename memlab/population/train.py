@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import errno
-import functools
 import hashlib
 import inspect
 import json
@@ -42,7 +41,8 @@ from memlab.engine.precision import dtype_name, resolve_compute_dtype
 from memlab.engine.probe import check_output_type, probe_training
 from memlab.engine.task import task_for
 from memlab.errors import ConfigError, RunError
-from memlab.population import provenance, store
+from memlab.population import shards, store
+from memlab.population.consolidate import finalize, finish
 from memlab.population.executor import ChunkWork, Terminated, exit_on_signals, run_local
 from memlab.population.ray_executor import check_reachable, run_ray
 from memlab.population.run import Run, upgrade_manifest
@@ -61,9 +61,10 @@ def train_population(
     n_workers: int | None = None,
     executor: str = "local",
     ray_address: str | None = None,
+    shard: tuple[int, int] | str | None = None,
     progress: bool = True,
     **settings: Any,
-) -> Run:
+) -> Run | None:
     """Train a population and record every model's behaviour on every example.
 
     dataset: a :class:`memlab.data.Dataset` (or a name for ``memlab.data.load``), or
@@ -83,11 +84,16 @@ def train_population(
         same run with fewer models; when None, a fresh temporary directory, removed when
         the returned Run is garbage-collected (or at exit) or if training fails.
     n_workers: CPU worker processes, one single-threaded chunk each (default: one per core).
+    shard: ``(i, N)`` or ``"i/N"``: train only shard i's share of the chunks (those whose
+        index is i mod N) into ``out``, while the other shards run as other processes (a
+        Slurm job array; see :mod:`memlab.population.shards`). The shard that commits the
+        last chunk consolidates the run and returns it; the others return None.
 
     Settings that change results are in the config (and the model, mask and callbacks,
-    recorded in the manifest); ``device``, ``n_workers``, ``executor`` and ``progress`` do
-    not (on one device type). Model k is the same bits whatever chunk, worker or resume
-    trains it. Returns the finished :class:`Run`.
+    recorded in the manifest); ``device``, ``n_workers``, ``executor``, ``shard`` and
+    ``progress`` do not (on one device type). Model k is the same bits whatever chunk,
+    worker, shard or resume trains it. Returns the finished :class:`Run` (None from a shard
+    that leaves the run waiting for other shards).
     """
     if dataset is None:
         raise ConfigError("train_population needs a dataset: a memlab.data.Dataset, a name "
@@ -121,15 +127,23 @@ def train_population(
     dp_plans = _dp_plans(task, dataset, config, spec, membership)  # DP's errors before work
     if membership is None:
         config.subset_size(config.base_examples(task.n_examples(dataset, "train")))
-    _check_device(device)
-    # Resolved once, here: "auto" becomes what this device supports (from its flags, never
-    # a timing) and the slower-than-float32 warning is given once, not once per worker.
-    compute_dtype = dtype_name(resolve_compute_dtype(config.compute_dtype, device))
     if executor not in ("local", "ray"):
         raise ConfigError(f"executor must be 'local' or 'ray', got {executor!r}")
+    # Ray's GPU workers: their GPUs, not this machine's (a CPU head node drives them)
+    remote = executor == "ray" and torch.device(validate.device(
+        device, "device", available=False)).type == "cuda"
+    _check_device(device, available=not remote)
+    # Resolved once, here: "auto" becomes what this device supports (from its flags, never
+    # a timing) and the slower-than-float32 warning is given once, not once per worker.
+    # On remote GPUs, where they run: the first chunk's precision is the run's (below).
+    compute_dtype = None if remote else dtype_name(
+        resolve_compute_dtype(config.compute_dtype, device))
     if executor == "ray":
         check_reachable(ray_address)  # before any work: an unreachable cluster is one line
     n_workers = _check_workers(n_workers)
+    shard = validate.shard(shard, "shard")
+    if shard is not None and out is None:
+        raise ConfigError("shard needs out: the run directory every shard trains into")
     callbacks = list(callbacks)
     for cb in callbacks:
         if not isinstance(getattr(cb, "name", None), str) or not callable(cb):
@@ -150,17 +164,26 @@ def train_population(
         # SIGTERM/SIGHUP become SystemExit, so the clean-up below (workers, Ray, the lock,
         # the manifest's status) runs on every way out; a full or read-only disk is one line.
         with exit_on_signals(), _disk_errors(run_dir):
-            lock, manifest = _open_or_create(run_dir, dataset, task, config, described,
-                                             membership, callbacks, verifier)
+            lock, manifest, shard_lock = _open_or_create(
+                run_dir, dataset, task, config, described, membership, callbacks, verifier,
+                shard)
             try:
                 _record_compute_dtype(run_dir, manifest, config, compute_dtype)
                 if dp_plans and manifest.get("dp") != dp_plans:
                     manifest["dp"] = dp_plans
                     store.write_manifest(run_dir, manifest)
-                _train_and_finalize(run_dir, manifest, dataset, task, config, work, device,
-                                    n_workers, executor, ray_address, progress, verifier)
+                if shard is not None and manifest.get("shards") != shard[1]:
+                    manifest["shards"] = shard[1]  # (names the shards of missing chunks)
+                    store.write_manifest(run_dir, manifest)
+                complete = _train_and_finalize(
+                    run_dir, manifest, dataset, task, config, work, device, n_workers,
+                    executor, ray_address, progress, verifier, shard, lock)
             finally:
                 lock.release()
+                if shard_lock is not None:
+                    shard_lock.release()
+            if not complete:  # a shard whose run waits for other shards' chunks
+                return None
             run = _open_verified(run_dir, verifier)
     except BaseException:
         if temporary:  # nobody can resume a run in a directory they were never told about
@@ -203,9 +226,12 @@ def _dp_plans(task: Any, dataset: Any, config: PopulationConfig, spec: ModelSpec
 
 
 def _record_compute_dtype(run_dir: Path, manifest: dict, config: PopulationConfig,
-                          resolved: str) -> None:
+                          resolved: str | None) -> None:
     """The precision the run trains in, in the manifest; a run whose ``auto`` resolved to
-    another precision on another machine is not mixed with this one's chunks."""
+    another precision on another machine is not mixed with this one's chunks. None: known
+    only once a (remote) worker has trained a chunk (:func:`_check_chunk_dtype`)."""
+    if resolved is None:
+        return
     before = manifest.get("compute_dtype_resolved")
     pending = any(state != "done" for state in manifest["chunks"].values())
     if before is not None and before != resolved and pending:
@@ -220,31 +246,40 @@ def _record_compute_dtype(run_dir: Path, manifest: dict, config: PopulationConfi
 def _train_and_finalize(run_dir: Path, manifest: dict, dataset: Any, task: Any,
                         config: PopulationConfig, work: ChunkWork, device: str,
                         n_workers: int, executor: str, ray_address: str | None,
-                        progress: bool, verifier: store.Verifier) -> None:
-    """Train every chunk that is missing or damaged, then consolidate (again, when a
-    consolidated file is damaged or a chunk was retrained)."""
+                        progress: bool, verifier: store.Verifier,
+                        shard: tuple[int, int] | None, lock: store.RunLock) -> bool:
+    """Train every chunk (of ``shard``, if given) that is missing or damaged, then
+    consolidate (again, when a consolidated file is damaged or a chunk was retrained).
+    A shard trains without the run's ``lock`` (the other shards take it meanwhile) and
+    consolidates only when every chunk is in; returns whether the run is complete."""
     chunks = store.chunk_plan_from_json(manifest["chunk_plan"])
+    mine = [chunk for chunk in chunks if shards.owns(shard, chunk)]
     todo = []
-    for chunk in chunks:
+    for chunk in mine:
         problems = store.chunk_problems(run_dir, chunk.index, verifier)
         if problems and manifest["chunks"].get(str(chunk.index)) == "done":
             _say(f"repairing {run_dir}: chunks/{chunk.index:05d}/{problems[0][0]} is "
                  f"damaged ({problems[0][1]}); retraining chunk {chunk.index}")
         if problems:
             todo.append(chunk)
-    for chunk in chunks:
-        manifest["chunks"][str(chunk.index)] = "pending" if chunk in todo else "done"
+        manifest["chunks"][str(chunk.index)] = "pending" if problems else "done"
 
     if todo:
         manifest["status"] = "running"
         store.write_manifest(run_dir, manifest)
-        tracker = _Progress(config, chunks, todo, enabled=progress,
+        if shard is not None:
+            lock.release()  # the other shards open the run meanwhile
+        tracker = _Progress(config, mine, todo, enabled=progress,
                             n_train=task.n_examples(dataset, "train"),
-                            compute_dtype=manifest.get("compute_dtype_resolved", "float32"))
+                            compute_dtype=manifest.get("compute_dtype_resolved",
+                                                       config.compute_dtype),
+                            shard=shard)
 
         def on_chunk(info: dict) -> None:
-            manifest["chunks"][str(info["chunk"])] = "done"
-            store.write_manifest(run_dir, manifest)
+            _check_chunk_dtype(run_dir, manifest, info, write=shard is None)
+            if shard is None:  # (a shard leaves the manifest to the run lock's holder)
+                manifest["chunks"][str(info["chunk"])] = "done"
+                store.write_manifest(run_dir, manifest)
             tracker.chunk_done(info)
 
         mask = np.load(run_dir / store.MASK, mmap_mode="r")
@@ -259,14 +294,19 @@ def _train_and_finalize(run_dir: Path, manifest: dict, dataset: Any, task: Any,
             if isinstance(error, Terminated):
                 _say(f"terminated by signal {error.code - 128}; run the same command again "
                      "to resume")
-            manifest["status"] = "interrupted"
-            try:
-                store.write_manifest(run_dir, manifest)
-            except OSError:
-                pass  # a full disk: the manifest keeps saying "running", just as resumable
+            if shard is None:
+                manifest["status"] = "interrupted"
+                try:
+                    store.write_manifest(run_dir, manifest)
+                except OSError:
+                    pass  # a full disk: the manifest keeps saying "running", as resumable
             tracker.close()
             raise
         tracker.close()
+    if shard is not None:
+        if lock.fd is None:
+            lock.acquire(run_dir, wait=shards.WAIT_SECONDS)
+        return _finish_shard(run_dir, shard, len(mine), verifier)
     damaged = [] if manifest["status"] != "complete" else [
         d for d in store.verify_run(run_dir, verifier, chunks=False)
         if d.repair == store.REPAIR_CONSOLIDATED]
@@ -274,7 +314,54 @@ def _train_and_finalize(run_dir: Path, manifest: dict, dataset: Any, task: Any,
         _say(f"repairing {run_dir}: {damaged[0].path} is damaged ({damaged[0].problem}); "
              "rebuilding the consolidated records from chunks/")
     if manifest["status"] != "complete" or damaged:
-        _finalize(run_dir, manifest, config, chunks, task)
+        finalize(run_dir, manifest, config, chunks, task)
+    return True
+
+
+def _check_chunk_dtype(run_dir: Path, manifest: dict, info: dict, write: bool) -> None:
+    """At each commit: the chunk was trained in the run's precision. A chunk from a worker
+    whose ``auto`` resolved otherwise (a Ray node of another kind) is removed, and the run
+    stops in one line, before any record mixes precisions."""
+    trained = (info.get("provenance") or {}).get("compute_dtype")
+    expected = manifest.get("compute_dtype_resolved")
+    if trained is None:
+        return
+    if expected is None:  # the first chunk of a run whose precision the workers resolve
+        manifest["compute_dtype_resolved"] = trained
+        if write:
+            store.write_manifest(run_dir, manifest)
+        return
+    if trained != expected:
+        store.clear_path(store.chunk_dir(run_dir, info["chunk"]))
+        host = (info.get("provenance") or {}).get("host", "?")
+        raise RunError(f"chunk {info['chunk']} was trained in {trained} on {host}, and the "
+                       f"run in {expected}: give --compute-dtype {expected} (not auto) so "
+                       "that every node trains in the same precision, and run the same "
+                       "command again")
+
+
+def _finish_shard(run_dir: Path, shard: tuple[int, int], n_mine: int,
+                  verifier: store.Verifier) -> bool:
+    """With the run's lock held again after training shard ``shard``: consolidate if every
+    chunk is committed (this shard is the last), else say what the run waits for."""
+    manifest = store.read_manifest(run_dir)  # as the other shards left it
+    upgrade_manifest(manifest)
+    if manifest["status"] == "complete":
+        return True
+    chunks = store.chunk_plan_from_json(manifest["chunk_plan"])
+    waiting = [c.index for c in chunks
+               if not (store.chunk_dir(run_dir, c.index) / "done.json").exists()]
+    if waiting:
+        for chunk in chunks:
+            if shards.owns(shard, chunk):
+                manifest["chunks"][str(chunk.index)] = "done"
+        store.write_manifest(run_dir, manifest)
+        _say(f"shard {shards.name(shard)} is done ({n_mine} chunks committed); the run waits "
+             f"for {len(waiting)} chunks of other shards: the last shard to finish builds "
+             f"the records (or memlab consolidate {run_dir}, once they are in)")
+        return False
+    finish(run_dir, manifest, verifier)  # checks every chunk; names a damaged one
+    return True
 
 
 def _open_verified(run_dir: Path, verifier: store.Verifier) -> Run:
@@ -380,10 +467,11 @@ def check_models(task: Any, dataset: Any, config: PopulationConfig,
     return described
 
 
-def _check_device(device: str) -> None:
+def _check_device(device: str, available: bool = True) -> None:
     """The one rule of :func:`memlab.validate.device`, for the Python API as for the
-    command line (``meta`` holds no data; a CUDA device this machine lacks is refused)."""
-    validate.device(device, "device")
+    command line (``meta`` holds no data; a CUDA device this machine lacks is refused,
+    unless ``available`` is False: Ray workers' GPUs)."""
+    validate.device(device, "device", available=available)
 
 
 def versions() -> dict[str, str]:
@@ -403,9 +491,11 @@ def versions() -> dict[str, str]:
 
 def _open_or_create(run_dir: Path, dataset: Any, task: Any, config: PopulationConfig,
                     model: dict[str, Any], explicit_mask: np.ndarray | None,
-                    callbacks: list, verifier: store.Verifier) -> tuple[store.RunLock, dict]:
-    """Lock the run directory and return (lock, manifest) of a compatible existing run
-    (repaired and grown as needed), or create a new run directory atomically."""
+                    callbacks: list, verifier: store.Verifier, shard: tuple[int, int] | None
+                    ) -> tuple[store.RunLock, dict, shards.ShardLock | None]:
+    """Lock the run directory and return (lock, manifest, the shard's lock) of a compatible
+    existing run (repaired and grown as needed), or create a new run directory atomically.
+    A shard waits its turn for the run's lock; a whole-run train refuses while shards run."""
     described = dataset.describe()
     n_train = task.n_examples(dataset, "train")
     mask = explicit_mask if explicit_mask is not None else membership_mask(config, n_train)
@@ -425,10 +515,19 @@ def _open_or_create(run_dir: Path, dataset: Any, task: Any, config: PopulationCo
         }
         lock = _create(run_dir, dataset, task, mask, manifest)
         if lock is not None:
-            return lock, manifest
+            try:
+                return lock, manifest, shards.take(run_dir, shard) if shard else None
+            except BaseException:
+                lock.release()
+                raise
         # Another process created it first: open it like any existing run (below).
-    lock = _lock_existing(run_dir)
+    lock = _lock_existing(run_dir, wait=shards.WAIT_SECONDS if shard else 0.0)
+    shard_lock = None
     try:
+        if shard is None:
+            shards.refuse_if_live(run_dir)
+        else:
+            shard_lock = shards.take(run_dir, shard)
         manifest = store.read_manifest(run_dir)
         upgrade_manifest(manifest)
         stored = PopulationConfig.from_dict({**PopulationConfig().to_dict(),
@@ -442,7 +541,8 @@ def _open_or_create(run_dir: Path, dataset: Any, task: Any, config: PopulationCo
                 + "\nuse another output directory, or delete this one to start over"
             )
         manifest["config"]["on_diverge"] = config.on_diverge  # (saved with the next write)
-        store.remove_stale_temporaries(run_dir)
+        if not shards.live(run_dir, shard):  # (a live shard's temporaries are in use)
+            store.remove_stale_temporaries(run_dir)
         checksums = manifest.setdefault("checksums", {})
         _repair_dataset(run_dir, manifest, dataset, task, verifier)
         n_stored = stored.n_total
@@ -457,8 +557,10 @@ def _open_or_create(run_dir: Path, dataset: Any, task: Any, config: PopulationCo
             store.write_manifest(run_dir, manifest)
     except BaseException:
         lock.release()
+        if shard_lock is not None:
+            shard_lock.release()
         raise
-    return lock, manifest
+    return lock, manifest, shard_lock
 
 
 def _has_files(directory: Path) -> bool:
@@ -501,11 +603,11 @@ def _create(run_dir: Path, dataset: Any, task: Any, mask: np.ndarray,
         shutil.rmtree(staging, ignore_errors=True)
 
 
-def _lock_existing(run_dir: Path) -> store.RunLock:
+def _lock_existing(run_dir: Path, wait: float = 0.0) -> store.RunLock:
     """Lock an existing run; on a read-only disk, a lock that cannot be taken is no lock
     (nothing will be written unless the run needs work, which then fails in one line)."""
     try:
-        return store.RunLock(run_dir / store.LOCK).acquire(run_dir)
+        return store.RunLock(run_dir / store.LOCK).acquire(run_dir, wait=wait)
     except OSError as error:
         if error.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
             return store.RunLock(run_dir / store.LOCK)  # holds nothing; release is a no-op
@@ -654,132 +756,17 @@ def _with_defaults(model: str, kwargs: dict[str, Any]) -> dict[str, Any]:
         return kwargs
 
 
-def _finalize(run_dir: Path, manifest: dict, config: PopulationConfig,
-              chunks: list[store.ChunkPlan], task: Any) -> None:
-    """Concatenate the chunks' records into records/*.npy (memory-bounded) and the models
-    table; mark the run complete. The models table summarizes ``{train,test}_{score}``
-    (bool ``correct``, or the per-token accuracy ``acc`` of language models)."""
-    score = task.score_record
-    n_total = config.n_total
-    infos = {chunk.index: store.read_chunk_info(run_dir, chunk.index) for chunk in chunks}
-    # where the chunks were trained: a mixed compute dtype is refused, the rest flagged
-    manifest["provenance"] = provenance.check_chunks(infos)
-    if manifest["provenance"]["mixed"]:
-        _say(f"this run's chunks were trained with different "
-             f"{', '.join(manifest['provenance']['mixed'])} (memlab info {run_dir} lists "
-             "them): its models agree within their errors, not bit for bit")
-    names = [name[:-4] for name in infos[0]["files"] if name.endswith(".npy")]
-    records_dir = run_dir / "records"
-    # Damage repaired by rebuilding: a file where a directory belongs, or the reverse.
-    for directory in (records_dir, run_dir / "tables"):
-        if not directory.is_dir():
-            store.clear_path(directory)
-    records_dir.mkdir(exist_ok=True)
-    shapes, checksums = {}, {}
-    for name in names:
-        first = store.read_chunk_array(run_dir, 0, name)
-        shape = (n_total, *first.shape[1:])
-        store.clear_path(records_dir / f"{name}.npy", unless_file=True)
-        checksums[f"records/{name}.npy"] = io.write_file(
-            records_dir / f"{name}.npy",
-            functools.partial(_concatenate, run_dir, chunks, name, first.dtype, shape))
-        shapes[name] = list(shape)
-
-    # The models table, chunk by chunk: memory stays bounded by the chunk size. Columns of
-    # NumPy arrays written by pyarrow (importing pandas would add 0.3 s to every run).
-    mask = np.load(run_dir / "membership_mask.npy", mmap_mode="r")
-    sweep = config.sweep_values()
-    parts: dict[str, list] = {}
-    for chunk in chunks:
-        in_subset = np.asarray(mask[chunk.start:chunk.stop])
-        train_score = store.decode_record(
-            f"train_{score}", store.read_chunk_array(run_dir, chunk.index, f"train_{score}"),
-            in_subset.shape[1])
-        n_in = in_subset.sum(1)
-        n_out = in_subset.shape[1] - n_in
-        models = np.arange(chunk.start, chunk.stop)
-        columns = {
-            "model": models,
-            "chunk": np.full(len(models), chunk.index),
-            "replicate": models % config.n_models,
-            "n_in": n_in,
-            "train_acc_in": np.where(in_subset, train_score, 0).sum(1) / n_in,
-            "train_acc_out": np.where(in_subset, 0, train_score).sum(1) / np.maximum(n_out, 1),
-            "test_acc": store.decode_record(
-                f"test_{score}", store.read_chunk_array(run_dir, chunk.index, f"test_{score}"),
-                manifest["dataset"]["n_test"]).mean(1),
-            "final_train_loss": store.read_chunk_array(
-                run_dir, chunk.index, "epoch_train_loss_mean")[:, -1],
-            # on_diverge="record": its records keep their NaN/inf (left out of estimates)
-            "diverged": np.isin(models, infos[chunk.index].get("diverged", [])),
-        }
-        if manifest.get("dp"):  # each model's (ε, δ) guarantee, by its subset size
-            by_size = {plan["n_members"]: plan for plan in manifest["dp"]}
-            n_base = config.base_examples(in_subset.shape[1])
-            for key in ("dp_epsilon", "dp_delta", "dp_noise_multiplier", "dp_max_grad_norm"):
-                columns[key] = np.array([by_size[int(n)][key]
-                                         for n in in_subset[:, :n_base].sum(1)], dtype=float)
-        for key in config.sweep:
-            values = [sweep[k // config.n_models][key] for k in models]
-            columns[f"sweep_{key}"] = values if not isinstance(values[0], list | dict) else [
-                json.dumps(v) for v in values]
-        for name, values in columns.items():
-            parts.setdefault(name, []).append(values)
-    table = {name: np.concatenate(values) if isinstance(values[0], np.ndarray)
-             else [v for part in values for v in part] for name, values in parts.items()}
-    (run_dir / "tables").mkdir(exist_ok=True)
-    store.clear_path(run_dir / "tables" / "models.parquet", unless_file=True)
-    checksums["tables/models.parquet"] = io.atomic_save_columns(
-        run_dir / "tables" / "models.parquet", table)
-    seconds = sum(info["seconds"] for info in infos.values())
-    manifest["checksums"] = {**{k: v for k, v in manifest.get("checksums", {}).items()
-                                if not k.startswith(store.CONSOLIDATED)}, **checksums}
-    kept = ~table["diverged"]  # the summary is of the models that did not diverge
-    n_diverged = int(table["diverged"].sum())
-    manifest.update(status="complete", records=shapes,
-                    summary={"test_acc_mean": _mean(table["test_acc"][kept]),
-                             "train_acc_in_mean": _mean(table["train_acc_in"][kept]),
-                             "n_diverged": n_diverged,
-                             "chunk_seconds_total": round(seconds, 2)})
-    store.write_manifest(run_dir, manifest)
-    if n_diverged:
-        _say(f"{n_diverged} of {n_total} models diverged (on_diverge='record'): marked in "
-             "tables/models.parquet (column diverged) and Run.diverged, their records keep "
-             "their NaN/inf values, and the estimators leave them out")
-
-
-def _mean(values: np.ndarray) -> float | None:
-    return float(np.mean(values)) if len(values) else None
-
-
-def _concatenate(run_dir: Path, chunks: list[store.ChunkPlan], name: str, dtype: np.dtype,
-                 shape: tuple[int, ...], handle) -> None:
-    """Write record ``name`` of every chunk, in model order, as one .npy file.
-
-    Plain writes, not a memory map of a sparse file: on a full disk a memory-mapped write
-    is a SIGBUS that kills the process, a plain one an OSError (ENOSPC) we report."""
-    np.lib.format.write_array_header_1_0(handle, {
-        "descr": np.lib.format.dtype_to_descr(np.dtype(dtype)), "fortran_order": False,
-        "shape": shape})
-    for chunk in chunks:
-        part = store.read_chunk_array(run_dir, chunk.index, name)
-        if part.dtype != dtype or part.shape != (chunk.size, *shape[1:]):
-            raise RunError(f"chunk {chunk.index}'s record {name} has {part.dtype} "
-                           f"{part.shape}, expected {np.dtype(dtype)} "
-                           f"{(chunk.size, *shape[1:])}; the run directory is damaged")
-        handle.write(np.ascontiguousarray(part).data)
-
-
 class _Progress:
     """A tqdm bar over model-epochs, with models done, examples/s and ETA."""
 
     def __init__(self, config: PopulationConfig, chunks, todo, n_train: int, enabled: bool,
-                 compute_dtype: str = "float32"):
+                 compute_dtype: str = "float32", shard: tuple[int, int] | None = None):
         from tqdm.auto import tqdm
 
-        total = config.n_total * config.epochs
+        self.n_models = sum(c.size for c in chunks)  # (a shard's own)
+        total = self.n_models * config.epochs
         done = sum(c.size for c in chunks if c not in todo)
-        self.models_done, self.n_models = done, config.n_total
+        self.models_done = done
         self.examples_per_model_epoch = (config.subset_size(n_train)
                                          if config.subsets == "random" else n_train)
         self.started = time.perf_counter()
@@ -787,8 +774,9 @@ class _Progress:
         chosen = " (auto)" if config.compute_dtype == "auto" else ""
         self.bar = tqdm(total=total, initial=done * config.epochs, unit="model-epoch",
                         disable=not enabled, dynamic_ncols=True,
-                        desc=f"training in {compute_dtype}{chosen}")
-        self.bar.set_postfix_str(f"models {done}/{config.n_models}")
+                        desc=(f"shard {shards.name(shard)}, " if shard else "")
+                        + f"training in {compute_dtype}{chosen}")
+        self.bar.set_postfix_str(f"models {done}/{self.n_models}")
 
     def epoch_done(self, n_models: int) -> None:
         self.bar.update(n_models)
