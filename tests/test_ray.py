@@ -195,10 +195,15 @@ def test_a_lost_node_is_said_in_one_line_and_its_chunks_retrained(fresh_ray_clus
     raylet = ray_cluster.raylet_of_second_node()
 
     def kill_when_busy(stop: threading.Event) -> None:
-        while not stop.is_set():  # once the second node runs a chunk
-            if any("ray::_train_chunk_task" in " ".join(c.cmdline())
-                   for c in raylet.children(recursive=True)):
-                time.sleep(0.2)
+        seen: dict[int, float] = {}  # worker pid -> when first seen running a chunk
+        while not stop.is_set():  # once the second node has run a chunk for half a second
+            busy = set()
+            for child in raylet.children(recursive=True):
+                with contextlib.suppress(psutil.Error):
+                    if "ray::_train_chunk_task" in " ".join(child.cmdline()):
+                        busy.add(child.pid)
+            seen = {pid: seen.get(pid, time.time()) for pid in busy}  # running now only
+            if any(time.time() - since > 0.5 for since in seen.values()):
                 raylet.kill()
                 return
             time.sleep(0.02)

@@ -87,10 +87,19 @@ def _train_chunk_task(dataset, work: bytes, chunk: store.ChunkPlan, membership: 
     chunk's summary travels back; without, ``dataset`` came through the object store and
     the ChunkResult goes back for the driver to commit. ``progress``: a Ray queue told when
     the chunk starts (a second start is a retry) and as models finish epochs."""
+    import ray
     import torch
 
     from memlab.population.executor import retain_freed_memory
 
+    def tell(message: tuple) -> None:  # progress is news, never a reason to fail a chunk
+        try:
+            progress.put(message)
+        except ray.exceptions.RayError:
+            pass
+
+    # first: a worker lost from here on is a retry the driver can name
+    tell(("start", (chunk.index, ray.get_runtime_context().get_node_id())))
     if device == "cpu":
         torch.set_num_threads(1)  # one core per task, as the local executor does
         retain_freed_memory()
@@ -101,15 +110,6 @@ def _train_chunk_task(dataset, work: bytes, chunk: store.ChunkPlan, membership: 
 
             _DATASETS[run_dir] = TASKS[work.task].load(Path(run_dir) / "dataset.npz")
         dataset = _DATASETS[run_dir]
-    import ray
-
-    def tell(message: tuple) -> None:  # progress is news, never a reason to fail a chunk
-        try:
-            progress.put(message)
-        except ray.exceptions.RayError:
-            pass
-
-    tell(("start", (chunk.index, ray.get_runtime_context().get_node_id())))
 
     def on_epoch(n_models: int) -> None:
         tell(("epoch", n_models))
