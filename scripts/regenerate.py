@@ -61,6 +61,15 @@ ENTRIES = (
     Entry("spectra-study", "spectra-study --out {runs}/spectra-study --figures {figures}",
           ("spectra_study_",), 6.0),
     Entry("spectra-minilm", "spectra minilm --out {runs}/spectra-minilm", (), 0.5, quick=True),
+    # docs/atlas.md: the default MNIST-1D population, digits with 10% flipped labels, and
+    # HT-SR's question on 1,024 models over four knobs
+    Entry("atlas-mnist1d", "atlas --out {runs}/atlas-mnist1d --figures {figures}",
+          ("atlas_",), 3.0),
+    Entry("atlas-digits", "atlas --quick --out {runs}/atlas-digits", (), 1.0),
+    Entry("atlas-knobs",
+          "spectra-study --hidden 64,64 --models 64 --knob hidden=64,96,128,192 "
+          "--knob weight_decay=0,0.0001,0.001,0.01 --knob epochs=5,10,30,60 "
+          "--knob label_noise=0,0.2,0.5,1 --out {runs}/atlas-knobs", (), 1.5),
     Entry("spectra-benchmark",
           "python benchmarks/spectra.py --quick --repeats 1 --figures {figures}",
           ("spectra_minilm_",), 2.0),

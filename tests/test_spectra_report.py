@@ -137,7 +137,7 @@ def test_spectra_study_quick_is_resumable_with_intervals(tmp_path):
                                       population=population)
     result = run(config, tmp_path / "study", progress=False)
     assert result.summary["base"] == {"hidden": 64, "batch_size": 64, "label_noise": 0.0,
-                                      "epochs": 4}
+                                      "epochs": 4, "weight_decay": 0.0}
     correlations = result.tables["correlations"]
     assert len(result.tables["models"]) == 6
     assert (correlations["spearman_lo"] <= correlations["spearman"]).all()
@@ -163,7 +163,8 @@ def test_spectra_study_command_keeps_its_name_and_reads_knobs():
     assert (config.population.n_models, config.population.model_kwargs["hidden"],
             config.population.seed) == (3, [32, 32], 2)
     assert [tag for _, _, tag, _ in config.configurations()][0] == {
-        "hidden": 32, "batch_size": 64, "label_noise": 0.0, "epochs": 2}
+        "hidden": 32, "batch_size": 64, "label_noise": 0.0, "epochs": 2,
+        "weight_decay": 0.0}
     line = command_line(study, config)
     assert config_from_command(study, line) == config
     with pytest.raises(Exception, match="unknown knobs"):

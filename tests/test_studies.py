@@ -43,7 +43,7 @@ def test_study_conforms(name, tmp_path):
 def test_every_study_package_is_registered():
     packages = {m.name for m in pkgutil.iter_modules(memlab.studies.__path__) if m.ispkg}
     assert packages == set(BUILTIN) and set(BUILTIN) <= set(all_studies())
-    assert len(BUILTIN) == 9
+    assert len(BUILTIN) == 10
 
 
 def test_the_readme_study_table_is_the_registry():

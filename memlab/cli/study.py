@@ -82,8 +82,10 @@ def _add_flag(group: Any, flag: options.Flag) -> None:
 
 def _add_common(parser: argparse.ArgumentParser, study: Study) -> None:
     output = parser.add_argument_group("output")
-    output.add_argument("--out", default=None, help=f"output directory (default: runs/"
-                        f"{study.name}); running the same command again resumes")
+    default = (f"RUN/{study.name} given a run, else runs/{study.name}" if study.beside_run
+               else f"runs/{study.name}")
+    output.add_argument("--out", default=None, help=f"output directory (default: {default}); "
+                        "running the same command again resumes")
     presets = output.add_mutually_exclusive_group()
     presets.add_argument("--quick", action="store_true",
                          help="the quick preset: minutes on 2 CPU cores (a smoke test)")
@@ -266,7 +268,8 @@ def run_command(study: Study, args: argparse.Namespace) -> int:
         raise ConfigError(f"{TRUST_FLAG} trusts the run given to measure (RUN, --from-run); "
                           "without one there is none: a model named with --model is "
                           "imported as given")
-    out = validate.output_dir(args.out if args.out is not None else default_out(study))
+    out = validate.output_dir(args.out if args.out is not None
+                              else default_out(study, config))
     if args.figures is not None:
         validate.output_dir(args.figures, "--figures")  # before any work is done
     threads.use(choice.count)

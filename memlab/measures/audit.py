@@ -211,6 +211,14 @@ def examples_table(memo: pd.DataFrame, scores: dict[str, np.ndarray], mask: np.n
     return table
 
 
+def lira_vulnerability(run, fpr: float = 0.01) -> np.ndarray:
+    """Each training example's vulnerability to LiRA (online, every other model a shadow):
+    its TPR on its member trials at the global threshold of FPR ``fpr``."""
+    inputs = attack_inputs(run)
+    scores = mia.attack_scores(inputs, ("lira_online",))["lira_online"]
+    return mia.example_vulnerability(scores, inputs.mask, fpr)["vulnerability"]
+
+
 def canary_summary(examples: pd.DataFrame) -> dict | None:
     """Planted mislabeled canaries against clean examples: mean vulnerability, the attack's
     TPR on their member trials at the global thresholds, and mem (None without canaries,

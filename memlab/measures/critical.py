@@ -179,6 +179,18 @@ def critical_sample_ratio(forward: Forward, x: torch.Tensor, settings: LassSetti
     return lass(forward, x, settings, n_models, seed).ratio
 
 
+def critical_share(run, n_models: int, seed: int) -> np.ndarray:
+    """Critical-sample status (Arpit et al.'s LASS at the paper's radius, rescaled to the
+    data's range): per example, the share of the first ``n_models`` models for which an
+    input within the radius flips the prediction."""
+    k = min(n_models, run.n_models)
+    x = torch.as_tensor(np.asarray(run.dataset.x_train), dtype=torch.float32)
+    settings = LassSettings.scaled(float(x.max() - x.min()))
+    found = lass(population_forward([run.model(i) for i in range(k)]), x, settings,
+                 n_models=k, seed=seed)
+    return found.critical.mean(0)
+
+
 def loss_sensitivity(forward: Forward, x: torch.Tensor, y: torch.Tensor, n_models: int = 1,
                      per_model: bool = False) -> np.ndarray:
     """(K, n) ||∂L/∂x||_1 of the cross-entropy of every example, for every model.

@@ -15,6 +15,8 @@ epoch); NaN means "never" (or "not a member", see ``mask``).
   hard) would give? Real data: yes (over-dispersed); random inputs: no.
   :func:`dispersion_interval`: a bootstrap interval (over examples) for the index.
 - :func:`order_consistency`: do different seeds learn the examples in the same order?
+- :func:`learning_events`: a population's per-example means of the above over the models
+  that trained on each example.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 from scipy import stats
 
 
@@ -185,3 +188,28 @@ def epochs_to_reach(accuracy: np.ndarray, threshold: float) -> np.ndarray:
     NaN if never reached (censored at the number of epochs trained)."""
     reached = np.asarray(accuracy) >= threshold - 1e-12
     return np.where(reached.any(-1), reached.argmax(-1) + 1.0, np.nan)
+
+
+def learning_events(run) -> pd.DataFrame:
+    """Per example, means over the models that trained on it of the epoch it was first
+    learned, the epoch it was learned for good (epochs + 1: never) and its forgetting
+    events, from the run's per-epoch records (``record_epochs=True``)."""
+    from memlab.measures.inout import _row_blocks
+
+    mask = run.membership_mask
+    history = run.records("epoch_train_correct")  # (t, epochs, n)
+    t, epochs, n = history.shape
+    sums = {name: np.zeros(n) for name in ("first_learned", "learned_for_good",
+                                           "forgetting_events")}
+    for rows in _row_blocks(t, epochs * n * 10):
+        member = np.asarray(mask[rows], bool)
+        h = np.asarray(history[rows], bool)
+        for name, function in (("first_learned", first_learned),
+                               ("learned_for_good", learned_for_good),
+                               ("forgetting_events", forgetting_events)):
+            values = function(h)
+            values = np.where(np.isnan(values), epochs + 1, values)  # never: after the end
+            sums[name] += np.where(member, values, 0).sum(0)
+    n_in = np.asarray(mask, bool).sum(0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return pd.DataFrame({name: total / n_in for name, total in sums.items()})

@@ -33,6 +33,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -290,6 +291,34 @@ def member_similarities(model: nn.Module, x: np.ndarray, y: np.ndarray, lr: floa
     return {"s_rel": s_rel, "s_ker": s_ker, "classes": y,
             "ratio_rel": intra_inter_ratio(s_rel, y),
             "ratio_ker": intra_inter_ratio(np.abs(s_ker), y)}
+
+
+def example_elasticity(run, n_models: int, n_examples: int, seed: int) -> pd.DataFrame:
+    """Local elasticity per example (He & Su): for each of the first ``n_models`` models,
+    the symmetrized one-step similarities among ``n_examples`` of its members drawn at
+    random (seeded), and each drawn example's mean similarity to the others of its class
+    (``elasticity_within``) and of other classes (``elasticity_between``), averaged over the
+    models that drew it; NaN for examples no model drew."""
+    dataset = run.dataset
+    n = dataset.n_train
+    within, between, count = np.zeros(n), np.zeros(n), np.zeros(n)
+    rng = np.random.default_rng([seed, 1_5])
+    for k in range(min(n_models, run.n_models)):
+        members = np.flatnonzero(np.asarray(run.membership_mask[k], bool))
+        drawn = np.sort(rng.choice(members, min(n_examples, len(members)), replace=False))
+        x, y = dataset.x_train[drawn], np.asarray(dataset.y_train[drawn])
+        s = member_similarities(run.model(k), x, y, lr=run.config.lr)["s_rel"]
+        same = y[:, None] == y[None, :]
+        np.fill_diagonal(same, False)
+        other = y[:, None] != y[None, :]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            within[drawn] += np.where(same, s, 0).sum(1) / same.sum(1)
+            between[drawn] += np.where(other, s, 0).sum(1) / other.sum(1)
+        count[drawn] += 1
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return pd.DataFrame({"elasticity_within": np.where(count > 0, within / count, np.nan),
+                             "elasticity_between": np.where(count > 0, between / count,
+                                                            np.nan)})
 
 
 # ---------------------------------------------------------------- helpers

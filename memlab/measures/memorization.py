@@ -342,6 +342,30 @@ def near_duplicates(dataset, threshold: float = NEAR_DUPLICATE) -> pd.DataFrame:
     })
 
 
+def input_neighbours(dataset, k: int, threshold: float, block: int = 1024) -> pd.DataFrame:
+    """Input space (cosine of inputs centred on the training mean): each training example's
+    nearest other training input (``nn_cosine``), how many others are near-duplicates
+    (cosine ≥ ``threshold``: ``n_duplicates``) and the share of its ``k`` nearest
+    neighbours with its label (``knn_agreement``, a cheap proxy of the C-score)."""
+    unit = Similarity.of(dataset).train
+    labels = np.asarray(dataset.y_train)
+    n = len(unit)
+    k = min(k, n - 1)
+    nearest = np.empty(n, np.float64)
+    duplicates = np.empty(n, np.int64)
+    agreement = np.empty(n, np.float64)
+    for start in range(0, n, block):
+        stop = min(start + block, n)
+        sims = unit[start:stop] @ unit.T
+        sims[np.arange(stop - start), np.arange(start, stop)] = -np.inf  # not itself
+        nearest[start:stop] = sims.max(1)
+        duplicates[start:stop] = (sims >= threshold).sum(1)
+        top = np.argpartition(-sims, k - 1, axis=1)[:, :k]
+        agreement[start:stop] = (labels[top] == labels[start:stop, None]).mean(1)
+    return pd.DataFrame({"nn_cosine": nearest, "n_duplicates": duplicates,
+                         "knn_agreement": agreement})
+
+
 def high_influence_pairs(run: Run, mem_min: float = MEMORIZED, infl_min: float = HIGH_INFLUENCE,
                          same_label: bool = True, *, scores: pd.DataFrame | None = None,
                          infl: Influence | None = None,

@@ -222,6 +222,10 @@ def spearman_interval(x: np.ndarray, y: np.ndarray, n_bootstrap: int = 1000,
     - ``method="fisher"``: Fisher's z with the Fieller–Hartley–Pearson variance
       1.06 / (n − 3); ρ is :func:`spearman` (NaN where a side is constant), the bounds NaN
       with 3 pairs or fewer.
+    - ``method="bootstrap_z"``: the bootstrap's standard deviation on Fisher's z scale,
+      tanh(z ± z_level · sd): where the percentile interval undercovers a strong
+      correlation (91-92% at ρ = 0.6 on 500 pairs, tests/test_crossview.py), this holds
+      93-97% and needs no bivariate-normal assumption.
     """
     if method == "fisher":
         both = np.isfinite(x) & np.isfinite(y)
@@ -232,8 +236,9 @@ def spearman_interval(x: np.ndarray, y: np.ndarray, n_bootstrap: int = 1000,
         z, half = np.arctanh(np.clip(rho, -0.999999, 0.999999)), _z(level) * np.sqrt(
             1.06 / (n - 3))
         return rho, float(np.tanh(z - half)), float(np.tanh(z + half))
-    if method != "bootstrap":
-        raise ValueError(f"method must be 'bootstrap' or 'fisher', got {method!r}")
+    if method not in ("bootstrap", "bootstrap_z"):
+        raise ValueError(f"method must be 'bootstrap', 'bootstrap_z' or 'fisher', got "
+                         f"{method!r}")
     x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
     keep = np.isfinite(x) & np.isfinite(y)
     x, y = x[keep], y[keep]
@@ -242,9 +247,17 @@ def spearman_interval(x: np.ndarray, y: np.ndarray, n_bootstrap: int = 1000,
     picks = np.random.default_rng(seed).integers(0, x.size, size=(n_bootstrap, x.size))
     samples = _rank_correlation(x[picks], y[picks])
     samples = samples[np.isfinite(samples)]
+    rho = float(_rank_correlation(x, y))
+    if method == "bootstrap_z":
+        if samples.size < 2 or not np.isfinite(rho):
+            return rho, math.nan, math.nan
+        clip = 1 - 1e-9
+        sd = float(np.std(np.arctanh(np.clip(samples, -clip, clip)), ddof=1))
+        z = np.arctanh(np.clip(rho, -clip, clip))
+        return rho, float(np.tanh(z - _z(level) * sd)), float(np.tanh(z + _z(level) * sd))
     low, high = (np.quantile(samples, [(1 - level) / 2, (1 + level) / 2])
                  if samples.size else (math.nan, math.nan))
-    return float(_rank_correlation(x, y)), float(low), float(high)
+    return rho, float(low), float(high)
 
 
 def spearman_with_interval(a: np.ndarray, b: np.ndarray) -> dict[str, float | int]:

@@ -398,6 +398,8 @@ class Study:
     science: str = ""  # the docs/science.md section, e.g. "§1"
     docs: str = ""  # the study's docs page, e.g. "docs/memorization.md"
     figure_prefix: str | None = None  # PNG names: <prefix><figure>.png (default: "<name>_")
+    # Given a run (``run_dir``) and no ``out``: results in RUN/<name> rather than runs/<name>
+    beside_run: bool = False
 
     @property
     def command(self) -> str:
@@ -589,9 +591,14 @@ def command_line(study: Study | str, config: StudyConfig, out: str | Path | None
 # ------------------------------------------------------------------ the one opening
 
 
-def default_out(study: Study | str) -> Path:
-    """Where a study's results go when no ``out`` is given: ``runs/<name>``."""
-    return Path("runs") / (study if isinstance(study, str) else study.name)
+def default_out(study: Study | str, config: StudyConfig | None = None) -> Path:
+    """Where a study's results go when no ``out`` is given: ``runs/<name>``, or
+    ``RUN/<name>`` for a study that writes beside the run it is given (``beside_run``)."""
+    study = get_study(study) if isinstance(study, str) else study
+    run_dir = getattr(config, "run_dir", None)
+    if study.beside_run and run_dir is not None:
+        return Path(run_dir) / study.name
+    return Path("runs") / study.name
 
 
 def run_study(study: Study | str, config: StudyConfig | None = None,
@@ -608,7 +615,7 @@ def run_study(study: Study | str, config: StudyConfig | None = None,
                           f"{type(config).__name__}")
     config.validate()
     execution = execution if execution is not None else Execution()
-    out = Path(out) if out is not None else default_out(study)
+    out = Path(out) if out is not None else default_out(study, config)
     validate.output_dir(out, "out")
     identity = strict_jsonable({name: _fingerprint(value) for name, value in inputs.items()
                                 if value is not None})

@@ -8,7 +8,9 @@ Modules, by concern: :mod:`.weights` (inputs → matrices, layer order, conv con
 :mod:`.eigen` (ESDs), :mod:`.powerlaw` (Clauset tail fit), :mod:`.bootstrap` (interval,
 goodness of fit), :mod:`.alternatives` (likelihood-ratio tests), :mod:`.mp`
 (Marchenko–Pastur), :mod:`.phases` (verdicts), :mod:`.analyze` (the per-layer table),
-:mod:`.compare` (base vs fine-tuned), :mod:`.smoothing` (SVD smoothing). Plots and reports
+:mod:`.compare` (base vs fine-tuned), :mod:`.smoothing` (SVD smoothing), :mod:`.aspect`
+(α corrected for a layer's aspect ratio), :mod:`.models` (every layer of every model of a
+population, for the atlas). Plots and reports
 are in :mod:`memlab.studies.spectra_study.figures`.
 """
 
@@ -28,6 +30,7 @@ from memlab.measures.spectra.analyze import (
     verdict_counts,
     verdict_kinds,
 )
+from memlab.measures.spectra.aspect import AspectCorrectedAlpha, aspect_corrected_alpha
 from memlab.measures.spectra.bootstrap import (
     TailUncertainty,
     batched_fit,
@@ -70,9 +73,11 @@ __all__ = [
     "ALPHA_HEAVY_TAILED", "ALPHA_RANDOM_LIKE", "ALPHA_VERY_HEAVY",
     "DEFAULT_MAX_EIGENVALUES_PER_MATRIX", "KIND_WORDS", "MIN_EIGENVALUES_TO_FIT",
     "NAMED_MODELS", "PHASES", "VERDICT_KINDS",
-    "SUMMARY_METRICS", "TABLE_COLUMNS", "LayerMatrix", "LikelihoodRatio", "LoadedWeights",
+    "SUMMARY_METRICS", "TABLE_COLUMNS", "AspectCorrectedAlpha", "LayerMatrix",
+    "LikelihoodRatio", "LoadedWeights",
     "MarchenkoPasturFit", "PowerLawFit", "SpectraResult", "TailUncertainty", "analyze",
-    "analyze_full", "batched_fit", "candidate_scan", "compare", "efficientnet_lite0_path",
+    "analyze_full", "aspect_corrected_alpha", "batched_fit", "candidate_scan", "compare",
+    "efficientnet_lite0_path",
     "fit_marchenko_pastur", "fit_power_law", "fit_truncated_power_law",
     "fixed_xmin_uncertainty", "goodness_of_fit", "likelihood_ratio_tests", "load_weights",
     "matrix_eigenvalues",

@@ -13,8 +13,8 @@ from memlab.options import compact_json, key_value, option
 from memlab.studies.base import StudyConfig
 
 # What a knob may vary: the width of every hidden layer, the batch size, the fraction of
-# training labels replaced by random ones, and the training length.
-KNOBS = ("hidden", "batch_size", "label_noise", "epochs")
+# training labels replaced by random ones, the training length and the weight decay.
+KNOBS = ("hidden", "batch_size", "label_noise", "epochs", "weight_decay")
 
 # The base recipe: MLPs with two hidden layers of 256 on MNIST-1D, each model on its own
 # random 80% of the training set, 30 epochs of SGD (lr 0.05, momentum 0.9, batch 64), 8
@@ -44,7 +44,7 @@ class SpectraStudyConfig(StudyConfig):
     label_noise: the fraction of training labels replaced by random ones in the base
         configuration (seeded by the population's seed).
     knobs: knob -> values, each varied alone around the base (``hidden``: the width of
-        every hidden layer; ``batch_size``; ``label_noise``; ``epochs``).
+        every hidden layer; ``batch_size``; ``label_noise``; ``epochs``; ``weight_decay``).
     n_bootstrap: resamples of the correlation intervals.
     population: the base recipe; its ``n_models`` models are trained per knob value (each
         on its own random ``subset_fraction`` of the training set), its ``seed`` seeds
@@ -60,8 +60,8 @@ class SpectraStudyConfig(StudyConfig):
         flag="--knob", metavar="KNOB=V1,V2,...", parse=_parse_knobs, show=_show_knobs,
         example="epochs=2,10", help=(
             "a knob varied alone around the base, with its values (hidden, batch_size, "
-            "label_noise, epochs), e.g. label_noise=0,0.5,1; repeatable; given, it replaces "
-            "the default knobs"))
+            "label_noise, epochs, weight_decay), e.g. label_noise=0,0.5,1; repeatable; "
+            "given, it replaces the default knobs"))
     n_bootstrap: int = option(2000, example="500", help=(
         "bootstrap resamples of each correlation's 95% interval"))
     population: PopulationConfig = option(default_factory=lambda: RECIPE)
@@ -92,7 +92,8 @@ class SpectraStudyConfig(StudyConfig):
         """The base configuration's knob values (the summary's ``base``)."""
         p = self.population
         return {"hidden": p.model_kwargs["hidden"][0], "batch_size": p.batch_size,
-                "label_noise": self.label_noise, "epochs": p.epochs}
+                "label_noise": self.label_noise, "epochs": p.epochs,
+                "weight_decay": p.weight_decay}
 
     def configurations(self) -> list[tuple[str, Any, dict[str, Any], PopulationConfig]]:
         """(knob, value, settings, recipe) of every configuration trained, in order."""
@@ -103,7 +104,8 @@ class SpectraStudyConfig(StudyConfig):
                 depth = len(self.population.model_kwargs["hidden"])
                 recipe = dataclasses.replace(
                     self.population, epochs=settings["epochs"],
-                    batch_size=settings["batch_size"], model_kwargs={
+                    batch_size=settings["batch_size"], weight_decay=settings["weight_decay"],
+                    model_kwargs={
                         **self.population.model_kwargs,
                         "hidden": [settings["hidden"]] * depth})
                 out.append((knob, value, settings, recipe))
@@ -146,13 +148,18 @@ class SpectraStudyConfig(StudyConfig):
         unknown = set(self.knobs) - set(KNOBS)
         if unknown:
             raise ConfigError(f"unknown knobs {sorted(unknown)}; use hidden, batch_size, "
-                              "label_noise, epochs")
+                              "label_noise, epochs, weight_decay")
         for knob, values in self.knobs.items():
             if not isinstance(values, list) or not values:
                 raise ConfigError(f"knobs[{knob!r}] must be a non-empty list of values")
             for value in values:
                 if knob == "label_noise":
                     _check_noise(value, f"knobs['{knob}']")
+                elif knob == "weight_decay":
+                    if isinstance(value, bool) or not isinstance(value, int | float) \
+                            or not 0 <= value < 1:
+                        raise ConfigError(f"knobs['weight_decay'] takes numbers in [0, 1), "
+                                          f"got {value!r}")
                 elif isinstance(value, bool) or not isinstance(value, int) or value < 1:
                     raise ConfigError(f"knobs[{knob!r}] takes positive integers, got "
                                       f"{value!r}")

@@ -694,10 +694,42 @@ def plot_correlations(correlations: pd.DataFrame) -> plt.Figure:
     return fig
 
 
+def plot_beyond_norm(table: pd.DataFrame) -> plt.Figure:
+    """Per knob and pooled: ρ(α, test accuracy) and the partial ρ given log ‖W‖_F, for the
+    raw and the aspect-corrected α, with their 95% intervals."""
+    groups = list(dict.fromkeys(table["group"]))
+    fig, axes = plt.subplots(1, 2, figsize=(10, 0.8 + 0.5 * len(groups)), sharey=True)
+    for ax, (alpha, part) in zip(axes, table.groupby("alpha", sort=False)):
+        for i, group in enumerate(groups):
+            row = part[part["group"] == group].iloc[0]
+            for key, colour, shift, label in (
+                    ("spearman", "C0", -0.12, "ρ(α, accuracy)"),
+                    ("partial", "C3", 0.12, "partial ρ given log ‖W‖_F")):
+                value = row[key]
+                if not np.isfinite(value):
+                    continue
+                ax.errorbar(value, i + shift, fmt="o", color=colour, capsize=3,
+                            xerr=[[value - row[f"{key}_low"]], [row[f"{key}_high"] - value]],
+                            label=label if i == 0 else None)
+        ax.axvline(0, color="0.6", linewidth=0.8)
+        ax.set_title("α raw" if alpha == "alpha" else "α aspect-corrected")
+        ax.set_xlabel("Spearman ρ with test accuracy (95%)")
+    counts = {g: int(table[table["group"] == g]["n"].iloc[0]) for g in groups}
+    axes[0].set_yticks(range(len(groups)), [f"{g} ({counts[g]} models)" for g in groups])
+    axes[0].invert_yaxis()
+    axes[0].legend(fontsize=8, loc="lower left")
+    fig.suptitle("Does α predict test accuracy beyond the norm? (HT-SR: lower α, higher "
+                 "accuracy)")
+    return fig
+
+
 def draw_figures(result: Any) -> dict[str, plt.Figure]:
     """The study's figures, from its saved tables."""
-    return {"metrics_vs_accuracy": plot_study(result.tables["models"]),
-            "correlations": plot_correlations(result.tables["correlations"])}
+    figures = {"metrics_vs_accuracy": plot_study(result.tables["models"]),
+               "correlations": plot_correlations(result.tables["correlations"])}
+    if "beyond_norm" in result.tables:
+        figures["beyond_norm"] = plot_beyond_norm(result.tables["beyond_norm"])
+    return figures
 
 
 def _reproduce(result: Any) -> str | None:
@@ -730,6 +762,13 @@ def build_report(result: Any) -> Report:
     report.table(tables["correlations"].rename(columns={"kendall_tau": "kendall τ"}),
                  intervals={"spearman": ("spearman_lo", "spearman_hi")},
                  caption="Per knob and metric: Spearman ρ [95% interval], Kendall τ")
+    if "beyond_norm" in figures:
+        report.heading("α beyond the norm")
+        report.figure(figures["beyond_norm"], caption=(
+            "Per knob and pooled over every model: the rank correlation of the mean α over "
+            "layers with test accuracy, and the partial one given the mean log Frobenius "
+            "norm (Fisher's 95% interval). HT-SR predicts both below 0."))
+        report.table(tables["beyond_norm"], caption="α beyond the norm, per knob and pooled")
     report.heading("Each model's metrics")
     report.figure(figures["metrics_vs_accuracy"], fmt="png", caption=(
         "Each model's metric against its test accuracy, coloured by the knob's value. Look "

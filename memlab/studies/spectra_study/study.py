@@ -22,13 +22,15 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from memlab.studies.base import Execution, Result
 from memlab.studies.spectra_study.config import SpectraStudyConfig
 
 STUDY = "spectra_study"
-METRICS = ("alpha", "alpha_weighted", "log_norm", "log_spectral_norm", "stable_rank")
+METRICS = ("alpha", "alpha_corrected", "alpha_weighted", "log_norm", "log_spectral_norm",
+           "stable_rank")
 
 
 def correlations_table(models: pd.DataFrame, n_bootstrap: int, seed: int) -> pd.DataFrame:
@@ -69,21 +71,28 @@ def run(config: SpectraStudyConfig, out: Path, execution: Execution) -> Result:
     for knob, value, settings, recipe in config.configurations():
         data = (base_data.with_label_noise(settings["label_noise"], seed=seed)
                 if settings["label_noise"] > 0 else base_data)
-        tag = "_".join(f"{k}{v}" for k, v in settings.items())
+        # (weight decay 0, the only value before it was a knob, is left out of the name:
+        # runs trained before it was one resume)
+        tag = "_".join(f"{k}{v}" for k, v in settings.items()
+                       if not (k == "weight_decay" and v == 0))
         population = train_population(data, recipe, out=Path(out) / "populations" / tag,
                                       **execution.training())
         accuracy = population.records("test_correct").mean(axis=1)
         result = analyze_full(population, mp_fit=False, randomize=False,
                               alternatives=False, keep_eigenvalues=False, device="cpu")
+        corrected = corrected_alpha(population, seed)
         for _, summary in result.summary.iterrows():
             model = int(summary["model"])
             rows.append({"knob": knob, "value": float(value), "model": model,
                          "test_accuracy": float(accuracy[model]),
-                         **{m: float(summary.get(m, float("nan"))) for m in METRICS}})
+                         **{m: float(summary.get(m, float("nan"))) for m in METRICS
+                            if m != "alpha_corrected"},
+                         "alpha_corrected": float(corrected.get(model, float("nan")))})
     models = pd.DataFrame(rows)
     configurations = (models.groupby(["knob", "value"], sort=False)
                       .mean(numeric_only=True).drop(columns="model").reset_index())
     correlations = correlations_table(models, config.n_bootstrap, seed)
+    beyond = beyond_norm_table(models)
     alpha = correlations[correlations["metric"] == "alpha"].set_index("knob")
     summary = {
         "n_models": len(models), "models_per_config": config.population.n_models,
@@ -93,8 +102,40 @@ def run(config: SpectraStudyConfig, out: Path, execution: Execution) -> Result:
                                   "high": row["spearman_hi"], "n_models": int(row["n_models"])}
                            for knob, row in alpha.iterrows()},
     }
+    summary["beyond_norm"] = beyond.to_dict("records")
     return Result(STUDY, config.to_dict(), {"models": models, "configurations": configurations,
-                                            "correlations": correlations}, summary)
+                                            "correlations": correlations,
+                                            "beyond_norm": beyond}, summary)
+
+
+def corrected_alpha(population, seed: int) -> dict[int, float]:
+    """Each model's mean over its layers of the aspect-corrected α
+    (:func:`memlab.measures.spectra.aspect.aspect_corrected_alpha`, point estimates: the
+    question is across models)."""
+    from memlab.measures.spectra.aspect import aspect_corrected_alpha
+    from memlab.measures.spectra.weights import load_weights
+
+    values: dict[int, list[float]] = {}
+    for layer in load_weights(population).layers:
+        matrix = layer.weight.detach().double().numpy().reshape(layer.weight.shape[0], -1)
+        found = aspect_corrected_alpha(matrix, seed=seed, n_bootstrap=0)
+        if np.isfinite(found.alpha):
+            values.setdefault(layer.model, []).append(found.alpha)
+    return {model: float(np.mean(alphas)) for model, alphas in values.items()}
+
+
+def beyond_norm_table(models: pd.DataFrame) -> pd.DataFrame:
+    """Does α (raw, aspect-corrected) predict test accuracy beyond the log Frobenius norm?
+    Per knob and pooled over every model: the partial Spearman ρ given the norm, with
+    Fisher's 95% interval and a verdict (:func:`memlab.measures.crossview.beyond_norm`)."""
+    from memlab.measures.crossview import beyond_norm
+
+    parts = []
+    for alpha in ("alpha", "alpha_corrected"):
+        table = beyond_norm(models, alpha, "log_norm", accuracy="test_accuracy", by="knob")
+        table.insert(0, "alpha", alpha)
+        parts.append(table)
+    return pd.concat(parts, ignore_index=True)
 
 
 def headline_lines(result: Result) -> list[str]:
