@@ -119,3 +119,28 @@ def test_alpha_beyond_the_norm_on_64_models_over_two_knobs(tmp_path):
                                      "higher alpha, higher accuracy beyond the norm",
                                      "higher alpha, lower accuracy beyond the norm")
     assert result.summary["beyond_norm"] == table.to_dict("records")
+
+
+def test_a_language_model_population_gets_its_documents_row(tmp_path):
+    """Documents instead of examples: memorization of per-token accuracy with its interval,
+    held-out accuracy, final loss and LiRA vulnerability; the questions that need labels,
+    neighbours or per-epoch records say "not measured" rather than a number."""
+    from memlab.studies.lm_memorize import LMMemorizeConfig
+    from memlab.studies.lm_memorize import run as lm_memorize
+
+    lm_memorize(LMMemorizeConfig.tiny(), tmp_path / "lm", progress=False)
+    population = open_run(tmp_path / "lm" / "population")
+    result = run(AtlasConfig(run_dir=str(population.path), n_bootstrap=50, spectra=False),
+                 out=tmp_path / "atlas", progress=False)
+    documents = result.tables["examples"]
+    assert len(documents) == population.membership_mask.shape[1]
+    assert {"mem", "mem_lo", "mem_hi", "cscore", "final_loss", "vulnerability"} <= set(
+        documents)
+    finite = documents["mem"].notna()
+    bounded = documents[["mem_lo", "mem_hi"]].notna().all(axis=1)  # (one OUT model: none)
+    assert bounded.mean() > 0.9
+    lo, mem, hi = documents["mem_lo"], documents["mem"], documents["mem_hi"]
+    assert ((lo <= mem) & (mem <= hi))[bounded].all()
+    questions = result.summary["questions"]
+    assert questions["learned_last"]["verdict"] == "not measured"
+    assert questions["exposure"]["n"] == int((finite & documents["vulnerability"].notna()).sum())

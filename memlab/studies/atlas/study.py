@@ -7,18 +7,10 @@ lines ask each other, answered on the same models.
     result.tables["models"]       # one row per model: accuracies, per-layer spectra
     result.summary["questions"]   # each question: rho [low, high] and a verdict
 
-Per example (:func:`examples_table`): the label, planted corruptions, memorization with its
-interval (``memlab memorize``'s estimator choice), the label-error score, this population's
-C-score estimate (accuracy of the models that held the example out) and cheap proxies
-(final loss, learning speed, k-NN label agreement), learning order (first learned, learned
-for good, forgetting events: per-epoch records), critical-sample status (LASS, on a few
-models), input-space neighbours (nearest cosine,
-near-duplicate count), local elasticity (one-step similarities within and between classes,
-on a sample) and membership-inference vulnerability (LiRA, or a saved audit's). Per model
-(:func:`models_table`): the run's models table and every layer's α (raw, with its bootstrap
-interval, and aspect-corrected), α̂, log norms, stable rank and spikes. Then the
-cross-views (:mod:`memlab.measures.crossview`): a Spearman matrix with bootstrap intervals
-and each question's number, interval and verdict.
+Per example (:func:`examples_table`; a language model's documents:
+:func:`documents_table`) and per model (:func:`models_table`) the measures listed in
+docs/atlas.md; then the cross-views (:mod:`memlab.measures.crossview`): a Spearman matrix
+with bootstrap intervals and each question's number, interval and verdict.
 
 The population is the run in ``config.run_dir`` (its outputs go to ``RUN/atlas`` when the
 command line is given no ``--out``), or one trained (or resumed) in ``OUT/population``.
@@ -79,13 +71,12 @@ def run(config: AtlasConfig, out: Path, execution: Execution, dataset: Any = Non
                           "to train on, not both")
     data = training_data(config, dataset) if config.run_dir is None else None
     population = open_or_train(config, out, execution, data, run_dir=config.run_dir)
-    if population.task.name == "language_model":
-        raise ConfigError("the atlas of a language-model population is not built yet: its "
-                          "documents have no labels, C-scores or elasticity; use memlab "
-                          "lm-memorize and memlab audit on it")
     timing: dict[str, float] = {}
     clock = time.perf_counter()
-    examples = examples_table(population, config, timing)
+    if population.task.name == "language_model":
+        examples = documents_table(population)
+    else:
+        examples = examples_table(population, config, timing)
     clock_models = time.perf_counter()
     models = models_table(population, config.spectra, seed=config.population.seed)
     timing["models"] = time.perf_counter() - clock_models
@@ -165,6 +156,29 @@ def examples_table(run, config: AtlasConfig, timing: dict[str, float] | None = N
     table["vulnerability"] = vulnerability(run, config.audit_dir)
     timing["vulnerability"] = time.perf_counter() - clock
     table.attrs["estimator"] = estimator
+    return table
+
+
+def documents_table(run) -> pd.DataFrame:
+    """A language-model population's atlas rows, one per training document: counterfactual
+    memorization of per-token accuracy with its interval, the held-out accuracy (its
+    C-score estimate), the IN models' final loss, and LiRA vulnerability on minus the
+    document's loss. Documents have no labels, neighbours or elasticity: those questions
+    say "not measured"."""
+    from memlab.measures import cscores
+    from memlab.measures.audit import lira_vulnerability
+    from memlab.measures.inout import in_out
+
+    rows = run.usable_models()
+    means = in_out(run.membership_mask[rows], np.asarray(run.records("train_acc")[rows]))
+    low, high = means.interval()
+    table = pd.DataFrame({"index": np.arange(len(means.score)), "mem": means.score,
+                          "mem_se": means.se, "mem_lo": low, "mem_hi": high,
+                          "cscore": means.mean_out, "n_in": means.n_in, "n_out": means.n_out})
+    table["final_loss"] = cscores.proxies(run)["final_loss"].to_numpy()
+    table["vulnerability"] = lira_vulnerability(run)
+    table.attrs["estimator"] = {"estimator": "in_out", "reason": "per-token accuracy of "
+                                "language models (counterfactual memorization)"}
     return table
 
 
