@@ -154,6 +154,7 @@ def test_ray_run_with_a_killed_worker_equals_local_run(ray_cluster, tmp_path):
         np.testing.assert_array_equal(via_ray.weights()[name], array)
     infos = [open_run(tmp_path / "ray").manifest["chunks"][str(i)] for i in range(6)]
     assert infos == ["done"] * 6
+    assert not list((tmp_path / "ray").glob(".ray-probe*"))  # the driver's probe is gone
 
 
 def test_without_an_address_a_private_instance_starts_whatever_ray_address_says(
@@ -367,3 +368,19 @@ def test_gpu_workers_are_asked_of_the_cluster_not_of_this_machine(tmp_path):
                          out=tmp_path / "run", executor="ray", device="cuda")
     assert "the Ray cluster has no GPU" in str(raised.value), raised.value
     assert "\n" not in str(raised.value)
+
+
+def test_without_a_shared_run_directory_the_driver_commits_what_workers_return(
+        monkeypatch, tmp_path):
+    """A node that cannot see the run directory: the dataset goes through the object store
+    and the records come back to the driver, which commits them: the same bits."""
+    from memlab.population import ray_executor
+
+    monkeypatch.setattr(ray_executor, "_shared_run_dir", lambda ray, run_dir: False)
+    settings = {**SETTINGS, "n_models": 4, "epochs": 2}
+    data = make_blobs(n_train=200, n_features=20)
+    via_ray = train_population(data, **settings, out=tmp_path / "ray", executor="ray")
+    local = train_population(data, **settings, out=tmp_path / "local", n_workers=1)
+    for name in local.record_names:
+        np.testing.assert_array_equal(via_ray.records(name), local.records(name), name)
+    assert not list((tmp_path / "ray").glob(".ray-probe*"))  # (none written, none left)

@@ -71,11 +71,11 @@ def check_reachable(address: str | None, timeout: float = 5.0) -> None:
 _DATASETS: dict[str, object] = {}
 
 
-def _sees_run(run_dir: str, token: str) -> bool:
+def _sees_run(path: str, token: str) -> bool:
     """Runs on each node (no CPU reserved): whether this node sees the driver's run
-    directory, i.e. the probe file the driver wrote there, with its content."""
+    directory, i.e. the probe file (``path``) the driver wrote there, with its content."""
     try:
-        return (Path(run_dir) / PROBE).read_text() == token
+        return Path(path).read_text() == token
     except OSError:
         return False
 
@@ -191,7 +191,7 @@ def run_ray(run_dir: Path, dataset, work: ChunkWork, chunks: list[store.ChunkPla
         finally:
             for ref in pending:  # interrupted or failed: don't leave tasks running
                 ray.cancel(ref, force=True)
-            (run_dir / PROBE).unlink(missing_ok=True)
+            (run_dir / probe_name()).unlink(missing_ok=True)
             if started_here:
                 ours = _descendants(os.getpid())
                 try:
@@ -207,7 +207,10 @@ def _test_hold_env() -> dict:
     return {"runtime_env": {"env_vars": {TEST_HOLD: value}}} if value else {}
 
 
-PROBE = ".ray-probe"  # written by the driver, read by each node: is the run dir shared?
+def probe_name() -> str:
+    """The file this driver writes and each node reads (is the run directory shared?), one
+    per driver: the shards of one run may each drive Ray at once."""
+    return f".ray-probe-{os.getpid()}"
 
 
 def _shared_run_dir(ray, run_dir: Path) -> bool:
@@ -216,11 +219,12 @@ def _shared_run_dir(ray, run_dir: Path) -> bool:
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     token = f"{os.getpid()} {time.time_ns()}"
-    io.atomic_write_bytes(run_dir / PROBE, token.encode())
+    io.atomic_write_bytes(run_dir / probe_name(), token.encode())
     probe = ray.remote(num_cpus=0)(_sees_run)
     nodes = [node for node in ray.nodes() if node.get("Alive")]
     answers = ray.get([probe.options(scheduling_strategy=NodeAffinitySchedulingStrategy(
-        node["NodeID"], soft=False)).remote(str(run_dir), token) for node in nodes])
+        node["NodeID"], soft=False)).remote(str(run_dir / probe_name()), token)
+        for node in nodes])
     blind = [node.get("NodeManagerAddress", node["NodeID"][:8])
              for node, sees in zip(nodes, answers) if not sees]
     if blind:
