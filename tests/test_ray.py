@@ -384,3 +384,16 @@ def test_without_a_shared_run_directory_the_driver_commits_what_workers_return(
     for name in local.record_names:
         np.testing.assert_array_equal(via_ray.records(name), local.records(name), name)
     assert not list((tmp_path / "ray").glob(".ray-probe*"))  # (none written, none left)
+
+
+def test_progress_moves_per_epoch_on_ray_workers(monkeypatch, tmp_path):
+    """The bar hears of every epoch of every chunk (through the driver's queue), not only
+    of finished chunks: 2 chunks x 3 epochs are 6 updates of 2 model-epochs."""
+    from memlab.population import train as lifecycle
+
+    heard: list[int] = []
+    monkeypatch.setattr(lifecycle._Progress, "epoch_done",
+                        lambda self, n_models: heard.append(n_models))
+    train_population(make_blobs(n_train=120), **{**SETTINGS, "n_models": 4, "epochs": 3},
+                     out=tmp_path / "run", executor="ray")
+    assert sorted(heard) == [2] * 6, heard
