@@ -36,9 +36,7 @@ def consolidate(run_dir: str | Path) -> Run:
         manifest = store.read_manifest(run_dir)  # as the last writer left it
         upgrade_manifest(manifest)
         verifier = store.Verifier()
-        damaged = [d for d in store.verify_run(run_dir, verifier, chunks=False)
-                   if d.repair == store.REPAIR_CONSOLIDATED]
-        if manifest["status"] != "complete" or damaged:
+        if manifest["status"] != "complete" or store.consolidated_damage(run_dir, verifier):
             finish(run_dir, manifest, verifier)
     finally:
         lock.release()
@@ -82,8 +80,8 @@ def finalize(run_dir: Path, manifest: dict, config: PopulationConfig,
     manifest["provenance"] = provenance.check_chunks(infos)
     if manifest["provenance"]["mixed"]:
         say(f"this run's chunks were trained with different "
-             f"{', '.join(manifest['provenance']['mixed'])} (memlab info {run_dir} lists "
-             "them): its models agree within their errors, not bit for bit")
+            f"{', '.join(manifest['provenance']['mixed'])} (memlab info {run_dir} lists "
+            "them): its models agree within their errors, not bit for bit")
     names = [name[:-4] for name in infos[0]["files"] if name.endswith(".npy")]
     records_dir = run_dir / "records"
     # Damage repaired by rebuilding: a file where a directory belongs, or the reverse.
@@ -160,8 +158,8 @@ def finalize(run_dir: Path, manifest: dict, config: PopulationConfig,
     store.write_manifest(run_dir, manifest)
     if n_diverged:
         say(f"{n_diverged} of {n_total} models diverged (on_diverge='record'): marked in "
-             "tables/models.parquet (column diverged) and Run.diverged, their records keep "
-             "their NaN/inf values, and the estimators leave them out")
+            "tables/models.parquet (column diverged) and Run.diverged, their records keep "
+            "their NaN/inf values, and the estimators leave them out")
 
 
 def _mean(values: np.ndarray) -> float | None:

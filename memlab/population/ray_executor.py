@@ -215,7 +215,7 @@ def probe_name() -> str:
 
 def _shared_run_dir(ray, run_dir: Path) -> bool:
     """Whether every live node sees ``run_dir`` (asked of each node by a task pinned to it;
-    a node that joins later and does not see it fails its chunks in one line)."""
+    a node that joins later is not asked)."""
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     token = f"{os.getpid()} {time.time_ns()}"

@@ -562,6 +562,13 @@ def verify_run(run_dir: Path, verifier: Verifier | None = None, chunks: bool = T
     return found
 
 
+def consolidated_damage(run_dir: Path, verifier: Verifier) -> list[Damage]:
+    """The damaged consolidated files (``records/``, ``tables/``) of a complete run: what
+    rebuilding from the chunks repairs."""
+    return [d for d in verify_run(run_dir, verifier, chunks=False)
+            if d.repair == REPAIR_CONSOLIDATED]
+
+
 def consolidated_checksums(manifest: dict) -> dict[str, str | None]:
     """records/ and tables/ files -> checksum (None for a run from before checksums)."""
     recorded = {name: value for name, value in (manifest.get("checksums") or {}).items()

@@ -307,9 +307,8 @@ def _train_and_finalize(run_dir: Path, manifest: dict, dataset: Any, task: Any,
         if lock.fd is None:
             lock.acquire(run_dir, wait=shards.WAIT_SECONDS)
         return _finish_shard(run_dir, shard, len(mine), verifier)
-    damaged = [] if manifest["status"] != "complete" else [
-        d for d in store.verify_run(run_dir, verifier, chunks=False)
-        if d.repair == store.REPAIR_CONSOLIDATED]
+    damaged = ([] if manifest["status"] != "complete"
+               else store.consolidated_damage(run_dir, verifier))
     if damaged:
         _say(f"repairing {run_dir}: {damaged[0].path} is damaged ({damaged[0].problem}); "
              "rebuilding the consolidated records from chunks/")
