@@ -4,8 +4,9 @@ One prepared command for a lent GPU machine, sized to finish in about 5 minutes 
 H100 (an estimate from the sizes: no GPU has run this version yet), well under a lent
 machine's 10-minute limit. It writes ``gpu_check.json`` and ``gpu_check.md`` after every
 section, so that a run cut off by its time limit still reports what it measured; the
-Markdown is ready to paste under "## GPU check" in docs/performance.md (a ``###`` heading naming the
-device, the CPU, torch and the date, then ``####`` sections with tables):
+Markdown is ready to paste into the Results of docs/performance.md, after "### GPU check" (a
+``###`` heading naming the device, the CPU, torch and the date, then ``####`` sections with
+tables):
 
 1. environment: device, capability, memory, CUDA/cuDNN, TF32 switches, CPU model and ISA
    flags, torch, the date;

@@ -1,4 +1,4 @@
-"""The MNIST columns of the README's attribution table, as close to dattri's benchmark as
+"""The MNIST columns of docs/attribution.md's attribution table, as close to dattri's benchmark as
 stated there: the first 5,000 training and 500 test images of MNIST, normalized with
 (0.1307, 0.3081); 50% subsets.
 

@@ -1,4 +1,4 @@
-"""The reference populations of docs/memorization.md "Ground truth from fewer models".
+"""The reference populations of docs/memorization.md "Against a reference of 2,048 models".
 
     python scripts/fewer_models.py train      # four populations of 2,112 models (~1.7 h of workers)
     python scripts/fewer_models.py evaluate   # the table: k = 8, 16, 32, 64 models per estimator

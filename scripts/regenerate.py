@@ -37,9 +37,10 @@ class Entry:
 ENTRIES = (
     Entry("memorize", "memorize --out {runs}/memorize --removal --figures {figures}",
           ("memorization_",), 6.0),
-    Entry("noise-mnist1d", "noise --data mnist1d --out {runs}/noise-mnist1d --figures {figures}",
+    Entry("noise-mnist1d", "noise --quick --data mnist1d --out {runs}/noise-mnist1d "
+          "--figures {figures}",
           ("noise_",), 15.0),
-    Entry("noise-digits", "noise --data digits --out {runs}/noise-digits", (), 15.0),
+    Entry("noise-digits", "noise --quick --data digits --out {runs}/noise-digits", (), 15.0),
     Entry("elasticity-mnist1d",
           "elasticity --data mnist1d --out {runs}/elasticity-mnist1d --figures {figures}",
           ("elasticity_mnist1d_",), 2.6),

@@ -11,6 +11,7 @@ import argparse
 import importlib
 import sys
 
+from memlab import __version__
 from memlab.errors import MemlabError
 
 COMMAND_MODULES = ["train", "consolidate", "info", "spectra", "plan", "verify"]
@@ -20,6 +21,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="memlab", description="Measure what neural networks memorize and why."
     )
+    parser.add_argument("--version", action="version", version=f"memlab {__version__}")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMAND_MODULES:
         importlib.import_module(f"memlab.cli.{name}").register(subparsers)

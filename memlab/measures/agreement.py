@@ -1,5 +1,5 @@
 """How well memorization estimated from a few models agrees with a large reference
-population (docs/memorization.md, "Ground truth from fewer models").
+population (docs/memorization.md, "Against a reference of 2,048 models").
 
 From one population of T models: draw k models, estimate every example's memorization
 from them with each estimator, and compare with the *binary* estimator (Feldman & Zhang's

@@ -42,6 +42,7 @@ from memlab.data import Dataset
 from memlab.engine.config import PopulationConfig, membership_mask
 from memlab.engine.task import eval_batch_size  # the engine's own
 from memlab.errors import ConfigError
+from memlab.links import docs_page
 from memlab.models import build_model
 from memlab.validate import total_memory
 
@@ -448,7 +449,7 @@ def _time_by_calibration(plan: Plan, shape: DataShape, config: PopulationConfig,
                       "against real runs within 1.5x (tests/test_plan_accuracy.py)")
     if plan.parallel_workers > 1:
         plan.notes.append("more workers assumed to scale linearly (2 workers on 2 shared "
-                          "cores measured 1.4-1.6x, docs/scaling.md)")
+                          f"cores measured 1.4-1.6x, {docs_page('scaling')})")
 
 
 def _mask_seconds(config: PopulationConfig, n_train: int) -> float:

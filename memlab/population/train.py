@@ -760,7 +760,7 @@ class _Progress:
 
     def __init__(self, config: PopulationConfig, chunks, todo, n_train: int, enabled: bool,
                  compute_dtype: str = "float32", shard: tuple[int, int] | None = None):
-        from tqdm.auto import tqdm
+        from memlab.progress import tqdm
 
         self.n_models = sum(c.size for c in chunks)  # (a shard's own)
         total = self.n_models * config.epochs

@@ -41,6 +41,7 @@ from memlab import options, streams, threads, validate
 from memlab.engine.config import PopulationConfig
 from memlab.errors import ConfigError, RunError
 from memlab.io import dumps_strict, loads_strict, strict_jsonable
+from memlab.links import docs_page
 from memlab.options import option
 from memlab.studies.outputs import OUTPUTS, OWNER, StudyOutputs
 
@@ -507,13 +508,15 @@ def get_study(name: str) -> Study:
 
 def study_table() -> str:
     """The README's table of studies, from the registry (Markdown, one row per study)."""
-    rows = ["| study | what it measures | science | details |", "|---|---|---|---|"]
+    rows = ["| study | what it measures | docs (science §) |", "|---|---|---|"]
     for name, study in sorted(all_studies().items()):
         if name not in BUILTIN:
             continue
-        docs = f"[{study.docs}]({study.docs})" if study.docs else ""
-        science = f"[{study.science}](docs/science.md)" if study.science else ""
-        rows.append(f"| `memlab {study.command}` | {study.summary} | {science} | {docs} |")
+        # Absolute links: the README is also the package index's page, where docs/ is not.
+        page = study.docs.removeprefix("docs/").removesuffix(".md")
+        science = f" ({study.science})" if study.science else ""
+        docs = f"[{page}]({docs_page(page)}){science}" if study.docs else ""
+        rows.append(f"| `memlab {study.command}` | {study.summary} | {docs} |")
     return "\n".join(rows) + "\n"
 
 

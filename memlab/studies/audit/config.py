@@ -100,7 +100,7 @@ class AuditConfig(PopulationStudyConfig):
 
     @classmethod
     def full(cls, **changes: Any) -> AuditConfig:
-        """The README's MNIST-1D audit: the memorize population, with the exposure study."""
+        """docs/audit.md's MNIST-1D audit: the memorize population, with the exposure study."""
         return cls(**{**dict(exposure=True), **changes})
 
     @classmethod

@@ -19,6 +19,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from memlab.links import docs_page  # noqa: E402
 from memlab.measures import stats  # noqa: E402
 from memlab.report import Report, numbers  # noqa: E402
 from memlab.studies.audit.study import (  # noqa: E402
@@ -44,7 +45,7 @@ ABOVE_CHANCE, BELOW_CHANCE = "above chance", "below chance"
 # it rests on a handful of trials (docs/audit.md: the coverage check uses eight times 1/α).
 MIN_FALSE_POSITIVES = 10
 # Shadows per side below which per-example LiRA (online) estimates its variances from noise
-# and the fixed-variance variants are the better choice (docs/audit.md, Notes and limits).
+# and the fixed-variance variants are the better choice (docs/audit.md, Limits).
 FEW_SHADOWS = 16
 # Split-half reliability of the per-example vulnerability below which a correlation with
 # it is attenuated enough that "cannot decide" may hide a real relation.
@@ -698,7 +699,7 @@ def build_report(result: Result) -> Report:
             "scored by the released noisy gradients); population: one trial per model, "
             "Clopper–Pearson; one run: Steinke et al.'s bound on all (model, canary) pairs, "
             "and for comparison on each model alone (the median over the models). "
-            "docs/dp.md"))
+            f"{docs_page('dp')}"))
 
     page.heading("Memorization and exposure")
     page.figure(figures["vulnerability"], fmt="png", caption=(

@@ -53,7 +53,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from tqdm.auto import tqdm
 
 from memlab import validate
 from memlab.data.longtail import (
@@ -69,6 +68,7 @@ from memlab.data.longtail import (
 from memlab.measures.longtail import PopulationMeasures, measure_population, model_counts
 from memlab.measures.memorization import MEMORIZED
 from memlab.measures.stats import mean_se
+from memlab.progress import tqdm
 from memlab.studies.base import Execution, Result
 from memlab.studies.longtail.config import BASELINE, RECIPE, LongtailConfig
 from memlab.studies.longtail.verdicts import findings

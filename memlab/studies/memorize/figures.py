@@ -13,6 +13,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.gridspec import GridSpec  # noqa: E402
 
+from memlab.links import docs_page  # noqa: E402
 from memlab.measures.stats import ABOVE, BELOW, UNDECIDED, interval_side  # noqa: E402
 from memlab.report import COLORS, Report, draw_input, numbers, plot_reliability, style  # noqa: E402
 from memlab.studies.base import Result, reproduce_text  # noqa: E402
@@ -467,7 +468,7 @@ def build_report(result: Result) -> Report:
         f"{s['epochs']} epochs ({s['optimizer']}, lr {s['lr']:g}, batch {s['batch_size']}). "
         "For every training example i, mem(i) is the accuracy on it of the models that "
         "trained on it minus that of the models that held it out; influence infl(i, j) is "
-        "the same difference on test example j (Feldman & Zhang 2020; docs/science.md §1). "
+        f"the same difference on test example j (Feldman & Zhang 2020; {docs_page('science')} §1). "
         "Reliability is the Spearman correlation between the scores of two disjoint halves "
         "of the models; a noise floor is the same count from the population with each "
         "example's membership shuffled across the models (mean ± sd over "
@@ -475,7 +476,7 @@ def build_report(result: Result) -> Report:
     choice = s.get("estimator")
     if choice:
         report.text(f"Estimator: {choice['estimator']} ({choice['reason']}); "
-                    "docs/memorization.md, 'Ground truth from fewer models'.")
+                    f"{docs_page('memorization', 'ground-truth-from-fewer-models')}.")
     if s.get("advice"):
         report.text("Standard error: " + s["advice"], note=True)
     if not fits(s):

@@ -35,12 +35,12 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-from tqdm.auto import tqdm
 
 from memlab import validate
 from memlab.data import load
 from memlab.measures.stats import NOT_REPRODUCED, REPRODUCED, UNDECIDED
 from memlab.population.executor import single_thread
+from memlab.progress import tqdm
 from memlab.studies.base import Execution, Result
 from memlab.studies.noise import parts
 from memlab.studies.noise.config import NoiseConfig
