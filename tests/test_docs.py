@@ -63,6 +63,29 @@ def test_a_study_page_has_the_six_sections_in_order(page):
     assert sections == STUDY_SECTIONS, f"{page}.md has ## {sections}, not {STUDY_SECTIONS}"
 
 
+def test_the_readme_is_short_and_its_links_work_on_a_package_index_page():
+    """≤ 200 lines, and every link and image absolute: a package index shows the README
+    without the repository, so a relative docs/*.md link would break there. Every docs URL
+    names a page that exists."""
+    from memlab.links import DOCS_URL
+
+    readme = (ROOT / "README.md").read_text()
+    assert len(readme.splitlines()) <= 200
+    targets = re.findall(r"\]\(([^)\s]+)\)", readme)
+    assert targets and all(t.startswith(("https://", "http://")) for t in targets), [
+        t for t in targets if not t.startswith("http")]
+    for target in targets:
+        if target.startswith(DOCS_URL):
+            page = target[len(DOCS_URL):].split("#")[0].strip("/")
+            if page.startswith("figures/"):
+                assert (DOCS / page).is_file(), target
+            else:
+                assert (DOCS / f"{page or 'index'}.md").is_file(), target
+    install = readme.split("## Install")[1].split("\n## ")[0]
+    assert install.index("pip install memlab") < install.index("make test"), (
+        "the pip path first, then the two repository commands")
+
+
 # ------------------------------------------------------------------ the site and the tutorial
 
 

@@ -29,9 +29,9 @@ def case(model, size, dtype):
 ALL = {f"{'MLP' if m == 'mlp' else 'CNN1d'} {'fp32' if d == 'float32' else 'bf16'} {s}":
        case(m, s, d) for m in ("mlp", "cnn1d") for d in ("float32", "bfloat16")
        for s in ("small", "large")}
-# Six of the eight, so that every pair of (architecture, precision, size) values occurs.
-CI = ["MLP fp32 small", "MLP fp32 large", "MLP bf16 large", "CNN1d fp32 large",
-      "CNN1d bf16 small", "CNN1d bf16 large"]
+# Four of the eight, so that every pair of (architecture, precision, size) values occurs
+# (the half fraction of the 2x2x2 design: each pair of values exactly once).
+CI = ["MLP fp32 small", "MLP bf16 large", "CNN1d fp32 large", "CNN1d bf16 small"]
 
 
 def planned_and_measured(cases, out):

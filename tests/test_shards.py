@@ -68,8 +68,8 @@ def test_three_concurrent_shards_and_a_consolidator_equal_one_process(one_proces
 def test_a_missing_shard_is_named_and_a_killed_shard_rerun_completes_the_run(
         one_process, tmp_path):
     run_dir = tmp_path / "run"
-    for i in (0, 1):
-        assert finished(memlab(*ARGS, "--shard", f"{i}/3", "--out", str(run_dir)))[0] == 0
+    shards = [memlab(*ARGS, "--shard", f"{i}/3", "--out", str(run_dir)) for i in (0, 1)]
+    assert [finished(shard)[0] for shard in shards] == [0, 0]
     code, _, err = finished(memlab("consolidate", str(run_dir)))
     assert code == 2
     assert err.strip().splitlines()[-1] == (
@@ -85,14 +85,18 @@ def test_a_missing_shard_is_named_and_a_killed_shard_rerun_completes_the_run(
     while time.time() < deadline and not store.chunk_is_complete(run_dir, 2):
         time.sleep(0.05)
     assert held.poll() is None, held.communicate()
-    # while it runs: the same shard again, or the whole run, is refused in one line
-    code, _, err = finished(memlab(*ARGS, "--shard", "2/3", "--out", str(run_dir)))
+    # while it runs: the same shard again, the whole run, or another N are refused in one
+    # line (asked at once: none of them changes the run)
+    again, whole, info, other_n = [memlab(*args, "--out", str(run_dir)) if args[0] == "train"
+                                   else memlab(*args) for args in (
+        [*ARGS, "--shard", "2/3"], ARGS, ["info", str(run_dir)], [*ARGS, "--shard", "0/4"])]
+    code, _, err = finished(again)
     assert code == 2 and "(shard 2/3) is in use by pid" in err and "Traceback" not in err
-    code, _, err = finished(memlab(*ARGS, "--out", str(run_dir)))
+    code, _, err = finished(whole)
     assert code == 2 and "is being trained by shard 2/3" in err, err
-    code, out, _ = finished(memlab("info", str(run_dir)))
+    code, out, _ = finished(info)
     assert "training now: 2/3" in out, out
-    code, _, err = finished(memlab(*ARGS, "--shard", "0/4", "--out", str(run_dir)))
+    code, _, err = finished(other_n)
     assert code == 2 and "run every shard with the same N (--shard i/3)" in err, err
     held.send_signal(signal.SIGKILL)
     held.wait(30)

@@ -462,10 +462,13 @@ def _mask_seconds(config: PopulationConfig, n_train: int) -> float:
     return (time.process_time() - started) * config.n_total / sample
 
 
+# What `memlab train` does before its first step: parse the command line, import the engine
+# (the command line alone no longer imports torch) and load the data.
 _STARTUP = """\
 import sys
 from memlab.cli import build_parser
 build_parser()
+import memlab.population
 if len(sys.argv) > 1:
     from memlab.data import load
     load(sys.argv[1])

@@ -70,7 +70,7 @@ class StudyConfig:
 
     @classmethod
     def full(cls) -> StudyConfig:
-        """The preset behind the README's figures."""
+        """The preset behind the docs pages' figures."""
         return cls()
 
     @classmethod

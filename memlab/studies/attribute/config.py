@@ -127,7 +127,7 @@ class AttributeConfig(PopulationStudyConfig):
 
     @classmethod
     def full(cls, **changes: Any) -> AttributeConfig:
-        """The README's MNIST-1D study: the default population, with the removal study."""
+        """docs/attribution.md's MNIST-1D study: the default population, with the removal study."""
         return cls(**{**dict(removal=True), **changes})
 
     @classmethod

@@ -19,7 +19,7 @@ ATTACKS = ("lira_online", "lira_online_fixed", "lira_offline", "lira_offline_fix
 CURVE_ATTACKS = ("lira_online", "lira_online_fixed", "lira_offline", "lira_offline_fixed",
                  "rmia_online", "rmia_offline")
 
-# The recipe of ``memlab memorize`` at 1,000 models (the README's audit table; the
+# The recipe of ``memlab memorize`` at 1,000 models (docs/audit.md's audit table; the
 # memorize demo itself now trains 512): MLPs 40-100-100-10 on 70% subsets of MNIST-1D,
 # 30 epochs of Adam (lr 0.005, batch 64).
 RECIPE = PopulationConfig(n_models=1000, subset_fraction=0.7, epochs=30, batch_size=64,

@@ -102,7 +102,8 @@ class ElasticityConfig(StudyConfig):
 
     @classmethod
     def full(cls, **changes: Any) -> ElasticityConfig:
-        """The README's settings (the defaults; ``data="mnist1d"`` for its second column)."""
+        """The settings of docs/elasticity.md's results (the defaults; ``data="mnist1d"``
+        for its second column)."""
         return cls(**changes)
 
     @classmethod

@@ -66,7 +66,7 @@ class LMMemorizeConfig(StudyConfig):
 
     @classmethod
     def full(cls, **changes: Any) -> LMMemorizeConfig:
-        """The README's numbers: 64 transformers on the synthetic corpus (``text`` =
+        """docs/lm.md's numbers: 64 transformers on the synthetic corpus (``text`` =
         ``shakespeare`` for the real-text ones)."""
         return cls(**changes)
 

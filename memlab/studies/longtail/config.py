@@ -101,7 +101,7 @@ class LongtailConfig(StudyConfig):
 
     @classmethod
     def quick(cls, **changes: Any) -> LongtailConfig:
-        """The README's preset (the defaults): Zipf 0.5, 1, 1.5 and the control, one strength
+        """docs/longtail.md's preset (the defaults): Zipf 0.5, 1, 1.5 and the control, one strength
         per knob, 96 models per population (about 2 minutes on 2 free cores)."""
         return cls(**changes)
 

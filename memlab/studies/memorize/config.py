@@ -35,7 +35,7 @@ class MemorizeConfig(PopulationStudyConfig):
     """Memorization and influence of one population (docs/science.md §1).
 
     data, n_train, label_noise, population: see :class:`PopulationStudyConfig` (default:
-        the README's demo, 512 MLPs on 70% subsets of MNIST-1D).
+        the demo of docs/memorization.md, 512 MLPs on 70% subsets of MNIST-1D).
     mem_min, infl_min, same_label, duplicate_threshold: what counts as memorized, a
         high-influence pair, and a near-duplicate pair (cosine of centred inputs).
     estimator: how mem is estimated (docs/memorization.md, "fewer models"): ``auto``
@@ -96,7 +96,7 @@ class MemorizeConfig(PopulationStudyConfig):
 
     @classmethod
     def full(cls, **changes: Any) -> MemorizeConfig:
-        """The README's MNIST-1D study: the demo with the removal study."""
+        """docs/memorization.md's MNIST-1D study: the demo with the removal study."""
         return cls(**{**dict(removal=True), **changes})
 
     @classmethod

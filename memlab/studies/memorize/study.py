@@ -1,7 +1,7 @@
 """The memorization study: population → scores → influence → pairs → removal → report.
 
     from memlab.studies.memorize import MemorizeConfig, run
-    result = run(MemorizeConfig(), out="runs/memorize")      # the README's demo
+    result = run(MemorizeConfig(), out="runs/memorize")      # the demo (make demo)
     run(MemorizeConfig(data=None), out, dataset=my_dataset)  # your own Dataset object
     result.tables["scores"]     # one row per training example: mem, se, acc_in, acc_out, ...
     result.tables["pairs"]      # high-influence pairs, near-duplicates flagged

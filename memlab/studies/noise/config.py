@@ -58,7 +58,7 @@ def show_regularizers(value: dict[str, tuple[float, ...]]) -> list[str]:
 @dataclass(frozen=True)
 class NoiseConfig(StudyConfig):
     """Everything that sets the study's results; the defaults are the full preset
-    (``full()``), ``quick()`` the small one behind the README's tables.
+    (``full()``), ``quick()`` the small one behind docs/noise.md's tables.
 
     data: the dataset (a built-in name or a path); its test split is the validation set.
     n_train: training examples used (a fixed random subset, stream ``streams.N_TRAIN`` of
@@ -119,7 +119,7 @@ class NoiseConfig(StudyConfig):
     @classmethod
     def quick(cls, **changes: Any) -> NoiseConfig:
         """1,000 training examples, 16 seeds x 60 epochs, noise20 and noise50: ~15 min on
-        2 shared cores (MNIST-1D), the README's tables."""
+        2 shared cores (MNIST-1D), docs/noise.md's tables."""
         return cls(**{**dict(n_train=1000, noise_fractions=(0.2, 0.5), seeds=16,
                              population=dataclasses.replace(RECIPE, epochs=60),
                              capacity_sizes=(125, 250, 500, 1000),

@@ -77,7 +77,7 @@ class SpectraStudyConfig(StudyConfig):
 
     @classmethod
     def full(cls, **changes: Any) -> SpectraStudyConfig:
-        """The README's study: four knobs, 8 models per value."""
+        """docs/spectra.md's study: four knobs, 8 models per value."""
         return cls(**changes)
 
     @classmethod
