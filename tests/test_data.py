@@ -155,3 +155,17 @@ def test_reading_a_memory_mapped_dataset_end_to_end_keeps_resident_memory_down(t
     grown = int(subprocess.run([sys.executable, "-c", script], capture_output=True,
                                text=True, check=True).stdout)
     assert grown < 3 * BLOCK_BYTES // 2**20, f"peak resident memory grew by {grown} MiB"
+
+
+def test_digits_read_without_scikit_learn_equal_load_digits():
+    """memlab reads the digits CSV that scikit-learn ships (no scikit-learn import at
+    start-up); the arrays are load_digits' to the bit."""
+    from sklearn.datasets import load_digits
+
+    from memlab.data.builtin import digits_arrays
+
+    images, target = digits_arrays()
+    bunch = load_digits()
+    np.testing.assert_array_equal(images, bunch.images)
+    np.testing.assert_array_equal(target, bunch.target)
+    assert images.dtype == bunch.images.dtype

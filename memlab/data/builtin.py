@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import gzip
+import importlib.util
 import os
 import pickle
 import shlex
@@ -83,12 +84,27 @@ def _load_mnist1d() -> Dataset:
     return dataset
 
 
-def _load_digits() -> Dataset:
-    from sklearn.datasets import load_digits
+def digits_arrays() -> tuple[np.ndarray, np.ndarray]:
+    """scikit-learn's digits: images (1797, 8, 8) and targets, as ``load_digits`` returns
+    them, read from the CSV file scikit-learn ships without importing scikit-learn (whose
+    imports, mostly scipy's, cost every process that trains on digits about a second);
+    ``load_digits`` itself where that file is not found."""
+    spec = importlib.util.find_spec("sklearn")
+    folders = list(spec.submodule_search_locations or []) if spec else []
+    path = Path(folders[0], "datasets", "data", "digits.csv.gz") if folders else None
+    if path is None or not path.is_file():
+        from sklearn.datasets import load_digits
 
-    bunch = load_digits()
-    x = (bunch.images / 16.0).astype(np.float32)[:, None, :, :]  # (n, 1, 8, 8) in [0, 1]
-    y = bunch.target.astype(np.int64)
+        bunch = load_digits()
+        return bunch.images, bunch.target
+    data = np.loadtxt(path, delimiter=",")  # what load_digits reads, the way it reads it
+    return data[:, :-1].reshape(-1, 8, 8), data[:, -1].astype(int)
+
+
+def _load_digits() -> Dataset:
+    images, target = digits_arrays()
+    x = (images / 16.0).astype(np.float32)[:, None, :, :]  # (n, 1, 8, 8) in [0, 1]
+    y = target.astype(np.int64)
     order = np.random.default_rng(0).permutation(len(y))
     n_train = int(round(0.8 * len(y)))
     train, test = order[:n_train], order[n_train:]
@@ -101,8 +117,6 @@ def _load_digits() -> Dataset:
 
 
 def _load_mnist() -> Dataset:
-    import importlib.util
-
     spec = importlib.util.find_spec("mnist")
     path = Path(spec.origin).parent / "data" / "mnist.pkl.gz" if spec and spec.origin else None
     if path is None or not path.exists():

@@ -29,11 +29,6 @@ from collections.abc import Callable
 
 from memlab.errors import ConfigError
 
-try:
-    import dp_accounting
-except ImportError:  # only DP runs need it; _library() says how to install it
-    dp_accounting = None
-
 # Opacus's RDPAccountant.DEFAULT_ALPHAS, so our RDP ε and Opacus's answer the same question.
 RDP_ORDERS: tuple[float, ...] = tuple(
     [1 + x / 10.0 for x in range(1, 100)] + [float(a) for a in range(12, 64)])
@@ -149,9 +144,14 @@ def _check_account_inputs(noise_multiplier: float, sampling_rate: float, steps: 
 
 
 def _library():
-    """The dp_accounting module, or a one-line ConfigError saying how to get it."""
-    if dp_accounting is None:
-        raise ConfigError("differential privacy needs dp-accounting: pip install dp-accounting")
+    """The dp_accounting module, or a one-line ConfigError saying how to get it. Imported
+    on first use: it imports much of scipy (about 2.5 s), which every run without DP (and
+    every ``memlab`` command that trains) would otherwise pay at start-up."""
+    try:
+        import dp_accounting
+    except ImportError:  # only DP runs need it
+        raise ConfigError("differential privacy needs dp-accounting: pip install "
+                          "dp-accounting") from None
     return dp_accounting
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import functools
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +19,7 @@ from memlab.engine.config import PopulationConfig
 from memlab.engine.task import TASKS
 from memlab.errors import RunError
 from memlab.population import provenance, shards, store
+from memlab.population.messages import say
 from memlab.population.run import Run, upgrade_manifest
 
 
@@ -63,9 +63,6 @@ def finish(run_dir: Path, manifest: dict, verifier: store.Verifier) -> None:
     config = PopulationConfig.from_dict({**PopulationConfig().to_dict(), **manifest["config"]})
     finalize(run_dir, manifest, config, chunks, TASKS[manifest["task"]])
 
-
-def say(message: str) -> None:
-    print(f"memlab: {message}", file=sys.stderr)
 
 
 def finalize(run_dir: Path, manifest: dict, config: PopulationConfig,

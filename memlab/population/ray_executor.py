@@ -15,7 +15,6 @@ from __future__ import annotations
 import logging
 import os
 import signal
-import sys
 import threading
 import time
 from collections.abc import Callable
@@ -34,6 +33,7 @@ from memlab.population.executor import (
     commit_chunk,
     reinstall_signal_handlers,
 )
+from memlab.population.messages import say
 
 TASK_RETRIES = 3
 
@@ -228,7 +228,7 @@ def _shared_run_dir(ray, run_dir: Path) -> bool:
     blind = [node.get("NodeManagerAddress", node["NodeID"][:8])
              for node, sees in zip(nodes, answers) if not sees]
     if blind:
-        _say(f"Ray node {blind[0]} does not see the run directory {run_dir}: the dataset "
+        say(f"Ray node {blind[0]} does not see the run directory {run_dir}: the dataset "
              "goes through Ray's object store and every chunk's records through this "
              "process (put the run on a file system every node mounts to avoid both)")
     return not blind
@@ -285,7 +285,7 @@ class _Watch:
                 if chunk in self.where:  # Ray retries it: where it ran is gone
                     before = self.where[chunk]
                     self.attempts[chunk] = self.attempts.get(chunk, 1) + 1
-                    _say(f"chunk {chunk} is being trained again (attempt "
+                    say(f"chunk {chunk} is being trained again (attempt "
                          f"{self.attempts[chunk]} of {TASK_RETRIES + 1}): its worker on Ray "
                          f"node {self.known.get(before, '?')} ({before[:8]}) was lost; "
                          "same seeds, same bits")
@@ -299,13 +299,10 @@ class _Watch:
         self.known.update(alive)
         for node, address in self.alive.items():
             if node not in alive:
-                _say(f"Ray node {address} ({node[:8]}) was lost; its chunks are trained "
+                say(f"Ray node {address} ({node[:8]}) was lost; its chunks are trained "
                      "again on the other nodes")
         self.alive = alive
 
-
-def _say(message: str) -> None:
-    print(f"memlab: {message}", file=sys.stderr)
 
 
 WAIT_SECONDS = 0.2  # how often the driver looks for a signal between Ray calls

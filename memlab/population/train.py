@@ -44,6 +44,7 @@ from memlab.errors import ConfigError, RunError
 from memlab.population import shards, store
 from memlab.population.consolidate import finalize, finish
 from memlab.population.executor import ChunkWork, Terminated, exit_on_signals, run_local
+from memlab.population.messages import say
 from memlab.population.ray_executor import check_reachable, run_ray
 from memlab.population.run import Run, upgrade_manifest
 
@@ -258,7 +259,7 @@ def _train_and_finalize(run_dir: Path, manifest: dict, dataset: Any, task: Any,
     for chunk in mine:
         problems = store.chunk_problems(run_dir, chunk.index, verifier)
         if problems and manifest["chunks"].get(str(chunk.index)) == "done":
-            _say(f"repairing {run_dir}: chunks/{chunk.index:05d}/{problems[0][0]} is "
+            say(f"repairing {run_dir}: chunks/{chunk.index:05d}/{problems[0][0]} is "
                  f"damaged ({problems[0][1]}); retraining chunk {chunk.index}")
         if problems:
             todo.append(chunk)
@@ -292,7 +293,7 @@ def _train_and_finalize(run_dir: Path, manifest: dict, dataset: Any, task: Any,
                           on_chunk, tracker.epoch_done)
         except BaseException as error:
             if isinstance(error, Terminated):
-                _say(f"terminated by signal {error.code - 128}; run the same command again "
+                say(f"terminated by signal {error.code - 128}; run the same command again "
                      "to resume")
             if shard is None:
                 manifest["status"] = "interrupted"
@@ -310,7 +311,7 @@ def _train_and_finalize(run_dir: Path, manifest: dict, dataset: Any, task: Any,
     damaged = ([] if manifest["status"] != "complete"
                else store.consolidated_damage(run_dir, verifier))
     if damaged:
-        _say(f"repairing {run_dir}: {damaged[0].path} is damaged ({damaged[0].problem}); "
+        say(f"repairing {run_dir}: {damaged[0].path} is damaged ({damaged[0].problem}); "
              "rebuilding the consolidated records from chunks/")
     if manifest["status"] != "complete" or damaged:
         finalize(run_dir, manifest, config, chunks, task)
@@ -355,7 +356,7 @@ def _finish_shard(run_dir: Path, shard: tuple[int, int], n_mine: int,
             if shards.owns(shard, chunk):
                 manifest["chunks"][str(chunk.index)] = "done"
         store.write_manifest(run_dir, manifest)
-        _say(f"shard {shards.name(shard)} is done ({n_mine} chunks committed); the run waits "
+        say(f"shard {shards.name(shard)} is done ({n_mine} chunks committed); the run waits "
              f"for {len(waiting)} chunks of other shards: the last shard to finish builds "
              f"the records (or memlab consolidate {run_dir}, once they are in)")
         return False
@@ -370,9 +371,6 @@ def _open_verified(run_dir: Path, verifier: store.Verifier) -> Run:
     run.verify(verifier)
     return run
 
-
-def _say(message: str) -> None:
-    print(f"memlab: {message}", file=sys.stderr)
 
 
 @contextlib.contextmanager
@@ -626,7 +624,7 @@ def _repair_dataset(run_dir: Path, manifest: dict, dataset: Any, task: Any,
         damaged = [("dataset.npz", "missing")]
     if not damaged:
         return
-    _say(f"repairing {run_dir}: {damaged[0][0]} is damaged ({damaged[0][1]}); re-writing it "
+    say(f"repairing {run_dir}: {damaged[0][0]} is damaged ({damaged[0][1]}); re-writing it "
          f"from the given dataset ({manifest['dataset']['name']}, fingerprint checked)")
     staging = Path(tempfile.mkdtemp(prefix=".dataset.", dir=run_dir))
     try:
@@ -671,7 +669,7 @@ def _repair_mask(run_dir: Path, manifest: dict, expected: np.ndarray, explicit: 
         raise RunError(f"{path} is {problem}, and the {what} differs from the mask the run "
                        "was trained with; run the same train command with the original "
                        "--membership mask")
-    _say(f"repairing {run_dir}: {store.MASK} is damaged ({problem}); re-writing it from "
+    say(f"repairing {run_dir}: {store.MASK} is damaged ({problem}); re-writing it from "
          f"the {what}")
     store.clear_path(path, unless_file=True)  # a directory in its place: damage
     checksums[store.MASK] = store.atomic_save_npy(path, expected)
