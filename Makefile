@@ -34,7 +34,7 @@ demo: $(VENV)/.core
 
 test: $(VENV)/.test
 	@command -v chromium >/dev/null || echo "note: chromium not found; the report screenshot test will skip (apt-get install chromium)"
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --durations=20
 
 bench: $(VENV)/.test
 	$(PY) benchmarks/population.py
